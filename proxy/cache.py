@@ -1,0 +1,192 @@
+"""Last-known-good configuration file of a proxy.
+
+Why it exists: a proxy must keep serving its last committed configuration when it restarts while
+no control-plane node is reachable (mode ``cached``). The file therefore has to survive crashes at
+any instant and must never hand back a half-written or bit-rotted configuration.
+
+Layout of one generation (all integers big-endian)::
+
+    magic        8 bytes   b"GWADMLKG"
+    version      u16       FORMAT_VERSION
+    revision     u64       config revision of the body
+    body_len     u64       length of the body in bytes (detects truncation before hashing)
+    body_sha256  32 bytes  sha256 of the body
+    hash_len     u16       length of the config hash that follows
+    config_hash  hash_len  ConfigState.hash() of the body, ASCII
+    body                   zlib(msgpack(ConfigState.to_snapshot()))
+
+Writes go to ``<file>.tmp``, are fsynced, the current file is rotated to ``<file>.prev`` and the
+tmp file renamed over ``<file>``; then the directory is fsynced so the renames themselves are
+durable. A crash between the two renames leaves only ``.prev``, which ``load`` then uses. msgpack
+only: a cache file is data from disk and must never be able to run code (no pickle).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+MAGIC = b"GWADMLKG"
+FORMAT_VERSION = 1
+_FIXED = struct.Struct(">8sHQQ32sH")
+# A decompressed snapshot larger than this is treated as corrupt rather than exhausting memory.
+MAX_SNAPSHOT_BYTES = 1 << 30
+
+log = logging.getLogger(__name__)
+
+
+class CacheCorrupt(Exception):
+    """One generation of the cache file cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """What a valid generation holds."""
+
+    snapshot: dict[str, Any]
+    revision: int
+    hash: str
+
+
+def encode_body(snapshot: dict[str, Any]) -> bytes:
+    """zlib(msgpack(snapshot)): the same bytes as a push-protocol snapshot payload."""
+    return zlib.compress(msgpack.packb(snapshot, use_bin_type=True))
+
+
+def decode_body(body: bytes, max_size: int = MAX_SNAPSHOT_BYTES) -> Any:
+    """Inverse of ``encode_body``; refuses output above ``max_size`` (zip bombs, rot)."""
+    d = zlib.decompressobj()
+    raw = d.decompress(body, max_size)
+    if d.unconsumed_tail:
+        raise ValueError(f"decompressed snapshot exceeds {max_size} bytes")
+    if not d.eof:
+        raise ValueError("compressed body is incomplete")
+    return msgpack.unpackb(raw, raw=False, strict_map_key=False)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ConfigCache:
+    """The cache file at ``path`` plus its previous generation ``path.prev``.
+
+    Not thread-safe by itself; the sync client serialises writes (one apply at a time) and may
+    run them in an executor thread because they block on fsync.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.prev_path = self.path.with_name(self.path.name + ".prev")
+        self.tmp_path = self.path.with_name(self.path.name + ".tmp")
+        # Whether ``path`` currently holds a valid generation: None = not checked yet. Rotating a
+        # corrupt file into ``.prev`` would destroy the only good generation, so we track it.
+        self._current_valid: bool | None = None
+
+    # ---- reading ----------------------------------------------------------------------------
+
+    def read_generation(self, path: Path) -> CacheEntry:
+        """Parse and verify one generation; raises CacheCorrupt (or OSError if unreadable)."""
+        data = path.read_bytes()
+        if len(data) < _FIXED.size:
+            raise CacheCorrupt(f"truncated header ({len(data)} bytes)")
+        magic, version, revision, body_len, digest, hash_len = _FIXED.unpack_from(data)
+        if magic != MAGIC:
+            raise CacheCorrupt(f"bad magic {magic!r}, not a gwadm cache file")
+        if version != FORMAT_VERSION:
+            raise CacheCorrupt(f"unsupported format version {version} (expected {FORMAT_VERSION})")
+        start = _FIXED.size + hash_len
+        if len(data) < start + body_len:
+            raise CacheCorrupt(f"truncated body ({len(data) - start} of {body_len} bytes)")
+        if len(data) > start + body_len:
+            raise CacheCorrupt(f"{len(data) - start - body_len} trailing bytes")
+        try:
+            config_hash = data[_FIXED.size : start].decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise CacheCorrupt("config hash is not ASCII") from exc
+        body = data[start:]
+        if hashlib.sha256(body).digest() != digest:
+            raise CacheCorrupt("sha256 checksum mismatch")
+        try:
+            snapshot = decode_body(body)
+        except Exception as exc:  # zlib.error, msgpack errors, ValueError
+            raise CacheCorrupt(f"undecodable body: {exc}") from exc
+        if not isinstance(snapshot, dict) or snapshot.get("revision") != revision:
+            raise CacheCorrupt("body is not a snapshot of the header's revision")
+        return CacheEntry(snapshot, revision, config_hash)
+
+    def load(self) -> CacheEntry | None:
+        """The newest valid generation, or None if there is none.
+
+        Each unusable file is reported in exactly one warning line (path and reason); a missing
+        file is normal (first boot) and not reported.
+        """
+        for i, path in enumerate((self.path, self.prev_path)):
+            try:
+                entry = self.read_generation(path)
+            except FileNotFoundError:
+                if i == 0:
+                    self._current_valid = False
+                continue
+            except (CacheCorrupt, OSError) as exc:
+                if i == 0:
+                    self._current_valid = False
+                fallback = "; trying previous generation" if i == 0 else ""
+                log.warning("config cache %s unusable: %s%s", path, exc, fallback)
+                continue
+            if i == 0:
+                self._current_valid = True
+            return entry
+        return None
+
+    # ---- writing ----------------------------------------------------------------------------
+
+    def save(self, snapshot: dict[str, Any], revision: int, config_hash: str) -> None:
+        """Persist ``snapshot`` (ConfigState.to_snapshot() output) as the newest generation."""
+        self.save_encoded(encode_body(snapshot), revision, config_hash)
+
+    def save_encoded(self, body: bytes, revision: int, config_hash: str) -> None:
+        """Persist an already compressed body (a snapshot received from a CP is reused as is)."""
+        hash_bytes = config_hash.encode("ascii")
+        header = _FIXED.pack(
+            MAGIC, FORMAT_VERSION, revision, len(body), hashlib.sha256(body).digest(), len(hash_bytes)
+        )
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # 0600: consumer credentials (API keys, JWT secrets) are part of the configuration.
+        fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(header)
+                f.write(hash_bytes)
+                f.write(body)
+                f.flush()
+                os.fsync(f.fileno())
+            if self.path.exists() and self._is_current_valid():
+                os.replace(self.path, self.prev_path)
+            os.replace(self.tmp_path, self.path)
+        except BaseException:
+            self.tmp_path.unlink(missing_ok=True)
+            raise
+        _fsync_dir(self.path.parent)
+        self._current_valid = True
+
+    def _is_current_valid(self) -> bool:
+        if self._current_valid is None:
+            try:
+                self.read_generation(self.path)
+                self._current_valid = True
+            except (CacheCorrupt, OSError):
+                self._current_valid = False
+        return self._current_valid
