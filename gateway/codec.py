@@ -1,0 +1,353 @@
+"""Bytes on the wire and on disk: msgpack encodings of transactions, deltas, snapshots and frames.
+
+Everything that crosses a process boundary -- the Raft log (transactions), the push protocol
+(frames) and the proxy's cache (snapshots) -- is encoded here, with msgpack only, never pickle.
+Decoding treats its input as untrusted: whatever the bytes are, the decoders either return a value
+of the documented shape or raise ``CodecError`` with a clear message; no other exception escapes.
+
+Unknown extra keys in maps are ignored, so a later protocol revision can add optional fields
+without breaking v1 peers; a different ``proto`` in ``hello`` is rejected.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from .delta import Delta, DeltaOp
+from .errors import CodecError, GatewayError
+from .model import ACTIONS, KINDS, Op, Txn
+from .packing import pack, unpack
+from .state import ConfigState
+
+__all__ = [
+    "FRAME_FIELDS",
+    "FRAME_TYPES",
+    "MAX_SNAPSHOT_BYTES",
+    "PROTOCOL_VERSION",
+    "PROXY_MODES",
+    "decode",
+    "decode_delta",
+    "decode_frame",
+    "decode_snapshot",
+    "decode_txn",
+    "encode",
+    "encode_delta",
+    "encode_frame",
+    "encode_snapshot",
+    "encode_txn",
+]
+
+PROTOCOL_VERSION = 1
+MAX_SNAPSHOT_BYTES = 1 << 30
+"""Upper bound for a decompressed snapshot, so a corrupt or hostile blob cannot exhaust memory."""
+PROXY_MODES: tuple[str, ...] = ("synced", "cached", "empty")
+
+_T = TypeVar("_T")
+
+
+def _guard(what: str, fn: Callable[[], _T]) -> _T:
+    """Run a decoder; anything but a ``CodecError`` from it becomes one (untrusted input)."""
+    try:
+        return fn()
+    except CodecError:
+        raise
+    except GatewayError as exc:
+        raise CodecError(f"invalid {what}: {exc.message}", exc.path) from None
+    except Exception as exc:  # noqa: BLE001 - untrusted bytes may trigger anything in a decoder
+        raise CodecError(f"invalid {what}: {type(exc).__name__}: {exc}") from None
+
+
+# --- raw msgpack -------------------------------------------------------------------------------
+
+
+def encode(obj: Any) -> bytes:
+    """msgpack-encode ``obj``; ``CodecError`` if it contains something msgpack cannot encode."""
+    try:
+        return pack(obj)
+    except Exception as exc:  # noqa: BLE001 - TypeError, ValueError, OverflowError, ...
+        raise CodecError(f"cannot encode: {type(exc).__name__}: {exc}") from None
+
+
+def decode(data: bytes) -> Any:
+    """Decode exactly one msgpack object; ``CodecError`` on anything that is not one."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise CodecError(f"expected bytes, got {type(data).__name__}")
+    return _guard("msgpack data", lambda: unpack(bytes(data)))
+
+
+# --- field checks ------------------------------------------------------------------------------
+
+
+def _map(value: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise CodecError(f"{what} must be a map")
+    return value
+
+
+def _int(value: Any, field: str, *, minimum: int | None = 0, nullable: bool = False) -> Any:
+    if value is None and nullable:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise CodecError(f"field {field!r} must be an integer")
+    if minimum is not None and value < minimum:
+        raise CodecError(f"field {field!r} must be >= {minimum}")
+    return value
+
+
+def _str(value: Any, field: str, *, nullable: bool = False) -> Any:
+    if value is None and nullable:
+        return None
+    if not isinstance(value, str):
+        raise CodecError(f"field {field!r} must be a string")
+    return value
+
+
+def _require(data: Mapping[str, Any], field: str, what: str) -> Any:
+    if field not in data:
+        raise CodecError(f"{what} is missing required field {field!r}")
+    return data[field]
+
+
+# --- transactions ------------------------------------------------------------------------------
+
+
+def encode_txn(txn: Txn) -> bytes:
+    """``{"request_id", "expect_revision", "ops": [{"action","kind","id","body","expect_mod_revision"}]}``."""
+    return encode(
+        {
+            "request_id": txn.request_id,
+            "expect_revision": txn.expect_revision,
+            "ops": [
+                {
+                    "action": op.action,
+                    "kind": op.kind,
+                    "id": op.id,
+                    "body": op.body,
+                    "expect_mod_revision": op.expect_mod_revision,
+                }
+                for op in txn.ops
+            ],
+        }
+    )
+
+
+def _op_from(value: Any, index: int) -> Op:
+    what = f"txn op {index}"
+    op = _map(value, what)
+    action = _require(op, "action", what)
+    if action not in ACTIONS:
+        raise CodecError(f"{what}: action must be put or delete")
+    body = op.get("body")
+    if body is not None and not isinstance(body, Mapping):
+        raise CodecError(f"{what}: body must be a map or null")
+    return Op(
+        action=action,
+        kind=_str(_require(op, "kind", what), "kind"),
+        id=_str(_require(op, "id", what), "id"),
+        body=body,
+        expect_mod_revision=_int(op.get("expect_mod_revision"), "expect_mod_revision", nullable=True),
+    )
+
+
+def decode_txn(data: bytes) -> Txn:
+    """Inverse of ``encode_txn``. Checks structure only; ``ConfigState.apply`` validates meaning."""
+
+    def build() -> Txn:
+        obj = _map(decode(data), "txn")
+        ops = _require(obj, "ops", "txn")
+        if not isinstance(ops, list):
+            raise CodecError("txn field 'ops' must be a list")
+        return Txn(
+            request_id=_str(_require(obj, "request_id", "txn"), "request_id"),
+            ops=tuple(_op_from(op, index) for index, op in enumerate(ops)),
+            expect_revision=_int(obj.get("expect_revision"), "expect_revision", nullable=True),
+        )
+
+    return _guard("txn", build)
+
+
+# --- deltas ------------------------------------------------------------------------------------
+
+
+def _delta_dict(delta: Delta) -> dict[str, Any]:
+    return {"base": delta.base, "revision": delta.revision, "ops": [list(op) for op in delta.ops]}
+
+
+def encode_delta(delta: Delta) -> bytes:
+    """``{"base", "revision", "ops": [[action, kind, id, resource|null], ...]}``."""
+    return encode(_delta_dict(delta))
+
+
+def _delta_ops(value: Any) -> tuple[DeltaOp, ...]:
+    if not isinstance(value, list | tuple):
+        raise CodecError("delta field 'ops' must be a list")
+    ops: list[DeltaOp] = []
+    for index, op in enumerate(value):
+        if not isinstance(op, list | tuple) or len(op) != 4:
+            raise CodecError(f"delta op {index} must be [action, kind, id, resource|null]")
+        action, kind, id, resource = op
+        if action not in ACTIONS or kind not in KINDS or not isinstance(id, str):
+            raise CodecError(f"delta op {index} has a bad action, kind or id")
+        if action == "put":
+            res = _map(resource, f"delta op {index} resource")
+            if not isinstance(res.get("spec"), Mapping):
+                raise CodecError(f"delta op {index} resource needs a spec map")
+            _int(res.get("created_revision"), "created_revision", minimum=1)
+            _int(res.get("mod_revision"), "mod_revision", minimum=1)
+        elif resource is not None:
+            raise CodecError(f"delta op {index}: a delete carries no resource")
+        ops.append((action, kind, id, resource))
+    return tuple(ops)
+
+
+def _delta_from(obj: Mapping[str, Any], what: str) -> Delta:
+    base = _int(_require(obj, "base", what), "base")
+    revision = _int(_require(obj, "revision", what), "revision")
+    if revision <= base:
+        raise CodecError(f"{what}: revision {revision} must be greater than base {base}")
+    return Delta(base, revision, _delta_ops(_require(obj, "ops", what)))
+
+
+def decode_delta(data: bytes) -> Delta:
+    """Inverse of ``encode_delta``, with every op's shape checked."""
+    return _guard("delta", lambda: _delta_from(_map(decode(data), "delta"), "delta"))
+
+
+# --- snapshots ---------------------------------------------------------------------------------
+
+
+def encode_snapshot(state: ConfigState) -> bytes:
+    """``zlib(msgpack(state.to_snapshot()))``: the proxy cache and the snapshot frames' payload."""
+    return zlib.compress(encode(state.to_snapshot()), 6)
+
+
+def decode_snapshot(data: bytes, *, max_bytes: int = MAX_SNAPSHOT_BYTES) -> ConfigState:
+    """Inverse of ``encode_snapshot``; ``CodecError`` on corrupt, oversized or ill-shaped data."""
+
+    def build() -> ConfigState:
+        inflater = zlib.decompressobj()
+        raw = inflater.decompress(bytes(data), max_bytes)
+        if inflater.unconsumed_tail:
+            raise CodecError(f"snapshot is larger than {max_bytes} bytes uncompressed")
+        if not inflater.eof:
+            raise CodecError("snapshot data is truncated")
+        if inflater.unused_data:
+            raise CodecError("trailing bytes after the compressed snapshot")
+        return ConfigState.from_snapshot(decode(raw))
+
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise CodecError(f"expected bytes, got {type(data).__name__}")
+    return _guard("snapshot", build)
+
+
+# --- push protocol frames ----------------------------------------------------------------------
+
+
+def _proto(value: Any, field: str) -> int:
+    if _int(value, field) != PROTOCOL_VERSION:
+        raise CodecError(f"unsupported protocol version {value!r} (this side speaks {PROTOCOL_VERSION})")
+    return PROTOCOL_VERSION
+
+
+def _rev(value: Any, field: str) -> Any:
+    return _int(value, field)
+
+
+def _any_int(value: Any, field: str) -> Any:
+    return _int(value, field, minimum=None)
+
+
+def _positive(value: Any, field: str) -> Any:
+    return _int(value, field, minimum=1)
+
+
+def _text(value: Any, field: str) -> Any:
+    return _str(value, field)
+
+
+def _opt_text(value: Any, field: str) -> Any:
+    return _str(value, field, nullable=True)
+
+
+def _flag(value: Any, field: str) -> Any:
+    if not isinstance(value, bool):
+        raise CodecError(f"field {field!r} must be true or false")
+    return value
+
+
+def _blob(value: Any, field: str) -> Any:
+    if not isinstance(value, bytes):
+        raise CodecError(f"field {field!r} must be binary")
+    return value
+
+
+def _error(value: Any, field: str) -> Any:
+    if not isinstance(value, str | dict):
+        raise CodecError(f"field {field!r} must be a string or an error map")
+    return value
+
+
+def _mode(value: Any, field: str) -> Any:
+    if value not in PROXY_MODES:
+        raise CodecError(f"field {field!r} must be one of {', '.join(PROXY_MODES)}")
+    return value
+
+
+def _ops(value: Any, field: str) -> Any:
+    _delta_ops(value)
+    return value
+
+
+_Check = Callable[[Any, str], Any]
+
+FRAME_FIELDS: dict[str, dict[str, _Check]] = {
+    "hello": {
+        "proto": _proto,
+        "proxy_id": _text,
+        "software": _text,
+        "revision": _rev,
+        "hash": _text,
+        "address": _opt_text,
+    },
+    "delta": {"base": _rev, "revision": _rev, "ops": _ops, "hash": _text},
+    "snapshot": {"revision": _rev, "hash": _text, "chunk": _rev, "chunks": _positive, "data": _blob},
+    "ack": {"revision": _rev},
+    "nack": {"revision": _rev, "error": _error},
+    "status": {
+        "node_id": _text,
+        "leader_id": _opt_text,
+        "term": _any_int,
+        "has_quorum": _flag,
+        "revision": _rev,
+    },
+    "resync": {"revision": _rev},
+    "mode": {"mode": _mode},
+}
+"""Required fields of every frame type (contracts section 4) and how each is checked."""
+FRAME_TYPES: tuple[str, ...] = tuple(FRAME_FIELDS)
+
+
+def _check_frame(frame: Any) -> dict[str, Any]:
+    frame = _map(frame, "frame")
+    kind = frame.get("t")
+    if not isinstance(kind, str) or kind not in FRAME_FIELDS:
+        raise CodecError(f"unknown frame type {kind!r}; expected one of {', '.join(FRAME_TYPES)}")
+    for field, check in FRAME_FIELDS[kind].items():
+        check(_require(frame, field, f"{kind} frame"), field)
+    if kind == "delta" and frame["revision"] <= frame["base"]:
+        raise CodecError("delta frame: revision must be greater than base")
+    if kind == "snapshot" and frame["chunk"] >= frame["chunks"]:
+        raise CodecError("snapshot frame: chunk must be < chunks")
+    return dict(frame)
+
+
+def encode_frame(frame: Mapping[str, Any]) -> bytes:
+    """Check ``frame`` like ``decode_frame`` would, then encode it (bad frames never leave)."""
+    return encode(_check_frame(frame))
+
+
+def decode_frame(data: bytes) -> dict[str, Any]:
+    """Decode and check one frame: a known ``t`` and every required field of the right type."""
+    return _guard("frame", lambda: _check_frame(decode(data)))

@@ -1,0 +1,291 @@
+"""ConfigState: the replicated configuration as an immutable value with a deterministic ``apply``.
+
+Every control-plane node runs ``apply`` on the same transactions in the same (Raft) order and must
+reach the same state, so ``apply`` depends on nothing but the state and the transaction: no
+clocks, no randomness, no iteration-order accidents in its errors. It applies all ops or none:
+the new state is built on the side and only returned when every check has passed, so a rejected
+transaction leaves the state (and its revision) exactly as it was.
+
+States share structure: ``apply`` copies only the per-kind dicts it touches (one dict copy for a
+one-route change, however many routes exist) and shares every untouched ``Resource``, whose specs
+are deeply frozen. The hash is computed lazily and cached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from .delta import Delta, DeltaOp, config_hash
+from .errors import CodecError, Conflict, InUse, NotFound, ReferenceViolation, ValidationError
+from .model import KINDS, Op, Resource, Txn, check_id, check_kind, resource_from_dict
+from .validate import validate_spec
+
+__all__ = ["ConfigState"]
+
+_Kinds = dict[str, dict[str, Resource]]
+
+
+class ConfigState:
+    """Resources by kind and id plus a global ``revision`` (+1 per applied transaction).
+
+    Build one with ``empty()`` or ``from_snapshot()``; derive new ones with ``apply`` or
+    ``gateway.delta.apply_delta``. Instances are never mutated.
+    """
+
+    __slots__ = ("_revision", "_kinds", "_hash")
+
+    def __init__(self, revision: int, kinds: _Kinds) -> None:
+        """Internal: takes ownership of ``kinds`` (which must have every kind) without copying."""
+        self._revision = revision
+        self._kinds = kinds
+        self._hash: str | None = None
+
+    # --- construction --------------------------------------------------------------------------
+
+    @classmethod
+    def empty(cls) -> ConfigState:
+        """The state before the first transaction: revision 0, no resources."""
+        return cls(0, {kind: {} for kind in KINDS})
+
+    @classmethod
+    def from_snapshot(cls, data: Any) -> ConfigState:
+        """Rebuild a state from ``to_snapshot()`` output; ``CodecError`` if the shape is wrong.
+
+        Specs are trusted (they were validated when committed); structure and revisions are checked.
+        """
+        if not isinstance(data, Mapping):
+            raise CodecError("snapshot must be a map with revision and resources")
+        revision = data.get("revision")
+        if not isinstance(revision, int) or isinstance(revision, bool) or revision < 0:
+            raise CodecError("snapshot revision must be an integer >= 0", "revision")
+        resources = data.get("resources", {})
+        if not isinstance(resources, Mapping):
+            raise CodecError("snapshot resources must be a map of kind -> {id: resource}", "resources")
+        kinds: _Kinds = {kind: {} for kind in KINDS}
+        for kind, items in resources.items():
+            if kind not in KINDS:
+                raise CodecError(f"unknown kind {kind!r} in snapshot", "resources")
+            if not isinstance(items, Mapping):
+                raise CodecError("must be a map of id -> resource", f"resources.{kind}")
+            for id, item in items.items():
+                resource = resource_from_dict(kind, id, item)
+                if resource.mod_revision > revision:
+                    raise CodecError(f"mod_revision is newer than the snapshot revision {revision}", f"{kind}[{id}]")
+                kinds[kind][id] = resource
+        return cls(revision, kinds)
+
+    # --- reading -------------------------------------------------------------------------------
+
+    @property
+    def revision(self) -> int:
+        """The revision of the last applied transaction (0 for the empty state)."""
+        return self._revision
+
+    def get(self, kind: str, id: str) -> Resource | None:
+        """The resource, or ``None``; ``NotFound`` if ``kind`` itself is unknown."""
+        return self._kinds[check_kind(kind)].get(id)
+
+    def list(self, kind: str) -> list[Resource]:
+        """All resources of ``kind``, sorted by id; ``NotFound`` if ``kind`` is unknown."""
+        items = self._kinds[check_kind(kind)]
+        return [items[id] for id in sorted(items)]
+
+    def count(self, kind: str) -> int:
+        """How many resources of ``kind`` exist."""
+        return len(self._kinds[check_kind(kind)])
+
+    def resources(self) -> Iterator[Resource]:
+        """Every resource, in ``KINDS`` order and by id within a kind."""
+        for kind in KINDS:
+            yield from self.list(kind)
+
+    def hash(self) -> str:
+        """sha256 hex of the canonical encoding of all resources (not the revision); cached."""
+        if self._hash is None:
+            self._hash = config_hash(r for items in self._kinds.values() for r in items.values())
+        return self._hash
+
+    def to_snapshot(self) -> dict[str, Any]:
+        """``{"revision", "resources": {kind: {id: {"spec", "created_revision", "mod_revision"}}}}``.
+
+        Ids are in sorted order so that the encoding is deterministic. Specs are the stored frozen
+        mappings (shared, read-only); ``gateway.frozen.thaw`` gives a mutable copy.
+        """
+        return {
+            "revision": self._revision,
+            "resources": {
+                kind: {id: items[id].to_dict() for id in sorted(items)} for kind, items in self._kinds.items()
+            },
+        }
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ConfigState):
+            return NotImplemented
+        return self._revision == other._revision and self._kinds == other._kinds
+
+    __hash__ = None  # type: ignore[assignment]  # use .hash() for the content hash
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{kind}={len(items)}" for kind, items in self._kinds.items())
+        return f"ConfigState(revision={self._revision}, {counts})"
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def apply(self, txn: Txn) -> tuple[ConfigState, Delta]:
+        """Apply ``txn`` atomically and return the new state and the delta from this one.
+
+        Raises (leaving this state untouched): ``ValidationError`` (no ops, bad body, duplicate
+        key-auth key), ``NotFound`` (unknown kind, delete of a missing id), ``Conflict`` (CAS on
+        ``expect_revision`` or ``expect_mod_revision``), ``ReferenceViolation`` (route -> missing
+        upstream) and ``InUse`` (deleting an upstream that routes still use).
+        """
+        if not txn.ops:
+            raise ValidationError("a transaction needs at least one op", "ops")
+        if txn.expect_revision is not None and txn.expect_revision != self._revision:
+            raise Conflict(f"expected revision {txn.expect_revision}, but the config is at revision {self._revision}")
+        revision = self._revision + 1
+        work = _Working(self._kinds)
+        for index, op in enumerate(txn.ops):
+            self._apply_op(work, op, index, revision)
+        self._check_references(work)
+        self._check_key_auth(work)
+        ops: list[DeltaOp] = []
+        for kind, id in work.touched:
+            after = work.kinds[kind].get(id)
+            if after is not None:
+                ops.append(Delta.put(after))
+            elif id in self._kinds[kind]:
+                ops.append(Delta.delete(kind, id))
+            # created and deleted within this transaction: no net change
+        return ConfigState(revision, work.kinds), Delta(self._revision, revision, tuple(ops))
+
+    def _with_changes(self, revision: int, changes: Mapping[str, Mapping[str, Resource | None]]) -> ConfigState:
+        """Internal (used by ``apply_delta``): a new state with ``changes`` (``None`` = delete)."""
+        kinds = dict(self._kinds)
+        for kind, items in changes.items():
+            copied = dict(kinds[kind])
+            for id, resource in items.items():
+                if resource is None:
+                    copied.pop(id, None)
+                else:
+                    copied[id] = resource
+            kinds[kind] = copied
+        return ConfigState(revision, kinds)
+
+    @staticmethod
+    def _apply_op(work: _Working, op: Op, index: int, revision: int) -> None:
+        kind = check_kind(op.kind)
+        id = check_id(op.id, kind)
+        where = f"{kind}[{id}]"
+        current = work.kinds[kind].get(id)
+        if op.action == "put":
+            _check_cas(op, current, where)
+            if op.body is None:
+                raise ValidationError("a put needs a body", where)
+            spec = validate_spec(kind, id, op.body)
+            created = current.created_revision if current is not None else revision
+            work.set(kind, id, Resource(kind, id, spec, created, revision))
+        elif op.action == "delete":
+            if current is None:
+                raise NotFound(f"{kind} {id!r} does not exist", where)
+            _check_cas(op, current, where)
+            work.set(kind, id, None)
+        else:
+            raise ValidationError(f"action must be put or delete, not {op.action!r}", f"ops[{index}].action")
+
+    @staticmethod
+    def _check_references(work: _Working) -> None:
+        upstreams = work.kinds["upstreams"]
+        routes = work.kinds["routes"]
+        deleted_upstreams: set[str] = set()
+        for kind, id in work.touched:
+            if kind == "routes" and id in routes:
+                target = routes[id].spec.get("upstream")
+                if target not in upstreams:
+                    raise ReferenceViolation(f"upstream {target!r} does not exist", f"routes[{id}].upstream")
+            elif kind == "upstreams" and id not in upstreams:
+                deleted_upstreams.add(id)
+        if not deleted_upstreams:
+            return
+        users: dict[str, list[str]] = {}
+        for route_id, route in routes.items():
+            target = route.spec.get("upstream")
+            if target in deleted_upstreams:
+                users.setdefault(str(target), []).append(route_id)
+        for kind, id in work.touched:  # report in op order, deterministically
+            if kind == "upstreams" and id in users:
+                names = sorted(users[id])
+                shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+                raise InUse(f"upstream {id!r} is still used by routes: {shown}", f"upstreams[{id}]")
+
+    @staticmethod
+    def _check_key_auth(work: _Working) -> None:
+        consumers = work.kinds["consumers"]
+        touched = [id for kind, id in work.touched if kind == "consumers" and id in consumers]
+        if not touched:
+            return
+        claims: dict[str, tuple[str, int]] = {}  # key -> (consumer id, index) of touched consumers
+        for consumer_id in touched:
+            for index, key in enumerate(_key_auth_keys(consumers[consumer_id])):
+                owner = claims.get(key)
+                if owner is not None and owner[0] != consumer_id:
+                    raise ValidationError(
+                        f"key is already used by consumer {owner[0]!r}", _key_path(consumer_id, index)
+                    )
+                claims.setdefault(key, (consumer_id, index))
+        clashes: dict[tuple[str, int], str] = {}
+        touched_set = set(touched)
+        for other_id, consumer in consumers.items():
+            if other_id in touched_set:
+                continue
+            for key in _key_auth_keys(consumer):
+                if key in claims:
+                    clashes[claims[key]] = other_id
+        if clashes:
+            first = min(clashes, key=lambda claim: (touched.index(claim[0]), claim[1]))
+            raise ValidationError(f"key is already used by consumer {clashes[first]!r}", _key_path(*first))
+
+
+def _check_cas(op: Op, current: Resource | None, where: str) -> None:
+    expected = op.expect_mod_revision
+    if expected is None:
+        return
+    if expected == 0:
+        if current is not None:
+            raise Conflict(f"already exists (mod_revision {current.mod_revision}); expected it not to exist", where)
+        return
+    if current is None:
+        raise Conflict(f"does not exist; expected mod_revision {expected}", where)
+    if current.mod_revision != expected:
+        raise Conflict(f"mod_revision is {current.mod_revision}, expected {expected}", where)
+
+
+def _key_auth_keys(consumer: Resource) -> list[str]:
+    credentials = consumer.spec.get("credentials") or {}
+    return [cred.get("key") for cred in credentials.get("key-auth") or ()]
+
+
+def _key_path(consumer_id: str, index: int) -> str:
+    return f"consumers[{consumer_id}].credentials.key-auth[{index}].key"
+
+
+class _Working:
+    """The kinds being built by one ``apply``: a kind's dict is copied on its first write only."""
+
+    __slots__ = ("kinds", "_copied", "touched")
+
+    def __init__(self, base: _Kinds) -> None:
+        self.kinds: _Kinds = dict(base)
+        self._copied: set[str] = set()
+        self.touched: dict[tuple[str, str], None] = {}  # ordered set, in order of first touch
+
+    def set(self, kind: str, id: str, resource: Resource | None) -> None:
+        if kind not in self._copied:
+            self.kinds[kind] = dict(self.kinds[kind])
+            self._copied.add(kind)
+        if resource is None:
+            del self.kinds[kind][id]
+        else:
+            self.kinds[kind][id] = resource
+        self.touched.setdefault((kind, id), None)
