@@ -1,0 +1,125 @@
+"""Where the admin endpoints and the token come from, and the click options that set them.
+
+Order, first found wins:
+  endpoints: ``--endpoint/-e`` (repeatable or comma-separated), ``$GWADM_ENDPOINTS``,
+             the ``admin_url`` of every node in ``DIR/cluster.json``
+  token:     ``--token``, ``--token-file``, ``$GWADM_TOKEN``, ``$GWADM_TOKEN_FILE``,
+             the ``token_file`` of ``DIR/cluster.json`` (DIR/admin.token)
+  DIR:       ``--dir``, ``$GWADM_DIR``, ``.gwadm``
+
+The options are accepted on the root group (``gwadm -e URL route list``) and on every command that
+talks to the API (``gwadm route list -e URL``); the command's own value wins.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from cli.client import AdminClient, split_endpoints
+from cli.layout import ClusterDirError, Layout, load_cluster, token_path
+
+DEFAULT_DIR = ".gwadm"
+F = TypeVar("F", bound=Callable[..., Any])
+_META = "gwadm.conn"
+
+
+class ConnectionConfigError(click.ClickException):
+    """No endpoints or no token could be found; the message says where we looked."""
+
+
+@dataclass
+class ConnOptions:
+    dir: str | None = None
+    endpoints: tuple[str, ...] = ()
+    token: str | None = None
+    token_file: str | None = None
+
+
+def _store(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    opts: ConnOptions = ctx.meta.setdefault(_META, ConnOptions())
+    if value in (None, ()):
+        return value
+    if param.name == "endpoint":
+        opts.endpoints = tuple(value)
+    elif param.name is not None:
+        setattr(opts, param.name, value)
+    return value
+
+
+def conn_options(f: F) -> F:
+    """Add --dir, --endpoint/-e, --token, --token-file (values land in ``ctx.meta``)."""
+    opts = [
+        click.option("--dir", "dir", metavar="DIR", expose_value=False, callback=_store,
+                     help=f"Local cluster directory (default $GWADM_DIR or {DEFAULT_DIR})."),
+        click.option("--endpoint", "-e", "endpoint", multiple=True, metavar="URL", expose_value=False,
+                     callback=_store, help="Admin API endpoint(s), repeatable or comma-separated."),
+        click.option("--token", "token", metavar="JWT", expose_value=False, callback=_store,
+                     help="Admin token (default $GWADM_TOKEN or DIR/admin.token)."),
+        click.option("--token-file", "token_file", metavar="FILE", expose_value=False, callback=_store,
+                     help="File holding the admin token."),
+    ]  # fmt: skip
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def current_options() -> ConnOptions:
+    ctx = click.get_current_context()
+    opts: ConnOptions = ctx.meta.setdefault(_META, ConnOptions())
+    return opts
+
+
+def resolve_dir(opts: ConnOptions | None = None) -> Path:
+    opts = opts or current_options()
+    return Path(opts.dir or os.environ.get("GWADM_DIR") or DEFAULT_DIR)
+
+
+def resolve(opts: ConnOptions, env: dict[str, str] | None = None) -> tuple[list[str], str]:
+    """Return ``(endpoints, token)`` or raise ConnectionConfigError naming what is missing."""
+    env = dict(os.environ) if env is None else env
+    layout = Layout.of(opts.dir or env.get("GWADM_DIR") or DEFAULT_DIR)
+    cluster: dict[str, Any] | None = None
+    cluster_error: str | None = None
+    try:
+        cluster = load_cluster(layout)
+    except ClusterDirError as exc:
+        cluster_error = str(exc)
+
+    endpoints = split_endpoints(list(opts.endpoints)) or split_endpoints(env.get("GWADM_ENDPOINTS"))
+    if not endpoints and cluster is not None:
+        endpoints = split_endpoints([str(n.get("admin_url")) for n in cluster["nodes"] if n.get("admin_url")])
+    if not endpoints:
+        raise ConnectionConfigError(
+            f"no admin endpoints: {cluster_error or f'{layout.cluster_json} lists no nodes'}; "
+            "pass --endpoint URL or set GWADM_ENDPOINTS"
+        )
+
+    token = opts.token or None
+    token_file = opts.token_file
+    if token is None and token_file is None:
+        token = env.get("GWADM_TOKEN") or None
+        token_file = env.get("GWADM_TOKEN_FILE") or None
+    if token is None and token_file is None and cluster is not None:
+        token_file = str(token_path(layout, cluster))
+    if token is None and token_file is not None:
+        try:
+            token = Path(token_file).expanduser().read_text().strip()
+        except OSError as exc:
+            raise ConnectionConfigError(f"cannot read token file {token_file}: {exc.strerror}") from exc
+    if not token:
+        raise ConnectionConfigError(
+            "no admin token: pass --token or --token-file, set GWADM_TOKEN, "
+            f"or use --dir with a local cluster ({cluster_error or 'no token file'})"
+        )
+    return endpoints, token
+
+
+def make_client(timeout: float = 5.0) -> AdminClient:
+    endpoints, token = resolve(current_options())
+    return AdminClient(endpoints, token, timeout=timeout)

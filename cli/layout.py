@@ -1,0 +1,156 @@
+"""Files of a local cluster directory (contracts §6, DESIGN §7) — paths, cluster.json, node.toml.
+
+```
+DIR/cluster.json          {"nodes": [{id, admin_url, raft_addr, pid}], "proxies": [{id, url, status_url, pid}],
+                           "upstreams": [{id, url, pid}], "token_file": "<abs path of admin.token>"}
+DIR/secret                cluster secret (0600)
+DIR/admin.token           admin JWT (0600);  DIR/proxy.token  proxy JWT (0600)
+DIR/nodes/<id>/node.toml  settings for `gwadm node run --config`; data in nodes/<id>/data; log node.log
+DIR/proxies/<id>/         proxy state dir; log proxy.log
+DIR/upstreams/<id>.log    log of a demo upstream
+```
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MEMBER_GROUPS = ("nodes", "proxies", "upstreams")
+
+
+class ClusterDirError(Exception):
+    """DIR is missing, unreadable or does not hold a cluster."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    dir: Path
+
+    @classmethod
+    def of(cls, dir: str | os.PathLike[str]) -> Layout:
+        return cls(Path(dir).expanduser().resolve())
+
+    @property
+    def cluster_json(self) -> Path:
+        return self.dir / "cluster.json"
+
+    @property
+    def secret(self) -> Path:
+        return self.dir / "secret"
+
+    @property
+    def admin_token(self) -> Path:
+        return self.dir / "admin.token"
+
+    @property
+    def proxy_token(self) -> Path:
+        return self.dir / "proxy.token"
+
+    def node_dir(self, node_id: str) -> Path:
+        return self.dir / "nodes" / node_id
+
+    def node_toml(self, node_id: str) -> Path:
+        return self.node_dir(node_id) / "node.toml"
+
+    def proxy_dir(self, proxy_id: str) -> Path:
+        return self.dir / "proxies" / proxy_id
+
+    def log_file(self, group: str, member_id: str) -> Path:
+        if group == "nodes":
+            return self.node_dir(member_id) / "node.log"
+        if group == "proxies":
+            return self.proxy_dir(member_id) / "proxy.log"
+        return self.dir / "upstreams" / f"{member_id}.log"
+
+    def exists(self) -> bool:
+        return self.cluster_json.is_file()
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file readable by its owner only (0600 from creation on, no window with wider perms)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_cluster(layout: Layout) -> dict[str, Any]:
+    """Read and sanity-check DIR/cluster.json."""
+    if not layout.dir.exists():
+        raise ClusterDirError(f"cluster directory {layout.dir} does not exist (run `gwadm cluster up`)")
+    if not layout.exists():
+        raise ClusterDirError(f"{layout.cluster_json} not found: {layout.dir} holds no cluster")
+    try:
+        data = json.loads(layout.cluster_json.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ClusterDirError(f"cannot read {layout.cluster_json}: {exc}") from exc
+    if not isinstance(data, dict) or not all(isinstance(data.get(g, []), list) for g in MEMBER_GROUPS):
+        raise ClusterDirError(f"{layout.cluster_json} is not a gwadm cluster file")
+    for group in MEMBER_GROUPS:
+        data.setdefault(group, [])
+    return data
+
+
+def save_cluster(layout: Layout, data: dict[str, Any]) -> None:
+    ordered = {g: data.get(g, []) for g in MEMBER_GROUPS}
+    ordered["token_file"] = data.get("token_file", str(layout.admin_token))
+    write_atomic(layout.cluster_json, json.dumps(ordered, indent=2) + "\n")
+
+
+def token_path(layout: Layout, data: dict[str, Any] | None) -> Path:
+    raw = (data or {}).get("token_file")
+    if not raw:
+        return layout.admin_token
+    p = Path(raw)
+    return p if p.is_absolute() else layout.dir / p
+
+
+# ---- node.toml ----------------------------------------------------------------------------------
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    return json.dumps(str(v))  # a JSON string is a valid TOML basic string
+
+
+def node_toml_text(layout: Layout, cluster: dict[str, Any], node_id: str, fsync: bool = True) -> str:
+    """node.toml for one node: its own addresses plus every *other* node as ``[[peers]]``."""
+    me = next(n for n in cluster["nodes"] if n["id"] == node_id)
+    admin_addr = me["admin_url"].split("://", 1)[-1].rstrip("/")
+    top = {
+        "node_id": node_id,
+        "raft_addr": me["raft_addr"],
+        "admin_addr": admin_addr,
+        "data_dir": str(layout.node_dir(node_id) / "data"),
+        "secret_file": str(layout.secret),
+        "fsync": fsync,
+    }
+    lines = ["# written by `gwadm cluster up`; read by `gwadm node run --config`"]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in top.items()]
+    for peer in cluster["nodes"]:
+        if peer["id"] == node_id:
+            continue
+        lines += ["", "[[peers]]"]
+        lines += [f"{k} = {_toml_value(peer[k])}" for k in ("id", "raft_addr", "admin_url")]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,438 @@
+"""Local cluster supervisor behind `gwadm cluster up|down|stop|start|kill|status` (DESIGN §7).
+
+Members are detached processes (own session, output to a log file) recorded by pid in
+DIR/cluster.json: CP nodes ``n1..nN``, proxies ``p1..pM`` and one demo upstream ``demo``. Ports are
+picked once, when DIR is created, and kept, so ``up`` on an existing DIR restarts the same cluster
+from its data. Process spawning goes through ``Supervisor.spawner`` (a seam for tests).
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from cli import procs
+from cli.client import AdminClient, ApiError
+from cli.layout import (
+    MEMBER_GROUPS,
+    ClusterDirError,
+    Layout,
+    load_cluster,
+    node_toml_text,
+    save_cluster,
+    token_path,
+    write_private,
+)
+from cli.status import collect_status, node_readiness, parallel, probe_http, probe_node
+from cluster.auth import mint_token, new_secret
+
+HOST = "127.0.0.1"
+DEMO_UPSTREAM = "demo"
+Spawner = Callable[[list[str], Path], int]
+
+
+class SupervisorError(Exception):
+    """A problem with the local cluster that the user must fix; the message says what."""
+
+
+class NotReady(SupervisorError):
+    def __init__(self, member: str, reason: str, log_path: Path | None, log_tail: list[str]) -> None:
+        super().__init__(f"{member} is not ready: {reason}")
+        self.member, self.reason, self.log_path, self.log_tail = member, reason, log_path, log_tail
+
+
+class Reporter(Protocol):
+    def waiting(self, pending: Mapping[str, str]) -> None: ...
+    def note(self, text: str) -> None: ...
+
+
+class _Quiet:
+    def waiting(self, pending: Mapping[str, str]) -> None:
+        pass
+
+    def note(self, text: str) -> None:
+        pass
+
+
+@dataclass
+class UpResult:
+    cluster: dict[str, Any]
+    token: str
+    fresh: bool
+    started: list[str] = field(default_factory=list)
+    curl: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def _addr(url: str) -> tuple[str, int]:
+    host, _, port = url.split("://", 1)[-1].rstrip("/").rpartition(":")
+    return host, int(port)
+
+
+def _hostport(url: str) -> str:
+    host, port = _addr(url)
+    return f"{host}:{port}"
+
+
+class Supervisor:
+    def __init__(self, dir: str | Path, *, spawner: Spawner | None = None, reporter: Reporter | None = None):
+        self.layout = Layout.of(dir)
+        self.spawner: Spawner = spawner or procs.spawn
+        self.reporter: Reporter = reporter or _Quiet()
+
+    # ---- files -------------------------------------------------------------------------------
+    def load(self) -> dict[str, Any]:
+        try:
+            return load_cluster(self.layout)
+        except ClusterDirError as exc:
+            raise SupervisorError(str(exc)) from exc
+
+    def token(self, cluster: dict[str, Any] | None = None) -> str:
+        path = token_path(self.layout, cluster)
+        try:
+            return path.read_text().strip()
+        except OSError as exc:
+            raise SupervisorError(f"cannot read the admin token {path}: {exc.strerror}") from exc
+
+    def create(self, nodes: int, proxies: int, base_port: int | None = None) -> dict[str, Any]:
+        """Lay out a new cluster directory (files only, nothing started)."""
+        if nodes < 1 or nodes % 2 == 0:
+            raise SupervisorError(f"--nodes must be odd and >= 1 (got {nodes})")
+        if proxies < 0:
+            raise SupervisorError(f"--proxies must be >= 0 (got {proxies})")
+        lay = self.layout
+        if lay.dir.exists() and not lay.dir.is_dir():
+            raise SupervisorError(f"{lay.dir} exists and is not a directory")
+        ours = {"secret", "admin.token", "proxy.token", "nodes", "proxies", "upstreams", "cluster.json"}
+        foreign = [p.name for p in lay.dir.iterdir()] if lay.dir.exists() else []
+        foreign = [n for n in foreign if n not in ours]
+        if foreign:
+            raise SupervisorError(
+                f"{lay.dir} is not empty and holds no cluster.json (found {', '.join(foreign[:5])})"
+            )
+        count = 2 * nodes + 2 * proxies + 1
+        if base_port is None:
+            ports = procs.free_ports(count)
+        else:
+            ports = list(range(base_port, base_port + count))
+            if ports[-1] > 65535:
+                raise SupervisorError(f"--base-port {base_port} leaves no room for {count} ports")
+            busy = [p for p in ports if procs.port_in_use(HOST, p)]
+            if busy:
+                raise SupervisorError(f"ports already in use on {HOST}: {', '.join(map(str, busy))}")
+        it = iter(ports)
+        cluster: dict[str, Any] = {
+            "nodes": [],
+            "proxies": [],
+            "upstreams": [],
+            "token_file": str(lay.admin_token),
+        }
+        for i in range(1, nodes + 1):
+            admin, raft = next(it), next(it)
+            cluster["nodes"].append(
+                {
+                    "id": f"n{i}",
+                    "admin_url": f"http://{HOST}:{admin}",
+                    "raft_addr": f"{HOST}:{raft}",
+                    "pid": None,
+                }
+            )
+        for i in range(1, proxies + 1):
+            listen, status = next(it), next(it)
+            cluster["proxies"].append(
+                {
+                    "id": f"p{i}",
+                    "url": f"http://{HOST}:{listen}",
+                    "status_url": f"http://{HOST}:{status}",
+                    "pid": None,
+                }
+            )
+        cluster["upstreams"].append({"id": DEMO_UPSTREAM, "url": f"http://{HOST}:{next(it)}", "pid": None})
+        lay.dir.mkdir(parents=True, exist_ok=True)
+        secret = new_secret()
+        write_private(lay.secret, secret + "\n")
+        write_private(lay.admin_token, mint_token(secret, "admin", "gwadm-cli") + "\n")
+        write_private(lay.proxy_token, mint_token(secret, "proxy", "gwadm-proxies") + "\n")
+        for n in cluster["nodes"]:
+            (lay.node_dir(n["id"]) / "data").mkdir(parents=True, exist_ok=True)
+            lay.node_toml(n["id"]).write_text(node_toml_text(lay, cluster, n["id"]))
+        for p in cluster["proxies"]:
+            lay.proxy_dir(p["id"]).mkdir(parents=True, exist_ok=True)
+        (lay.dir / "upstreams").mkdir(exist_ok=True)
+        save_cluster(lay, cluster)  # last: a cluster.json means a complete directory
+        return cluster
+
+    # ---- members -----------------------------------------------------------------------------
+    def members(self, cluster: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        return [(g, m) for g in MEMBER_GROUPS for m in cluster.get(g, [])]
+
+    def select(self, cluster: dict[str, Any], names: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
+        every = self.members(cluster)
+        if not names:
+            return every
+        by_id = {m["id"]: (g, m) for g, m in every}
+        unknown = [n for n in names if n not in by_id]
+        if unknown:
+            raise SupervisorError(f"no member named {', '.join(unknown)} (members: {', '.join(by_id)})")
+        return [by_id[n] for n in dict.fromkeys(names)]
+
+    def argv(self, group: str, m: Mapping[str, Any], cluster: Mapping[str, Any]) -> list[str]:
+        lay = self.layout
+        if group == "nodes":
+            return procs.python_argv("node", "run", "--config", str(lay.node_toml(m["id"])))
+        if group == "proxies":
+            cps = ",".join(n["admin_url"] for n in cluster["nodes"])
+            listen, status = _hostport(m["url"]), _hostport(m["status_url"])
+            return procs.python_argv(
+                "proxy", "run", "--cp", cps, "--listen", listen, "--status-listen", status,
+                "--state-dir", str(lay.proxy_dir(m["id"])), "--token-file", str(lay.proxy_token), "--id", m["id"],
+            )  # fmt: skip
+        return procs.python_argv("demo-upstream", "--listen", _hostport(m["url"]), "--name", m["id"])
+
+    def ports(self, group: str, m: Mapping[str, Any]) -> list[tuple[str, int]]:
+        if group == "nodes":
+            h, p = m["raft_addr"].rpartition(":")[::2]
+            return [_addr(m["admin_url"]), (h, int(p))]
+        if group == "proxies":
+            return [_addr(m["url"]), _addr(m["status_url"])]
+        return [_addr(m["url"])]
+
+    def running(self, group: str, m: Mapping[str, Any]) -> bool:
+        markers = [str(self.layout.dir)] if group != "upstreams" else [_hostport(m["url"])]
+        return procs.looks_like_ours(m.get("pid"), markers)
+
+    def _start(self, cluster: dict[str, Any], group: str, m: dict[str, Any]) -> None:
+        busy = [f"{h}:{p}" for h, p in self.ports(group, m) if procs.port_in_use(h, p)]
+        if busy:
+            raise SupervisorError(
+                f"cannot start {m['id']}: {', '.join(busy)} already in use by another process "
+                f"(a leftover member? try `gwadm cluster down --dir {self.layout.dir}`)"
+            )
+        m["pid"] = self.spawner(self.argv(group, m, cluster), self.layout.log_file(group, m["id"]))
+        save_cluster(self.layout, cluster)
+
+    def _crashed(self, group: str, m: Mapping[str, Any]) -> NotReady | None:
+        code = procs.exit_code(m.get("pid") or 0)
+        if code is None:
+            return None
+        log = self.layout.log_file(group, m["id"])
+        return NotReady(m["id"], f"exited with code {code} right after start", log, procs.tail(log))
+
+    # ---- up ----------------------------------------------------------------------------------
+    def up(
+        self,
+        nodes: int = 3,
+        proxies: int = 1,
+        base_port: int | None = None,
+        *,
+        timeout: float = 30.0,
+        wait: bool = True,
+    ) -> UpResult:
+        fresh = not self.layout.exists()
+        result_warnings: list[str] = []
+        if fresh:
+            cluster = self.create(nodes, proxies, base_port)
+        else:
+            cluster = self.load()
+            have = (len(cluster["nodes"]), len(cluster["proxies"]))
+            if have != (nodes, proxies):
+                result_warnings.append(
+                    f"{self.layout.dir} already holds {have[0]} nodes and {have[1]} proxies; "
+                    "restarting those (--nodes/--proxies apply to a new directory only)"
+                )
+        token = self.token(cluster)
+        res = UpResult(cluster, token, fresh, warnings=result_warnings)
+        for group, m in self.members(cluster):
+            if self.running(group, m):
+                continue
+            self._start(cluster, group, m)
+            res.started.append(m["id"])
+            self.reporter.note(f"started {m['id']} (pid {m['pid']})")
+        if not wait:
+            return res
+        deadline = time.monotonic() + timeout
+        self.wait_nodes(cluster, token, deadline, res.started)
+        revision = 0
+        if fresh and cluster["proxies"]:
+            try:
+                revision = self.load_sample(cluster, token)
+            except (ApiError, ConnectionError) as exc:
+                res.warnings.append(f"could not load the sample route: {exc}")
+        self.wait_proxies(cluster, token, deadline, res.started, revision)
+        if fresh and cluster["proxies"] and revision:
+            res.curl = f"curl {cluster['proxies'][0]['url']}/hello"
+        return res
+
+    def _fail(self, cluster: dict[str, Any], pending: Mapping[str, str]) -> NotReady:
+        member_id, reason = next(iter(pending.items()))
+        group = next((g for g, m in self.members(cluster) if m["id"] == member_id), "nodes")
+        log = self.layout.log_file(group, member_id)
+        return NotReady(member_id, reason, log, procs.tail(log))
+
+    def _poll(
+        self,
+        cluster: dict[str, Any],
+        check: Callable[[], dict[str, str]],
+        deadline: float,
+        started: Sequence[str],
+    ) -> None:
+        while True:
+            for group, m in self.members(cluster):
+                crashed = self._crashed(group, m) if m["id"] in started else None
+                if crashed is not None:
+                    raise crashed
+            pending = check()
+            self.reporter.waiting(pending)
+            if not pending:
+                return
+            if time.monotonic() >= deadline:
+                raise self._fail(cluster, pending)
+            time.sleep(0.2)
+
+    def wait_nodes(
+        self, cluster: dict[str, Any], token: str, deadline: float, started: Sequence[str]
+    ) -> None:
+        ids = [n["id"] for n in cluster["nodes"]]
+
+        def check() -> dict[str, str]:
+            probes = parallel(lambda n: probe_node(n["admin_url"], token), cluster["nodes"])
+            pending = node_readiness(ids, dict(zip(ids, probes, strict=True)))
+            for u in cluster["upstreams"]:
+                got = probe_http(u["url"] + "/health")
+                if isinstance(got, str) or got[0] != 200:
+                    pending[u["id"]] = f"/health: {got if isinstance(got, str) else got[0]}"
+            return pending
+
+        self._poll(cluster, check, deadline, started)
+
+    def wait_proxies(
+        self, cluster: dict[str, Any], token: str, deadline: float, started: Sequence[str], revision: int
+    ) -> None:
+        def one(p: Mapping[str, Any]) -> str | None:
+            got = probe_http(p["status_url"] + "/ready")
+            if isinstance(got, str):
+                return f"/ready: {got}"
+            st = probe_http(p["status_url"] + "/status")
+            body = st[1] if not isinstance(st, str) and isinstance(st[1], dict) else {}
+            rev = body.get("revision")
+            if got[0] != 200 and not (revision == 0 and rev == 0 and body.get("connected_cp")):
+                return f"/ready answers {got[0]}" + (f" (mode {body['mode']})" if body.get("mode") else "")
+            if revision and (not isinstance(rev, int) or rev < revision):
+                return f"at revision {rev}, waiting for {revision}"
+            return None
+
+        def check() -> dict[str, str]:
+            answers = parallel(one, cluster["proxies"])
+            return {p["id"]: a for p, a in zip(cluster["proxies"], answers, strict=True) if a}
+
+        self._poll(cluster, check, deadline, started)
+
+    def load_sample(self, cluster: dict[str, Any], token: str) -> int:
+        """Upstream ``demo`` -> the demo upstream process, route ``hello`` (/hello) -> ``demo``."""
+        up = cluster["upstreams"][0]
+        host, port = _addr(up["url"])
+        client = AdminClient([n["admin_url"] for n in cluster["nodes"]], token, timeout=5.0, retry_for=5.0)
+        ops = [
+            {
+                "op": "put",
+                "kind": "upstreams",
+                "id": DEMO_UPSTREAM,
+                "body": {"targets": [{"host": host, "port": port}]},
+            },
+            {
+                "op": "put",
+                "kind": "routes",
+                "id": "hello",
+                "body": {"paths": ["/hello"], "upstream": DEMO_UPSTREAM},
+            },
+        ]
+        out = client.txn(ops)
+        self.reporter.note(
+            f"loaded sample upstream {DEMO_UPSTREAM!r} and route 'hello' (revision {out.get('revision')})"
+        )
+        return int(out.get("revision") or 0)
+
+    # ---- down / stop / start / kill ----------------------------------------------------------
+    def stop(
+        self, names: Sequence[str] = (), timeout: float = 10.0, kill: bool = False
+    ) -> list[dict[str, Any]]:
+        """SIGTERM (or SIGKILL with ``kill``) the named members (all when none), wait, then SIGKILL."""
+        cluster = self.load()
+        chosen = self.select(cluster, names)
+        ours = {m["pid"]: m for g, m in chosen if self.running(g, m)}
+        if kill:
+            for pid in ours:
+                procs.signal_pid(pid, signal.SIGKILL)
+            procs.wait_gone(list(ours), time.monotonic() + 5.0)
+            outcome = dict.fromkeys(ours, "killed")
+        else:
+            outcome = procs.terminate(list(ours), timeout)
+        rows = []
+        for _, m in chosen:
+            pid = m.get("pid")
+            rows.append(
+                {
+                    "id": m["id"],
+                    "pid": pid,
+                    "result": outcome.get(pid, "not running") if pid else "not running",
+                }
+            )
+            m["pid"] = None
+        save_cluster(self.layout, cluster)
+        return rows
+
+    def down(self, timeout: float = 10.0) -> list[dict[str, Any]]:
+        return self.stop((), timeout)
+
+    def start(self, names: Sequence[str] = (), timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Start the named members (all when none) that are not running; wait until each answers."""
+        cluster = self.load()
+        chosen = self.select(cluster, names)
+        rows: list[dict[str, Any]] = []
+        started: list[str] = []
+        for group, m in chosen:
+            if self.running(group, m):
+                rows.append({"id": m["id"], "pid": m["pid"], "result": "already running"})
+                continue
+            self._start(cluster, group, m)
+            started.append(m["id"])
+            rows.append({"id": m["id"], "pid": m["pid"], "result": "started"})
+        token = self.token(cluster)
+        urls = {m["id"]: self._liveness_url(g, m) for g, m in chosen if m["id"] in started}
+
+        def check() -> dict[str, str]:
+            got = parallel(
+                lambda u: probe_http(u[1]) if u[0] != "node" else probe_node(u[1], token), list(urls.values())
+            )
+            return {mid: str(r) for mid, r in zip(urls, got, strict=True) if isinstance(r, str)}
+
+        if urls:
+            self._poll(cluster, check, time.monotonic() + timeout, started)
+        return rows
+
+    def _liveness_url(self, group: str, m: Mapping[str, Any]) -> tuple[str, str]:
+        if group == "nodes":
+            return ("node", m["admin_url"])
+        if group == "proxies":
+            return ("http", m["status_url"] + "/status")
+        return ("http", m["url"] + "/health")
+
+    # ---- status ------------------------------------------------------------------------------
+    def status(self, timeout: float = 1.0) -> dict[str, Any]:
+        cluster = self.load()
+        st = collect_status(cluster["nodes"], [], self.token(cluster), cluster["proxies"], timeout)
+        pids = {m["id"]: (g, m) for g, m in self.members(cluster)}
+        for row in st["nodes"] + st["proxies"]:
+            if row["id"] in pids:
+                g, m = pids[row["id"]]
+                row["pid"] = m.get("pid")
+                row["process"] = "running" if self.running(g, m) else "stopped"
+        st["upstreams"] = [
+            {**u, "process": "running" if self.running("upstreams", u) else "stopped"}
+            for u in cluster["upstreams"]
+        ]
+        return st
