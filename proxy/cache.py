@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import msgpack
+from gateway.codec import decode, encode
 
 MAGIC = b"GWADMLKG"
 FORMAT_VERSION = 1
@@ -58,7 +58,7 @@ class CacheEntry:
 
 def encode_body(snapshot: dict[str, Any]) -> bytes:
     """zlib(msgpack(snapshot)): the same bytes as a push-protocol snapshot payload."""
-    return zlib.compress(msgpack.packb(snapshot, use_bin_type=True))
+    return zlib.compress(encode(snapshot), 6)
 
 
 def decode_body(body: bytes, max_size: int = MAX_SNAPSHOT_BYTES) -> Any:
@@ -69,7 +69,7 @@ def decode_body(body: bytes, max_size: int = MAX_SNAPSHOT_BYTES) -> Any:
         raise ValueError(f"decompressed snapshot exceeds {max_size} bytes")
     if not d.eof:
         raise ValueError("compressed body is incomplete")
-    return msgpack.unpackb(raw, raw=False, strict_map_key=False)
+    return decode(raw)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -121,7 +121,7 @@ class ConfigCache:
             raise CacheCorrupt("sha256 checksum mismatch")
         try:
             snapshot = decode_body(body)
-        except Exception as exc:  # zlib.error, msgpack errors, ValueError
+        except Exception as exc:  # zlib.error, CodecError, ValueError
             raise CacheCorrupt(f"undecodable body: {exc}") from exc
         if not isinstance(snapshot, dict) or snapshot.get("revision") != revision:
             raise CacheCorrupt("body is not a snapshot of the header's revision")

@@ -17,8 +17,11 @@ def snap(revision: int, n: int = 2) -> dict[str, Any]:
         "revision": revision,
         "resources": {
             "upstreams": {
-                f"u{i}": {"spec": {"targets": [{"host": "127.0.0.1", "port": 9000 + i}]},
-                          "created_revision": 1, "mod_revision": revision}
+                f"u{i}": {
+                    "spec": {"targets": [{"host": "127.0.0.1", "port": 9000 + i}]},
+                    "created_revision": 1,
+                    "mod_revision": revision,
+                }
                 for i in range(n)
             },
             "routes": {},

@@ -1,0 +1,518 @@
+"""Config push hub: one websocket session per connected proxy, fed from the local store.
+
+Why it looks like this:
+
+* Every CP node serves proxies from its *locally applied* state, which only ever holds committed
+  transactions, so a proxy can never receive an uncommitted configuration from any node.
+* One sender task per session owns every ``send`` (aiohttp websockets must not be written from two
+  tasks); the receive loop and store callbacks only update the session and set its ``wake`` event.
+  That makes coalescing natural: while the proxy has ``max_inflight`` unacked frames nothing is
+  sent, and the next wake-up composes *all* deltas since the last sent revision into one frame.
+* Snapshots are encoded once per revision (in an executor: compressing a big config must not stall
+  the node's loop) and shared by every session that needs one.
+
+Frames are the push protocol v1 of docs/contracts.md §4. A session that cannot proceed (bad hello,
+wrong protocol version) gets an ``error`` frame ``{t: "error", code, message}`` and a close frame
+with the same message, so the proxy's log says exactly why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aiohttp import WSMsgType, web
+
+from gateway.codec import (
+    PROTOCOL_VERSION,
+    decode,
+    decode_frame,
+    encode,
+    encode_frame,
+    encode_snapshot,
+)
+from gateway.delta import Delta, compose
+from gateway.errors import GatewayError
+from gateway.state import ConfigState
+
+log = logging.getLogger("gwadm.push")
+
+SNAPSHOT_CHUNK = 256 * 1024
+STATUS_INTERVAL = 3.0
+HELLO_TIMEOUT = 10.0
+HEARTBEAT = 10.0
+MAX_DELTA_FRAME = 1024 * 1024  # a composed delta bigger than this goes as a chunked snapshot
+GONE_KEEP = 256  # disconnected proxies remembered in the fleet registry
+GONE_TTL = 600.0
+CLOSE_PROTOCOL = 4002  # application close code: the proxy spoke something we cannot serve
+
+
+class Store(Protocol):
+    """What the hub needs from cluster/store.py (docs/contracts.md §7)."""
+
+    node_id: str
+
+    @property
+    def state(self) -> ConfigState: ...
+
+    def deltas_since(self, revision: int) -> list[Delta] | None: ...
+
+    def subscribe(self, callback: Any) -> Any: ...
+
+    def raft_status(self) -> dict[str, Any]: ...
+
+
+@dataclass
+class _Session:
+    """Server-side view of one connected proxy."""
+
+    key: int
+    ws: web.WebSocketResponse
+    proxy_id: str
+    address: str
+    software: str
+    acked: int  # the revision the proxy is known to serve
+    sent: int  # the revision it will serve once every in-flight frame is applied
+    claimed_hash: str | None  # hash it reported for ``sent``; checked once our head reaches it
+    connected_since: float = field(default_factory=time.time)
+    inflight: list[tuple[int, str]] = field(default_factory=list)  # (revision, "delta"|"snapshot")
+    need_snapshot: bool = False
+    blocked_at: int | None = None  # a snapshot of this revision was nacked: wait for a newer one
+    mode: str | None = None
+    last_error: str | None = None
+    status_due: bool = True
+    last_status: tuple[Any, ...] | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def request_claims(request: web.Request) -> dict[str, Any] | None:
+    """The claims the admin middleware stored: ``request["auth"]`` (contracts §7).
+
+    aiohttp >= 3.12 warns on plain string keys and recommends ``web.RequestKey``; a middleware
+    that switched to ``RequestKey("auth", ...)`` is accepted as well.
+    """
+    claims = request.get("auth")
+    if claims is None:
+        for key in request:
+            if isinstance(key, web.RequestKey) and getattr(key, "_name", "").rsplit(".", 1)[-1] == "auth":
+                claims = request[key]
+                break
+    return claims if isinstance(claims, dict) else None
+
+
+def _err(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message, "path": None}}, status=status)
+
+
+class PushHub:
+    """Serves ``GET /v1/stream`` sessions and the fleet registry of one CP node."""
+
+    def __init__(
+        self,
+        store: Store,
+        software_version: str,
+        *,
+        heartbeat: float = HEARTBEAT,
+        status_interval: float = STATUS_INTERVAL,
+        max_inflight: int = 1,
+        chunk_size: int = SNAPSHOT_CHUNK,
+        max_delta_frame: int = MAX_DELTA_FRAME,
+        hello_timeout: float = HELLO_TIMEOUT,
+    ) -> None:
+        self.store = store
+        self.software_version = software_version
+        self.heartbeat = heartbeat
+        self.status_interval = status_interval
+        self.max_inflight = max(1, max_inflight)
+        self.chunk_size = chunk_size
+        self.max_delta_frame = max_delta_frame
+        self.hello_timeout = hello_timeout
+        self._sessions: dict[int, _Session] = {}
+        self._by_proxy: dict[str, _Session] = {}
+        self._gone: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._keys = itertools.count(1)
+        self._unsubscribe: Any = None
+        self._status: dict[str, Any] = {}
+        self._snapshot: tuple[int, str, list[bytes]] | None = None
+        self._snapshot_job: tuple[int, asyncio.Future[tuple[int, str, list[bytes]]]] | None = None
+        self._hash: tuple[ConfigState, str] | None = None
+        self._closing = False
+        self.frames_sent: dict[str, int] = {"delta": 0, "snapshot": 0, "status": 0}
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Subscribe to store changes (idempotent; also done lazily by the first session)."""
+        if self._unsubscribe is None:
+            self._unsubscribe = self.store.subscribe(self._on_store_change)
+            self._status = self._read_status()
+
+    async def close(self) -> None:
+        """Close every session (1001 going away) and unsubscribe; proxies fail over elsewhere."""
+        self._closing = True
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        sessions = list(self._sessions.values())
+        for s in sessions:
+            with contextlib.suppress(Exception):
+                await s.ws.close(code=1001, message=b"control-plane node shutting down")
+
+    def _on_store_change(self, revision: int) -> None:
+        """Store callback, in the loop: new revision or raft status change."""
+        self._status = self._read_status()
+        for s in self._sessions.values():
+            s.wake.set()
+
+    def _read_status(self) -> dict[str, Any]:
+        st = self.store.raft_status()
+        return {
+            "t": "status",
+            "node_id": str(st.get("node_id", self.store.node_id)),
+            "leader_id": st.get("leader_id"),
+            "term": int(st.get("term") or 0),
+            "has_quorum": bool(st.get("has_quorum")),
+            "revision": int(st.get("revision", self.store.state.revision)),
+        }
+
+    # ---- registry -----------------------------------------------------------------------------
+
+    def proxies(self) -> list[dict[str, Any]]:
+        """The fleet as this node sees it: connected sessions first, then recently gone ones."""
+        head = self.store.state.revision
+        now = time.time()
+        items = [self._entry(s, head) for s in self._by_proxy.values()]
+        for pid, entry in list(self._gone.items()):
+            if now - entry["disconnected_at"] > GONE_TTL:
+                del self._gone[pid]
+            elif pid not in self._by_proxy:
+                items.append({**entry, "lag": max(0, head - entry["revision"])})
+        return sorted(items, key=lambda e: (not e["connected"], e["id"]))
+
+    def _entry(self, s: _Session, head: int) -> dict[str, Any]:
+        return {
+            "id": s.proxy_id,
+            "address": s.address,
+            "software": s.software,
+            "revision": s.acked,
+            "lag": max(0, head - s.acked),
+            "mode": s.mode,
+            "last_error": s.last_error,
+            "connected": True,
+            "connected_since": s.connected_since,
+            "node": self.store.node_id,
+        }
+
+    # ---- HTTP handlers ------------------------------------------------------------------------
+
+    async def handle_proxies(self, request: web.Request) -> web.Response:
+        auth = request_claims(request)
+        if not auth:
+            return _err(401, "unauthorized", "authentication required")
+        if auth.get("role") not in ("admin", "viewer"):
+            return _err(403, "forbidden", "role admin or viewer required")
+        return web.json_response({"items": self.proxies(), "revision": self.store.state.revision})
+
+    async def handle_stream(self, request: web.Request) -> web.StreamResponse:
+        auth = request_claims(request)
+        if not auth:
+            return _err(401, "unauthorized", "authentication required")
+        if auth.get("role") != "proxy":
+            return _err(403, "forbidden", "role proxy required for /v1/stream")
+        if self._closing:
+            return _err(503, "unavailable", "node shutting down")
+        ws = web.WebSocketResponse(heartbeat=self.heartbeat, max_msg_size=4 * 1024 * 1024)
+        await ws.prepare(request)
+        self.start()
+        session = await self._handshake(ws, request.remote or "")
+        if session is None:
+            return ws
+        sender = asyncio.create_task(self._sender(session), name=f"push-send-{session.proxy_id}")
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.BINARY:
+                    continue
+                try:
+                    self._on_frame(session, decode_frame(msg.data))
+                except (GatewayError, KeyError, TypeError, ValueError) as exc:
+                    log.warning("proxy %s sent a bad frame: %s", session.proxy_id, exc)
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sender
+            self._drop(session)
+            if not ws.closed:
+                await ws.close()
+        return ws
+
+    async def _reject(self, ws: web.WebSocketResponse, code: str, message: str) -> None:
+        log.warning("closing proxy stream: %s", message)
+        with contextlib.suppress(Exception):
+            await ws.send_bytes(encode({"t": "error", "code": code, "message": message}))
+        await ws.close(code=CLOSE_PROTOCOL, message=message.encode()[:120])
+
+    async def _handshake(self, ws: web.WebSocketResponse, remote: str) -> _Session | None:
+        """Wait for ``hello``; anything else (or a foreign protocol version) is refused clearly."""
+        try:
+            msg = await ws.receive(timeout=self.hello_timeout)
+        except TimeoutError:
+            await self._reject(ws, "no_hello", f"no hello within {self.hello_timeout:g}s")
+            return None
+        if msg.type != WSMsgType.BINARY:
+            if msg.type not in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                await self._reject(ws, "bad_frame", "expected a binary msgpack hello frame")
+            return None
+        try:
+            hello = decode_frame(msg.data)
+        except GatewayError as exc:
+            proto = _peek_proto(msg.data)
+            if proto is not None and proto != PROTOCOL_VERSION:
+                await self._reject(ws, "unsupported_protocol", _proto_message(proto))
+            else:
+                await self._reject(ws, "bad_frame", f"invalid hello: {exc}")
+            return None
+        if hello.get("t") != "hello":
+            await self._reject(ws, "bad_frame", f"expected hello, got {hello.get('t')!r}")
+            return None
+        if hello.get("proto") != PROTOCOL_VERSION:
+            await self._reject(ws, "unsupported_protocol", _proto_message(hello.get("proto")))
+            return None
+        revision = int(hello.get("revision") or 0)
+        s = _Session(
+            key=next(self._keys),
+            ws=ws,
+            proxy_id=str(hello.get("proxy_id")),
+            address=str(hello.get("address") or remote),
+            software=str(hello.get("software") or ""),
+            acked=revision,
+            sent=revision,
+            claimed_hash=hello.get("hash") or None,
+        )
+        # Revision 0 means "nothing installed": a snapshot is one frame, deltas from 0 could be many.
+        s.need_snapshot = revision == 0
+        self._sessions[s.key] = s
+        self._by_proxy[s.proxy_id] = s
+        self._gone.pop(s.proxy_id, None)
+        log.info("proxy %s connected from %s at revision %d", s.proxy_id, s.address, revision)
+        s.wake.set()
+        return s
+
+    def _drop(self, s: _Session) -> None:
+        self._sessions.pop(s.key, None)
+        if self._by_proxy.get(s.proxy_id) is s:
+            del self._by_proxy[s.proxy_id]
+            entry = self._entry(s, self.store.state.revision)
+            entry.update(connected=False, disconnected_at=time.time())
+            self._gone[s.proxy_id] = entry
+            while len(self._gone) > GONE_KEEP:
+                self._gone.popitem(last=False)
+        log.info("proxy %s disconnected (acked revision %d)", s.proxy_id, s.acked)
+
+    # ---- frames from the proxy ----------------------------------------------------------------
+
+    def _on_frame(self, s: _Session, f: dict[str, Any]) -> None:
+        t = f.get("t")
+        if t == "ack":
+            rev = int(f["revision"])
+            if rev > s.sent:
+                log.warning("proxy %s acked %d beyond what was sent (%d)", s.proxy_id, rev, s.sent)
+                return
+            s.inflight = [(r, k) for r, k in s.inflight if r > rev]
+            s.acked = max(s.acked, rev)
+            s.last_error = None
+        elif t == "nack":
+            rev = int(f["revision"])
+            s.last_error = str(f.get("error", ""))[:500]
+            log.warning("proxy %s rejected revision %d: %s", s.proxy_id, rev, s.last_error)
+            kinds = dict(s.inflight)
+            # The proxy stays at its acked revision; anything still in flight will not apply.
+            s.inflight.clear()
+            s.sent = s.acked
+            s.claimed_hash = None
+            s.need_snapshot = True
+            if kinds.get(rev) == "snapshot":
+                s.blocked_at = rev  # resending the same snapshot would fail the same way
+        elif t in ("resync", "hello"):
+            if t == "hello" and f.get("proto") != PROTOCOL_VERSION:
+                return
+            rev = int(f.get("revision") or 0)
+            s.inflight.clear()
+            s.acked = s.sent = rev
+            s.claimed_hash = f.get("hash") or None
+            s.need_snapshot = s.need_snapshot or rev == 0
+        elif t == "mode":
+            s.mode = str(f.get("mode"))
+        else:
+            log.warning("proxy %s sent unexpected frame %r", s.proxy_id, t)
+            return
+        s.wake.set()
+
+    # ---- sending ------------------------------------------------------------------------------
+
+    async def _sender(self, s: _Session) -> None:
+        """The only task writing to ``s.ws``: status on change and periodically, then config."""
+        next_status = time.monotonic()
+        try:
+            while not s.ws.closed:
+                timeout = max(0.0, next_status - time.monotonic())
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(s.wake.wait(), timeout)
+                s.wake.clear()
+                status = self._status or self._read_status()
+                key = (status["leader_id"], status["term"], status["has_quorum"])
+                if s.status_due or key != s.last_status or time.monotonic() >= next_status:
+                    s.status_due = False
+                    s.last_status = key
+                    next_status = time.monotonic() + self.status_interval
+                    await s.ws.send_bytes(encode_frame(status))
+                    self.frames_sent["status"] += 1
+                await self._pump(s)
+        except (ConnectionError, RuntimeError) as exc:  # peer gone mid-send
+            log.info("proxy %s stream ended while sending: %s", s.proxy_id, exc)
+        except Exception:
+            log.exception("push session for proxy %s failed", s.proxy_id)
+        finally:
+            # Ends the receive loop in handle_stream, which then unregisters the session.
+            if not s.ws.closed:
+                with contextlib.suppress(Exception):
+                    await s.ws.close(code=1011, message=b"push session failed")
+
+    async def _pump(self, s: _Session) -> None:
+        """Send what the proxy lacks, unless it already has ``max_inflight`` unacked frames."""
+        if len(s.inflight) >= self.max_inflight:
+            return
+        state, deltas = self._consistent_read(s.sent)
+        head = state.revision
+        if s.blocked_at is not None:
+            if head <= s.blocked_at:
+                return
+            s.blocked_at = None
+        if s.sent > head:
+            return  # the proxy is ahead of this node: status only, it will look elsewhere
+        if s.sent == head == 0:
+            s.need_snapshot = False  # both empty: there is nothing to install
+            return
+        if not s.need_snapshot and s.sent == head:
+            if s.claimed_hash is not None and s.claimed_hash != self._state_hash(state):
+                log.warning("proxy %s has a different config at revision %d", s.proxy_id, head)
+                s.need_snapshot = True
+            s.claimed_hash = None
+            if not s.need_snapshot:
+                return
+        if not s.need_snapshot and deltas:
+            delta = compose(deltas) if len(deltas) > 1 else deltas[0]
+            frame = encode_frame(
+                {
+                    "t": "delta",
+                    "base": delta.base,
+                    "revision": delta.revision,
+                    "ops": [list(op) for op in delta.ops],
+                    "hash": self._state_hash(state),
+                }
+            )
+            if len(frame) <= self.max_delta_frame:
+                # Book-keeping before the await: an ack/nack handled meanwhile must see this frame.
+                s.sent = delta.revision
+                s.claimed_hash = None
+                s.inflight.append((delta.revision, "delta"))
+                await s.ws.send_bytes(frame)
+                self.frames_sent["delta"] += 1
+                return
+        # Outside the delta window, unknown, diverged, nacked or too big for a delta frame.
+        revision, config_hash, chunks = await self._encoded_snapshot(state)
+        if s.ws.closed:
+            return
+        s.sent = revision
+        s.need_snapshot = False
+        s.claimed_hash = None
+        s.inflight.append((revision, "snapshot"))
+        for i, chunk in enumerate(chunks):
+            await s.ws.send_bytes(
+                encode_frame(
+                    {
+                        "t": "snapshot",
+                        "revision": revision,
+                        "hash": config_hash,
+                        "chunk": i,
+                        "chunks": len(chunks),
+                        "data": chunk,
+                    }
+                )
+            )
+        self.frames_sent["snapshot"] += 1
+
+    def _consistent_read(self, since: int) -> tuple[ConfigState, list[Delta] | None]:
+        """State and deltas_since(since) that end at the same revision.
+
+        The store applies in its Raft thread, so ``state`` may move between the two reads; the
+        delta frame's hash must be the hash *at the delta's revision*, hence the retry. If it keeps
+        moving, ``None`` deltas make the caller send a snapshot, which is consistent by itself.
+        """
+        for _ in range(5):
+            deltas = self.store.deltas_since(since)
+            state = self.store.state
+            if not deltas or deltas[-1].revision == state.revision:
+                return state, deltas
+        return self.store.state, None
+
+    def _state_hash(self, state: ConfigState) -> str:
+        if self._hash is None or self._hash[0] is not state:
+            self._hash = (state, state.hash())
+        return self._hash[1]
+
+    async def _encoded_snapshot(self, state: ConfigState) -> tuple[int, str, list[bytes]]:
+        """Chunks of zlib(msgpack(snapshot)) for ``state``, computed once per revision."""
+        if self._snapshot is not None and self._snapshot[0] == state.revision:
+            return self._snapshot
+        if self._snapshot_job is not None and self._snapshot_job[0] == state.revision:
+            return await asyncio.shield(self._snapshot_job[1])
+        loop = asyncio.get_running_loop()
+        fut = loop.run_in_executor(None, _encode_snapshot, state, self.chunk_size)
+        self._snapshot_job = (state.revision, fut)
+        try:
+            result = await asyncio.shield(fut)
+        finally:
+            if self._snapshot_job is not None and self._snapshot_job[1] is fut:
+                self._snapshot_job = None
+        if self._snapshot is None or self._snapshot[0] <= result[0]:
+            self._snapshot = result
+        return result
+
+
+def _encode_snapshot(state: ConfigState, chunk_size: int) -> tuple[int, str, list[bytes]]:
+    data = encode_snapshot(state)
+    chunks = [data[i : i + chunk_size] for i in range(0, len(data), chunk_size)] or [b""]
+    return state.revision, state.hash(), chunks
+
+
+def _peek_proto(data: bytes) -> Any:
+    try:
+        obj = decode(data)
+    except Exception:
+        return None
+    return obj.get("proto") if isinstance(obj, dict) else None
+
+
+def _proto_message(proto: Any) -> str:
+    return f"unsupported push protocol version {proto!r}; this node speaks {PROTOCOL_VERSION}"
+
+
+def add_routes(app: web.Application, hub: PushHub) -> None:
+    """Mount /v1/stream and /v1/proxies; subscribe at startup, close sessions at shutdown."""
+    app.router.add_get("/v1/stream", hub.handle_stream)
+    app.router.add_get("/v1/proxies", hub.handle_proxies)
+
+    async def _startup(_: web.Application) -> None:
+        hub.start()
+
+    async def _shutdown(_: web.Application) -> None:
+        await hub.close()
+
+    app.on_startup.append(_startup)
+    app.on_shutdown.append(_shutdown)

@@ -1,0 +1,303 @@
+"""PushHub against a raw websocket client: exactly which frames go out, and when."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from gateway.codec import decode
+from gateway.delta import Delta, apply_delta
+from gateway.state import ConfigState
+from tests.cluster.test_push_fakes import (
+    PROXY_TOKEN,
+    VIEWER_TOKEN,
+    FakeCluster,
+    FakeStore,
+    HubServer,
+    RawProxy,
+    delete,
+    put,
+    route,
+    seed,
+    until,
+)
+
+
+@pytest.fixture
+async def env() -> AsyncIterator[dict[str, Any]]:
+    store = FakeStore()
+    cluster = FakeCluster(store)
+    servers: list[HubServer] = []
+    clients: list[RawProxy] = []
+
+    async def server(**kw: Any) -> HubServer:
+        s = await HubServer(store, **kw).start()
+        servers.append(s)
+        return s
+
+    async def client(srv: HubServer, token: str = PROXY_TOKEN) -> RawProxy:
+        c = await RawProxy.connect(srv.url, token)
+        clients.append(c)
+        return c
+
+    yield {"store": store, "cluster": cluster, "server": server, "client": client}
+    for c in clients:
+        await c.close()
+    for s in servers:
+        await s.stop()
+
+
+def assemble(frames: list[dict[str, Any]]) -> ConfigState:
+    data = b"".join(f["data"] for f in frames)
+    return ConfigState.from_snapshot(decode(zlib.decompress(data)))
+
+
+async def snapshot(c: RawProxy, first: dict[str, Any] | None = None) -> tuple[ConfigState, list[dict[str, Any]]]:
+    f = first or await c.recv_config()
+    assert f["t"] == "snapshot" and f["chunk"] == 0
+    frames = [f]
+    while len(frames) < f["chunks"]:
+        frames.append(await c.recv_config())
+        assert frames[-1]["chunk"] == len(frames) - 1
+    return assemble(frames), frames
+
+
+async def test_hello_at_zero_gets_status_then_snapshot(env: dict[str, Any]) -> None:
+    head = seed(env["cluster"])
+    c = await env["client"](await env["server"]())
+    await c.hello(0)
+    status = await c.recv()
+    assert status == {"t": "status", "node_id": "n1", "leader_id": "n1", "term": 1, "has_quorum": True,
+                      "revision": head}
+    state, frames = await snapshot(c)
+    assert len(frames) == 1 and frames[0]["revision"] == head
+    assert state == env["store"].state and frames[0]["hash"] == state.hash()
+
+
+async def test_empty_cluster_sends_nothing_to_empty_proxy(env: dict[str, Any]) -> None:
+    c = await env["client"](await env["server"]())
+    await c.hello(0)
+    assert (await c.recv())["t"] == "status"
+    env["store"].set_status(term=2)  # next frame must be the status, not a snapshot
+    assert (await c.recv())["term"] == 2
+
+
+async def test_small_lag_gets_one_composed_delta_then_live_deltas(env: dict[str, Any]) -> None:
+    cluster = env["cluster"]
+    seed(cluster, routes=0)
+    old = env["store"].state
+    cluster.write(put("routes", "a", route("/a")))
+    head = cluster.write(put("routes", "b", route("/b")))
+    head = cluster.write(delete("routes", "a"))
+    c = await env["client"](await env["server"]())
+    await c.hello(old.revision, old.hash())
+    d = await c.recv_config()
+    assert d["t"] == "delta" and (d["base"], d["revision"]) == (old.revision, head)
+    new = apply_delta(old, Delta(d["base"], d["revision"], d["ops"]))
+    assert new.hash() == d["hash"] == env["store"].state.hash()
+    await c.send({"t": "ack", "revision": head})
+    rev = cluster.write(put("routes", "c", route("/c")))
+    d = await c.recv_config()
+    assert (d["t"], d["base"], d["revision"]) == ("delta", head, rev)
+
+
+async def test_outside_window_gets_snapshot(env: dict[str, Any]) -> None:
+    env["store"].window = 2
+    head = seed(env["cluster"], routes=5)
+    c = await env["client"](await env["server"]())
+    await c.hello(2, "whatever")
+    state, _ = await snapshot(c)
+    assert state.revision == head
+
+
+async def test_hash_mismatch_at_same_revision_gets_snapshot(env: dict[str, Any]) -> None:
+    head = seed(env["cluster"])
+    c = await env["client"](await env["server"]())
+    await c.hello(head, "0" * 64)
+    state, _ = await snapshot(c)
+    assert state.revision == head
+
+
+async def test_in_sync_proxy_gets_nothing(env: dict[str, Any]) -> None:
+    head = seed(env["cluster"])
+    c = await env["client"](await env["server"]())
+    await c.hello(head, env["store"].state.hash())
+    assert (await c.recv())["t"] == "status"
+    env["store"].set_status(term=5)
+    assert (await c.recv())["term"] == 5
+
+
+async def test_proxy_ahead_gets_status_only(env: dict[str, Any]) -> None:
+    head = seed(env["cluster"])
+    c = await env["client"](await env["server"]())
+    await c.hello(head + 10, "future")
+    st = await c.recv()
+    assert st["t"] == "status" and st["revision"] == head
+    env["store"].set_status(leader_id="n2", term=2)
+    st = await c.recv()
+    assert (st["t"], st["leader_id"]) == ("status", "n2")
+
+
+async def test_quorum_loss_is_announced(env: dict[str, Any]) -> None:
+    seed(env["cluster"])
+    c = await env["client"](await env["server"]())
+    await c.hello(0)
+    await snapshot(c)
+    env["store"].set_status(has_quorum=False, leader_id=None)
+    st = await c.recv()
+    assert st["t"] == "status" and st["has_quorum"] is False and st["leader_id"] is None
+
+
+async def test_resync_restarts_from_the_given_revision(env: dict[str, Any]) -> None:
+    head = seed(env["cluster"], routes=4)
+    c = await env["client"](await env["server"]())
+    await c.hello(head, env["store"].state.hash())
+    await c.send({"t": "resync", "revision": 2})
+    d = await c.recv_config()
+    assert (d["t"], d["base"], d["revision"]) == ("delta", 2, head)
+
+
+async def test_coalescing_under_burst(env: dict[str, Any]) -> None:
+    cluster = env["cluster"]
+    head = seed(cluster)
+    srv = await env["server"]()
+    c = await env["client"](srv)
+    await c.hello(head, env["store"].state.hash())
+    first = cluster.write(put("routes", "x0", route("/x0")))
+    d = await c.recv_config()
+    assert (d["base"], d["revision"]) == (head, first)
+    for i in range(1, 30):  # the proxy has not acked: these must not be sent one by one
+        last = cluster.write(put("routes", f"x{i}", route(f"/x{i}")))
+    env["store"].set_status(term=9)
+    assert (await c.recv())["term"] == 9  # nothing was sent in between
+    await c.send({"t": "ack", "revision": first})
+    d = await c.recv_config()
+    assert (d["t"], d["base"], d["revision"]) == ("delta", first, last)
+    assert len(d["ops"]) == 29
+    assert srv.hub.frames_sent["delta"] == 2
+
+
+async def test_nack_records_error_and_sends_snapshot_then_waits(env: dict[str, Any]) -> None:
+    cluster = env["cluster"]
+    head = seed(cluster)
+    srv = await env["server"]()
+    c = await env["client"](srv)
+    await c.hello(head, env["store"].state.hash())
+    rev = cluster.write(put("routes", "bad", route("/bad")))
+    d = await c.recv_config()
+    await c.send({"t": "nack", "revision": d["revision"], "error": "boom"})
+    state, _ = await snapshot(c)
+    assert state.revision == rev
+    entry = srv.hub.proxies()[0]
+    assert entry["last_error"] == "boom" and entry["revision"] == head and entry["lag"] == 1
+    # The snapshot fails too: the hub must not loop on it; it waits for a newer revision.
+    await c.send({"t": "nack", "revision": rev, "error": "still boom"})
+    env["store"].set_status(term=3)
+    assert (await c.recv())["term"] == 3
+    fixed = cluster.write(delete("routes", "bad"))
+    state, _ = await snapshot(c)
+    assert state.revision == fixed
+    await c.send({"t": "ack", "revision": fixed})
+    await until(lambda: srv.hub.proxies()[0]["revision"] == fixed, what="ack recorded")
+    assert srv.hub.proxies()[0]["last_error"] is None
+
+
+async def test_chunked_snapshot(env: dict[str, Any]) -> None:
+    cluster = env["cluster"]
+    seed(cluster, routes=0)
+    cluster.write(*[put("routes", f"r{i:04d}", route(f"/some/long/path/{i:04d}")) for i in range(400)])
+    c = await env["client"](await env["server"](chunk_size=512))
+    await c.hello(0)
+    state, frames = await snapshot(c)
+    assert len(frames) > 2 and all(len(f["data"]) <= 512 for f in frames)
+    assert state == env["store"].state
+
+
+async def test_default_chunk_size_is_256k(env: dict[str, Any]) -> None:
+    import random
+
+    rng = random.Random(7)
+    cluster = env["cluster"]
+    consumers = [
+        put("consumers", f"c{i}", {"credentials": {"key-auth": [{"key": "%032x" % rng.getrandbits(128)}]}})
+        for i in range(12000)
+    ]
+    cluster.write(*consumers)
+    c = await env["client"](await env["server"]())
+    await c.hello(0)
+    state, frames = await snapshot(c)
+    assert len(frames) >= 2 and all(len(f["data"]) <= 256 * 1024 for f in frames)
+    assert state.hash() == env["store"].state.hash()
+
+
+async def test_wrong_protocol_is_refused_clearly(env: dict[str, Any]) -> None:
+    c = await env["client"](await env["server"]())
+    await c.hello(0, proto=2)
+    err = await c.recv()
+    assert err["t"] == "error" and "protocol version 2" in err["message"]
+    closed = await c.recv()
+    assert closed["t"] == "_closed" and closed["code"] == 4002
+
+
+async def test_first_frame_must_be_hello(env: dict[str, Any]) -> None:
+    c = await env["client"](await env["server"]())
+    await c.send({"t": "ack", "revision": 1})
+    err = await c.recv()
+    assert err["t"] == "error" and "expected hello" in err["message"]
+
+
+async def test_roles(env: dict[str, Any]) -> None:
+    srv = await env["server"]()
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as exc:
+            await http.ws_connect(srv.url + "/v1/stream", headers={"Authorization": f"Bearer {VIEWER_TOKEN}"})
+        assert exc.value.status == 403
+        with pytest.raises(aiohttp.WSServerHandshakeError) as exc:
+            await http.ws_connect(srv.url + "/v1/stream")
+        assert exc.value.status == 401
+        r = await http.get(srv.url + "/v1/proxies", headers={"Authorization": f"Bearer {PROXY_TOKEN}"})
+        assert r.status == 403
+        assert (await r.json())["error"]["code"] == "forbidden"
+
+
+async def test_fleet_registry(env: dict[str, Any]) -> None:
+    head = seed(env["cluster"])
+    srv = await env["server"]()
+    c = await env["client"](srv)
+    await c.hello(0, proxy_id="edge-1")
+    await snapshot(c)
+    await c.send({"t": "mode", "mode": "synced"})
+    await c.send({"t": "ack", "revision": head})
+    async with aiohttp.ClientSession() as http:
+
+        async def fetch() -> dict[str, Any]:
+            r = await http.get(srv.url + "/v1/proxies", headers={"Authorization": f"Bearer {VIEWER_TOKEN}"})
+            assert r.status == 200
+            body: dict[str, Any] = await r.json()
+            return body
+
+        await until(lambda: srv.hub.proxies()[0]["mode"] == "synced", what="mode recorded")
+        item = (await fetch())["items"][0]
+        assert item["id"] == "edge-1" and item["address"] == "127.0.0.1:1" and item["software"] == "raw/1"
+        assert (item["revision"], item["lag"], item["mode"], item["node"]) == (head, 0, "synced", "n1")
+        assert item["connected"] is True and item["last_error"] is None and item["connected_since"] > 0
+        await c.close()
+        await until(lambda: not srv.hub.proxies()[0]["connected"], what="disconnect recorded")
+        env["cluster"].write(delete("routes", "r0"))
+        item = (await fetch())["items"][0]
+        assert (item["id"], item["connected"], item["lag"]) == ("edge-1", False, 1)
+
+
+async def test_close_ends_sessions_with_going_away(env: dict[str, Any]) -> None:
+    srv = await env["server"]()
+    c = await env["client"](srv)
+    await c.hello(0)
+    await c.recv()
+    await srv.hub.close()
+    closed = await c.recv()
+    assert closed["t"] == "_closed" and closed["code"] == 1001
+    await until(lambda: not srv.hub._sessions, what="session dropped")
