@@ -1,0 +1,226 @@
+"""Streaming forwarding of one request to an upstream target.
+
+Bodies are streamed both ways through one shared ``aiohttp.ClientSession`` (connection reuse,
+no per-request setup): the request body is handed to the client as the server's stream reader and
+the response body is copied chunk by chunk, so memory per request stays bounded whatever the size.
+The session must be created with ``auto_decompress=False`` (see ``make_session``) so encoded bodies
+pass through untouched with their ``Content-Encoding``.
+
+Retries: only a failure to *connect* (refused, unreachable, connect timeout) is retried on another
+target, up to the upstream's ``retries``; the body has not been read then, so any method is safe.
+A failure after the request was sent is not retried (it may have had effects). aiohttp itself
+retries a stale keep-alive connection once for idempotent methods.
+
+Errors are the proxy's JSON bodies: 502 upstream failure, 503 no eligible target, 504 timeout.
+Every failed attempt counts against the target's passive health, as do 502/503/504 answers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from urllib.parse import quote
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from proxy.balancer import Pool, Target
+from proxy.plugins.base import RequestContext, json_error
+
+log = logging.getLogger(__name__)
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+UNHEALTHY_STATUSES = frozenset({502, 503, 504})
+# Headers aiohttp would otherwise add on its own; the upstream should see what the client sent.
+SKIP_AUTO = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
+
+
+def make_session() -> aiohttp.ClientSession:
+    """The one client session of a proxy: no connection cap, no decompression, no cookies."""
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=10)
+    return aiohttp.ClientSession(
+        connector=connector,
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        timeout=aiohttp.ClientTimeout(total=None),
+    )
+
+
+def hop_by_hop(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
+    """The fixed hop-by-hop names plus those listed in ``Connection`` (lower-cased)."""
+    names = set(HOP_BY_HOP)
+    for value in headers.getall("Connection", []):
+        names.update(token.strip().lower() for token in value.split(",") if token.strip())
+    return names
+
+
+def end_to_end(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
+    """A copy of ``headers`` without hop-by-hop headers (repeated headers kept in order)."""
+    drop = hop_by_hop(headers)
+    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in drop)
+
+
+def upstream_headers(request: web.Request, client_ip: str) -> CIMultiDict[str]:
+    """Headers for the upstream request before plugins run: end-to-end + X-Forwarded-*."""
+    headers = end_to_end(request.headers)
+    for name in ("Host", "Expect", "Content-Length"):
+        headers.popall(name, None)
+    if request.content_length is not None:
+        headers["Content-Length"] = str(request.content_length)
+    prior = ", ".join(request.headers.getall("X-Forwarded-For", []))
+    headers["X-Forwarded-For"] = f"{prior}, {client_ip}" if prior else client_ip
+    headers["X-Forwarded-Proto"] = request.scheme
+    headers["X-Forwarded-Host"] = request.host
+    return headers
+
+
+def upstream_path(request: web.Request, matched: str, strip: bool) -> str:
+    """The raw (still percent-encoded) path for the upstream, with the matched prefix removed."""
+    raw = request.rel_url.raw_path
+    if not strip or not matched:
+        return raw
+    if raw.startswith(matched):
+        rest = raw[len(matched):]
+    else:  # the prefix was written encoded differently in the request; work on the decoded form
+        rest = quote(request.path[len(matched):], safe="/:@!$&'()*+,;=-._~")
+    return rest if rest.startswith("/") else "/" + rest
+
+
+def _query_string(ctx: RequestContext) -> str:
+    if ctx.upstream_query == ctx.request.query:
+        return ctx.request.rel_url.raw_query_string
+    return URL.build(query=ctx.upstream_query).raw_query_string
+
+
+class Forwarder:
+    """Sends requests upstream with ``session``; one per DataPlane."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+
+    async def forward(
+        self,
+        ctx: RequestContext,
+        pool: Pool,
+        on_response: Callable[[web.StreamResponse], None],
+    ) -> web.StreamResponse:
+        """Forward ``ctx`` to a target of ``pool``.
+
+        Returns either a response already streamed to the client (prepared) or an unprepared
+        error response for the caller to finish. ``on_response`` may edit the headers of a
+        streamed response before they are sent.
+        """
+        request = ctx.request
+        settings = pool.settings
+        ctx.upstream = pool.id
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
+        )
+        key = None
+        if settings.hash_on is not None:
+            key = pool.hash_key(request.headers, request.cookies, ctx.client_ip)
+        query = _query_string(ctx)
+        path_qs = ctx.upstream_path + (f"?{query}" if query else "")
+        data = request.content if request.body_exists else None
+        tried: set[Target] = set()
+        timed_out = False
+        for _attempt in range(settings.retries + 1):
+            target = pool.pick(key, tried)
+            if target is None:
+                break
+            tried.add(target)
+            ctx.target = target.address
+            url = URL(f"http://{target.address}{path_qs}", encoded=True)
+            pool.acquire(target)
+            try:
+                upstream = await self.session.request(
+                    ctx.method,
+                    url,
+                    headers=ctx.upstream_headers,
+                    data=data,
+                    allow_redirects=False,
+                    timeout=timeout,
+                    skip_auto_headers=SKIP_AUTO,
+                )
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+                pool.release(target)
+                pool.report_failure(target)
+                timed_out = isinstance(exc, aiohttp.ConnectionTimeoutError)
+                log.info("upstream %s: connect to %s failed: %s", pool.id, target.address, exc)
+                continue
+            except (TimeoutError, aiohttp.ServerTimeoutError):
+                pool.release(target)
+                pool.report_failure(target)
+                return json_error(504, "upstream_timeout", f"upstream {pool.id} did not answer in time")
+            except (aiohttp.ClientError, OSError) as exc:
+                pool.release(target)
+                pool.report_failure(target)
+                log.info("upstream %s: request to %s failed: %s", pool.id, target.address, exc)
+                return json_error(502, "upstream_error", f"upstream {pool.id} failed: {type(exc).__name__}")
+            return await self._relay(ctx, pool, target, upstream, on_response)
+        if not tried:
+            return json_error(503, "no_healthy_target", f"upstream {pool.id} has no healthy target")
+        if timed_out:
+            return json_error(504, "upstream_timeout", f"connecting to upstream {pool.id} timed out")
+        return json_error(502, "upstream_unavailable", f"upstream {pool.id}: no target accepted the connection")
+
+    async def _relay(
+        self,
+        ctx: RequestContext,
+        pool: Pool,
+        target: Target,
+        upstream: aiohttp.ClientResponse,
+        on_response: Callable[[web.StreamResponse], None],
+    ) -> web.StreamResponse:
+        """Stream the upstream answer to the client, then settle health and counters."""
+        ok = upstream.status not in UNHEALTHY_STATUSES
+        try:
+            resp = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            resp.headers.extend(end_to_end(upstream.headers))
+            on_response(resp)
+            ctx.status = upstream.status
+            await resp.prepare(ctx.request)
+            try:
+                async for chunk in upstream.content.iter_any():
+                    await resp.write(chunk)
+                    ctx.bytes_sent += len(chunk)
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                # Headers are gone already: the only honest signal left is a broken connection.
+                ok = False
+                log.info("upstream %s: body from %s broke off: %s", pool.id, target.address, exc)
+                _abort(ctx.request)
+                return resp
+            await resp.write_eof()
+            return resp
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+            log.debug("client went away while streaming from %s", target.address)
+            _abort(ctx.request)
+            return resp
+        finally:
+            upstream.release()
+            pool.release(target)
+            if ok:
+                pool.report_success(target)
+            else:
+                pool.report_failure(target)
+
+
+def _abort(request: web.Request) -> None:
+    """Close the client connection so a truncated body cannot pass for a complete one."""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()

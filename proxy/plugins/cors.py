@@ -1,0 +1,98 @@
+"""cors: answer preflight requests at the proxy and add CORS headers to actual responses.
+
+A preflight (``OPTIONS`` with ``Origin`` and ``Access-Control-Request-Method``) never reaches the
+upstream: it is answered 204 here, with the CORS headers only if the origin is allowed, so the
+browser decides. cors runs before authentication because browsers send preflights without
+credentials. ``*`` with ``credentials`` is answered by echoing the origin, since browsers reject a
+literal ``*`` on credentialed requests; whenever the answer depends on the origin, ``Vary: Origin``
+is added so caches keep answers apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from proxy.plugins.base import Plugin, RequestContext, str_list
+
+DEFAULT_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+def _add_vary(resp: web.StreamResponse, value: str) -> None:
+    current = resp.headers.get("Vary")
+    if not current:
+        resp.headers["Vary"] = value
+    elif value.lower() not in {v.strip().lower() for v in current.split(",")}:
+        resp.headers["Vary"] = f"{current}, {value}"
+
+
+class Cors(Plugin):
+    name = "cors"
+    priority = 1800
+
+    @classmethod
+    def parse(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        c = super().parse(config)
+        n = cls.name
+        max_age = c.get("max_age", 3600)
+        if isinstance(max_age, bool) or not isinstance(max_age, int) or max_age < 0:
+            raise ValueError(f"{n}.max_age: must be an integer >= 0")
+        return {
+            "origins": str_list(c, "origins", ["*"], n),
+            "methods": [m.upper() for m in str_list(c, "methods", DEFAULT_METHODS, n)],
+            "headers": str_list(c, "headers", [], n),
+            "exposed_headers": str_list(c, "exposed_headers", [], n),
+            "credentials": bool(c.get("credentials", False)),
+            "max_age": max_age,
+        }
+
+    def allowed_origin(self, origin: str) -> str | None:
+        """The value for Access-Control-Allow-Origin, or None when the origin is not allowed."""
+        origins = self.config["origins"]
+        if "*" in origins:
+            return origin if self.config["credentials"] else "*"
+        return origin if origin in origins else None
+
+    def _common(self, resp: web.StreamResponse, allowed: str) -> None:
+        resp.headers["Access-Control-Allow-Origin"] = allowed
+        if self.config["credentials"]:
+            resp.headers["Access-Control-Allow-Credentials"] = "true"
+        if allowed != "*":
+            _add_vary(resp, "Origin")
+
+    async def access(self, ctx: RequestContext) -> web.StreamResponse | None:
+        headers = ctx.request.headers
+        origin = headers.get("Origin")
+        if ctx.method != "OPTIONS" or not origin or "Access-Control-Request-Method" not in headers:
+            return None
+        ctx.data["cors-preflight"] = True
+        resp = web.Response(status=204)
+        allowed = self.allowed_origin(origin)
+        if allowed is None:
+            _add_vary(resp, "Origin")
+            return resp
+        self._common(resp, allowed)
+        resp.headers["Access-Control-Allow-Methods"] = ", ".join(self.config["methods"])
+        requested = headers.get("Access-Control-Request-Headers")
+        if self.config["headers"]:
+            resp.headers["Access-Control-Allow-Headers"] = ", ".join(self.config["headers"])
+        elif requested:
+            resp.headers["Access-Control-Allow-Headers"] = requested
+            _add_vary(resp, "Access-Control-Request-Headers")
+        resp.headers["Access-Control-Max-Age"] = str(self.config["max_age"])
+        return resp
+
+    def response(self, ctx: RequestContext, resp: web.StreamResponse) -> None:
+        origin = ctx.request.headers.get("Origin")
+        if not origin or ctx.data.get("cors-preflight"):
+            return
+        allowed = self.allowed_origin(origin)
+        if allowed is None:
+            if "*" not in self.config["origins"]:
+                _add_vary(resp, "Origin")
+            return
+        self._common(resp, allowed)
+        if self.config["exposed_headers"]:
+            resp.headers["Access-Control-Expose-Headers"] = ", ".join(self.config["exposed_headers"])

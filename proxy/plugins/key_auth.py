@@ -1,0 +1,49 @@
+"""key-auth: an API key in a header or a query parameter identifies the consumer.
+
+Keys are indexed at build time (``ConsumerIndex.key_auth``), so a lookup is one dict access. With
+``hide_credentials`` the key is removed from what the upstream receives, so a backend never learns
+(or logs) a credential that is meant for the gateway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from proxy.plugins.base import AUTH_PRIORITY, Plugin, RequestContext, json_error, opt_str, req_str
+
+CHALLENGE = 'Key realm="gwadm"'
+
+
+class KeyAuth(Plugin):
+    name = "key-auth"
+    priority = AUTH_PRIORITY
+    is_auth = True
+
+    @classmethod
+    def parse(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        c = super().parse(config)
+        return {
+            "header": req_str(c, "header", "apikey", cls.name).lower(),
+            "query_param": opt_str(c, "query_param", "apikey", cls.name) or None,
+            "hide_credentials": bool(c.get("hide_credentials", False)),
+        }
+
+    async def access(self, ctx: RequestContext) -> web.StreamResponse | None:
+        header, param = self.config["header"], self.config["query_param"]
+        key = ctx.request.headers.get(header)
+        if not key and param:
+            key = ctx.request.query.get(param)
+        if not key:
+            return json_error(401, "unauthorized", "missing API key", {"WWW-Authenticate": CHALLENGE})
+        consumer = ctx.consumers.key_auth.get(key)
+        if consumer is None:
+            return json_error(401, "unauthorized", "invalid API key", {"WWW-Authenticate": CHALLENGE})
+        ctx.consumer = consumer
+        if self.config["hide_credentials"]:
+            ctx.upstream_headers.popall(header, None)
+            if param:
+                ctx.upstream_query.popall(param, None)
+        return None

@@ -1,0 +1,46 @@
+"""request-id: give every request an id, pass it upstream and (optionally) back to the client.
+
+An incoming id is kept when it looks sane (printable, at most 200 characters) so that a trace
+started in front of the gateway continues; otherwise a random one is made. It runs first, so the
+id is also on 401/403/429 answers and in the access log.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from proxy.plugins.base import Plugin, RequestContext, req_str
+
+MAX_LEN = 200
+
+
+def _acceptable(value: str | None) -> bool:
+    return bool(value) and len(value) <= MAX_LEN and value.isprintable()  # type: ignore[union-attr]
+
+
+class RequestId(Plugin):
+    name = "request-id"
+    priority = 2000
+
+    @classmethod
+    def parse(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        c = super().parse(config)
+        return {
+            "header": req_str(c, "header", "x-request-id", cls.name).lower(),
+            "echo_downstream": bool(c.get("echo_downstream", True)),
+        }
+
+    async def access(self, ctx: RequestContext) -> web.StreamResponse | None:
+        header = self.config["header"]
+        incoming = ctx.request.headers.get(header)
+        ctx.request_id = incoming if _acceptable(incoming) else uuid.uuid4().hex
+        ctx.upstream_headers[header] = ctx.request_id
+        return None
+
+    def response(self, ctx: RequestContext, resp: web.StreamResponse) -> None:
+        if self.config["echo_downstream"] and ctx.request_id:
+            resp.headers[self.config["header"]] = ctx.request_id

@@ -1,0 +1,233 @@
+"""Request routing: host, path, method and header matching in O(path length).
+
+The router is compiled once per config revision and then only read, so it can be shared by every
+request without locks. Lookup never scans the route list: candidates are found through dicts,
+
+1. by host, most specific first: the exact host, then wildcard suffixes (``*.example.com`` matches
+   ``a.example.com`` and ``a.b.example.com`` but not ``example.com``) longest suffix first, then the
+   routes without hosts. The first host bucket that yields a match wins, as nginx picks a
+   ``server_name`` before a ``location``: a route bound to a host is never shadowed by a hostless
+   route with a longer path.
+2. inside a host bucket, by path: ``=``-exact paths in one dict, prefixes in another. A prefix
+   matches on a segment boundary (``/api`` matches ``/api`` and ``/api/x``, not ``/apix``; ``/api/``
+   matches ``/api/x`` and ``/api/``). The candidate prefixes of a request path are its own text and
+   every cut at a ``/``, so the walk costs a handful of dict lookups per segment.
+3. the few routes found for the most specific path are filtered by method and headers and ordered
+   by ``(-priority, route id)``; if none passes, the walk continues with the next shorter prefix.
+
+A route without paths matches every path with the lowest specificity (below ``/``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+_EXACT = 0
+_PREFIX = 1
+
+
+@dataclass(frozen=True)
+class Route:
+    """One compiled route; ``spec`` keeps the normalized resource for the rest of the runtime."""
+
+    id: str
+    paths: tuple[str, ...]
+    hosts: tuple[str, ...]
+    methods: frozenset[str]
+    headers: tuple[tuple[str, str], ...]
+    priority: int
+    upstream: str
+    strip_prefix: bool
+    spec: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_spec(cls, route_id: str, spec: Mapping[str, Any]) -> Route:
+        """Build from a normalized route spec; raises ValueError when the shape is wrong."""
+        where = f"routes[{route_id}]"
+        paths = _str_list(spec.get("paths", []), f"{where}.paths")
+        hosts = tuple(h.lower().rstrip(".") for h in _str_list(spec.get("hosts", []), f"{where}.hosts"))
+        methods = frozenset(m.upper() for m in _str_list(spec.get("methods", []), f"{where}.methods"))
+        headers = spec.get("headers", {}) or {}
+        if not isinstance(headers, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+        ):
+            raise ValueError(f"{where}.headers: must be a mapping of strings")
+        for p in paths:
+            body = p[1:] if p.startswith("=") else p
+            if not body.startswith("/"):
+                raise ValueError(f"{where}.paths: {p!r} must start with / (or =/)")
+        if not paths and not hosts:
+            raise ValueError(f"{where}: needs at least one path or host")
+        upstream = spec.get("upstream")
+        if not isinstance(upstream, str) or not upstream:
+            raise ValueError(f"{where}.upstream: must be an upstream id")
+        priority = spec.get("priority", 0)
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise ValueError(f"{where}.priority: must be an integer")
+        return cls(
+            id=route_id,
+            paths=paths,
+            hosts=hosts,
+            methods=methods,
+            headers=tuple(sorted((k.lower(), v) for k, v in headers.items())),
+            priority=priority,
+            upstream=upstream,
+            strip_prefix=bool(spec.get("strip_prefix", False)),
+            spec=spec,
+        )
+
+
+@dataclass(frozen=True)
+class Match:
+    """The result of a lookup: the route and the path text that matched (for strip_prefix)."""
+
+    route: Route
+    matched_path: str
+    exact: bool
+
+
+def _str_list(value: Any, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{where}: must be a list of strings")
+    return tuple(value)
+
+
+class _PathIndex:
+    """Routes of one host bucket, indexed by exact path and by prefix."""
+
+    __slots__ = ("exact", "prefix")
+
+    def __init__(self) -> None:
+        self.exact: dict[str, list[tuple[Route, str]]] = {}
+        self.prefix: dict[str, list[tuple[Route, str]]] = {}
+
+    def add(self, route: Route) -> None:
+        if not route.paths:
+            self.prefix.setdefault("", []).append((route, ""))
+        for p in route.paths:
+            if p.startswith("="):
+                self.exact.setdefault(p[1:], []).append((route, p[1:]))
+            else:
+                self.prefix.setdefault(p, []).append((route, p))
+
+    def freeze(self) -> None:
+        """Sort each bucket once so that lookups take the first passing candidate."""
+        for table in (self.exact, self.prefix):
+            for key, entries in table.items():
+                table[key] = sorted(entries, key=lambda e: (-e[0].priority, e[0].id))
+
+    def lookup(self, method: str, path: str, headers: Mapping[str, str]) -> Match | None:
+        entries = self.exact.get(path)
+        if entries:
+            hit = _first(entries, method, headers)
+            if hit is not None:
+                return Match(hit[0], hit[1], True)
+        if not self.prefix:
+            return None
+        for candidate in _prefixes(path):
+            entries = self.prefix.get(candidate)
+            if entries:
+                hit = _first(entries, method, headers)
+                if hit is not None:
+                    return Match(hit[0], hit[1], False)
+        return None
+
+
+def _first(
+    entries: list[tuple[Route, str]], method: str, headers: Mapping[str, str]
+) -> tuple[Route, str] | None:
+    for route, matched in entries:
+        if route.methods and method not in route.methods:
+            continue
+        if route.headers and not all(headers.get(k) == v for k, v in route.headers):
+            continue
+        return route, matched
+    return None
+
+
+def _prefixes(path: str) -> Iterable[str]:
+    """Every prefix of ``path`` that ends on a segment boundary, longest first, then ``""``.
+
+    For ``/a/b`` that is ``/a/b``, ``/a/``, ``/a``, ``/``, ``""``: a configured prefix ``/a/``
+    must see ``/a/b`` while ``/a`` must not see ``/ab``.
+    """
+    yield path
+    i = path.rfind("/", 0, len(path) - 1) if path.endswith("/") else path.rfind("/")
+    if path.endswith("/") and len(path) > 1:
+        yield path[:-1]
+    while i >= 0:
+        yield path[: i + 1]
+        if i > 0:
+            yield path[:i]
+        i = path.rfind("/", 0, i)
+    yield ""
+
+
+def normalize_host(host: str | None) -> str:
+    """Lower-case, drop the port (also for ``[v6]:port``) and a trailing dot."""
+    if not host:
+        return ""
+    host = host.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[: end + 1] if end > 0 else host
+    if host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    return host.rstrip(".")
+
+
+class Router:
+    """Immutable index over the routes of one config revision."""
+
+    def __init__(self, routes: Iterable[Route]) -> None:
+        self._exact_hosts: dict[str, _PathIndex] = {}
+        self._wild_hosts: dict[str, _PathIndex] = {}
+        self._any_host = _PathIndex()
+        self._routes: dict[str, Route] = {}
+        for route in routes:
+            if route.id in self._routes:
+                raise ValueError(f"routes[{route.id}]: duplicate route id")
+            self._routes[route.id] = route
+            if not route.hosts:
+                self._any_host.add(route)
+            for host in route.hosts:
+                if host.startswith("*."):
+                    self._wild_hosts.setdefault(host[1:], _PathIndex()).add(route)
+                else:
+                    self._exact_hosts.setdefault(host, _PathIndex()).add(route)
+        for index in (*self._exact_hosts.values(), *self._wild_hosts.values(), self._any_host):
+            index.freeze()
+
+    def __len__(self) -> int:
+        return len(self._routes)
+
+    @property
+    def routes(self) -> Mapping[str, Route]:
+        return self._routes
+
+    def match(
+        self, method: str, host: str | None, path: str, headers: Mapping[str, str] | None = None
+    ) -> Match | None:
+        """Find the route for a request; ``headers`` must be case-insensitive or lower-cased."""
+        hdrs: Mapping[str, str] = headers if headers is not None else {}
+        name = normalize_host(host)
+        if name:
+            index = self._exact_hosts.get(name)
+            if index is not None:
+                hit = index.lookup(method, path, hdrs)
+                if hit is not None:
+                    return hit
+            if self._wild_hosts:
+                dot = name.find(".")
+                while dot >= 0:
+                    index = self._wild_hosts.get(name[dot:])
+                    if index is not None:
+                        hit = index.lookup(method, path, hdrs)
+                        if hit is not None:
+                            return hit
+                    dot = name.find(".", dot + 1)
+        return self._any_host.lookup(method, path, hdrs)

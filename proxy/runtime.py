@@ -1,0 +1,223 @@
+"""Compile a config snapshot into an immutable ``Runtime`` that serves requests.
+
+Building is pure CPU work done off the hot path (by the sync client or the cache loader); the
+result is installed with one reference assignment (``DataPlane.swap``), so a request sees either
+the old or the new config, never a mix. Everything the request path needs is precomputed here:
+the route index, the upstream pools, the credentials index (key -> consumer) and one plugin chain
+per route (global plugins, overridden by the route's plugins of the same name).
+
+Specs arrive validated and normalized by the control plane; we still check the structure and raise
+``ValueError`` with a path such as ``routes[r1].upstream`` when it is wrong, so the sync client
+nacks the revision and keeps serving the previous one. Problems confined to one credential (a
+public key that does not parse) only disable that credential and are listed in ``warnings``:
+refusing the whole revision for them would block every later config change as well.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from proxy.balancer import Pool
+from proxy.plugins import PLUGINS
+from proxy.plugins.base import Consumer, ConsumerIndex, JwtCredential, Plugin, PluginChain
+from proxy.router import Route, Router
+
+log = logging.getLogger(__name__)
+
+KINDS = ("upstreams", "routes", "consumers", "plugins")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """One config revision, compiled. Immutable apart from the balancer/plugin state it holds."""
+
+    revision: int
+    hash: str
+    router: Router
+    pools: Mapping[str, Pool]
+    consumers: ConsumerIndex
+    chains: Mapping[str, PluginChain]
+    global_chain: PluginChain
+    plugin_instances: Mapping[tuple[str, str, str], Plugin] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+    def chain_for(self, route_id: str | None) -> PluginChain:
+        if route_id is None:
+            return self.global_chain
+        return self.chains.get(route_id, self.global_chain)
+
+    def handover(self, old: Runtime | None) -> Runtime:
+        """Take over balancer and plugin state from ``old`` where the config did not change.
+
+        Pools whose upstream spec is equal are reused as objects (in-flight requests keep
+        updating the same counters); plugins with the same scope and config inherit state.
+        """
+        if old is None:
+            return self
+        pools = {
+            uid: old.pools[uid] if uid in old.pools and old.pools[uid].spec == pool.spec else pool
+            for uid, pool in self.pools.items()
+        }
+        for key, plugin in self.plugin_instances.items():
+            previous = old.plugin_instances.get(key)
+            if previous is not None and previous is not plugin:
+                plugin.inherit(previous)
+        return dataclasses.replace(self, pools=pools)
+
+
+def _items(resources: Mapping[str, Any], kind: str) -> list[tuple[str, Mapping[str, Any]]]:
+    table = resources.get(kind) or {}
+    if not isinstance(table, Mapping):
+        raise ValueError(f"{kind}: must be a mapping of id to resource")
+    out = []
+    for rid in sorted(table):
+        entry = table[rid]
+        if not isinstance(rid, str) or not isinstance(entry, Mapping) or not isinstance(entry.get("spec"), Mapping):
+            raise ValueError(f"{kind}[{rid}]: must be an object with a 'spec' object")
+        out.append((rid, entry["spec"]))
+    return out
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.instances: dict[tuple[str, str, str], Plugin] = {}
+        self.warnings: list[str] = []
+
+    def warn(self, message: str) -> None:
+        log.warning("config: %s", message)
+        self.warnings.append(message)
+
+    def plugin(self, name: Any, config: Any, scope: str, where: str) -> Plugin:
+        cls = PLUGINS.get(name) if isinstance(name, str) else None
+        if cls is None:
+            raise ValueError(f"{where}: unknown plugin {name!r}")
+        try:
+            instance = cls(config if config is not None else {}, scope=scope)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from exc
+        return self.instances.setdefault(instance.state_key(), instance)
+
+    def plugin_map(self, plugins: Any, scope: str, where: str) -> dict[str, Plugin]:
+        if not isinstance(plugins, Mapping):
+            raise ValueError(f"{where}: must be a mapping of plugin name to config")
+        return {name: self.plugin(name, cfg, scope, f"{where}.{name}") for name, cfg in plugins.items()}
+
+    def jwt_key(self, cred: Mapping[str, Any], where: str) -> Any:
+        alg = cred.get("algorithm")
+        if alg == "HS256":
+            secret = cred.get("secret")
+            if not isinstance(secret, str) or not secret:
+                self.warn(f"{where}.secret: HS256 needs a secret; credential disabled")
+                return None
+            return secret
+        if alg in ("RS256", "ES256"):
+            pem = cred.get("public_key")
+            try:
+                key = load_pem_public_key(str(pem).encode())
+            except (ValueError, TypeError) as exc:
+                self.warn(f"{where}.public_key: cannot be parsed ({exc}); credential disabled")
+                return None
+            want = rsa.RSAPublicKey if alg == "RS256" else ec.EllipticCurvePublicKey
+            if not isinstance(key, want):
+                self.warn(f"{where}.public_key: not a key for {alg}; credential disabled")
+                return None
+            return key
+        self.warn(f"{where}.algorithm: unsupported {alg!r}; credential disabled")
+        return None
+
+    def consumers(self, items: list[tuple[str, Mapping[str, Any]]]) -> ConsumerIndex:
+        by_id: dict[str, Consumer] = {}
+        key_auth: dict[str, Consumer] = {}
+        jwt: dict[str, list[JwtCredential]] = {}
+        for cid, spec in items:
+            where = f"consumers[{cid}]"
+            own = self.plugin_map(spec.get("plugins") or {}, f"consumer:{cid}", f"{where}.plugins")
+            username = spec.get("username")
+            consumer = Consumer(cid, username if isinstance(username, str) else None, tuple(own.values()))
+            by_id[cid] = consumer
+            creds = spec.get("credentials") or {}
+            if not isinstance(creds, Mapping):
+                raise ValueError(f"{where}.credentials: must be an object")
+            for i, cred in enumerate(creds.get("key-auth") or []):
+                key = cred.get("key") if isinstance(cred, Mapping) else None
+                if not isinstance(key, str) or not key:
+                    raise ValueError(f"{where}.credentials.key-auth[{i}].key: must be a string")
+                other = key_auth.get(key)
+                if other is not None and other.id != cid:
+                    raise ValueError(f"{where}.credentials.key-auth[{i}]: key also belongs to consumer {other.id}")
+                key_auth[key] = consumer
+            for i, cred in enumerate(creds.get("jwt-auth") or []):
+                cwhere = f"{where}.credentials.jwt-auth[{i}]"
+                if not isinstance(cred, Mapping) or not isinstance(cred.get("key"), str):
+                    raise ValueError(f"{cwhere}.key: must be a string")
+                verify_key = self.jwt_key(cred, cwhere)
+                entry = JwtCredential(consumer, cred["key"], str(cred.get("algorithm")), verify_key)
+                jwt.setdefault(cred["key"], []).append(entry)
+        return ConsumerIndex(by_id=by_id, key_auth=key_auth, jwt={k: tuple(v) for k, v in jwt.items()})
+
+
+def build_runtime(
+    snapshot: Mapping[str, Any],
+    *,
+    revision: int,
+    hash: str,
+    clock: Callable[[], float] = time.monotonic,
+) -> Runtime:
+    """Compile ``ConfigState.to_snapshot()`` output; raises ValueError on a malformed config.
+
+    ``clock`` drives passive-health cooldowns (injectable for tests).
+    """
+    if not isinstance(snapshot, Mapping) or not isinstance(snapshot.get("resources"), Mapping):
+        raise ValueError("snapshot: must be an object with a 'resources' object")
+    snap_rev = snapshot.get("revision")
+    if snap_rev is not None and snap_rev != revision:
+        raise ValueError(f"snapshot: revision {snap_rev} does not match the expected {revision}")
+    resources = snapshot["resources"]
+    b = _Builder()
+
+    pools = {uid: Pool(uid, spec, clock=clock) for uid, spec in _items(resources, "upstreams")}
+
+    global_plugins: dict[str, Plugin] = {}
+    for pid, spec in _items(resources, "plugins"):
+        if not spec.get("enabled", True):
+            continue
+        name = spec.get("name")
+        plugin = b.plugin(name, spec.get("config"), "global", f"plugins[{pid}]")
+        if plugin.name in global_plugins:
+            b.warn(f"plugins[{pid}]: a global {plugin.name} plugin is already configured; ignored")
+            continue
+        global_plugins[plugin.name] = plugin
+    global_chain = PluginChain(list(global_plugins.values()))
+
+    consumers = b.consumers(_items(resources, "consumers"))
+
+    routes: list[Route] = []
+    chains: dict[str, PluginChain] = {}
+    for rid, spec in _items(resources, "routes"):
+        route = Route.from_spec(rid, spec)
+        if route.upstream not in pools:
+            raise ValueError(f"routes[{rid}].upstream: upstream {route.upstream!r} does not exist")
+        own = b.plugin_map(spec.get("plugins") or {}, f"route:{rid}", f"routes[{rid}].plugins")
+        if own:
+            chains[rid] = PluginChain(list({**global_plugins, **own}.values()))
+        routes.append(route)
+
+    return Runtime(
+        revision=revision,
+        hash=hash,
+        router=Router(routes),
+        pools=pools,
+        consumers=consumers,
+        chains=chains,
+        global_chain=global_chain,
+        plugin_instances=dict(b.instances),
+        warnings=tuple(b.warnings),
+    )
