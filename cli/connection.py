@@ -121,5 +121,10 @@ def resolve(opts: ConnOptions, env: dict[str, str] | None = None) -> tuple[list[
 
 
 def make_client(timeout: float = 5.0) -> AdminClient:
+    """Client for the current command; ``$GWADM_RETRY_FOR`` (seconds, default 3) bounds failover retries."""
     endpoints, token = resolve(current_options())
-    return AdminClient(endpoints, token, timeout=timeout)
+    try:
+        retry_for = float(os.environ.get("GWADM_RETRY_FOR", "3"))
+    except ValueError as exc:
+        raise ConnectionConfigError("GWADM_RETRY_FOR must be a number of seconds") from exc
+    return AdminClient(endpoints, token, timeout=timeout, retry_for=retry_for)

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cluster.auth import mint_token, new_secret
+
 MEMBER_GROUPS = ("nodes", "proxies", "upstreams")
 
 
@@ -80,10 +82,11 @@ def write_private(path: Path, text: str) -> None:
     os.chmod(path, 0o600)
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
@@ -154,3 +157,55 @@ def node_toml_text(layout: Layout, cluster: dict[str, Any], node_id: str, fsync:
         lines += ["", "[[peers]]"]
         lines += [f"{k} = {_toml_value(peer[k])}" for k in ("id", "raft_addr", "admin_url")]
     return "\n".join(lines) + "\n"
+
+
+# ---- a new cluster ------------------------------------------------------------------------------
+def plan_cluster(
+    layout: Layout, nodes: int, proxies: int, ports: list[int], host: str, upstream_id: str
+) -> dict[str, Any]:
+    """The cluster.json of a new cluster (pids unset) from ``2*nodes + 2*proxies + 1`` ports. Pure."""
+    if len(ports) != 2 * nodes + 2 * proxies + 1:
+        raise ValueError("wrong number of ports")
+    it = iter(ports)
+    cluster: dict[str, Any] = {
+        "nodes": [],
+        "proxies": [],
+        "upstreams": [],
+        "token_file": str(layout.admin_token),
+    }
+    for i in range(1, nodes + 1):
+        admin, raft = next(it), next(it)
+        node = {
+            "id": f"n{i}",
+            "admin_url": f"http://{host}:{admin}",
+            "raft_addr": f"{host}:{raft}",
+            "pid": None,
+        }
+        cluster["nodes"].append(node)
+    for i in range(1, proxies + 1):
+        listen, status = next(it), next(it)
+        proxy = {
+            "id": f"p{i}",
+            "url": f"http://{host}:{listen}",
+            "status_url": f"http://{host}:{status}",
+            "pid": None,
+        }
+        cluster["proxies"].append(proxy)
+    cluster["upstreams"].append({"id": upstream_id, "url": f"http://{host}:{next(it)}", "pid": None})
+    return cluster
+
+
+def write_new_cluster(layout: Layout, cluster: dict[str, Any]) -> None:
+    """Secret, tokens, per-member directories, node.toml files; cluster.json last (= complete)."""
+    layout.dir.mkdir(parents=True, exist_ok=True)
+    secret = new_secret()
+    write_private(layout.secret, secret + "\n")
+    write_private(layout.admin_token, mint_token(secret, "admin", "gwadm-cli") + "\n")
+    write_private(layout.proxy_token, mint_token(secret, "proxy", "gwadm-proxies") + "\n")
+    for n in cluster["nodes"]:
+        (layout.node_dir(n["id"]) / "data").mkdir(parents=True, exist_ok=True)
+        layout.node_toml(n["id"]).write_text(node_toml_text(layout, cluster, n["id"]))
+    for p in cluster["proxies"]:
+        layout.proxy_dir(p["id"]).mkdir(parents=True, exist_ok=True)
+    (layout.dir / "upstreams").mkdir(exist_ok=True)
+    save_cluster(layout, cluster)

@@ -22,13 +22,12 @@ from cli.layout import (
     ClusterDirError,
     Layout,
     load_cluster,
-    node_toml_text,
+    plan_cluster,
     save_cluster,
     token_path,
-    write_private,
+    write_new_cluster,
 )
 from cli.status import collect_status, node_readiness, parallel, probe_http, probe_node
-from cluster.auth import mint_token, new_secret
 
 HOST = "127.0.0.1"
 DEMO_UPSTREAM = "demo"
@@ -124,46 +123,8 @@ class Supervisor:
             busy = [p for p in ports if procs.port_in_use(HOST, p)]
             if busy:
                 raise SupervisorError(f"ports already in use on {HOST}: {', '.join(map(str, busy))}")
-        it = iter(ports)
-        cluster: dict[str, Any] = {
-            "nodes": [],
-            "proxies": [],
-            "upstreams": [],
-            "token_file": str(lay.admin_token),
-        }
-        for i in range(1, nodes + 1):
-            admin, raft = next(it), next(it)
-            cluster["nodes"].append(
-                {
-                    "id": f"n{i}",
-                    "admin_url": f"http://{HOST}:{admin}",
-                    "raft_addr": f"{HOST}:{raft}",
-                    "pid": None,
-                }
-            )
-        for i in range(1, proxies + 1):
-            listen, status = next(it), next(it)
-            cluster["proxies"].append(
-                {
-                    "id": f"p{i}",
-                    "url": f"http://{HOST}:{listen}",
-                    "status_url": f"http://{HOST}:{status}",
-                    "pid": None,
-                }
-            )
-        cluster["upstreams"].append({"id": DEMO_UPSTREAM, "url": f"http://{HOST}:{next(it)}", "pid": None})
-        lay.dir.mkdir(parents=True, exist_ok=True)
-        secret = new_secret()
-        write_private(lay.secret, secret + "\n")
-        write_private(lay.admin_token, mint_token(secret, "admin", "gwadm-cli") + "\n")
-        write_private(lay.proxy_token, mint_token(secret, "proxy", "gwadm-proxies") + "\n")
-        for n in cluster["nodes"]:
-            (lay.node_dir(n["id"]) / "data").mkdir(parents=True, exist_ok=True)
-            lay.node_toml(n["id"]).write_text(node_toml_text(lay, cluster, n["id"]))
-        for p in cluster["proxies"]:
-            lay.proxy_dir(p["id"]).mkdir(parents=True, exist_ok=True)
-        (lay.dir / "upstreams").mkdir(exist_ok=True)
-        save_cluster(lay, cluster)  # last: a cluster.json means a complete directory
+        cluster = plan_cluster(lay, nodes, proxies, ports, HOST, DEMO_UPSTREAM)
+        write_new_cluster(lay, cluster)
         return cluster
 
     # ---- members -----------------------------------------------------------------------------
@@ -220,7 +181,7 @@ class Supervisor:
         if code is None:
             return None
         log = self.layout.log_file(group, m["id"])
-        return NotReady(m["id"], f"exited with code {code} right after start", log, procs.tail(log))
+        return NotReady(m["id"], f"exited with code {code}", log, procs.tail(log))
 
     # ---- up ----------------------------------------------------------------------------------
     def up(

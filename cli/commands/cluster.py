@@ -32,13 +32,15 @@ def _dir(dir_: str | None) -> str:
     return str(resolve_dir(current_options()) if dir_ is None else dir_)
 
 
-def _fail_not_ready(exc: NotReady, timeout: float) -> None:
+def _fail_not_ready(exc: NotReady, timeout: float, hint: str | None = None) -> None:
     console.print_error(f"{exc.member} is not ready after {timeout:g}s: {exc.reason}")
     if exc.log_tail:
         console.print_note(f"last lines of {exc.log_path}:", "bold")
         console.print_lines(exc.log_tail)
     elif exc.log_path is not None:
         console.print_note(f"(its log {exc.log_path} is empty)", "dim")
+    if hint:
+        console.print_note(hint, "yellow")
     raise click.exceptions.Exit(1)
 
 
@@ -73,7 +75,10 @@ def up_cmd(
         else:
             failure = None
     if failure is not None:
-        _fail_not_ready(failure, timeout)
+        hint = (
+            f"the members that did start keep running: `gwadm cluster down --dir {sup.layout.dir}` stops them"
+        )
+        _fail_not_ready(failure, timeout, hint)
     for w in res.warnings:
         console.print_warning(w)
     if as_json:

@@ -55,6 +55,13 @@ def _written(kind: str, id: str, result: dict[str, Any], verb: str) -> str:
     return f"{kind}/{id} {verb} at revision {rev}{extra}"
 
 
+def _report(kind: str, id: str, result: dict[str, Any], verb: str, as_json: bool) -> None:
+    if as_json:
+        console.print_json(result)
+    else:
+        click.echo(_written(kind, id, result, verb))
+
+
 def make_kind_group(name: str, kind: str) -> click.Group:
     @click.group(name=name, help=f"Manage {kind} (admin API /v1/{kind}).")
     def group() -> None:
@@ -74,8 +81,9 @@ def make_kind_group(name: str, kind: str) -> click.Group:
     @group.command("get")
     @conn_options
     @click.argument("id")
-    def get_cmd(id: str) -> None:
-        """Print one resource as JSON (can be edited and PUT back)."""
+    @json_option
+    def get_cmd(id: str, as_json: bool) -> None:
+        """Print one resource as JSON (can be edited and PUT back); --json is accepted and implied."""
         console.print_json(make_client().get(kind, id))
 
     body_opts = [
@@ -99,7 +107,7 @@ def make_kind_group(name: str, kind: str) -> click.Group:
         """Create or replace a resource (the id comes from the argument)."""
         body = load_body(file, data)
         result = make_client().put(kind, id, body, if_match=if_match)
-        console.print_json(result) if as_json else click.echo(_written(kind, id, result, "written"))
+        _report(kind, id, result, "written", as_json)
 
     @group.command("patch")
     @conn_options
@@ -110,7 +118,7 @@ def make_kind_group(name: str, kind: str) -> click.Group:
         """Change some fields (JSON merge patch, RFC 7386)."""
         body = load_body(file, data)
         result = make_client().patch(kind, id, body, if_match=if_match)
-        console.print_json(result) if as_json else click.echo(_written(kind, id, result, "patched"))
+        _report(kind, id, result, "patched", as_json)
 
     @group.command("delete")
     @conn_options
@@ -120,7 +128,7 @@ def make_kind_group(name: str, kind: str) -> click.Group:
     def delete_cmd(id: str, if_match: int | None, as_json: bool) -> None:
         """Delete a resource."""
         result = make_client().delete(kind, id, if_match=if_match)
-        console.print_json(result) if as_json else click.echo(_written(kind, id, result, "deleted"))
+        _report(kind, id, result, "deleted", as_json)
 
     return group
 
