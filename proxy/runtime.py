@@ -117,6 +117,8 @@ class _Builder:
             if not isinstance(secret, str) or not secret:
                 self.warn(f"{where}.secret: HS256 needs a secret; credential disabled")
                 return None
+            if len(secret.encode()) < 32:
+                self.warn(f"{where}.secret: shorter than 32 bytes, weak for HS256 (RFC 7518 3.2)")
             return secret
         if alg in ("RS256", "ES256"):
             pem = cred.get("public_key")
@@ -129,6 +131,8 @@ class _Builder:
             if not isinstance(key, want):
                 self.warn(f"{where}.public_key: not a key for {alg}; credential disabled")
                 return None
+            if isinstance(key, rsa.RSAPublicKey) and key.key_size < 2048:
+                self.warn(f"{where}.public_key: RSA key shorter than 2048 bits is weak")
             return key
         self.warn(f"{where}.algorithm: unsupported {alg!r}; credential disabled")
         return None

@@ -1,0 +1,435 @@
+"""Proxy side of the push protocol: follow any healthy control-plane node and install its config.
+
+Safety rules, and where they are enforced:
+
+* never go backwards: a snapshot below our revision is ignored (``_on_snapshot``);
+* never skip: a delta is applied only if ``base == our revision``, otherwise we ``resync``
+  (``_on_delta``); the resulting state's hash must equal the frame's hash or we ``nack``;
+* never serve a broken config: build errors are ``nack``-ed and the old runtime keeps serving;
+* only count as ``synced`` on a node that has quorum and is not behind us (``_on_status``).
+  Any node's stream is committed state, so even a node without quorum cannot hand us an
+  uncommitted config; we leave it only because it cannot give us *new* configs.
+
+The websocket is read by one loop that also answers pings (aiohttp does that inside ``receive``),
+while config frames are applied by a worker task: a large build in an executor must not make the
+heartbeat miss. Install order: build (executor) -> ``dataplane.swap`` -> persist -> ``ack``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from gateway.codec import PROTOCOL_VERSION, decode, decode_frame, encode_frame
+from gateway.delta import Delta, apply_delta
+from gateway.errors import GatewayError
+from gateway.state import ConfigState
+from proxy.cache import ConfigCache, decode_body, encode_body
+
+log = logging.getLogger("gwadm.proxy.sync")
+
+Frame = dict[str, Any]
+WS = aiohttp.ClientWebSocketResponse
+
+
+def software_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return f"gwadm/{version('gwadm')}"
+    except Exception:
+        return "gwadm/unknown"
+
+
+def stream_url(url: str) -> str:
+    """``http://host:port`` (an admin URL, as in cluster.json) -> ``ws://host:port/v1/stream``."""
+    url = url.strip().rstrip("/")
+    for plain, secure in (("http://", "ws://"), ("https://", "wss://")):
+        if url.startswith(plain):
+            url = secure + url[len(plain) :]
+    if "://" not in url:
+        url = "ws://" + url
+    return url if url.endswith("/v1/stream") else url + "/v1/stream"
+
+
+@dataclass
+class Endpoint:
+    """What we last learned about one CP node; ``hold_until`` pushes it to the back of the queue."""
+
+    url: str
+    hold_until: float = 0.0
+    reason: str = ""
+    has_quorum: bool | None = None
+    revision: int | None = None
+
+
+class _Leave(Exception):
+    """Stop streaming from this node (no quorum or behind us)."""
+
+
+class SyncClient:
+    """Keeps ``dataplane`` on the newest committed config that any healthy CP node can give."""
+
+    def __init__(
+        self,
+        cp_urls: Sequence[str],
+        token: str,
+        proxy_id: str,
+        dataplane: Any,
+        cache: ConfigCache | None,
+        *,
+        address: str = "",
+        software: str | None = None,
+        seed: int | None = None,
+        backoff_initial: float = 0.1,
+        backoff_max: float = 5.0,
+        hold: float = 2.0,
+        connect_timeout: float = 3.0,
+        heartbeat: float = 5.0,
+        source_address: str | None = None,
+        build_runtime: Callable[..., Any] | None = None,
+    ) -> None:
+        if not cp_urls:
+            raise ValueError("at least one control-plane URL is needed")
+        self.endpoints = [Endpoint(stream_url(u)) for u in cp_urls]
+        self.token, self.proxy_id, self.dp, self.cache = token, proxy_id, dataplane, cache
+        self.address = address
+        self.software = software or software_version()
+        self.rng = random.Random(seed)
+        self.backoff_initial, self.backoff_max, self.hold = backoff_initial, backoff_max, hold
+        self.connect_timeout, self.heartbeat = connect_timeout, heartbeat
+        self.source_address = source_address
+        if build_runtime is None:
+            from proxy.runtime import build_runtime as default_build
+
+            clock = getattr(dataplane, "clock", None)
+            build_runtime = functools.partial(default_build, clock=clock) if clock else default_build
+        self._build = build_runtime
+        self.state: ConfigState | None = None  # installed config; None = nothing installed
+        self.hash = ""
+        self.connected_url: str | None = None
+        self.applied: list[int] = []  # every revision installed, in order (tests, debugging)
+        self.nacks: list[tuple[int, str]] = []
+        self._ws: WS | None = None
+        self._reported_mode: str | None = None
+        self._healthy = False
+        self._resync_for: int | None = None
+        self._chunks: list[bytes] = []
+        self._chunk_key: tuple[int, str, int] | None = None
+        self._next = 0
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def revision(self) -> int:
+        return self.state.revision if self.state is not None else 0
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+
+    def boot_from_cache(self) -> bool:
+        """Install the cached last-known-good config in mode ``cached``; False if there is none.
+
+        Called before the servers start, so the proxy serves from its very first request.
+        """
+        if self.cache is None or (entry := self.cache.load()) is None:
+            return False
+        try:
+            state = ConfigState.from_snapshot(entry.snapshot)
+            if state.hash() != entry.hash:
+                raise GatewayError("config hash does not match the cache header")
+            runtime = self._build(entry.snapshot, revision=entry.revision, hash=entry.hash)
+        except Exception as exc:
+            log.warning("cached config in %s unusable (%s); starting empty", self.cache.path, _why(exc))
+            return False
+        self._install(state, runtime, entry.hash, from_cp=False)
+        log.info("booted from cache at revision %d", entry.revision)
+        return True
+
+    def start(self) -> None:
+        if self._task is None:
+            self._stop.clear()
+            self._task = asyncio.create_task(self.run(), name="proxy-sync")
+
+    async def stop(self) -> None:
+        """Close the stream and stop reconnecting; the installed config keeps serving."""
+        self._stop.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def run(self) -> None:
+        """Connect, stream, fail over -- until ``stop``. Backoff after each full failed round."""
+        local = (self.source_address, 0) if self.source_address else None
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=local)) as http:
+            failures = 0
+            while not self._stop.is_set():
+                if await self._stream(http, self._pick()):
+                    failures = 0
+                    continue
+                failures += 1
+                if failures % len(self.endpoints) == 0:
+                    await self._sleep(self.backoff(failures // len(self.endpoints) - 1))
+
+    # ---- endpoint choice ----------------------------------------------------------------------
+
+    def _pick(self) -> Endpoint:
+        """Round-robin over nodes not on hold; if all are, the one whose hold ends first.
+
+        Failed nodes, nodes that said ``has_quorum: false`` and nodes behind us are put on hold,
+        so nodes last seen healthy (or not tried yet) come first.
+        """
+        now, n = time.monotonic(), len(self.endpoints)
+        order = [self.endpoints[(self._next + i) % n] for i in range(n)]
+        ep = next((e for e in order if e.hold_until <= now), None) or min(order, key=lambda e: e.hold_until)
+        self._next = (self.endpoints.index(ep) + 1) % n
+        return ep
+
+    def _put_on_hold(self, ep: Endpoint, reason: str) -> None:
+        ep.hold_until, ep.reason = time.monotonic() + self.hold, reason
+
+    def backoff(self, attempt: int) -> float:
+        """Equal jitter: uniform in [d/2, d] with d = initial * 2**attempt, capped at backoff_max."""
+        d = min(self.backoff_max, self.backoff_initial * 2 ** min(attempt, 30))
+        return d / 2 + self.rng.random() * d / 2
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+
+    # ---- one stream ---------------------------------------------------------------------------
+
+    async def _stream(self, http: aiohttp.ClientSession, ep: Endpoint) -> bool:
+        """Stream from ``ep`` until it ends; True if it was healthy (quorum, not behind) at some point."""
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                ws = await http.ws_connect(
+                    ep.url, headers={"Authorization": f"Bearer {self.token}"}, heartbeat=self.heartbeat,
+                    max_msg_size=64 * 1024 * 1024, timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
+                )  # fmt: skip
+        except aiohttp.WSServerHandshakeError as exc:
+            level = logging.ERROR if exc.status in (401, 403) else logging.WARNING
+            log.log(level, "control-plane %s refused the stream: HTTP %s", ep.url, exc.status)
+            self._put_on_hold(ep, f"HTTP {exc.status}")
+            return False
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            log.info("control-plane %s unreachable: %s", ep.url, _why(exc))
+            self._put_on_hold(ep, "unreachable")
+            return False
+        self._ws, self._healthy, self._resync_for = ws, False, None
+        self._chunks, self._chunk_key = [], None
+        queue: asyncio.Queue[Frame] = asyncio.Queue()
+        worker = asyncio.create_task(self._worker(ws, queue), name="proxy-sync-apply")
+        was_healthy = False
+        try:
+            await ws.send_bytes(encode_frame({
+                "t": "hello", "proto": PROTOCOL_VERSION, "proxy_id": self.proxy_id, "software": self.software,
+                "revision": self.revision, "hash": self.hash, "address": self.address,
+            }))  # fmt: skip
+            self._reported_mode = self.dp.mode
+            await ws.send_bytes(encode_frame({"t": "mode", "mode": self.dp.mode}))
+            async for msg in ws:
+                frame = await self._decode(ws, msg.data) if msg.type == aiohttp.WSMsgType.BINARY else None
+                if frame is None:
+                    continue
+                if frame["t"] == "status":
+                    self._on_status(ep, frame)
+                    was_healthy = was_healthy or self._healthy
+                elif frame["t"] in ("delta", "snapshot"):
+                    queue.put_nowait(frame)
+                if worker.done():
+                    break
+            log.warning("control-plane %s closed the stream (code %s)", ep.url, ws.close_code)
+            self._put_on_hold(ep, "closed")
+        except _Leave as exc:
+            log.warning("leaving control-plane %s: %s", ep.url, exc)
+            self._put_on_hold(ep, str(exc))
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            log.info("stream from %s broke: %s", ep.url, _why(exc))
+            self._put_on_hold(ep, "broken")
+        finally:
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await worker
+            with contextlib.suppress(Exception):
+                await ws.close()
+            self._ws, self._healthy, self.connected_url = None, False, None
+            self.dp.connected_cp = None
+            self._set_mode()
+        return was_healthy
+
+    async def _decode(self, ws: WS, data: bytes) -> Frame | None:
+        """Decode one frame; an undecodable config frame is nacked when it names its revision."""
+        try:
+            return decode_frame(data)
+        except GatewayError as exc:
+            raw = _peek(data)
+            if raw.get("t") == "error":
+                log.error("control-plane refused us: %s", raw.get("message"))
+            elif raw.get("t") in ("delta", "snapshot") and isinstance(raw.get("revision"), int):
+                await self._nack(ws, raw["revision"], f"invalid frame: {exc}")
+            else:
+                log.warning("ignoring undecodable frame: %s", exc)
+            return None
+
+    def _on_status(self, ep: Endpoint, f: Frame) -> None:
+        ep.has_quorum, ep.revision = f["has_quorum"], f["revision"]
+        if not f["has_quorum"]:
+            raise _Leave(f"node {f['node_id']} has no quorum")
+        if f["revision"] < self.revision:
+            raise _Leave(f"node {f['node_id']} is behind us ({f['revision']} < {self.revision})")
+        self._healthy, self.connected_url = True, ep.url
+        self.dp.connected_cp = ep.url
+        if f["revision"] == self.revision:
+            self._mark_synced()
+        self._set_mode()
+
+    # ---- applying -----------------------------------------------------------------------------
+
+    async def _worker(self, ws: WS, queue: asyncio.Queue[Frame]) -> None:
+        while True:
+            frame = await queue.get()
+            await (self._on_delta(ws, frame) if frame["t"] == "delta" else self._on_snapshot(ws, frame))
+
+    async def _on_delta(self, ws: WS, f: Frame) -> None:
+        if f["base"] != self.revision:
+            if self._resync_for != self.revision:  # one resync per position, not one per stale frame
+                self._resync_for = self.revision
+                log.info(
+                    "delta %d->%d does not fit revision %d: resync", f["base"], f["revision"], self.revision
+                )
+                await ws.send_bytes(encode_frame({"t": "resync", "revision": self.revision}))
+            return
+        delta = Delta(f["base"], f["revision"], f["ops"])  # decode_frame checked the ops' shape
+        state = self.state if self.state is not None else ConfigState.empty()
+        await self._apply(ws, f["revision"], f["hash"], functools.partial(self._prepare_delta, state, delta))
+
+    def _prepare_delta(
+        self, state: ConfigState, delta: Delta, expected: str
+    ) -> tuple[ConfigState, Any, bytes]:
+        """Executor thread: apply, verify the hash, build, encode for the cache. No shared state."""
+        new = apply_delta(state, delta)
+        if new.hash() != expected:
+            raise GatewayError(f"config hash mismatch after delta {delta.base}->{delta.revision}")
+        snapshot = new.to_snapshot()
+        runtime = self._build(snapshot, revision=new.revision, hash=expected)
+        return new, runtime, encode_body(snapshot)
+
+    async def _on_snapshot(self, ws: WS, f: Frame) -> None:
+        key = (f["revision"], f["hash"], f["chunks"])
+        if f["chunk"] == 0:
+            self._chunks, self._chunk_key = [], key
+        if key != self._chunk_key or f["chunk"] != len(self._chunks):
+            self._chunks, self._chunk_key = [], None
+            await self._nack(ws, key[0], f"snapshot chunk {f['chunk']} out of sequence")
+            return
+        self._chunks.append(f["data"])
+        if len(self._chunks) < key[2]:
+            return
+        data, self._chunks, self._chunk_key = b"".join(self._chunks), [], None
+        revision, config_hash = key[0], key[1]
+        if revision < self.revision:  # never go backwards; tell the node where we are
+            log.warning("ignoring snapshot %d older than our revision %d", revision, self.revision)
+            await ws.send_bytes(encode_frame({"t": "resync", "revision": self.revision}))
+        elif self.state is not None and revision == self.revision and config_hash == self.hash:
+            self._resync_for = None
+            await ws.send_bytes(encode_frame({"t": "ack", "revision": revision}))
+        else:
+            await self._apply(
+                ws, revision, config_hash, functools.partial(self._prepare_snapshot, data, revision)
+            )
+
+    def _prepare_snapshot(self, data: bytes, revision: int, expected: str) -> tuple[ConfigState, Any, bytes]:
+        snapshot = decode_body(data)
+        state = ConfigState.from_snapshot(snapshot)
+        if state.revision != revision:
+            raise GatewayError(f"snapshot body is revision {state.revision}, the frame says {revision}")
+        if state.hash() != expected:
+            raise GatewayError(f"config hash mismatch in snapshot {revision}")
+        return state, self._build(snapshot, revision=revision, hash=expected), data
+
+    async def _apply(self, ws: WS, revision: int, config_hash: str, prepare: Callable[[str], Any]) -> None:
+        """Build off the loop, swap, persist, ack; any failure is a nack and the old config stays."""
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        try:
+            state, runtime, body = await loop.run_in_executor(None, prepare, config_hash)
+        except Exception as exc:
+            await self._nack(ws, revision, _why(exc))
+            return
+        if state.revision < self.revision:  # unreachable given the checks above; belt and braces
+            return
+        self._install(state, runtime, config_hash, from_cp=True)
+        _observe(self.dp, time.perf_counter() - started)
+        if self.cache is not None:
+            try:
+                await loop.run_in_executor(None, self.cache.save_encoded, body, state.revision, config_hash)
+            except Exception as exc:  # serving matters more than the cache; say so loudly
+                log.error("could not write config cache %s: %s", self.cache.path, _why(exc))
+        await ws.send_bytes(encode_frame({"t": "ack", "revision": state.revision}))
+
+    def _install(self, state: ConfigState, runtime: Any, config_hash: str, *, from_cp: bool) -> None:
+        """Swap and record, with no await in between (a cancelled worker cannot split them)."""
+        self.dp.swap(runtime, mode="synced" if self._healthy else "cached")
+        self.state, self.hash, self._resync_for = state, config_hash, None
+        self.dp.revision, self.dp.hash = state.revision, config_hash
+        self.dp.last_error = None
+        if from_cp:
+            self._mark_synced()
+        self.applied.append(state.revision)
+        log.info("installed config revision %d", state.revision)
+        self._set_mode()
+
+    def _mark_synced(self) -> None:
+        mark = getattr(self.dp, "mark_synced", None)
+        if mark is not None:
+            mark(self.connected_url)
+        else:
+            self.dp.last_sync = time.monotonic()
+
+    async def _nack(self, ws: WS, revision: int, error: str) -> None:
+        log.warning(
+            "rejecting config revision %d: %s (still serving revision %d)", revision, error, self.revision
+        )
+        self.nacks.append((revision, error))
+        self.dp.last_error = f"revision {revision}: {error}"
+        await ws.send_bytes(encode_frame({"t": "nack", "revision": revision, "error": error[:1000]}))
+
+    def _set_mode(self) -> None:
+        """empty without a config; synced while on a healthy node; cached otherwise (read-only)."""
+        mode = "empty" if self.state is None else ("synced" if self._healthy else "cached")
+        if mode != self.dp.mode:
+            log.info("mode %s -> %s", self.dp.mode, mode)
+            self.dp.mode = mode
+        ws = self._ws
+        if mode != self._reported_mode and ws is not None and not ws.closed:  # for the fleet registry
+            self._reported_mode = mode
+            task = asyncio.get_running_loop().create_task(ws.send_bytes(encode_frame({"t": "mode", "mode": mode})))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+
+def _observe(dp: Any, seconds: float) -> None:
+    with contextlib.suppress(AttributeError):
+        dp.metrics.apply_duration.observe(seconds)
+
+
+def _peek(data: bytes) -> Frame:
+    try:
+        obj = decode(data)
+    except Exception:
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
+def _why(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
