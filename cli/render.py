@@ -46,7 +46,7 @@ def _process(value: Any) -> Text:
 # ---- cluster.json ---------------------------------------------------------------------------------
 def cluster_table(cluster: Mapping[str, Any]) -> Table:
     """The members of DIR/cluster.json: kind, id, url, second address, pid."""
-    table = Table(title="gwadm local cluster", title_justify="left")
+    table = Table(title="gwadm local cluster", title_justify="left", caption_justify="left")
     for col in ("kind", "id", "url", "address", "pid"):
         table.add_column(col, no_wrap=col != "address")
     for n in cluster.get("nodes", []):

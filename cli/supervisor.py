@@ -39,9 +39,12 @@ class SupervisorError(Exception):
 
 
 class NotReady(SupervisorError):
-    def __init__(self, member: str, reason: str, log_path: Path | None, log_tail: list[str]) -> None:
-        super().__init__(f"{member} is not ready: {reason}")
+    def __init__(
+        self, member: str, reason: str, log_path: Path | None, log_tail: list[str], exited: bool = False
+    ) -> None:
+        super().__init__(f"{member} {reason}" if exited else f"{member} is not ready: {reason}")
         self.member, self.reason, self.log_path, self.log_tail = member, reason, log_path, log_tail
+        self.exited = exited  # the process ended (as opposed to: still not ready at the deadline)
 
 
 class Reporter(Protocol):
@@ -181,7 +184,7 @@ class Supervisor:
         if code is None:
             return None
         log = self.layout.log_file(group, m["id"])
-        return NotReady(m["id"], f"exited with code {code}", log, procs.tail(log))
+        return NotReady(m["id"], f"exited with code {code}", log, procs.tail(log), exited=True)
 
     # ---- up ----------------------------------------------------------------------------------
     def up(
@@ -224,6 +227,7 @@ class Supervisor:
             except (ApiError, ConnectionError) as exc:
                 res.warnings.append(f"could not load the sample route: {exc}")
         self.wait_proxies(cluster, token, deadline, res.started, revision)
+        self.reporter.note("all members are ready")
         if fresh and cluster["proxies"] and revision:
             res.curl = f"curl {cluster['proxies'][0]['url']}/hello"
         return res

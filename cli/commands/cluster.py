@@ -33,7 +33,10 @@ def _dir(dir_: str | None) -> str:
 
 
 def _fail_not_ready(exc: NotReady, timeout: float, hint: str | None = None) -> None:
-    console.print_error(f"{exc.member} is not ready after {timeout:g}s: {exc.reason}")
+    if exc.exited:
+        console.print_error(f"{exc.member} {exc.reason}")
+    else:
+        console.print_error(f"{exc.member} is not ready after {timeout:g}s: {exc.reason}")
     if exc.log_tail:
         console.print_note(f"last lines of {exc.log_path}:", "bold")
         console.print_lines(exc.log_tail)
