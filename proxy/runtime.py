@@ -74,7 +74,9 @@ class Runtime:
 
 
 def _items(resources: Mapping[str, Any], kind: str) -> list[tuple[str, Mapping[str, Any]]]:
-    table = resources.get(kind) or {}
+    table = resources.get(kind)
+    if table is None:
+        return []
     if not isinstance(table, Mapping):
         raise ValueError(f"{kind}: must be a mapping of id to resource")
     out = []

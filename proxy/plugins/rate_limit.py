@@ -1,8 +1,8 @@
 """rate-limit: a token bucket per consumer, client IP, route or header value.
 
 ``limit`` tokens are refilled per ``window`` seconds, smoothly; the bucket holds at most ``burst``
-tokens (default ``limit``), so a client may spend a full window's quota at once but not more. Each
-request costs one token. A refused request gets 429 with ``Retry-After`` (seconds until one token is
+tokens (``null`` or 0 mean ``limit``: a client may spend one window's quota at once, not more).
+Each request costs one token. A refused request gets 429 with ``Retry-After`` (seconds until one token is
 back); every response carries ``RateLimit-Limit``, ``RateLimit-Remaining`` and ``RateLimit-Reset``
 (seconds until the bucket is full again), following the IETF RateLimit header draft.
 
@@ -45,8 +45,8 @@ class RateLimit(Plugin):
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(f"{n}.limit: must be an integer >= 1")
         burst = c.get("burst")
-        if burst is not None and (isinstance(burst, bool) or not isinstance(burst, int) or burst < 1):
-            raise ValueError(f"{n}.burst: must be an integer >= 1 or null")
+        if burst is not None and (isinstance(burst, bool) or not isinstance(burst, int) or burst < 0):
+            raise ValueError(f"{n}.burst: must be an integer >= 0 or null (0 and null mean limit)")
         key = c.get("key", "ip")
         if key not in KEYS:
             raise ValueError(f"{n}.key: must be one of {list(KEYS)}")
