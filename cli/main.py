@@ -71,7 +71,7 @@ class GwadmGroup(click.Group):
                 raise
             raise err from exc
 
-    def main(  # type: ignore[override]
+    def main(
         self,
         args: Sequence[str] | None = None,
         prog_name: str | None = None,

@@ -2,7 +2,7 @@
 
 A pid recorded in cluster.json may have been reused by an unrelated process after a reboot or a
 crash, so nothing is signalled unless ``/proc/<pid>/cmdline`` still looks like the member we
-started (it names the cluster directory, or runs ``-m cli`` with the member's own address).
+started (it runs ``-m cli`` with the member's own config path or listen address).
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def is_alive(pid: int | None) -> bool:
 
 
 def looks_like_ours(pid: int | None, markers: Sequence[str]) -> bool:
-    """Alive, and its command line contains one of ``markers`` and runs the ``cli`` module."""
+    """Alive, runs the ``cli`` module, and its command line contains every one of ``markers``."""
     if not is_alive(pid):
         return False
     assert pid is not None
@@ -123,7 +123,7 @@ def looks_like_ours(pid: int | None, markers: Sequence[str]) -> bool:
     if not argv:  # no /proc (not Linux) or unreadable: trust the pid only if we started it
         return pid in _children
     joined = " ".join(argv)
-    return "cli" in argv and any(m and m in joined for m in markers)
+    return "cli" in argv and all(m in joined for m in markers)
 
 
 def wait_gone(pids: Sequence[int], deadline: float) -> list[int]:

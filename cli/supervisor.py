@@ -166,8 +166,15 @@ class Supervisor:
         return [_addr(m["url"])]
 
     def running(self, group: str, m: Mapping[str, Any]) -> bool:
-        markers = [str(self.layout.dir)] if group != "upstreams" else [_hostport(m["url"])]
-        return procs.looks_like_ours(m.get("pid"), markers)
+        return procs.looks_like_ours(m.get("pid"), self.markers(group, m))
+
+    def markers(self, group: str, m: Mapping[str, Any]) -> list[str]:
+        """Strings that the command line of this very member contains (see ``argv``)."""
+        if group == "nodes":
+            return [str(self.layout.node_toml(m["id"]))]
+        if group == "proxies":
+            return [f"--listen {_hostport(m['url'])}", f"--state-dir {self.layout.proxy_dir(m['id'])}"]
+        return [f"--listen {_hostport(m['url'])}"]
 
     def _start(self, cluster: dict[str, Any], group: str, m: dict[str, Any]) -> None:
         busy = [f"{h}:{p}" for h, p in self.ports(group, m) if procs.port_in_use(h, p)]

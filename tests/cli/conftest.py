@@ -33,9 +33,7 @@ class ThreadServer:
         self.loop.run_until_complete(self.runner.setup())
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         self.loop.run_until_complete(site.start())
-        server = site._server
-        assert server is not None and server.sockets
-        self.port = server.sockets[0].getsockname()[1]
+        self.port = int(self.runner.addresses[0][1])
         self._ready.set()
         self.loop.run_forever()
         self.loop.run_until_complete(self.runner.cleanup())
@@ -56,8 +54,11 @@ class ThreadServer:
             self._thread.join(5)
 
 
+Serve = Callable[[web.Application], "ThreadServer"]
+
+
 @pytest.fixture
-def serve() -> Iterator[Callable[[web.Application], ThreadServer]]:
+def serve() -> Iterator[Serve]:
     """``serve(app)`` starts a server; all are stopped at teardown."""
     servers: list[ThreadServer] = []
 
@@ -77,7 +78,9 @@ def dead_url() -> str:
     return f"http://127.0.0.1:{free_ports(1)[0]}"
 
 
-def json_app(handler: Callable[[web.Request], Any], log: list[dict[str, Any]] | None = None) -> web.Application:
+def json_app(
+    handler: Callable[[web.Request], Any], log: list[dict[str, Any]] | None = None
+) -> web.Application:
     """An app that records every request in ``log`` and answers with ``handler(request)``."""
 
     async def any_route(request: web.Request) -> web.StreamResponse:

@@ -11,7 +11,7 @@ from aiohttp import web
 from click.testing import CliRunner, Result
 
 from cli.main import cli
-from tests.cli.conftest import json_app
+from tests.cli.conftest import Serve, json_app
 
 
 @pytest.fixture(autouse=True)
@@ -54,7 +54,9 @@ def test_malformed_data_json(dead_url: str) -> None:
 
 
 def test_data_must_be_an_object(dead_url: str) -> None:
-    assert_one_line_error(run("route", "put", "r1", "-d", "[1]", "-e", dead_url, "--token", "t"), "JSON object")
+    assert_one_line_error(
+        run("route", "put", "r1", "-d", "[1]", "-e", dead_url, "--token", "t"), "JSON object"
+    )
 
 
 def test_put_needs_exactly_one_body(dead_url: str, tmp_path: Path) -> None:
@@ -62,7 +64,9 @@ def test_put_needs_exactly_one_body(dead_url: str, tmp_path: Path) -> None:
     (tmp_path / "b.json").write_text("{}")
     both = run("route", "put", "r1", "-f", "b.json", "-d", "{}", "-e", dead_url, "--token", "t")
     assert_one_line_error(both, "either --file or --data")
-    assert_one_line_error(run("route", "put", "r1", "-f", "missing.json", "--token", "t"), "cannot read missing.json")
+    assert_one_line_error(
+        run("route", "put", "r1", "-f", "missing.json", "--token", "t"), "cannot read missing.json"
+    )
 
 
 def test_no_cluster_dir(tmp_path: Path) -> None:
@@ -83,33 +87,43 @@ def test_no_token(dead_url: str) -> None:
 
 
 def test_unreachable_endpoint(dead_url: str) -> None:
-    assert_one_line_error(run("route", "list", "-e", dead_url, "--token", "t"), "no control-plane node reachable")
+    assert_one_line_error(
+        run("route", "list", "-e", dead_url, "--token", "t"), "no control-plane node reachable"
+    )
 
 
 def test_bad_nodes_option(tmp_path: Path) -> None:
-    out = assert_one_line_error(run("cluster", "up", "--dir", str(tmp_path / "c"), "--nodes", "2"), "--nodes", "odd")
+    out = assert_one_line_error(
+        run("cluster", "up", "--dir", str(tmp_path / "c"), "--nodes", "2"), "--nodes", "odd"
+    )
     assert "code" not in out and not (tmp_path / "c").exists()
 
 
-def test_api_error_is_one_line(serve: Any) -> None:
+def test_api_error_is_one_line(serve: Serve) -> None:
     def invalid(_: web.Request) -> web.Response:
         err = {"code": "invalid", "message": "must start with /", "path": "routes[r1].paths[0]"}
         return web.json_response({"error": err}, status=422)
 
     srv = serve(json_app(invalid))
-    result = run("route", "put", "r1", "-d", '{"paths": ["x"], "upstream": "u"}', "-e", srv.url, "--token", "t")
+    result = run(
+        "route", "put", "r1", "-d", '{"paths": ["x"], "upstream": "u"}', "-e", srv.url, "--token", "t"
+    )
     assert_one_line_error(result, "routes[r1].paths[0]: must start with / (422 invalid)", code=1)
 
 
-def test_401_hints_at_the_token(serve: Any) -> None:
-    srv = serve(json_app(lambda r: web.json_response({"error": {"code": "unauthorized", "message": "bad"}}, status=401)))
+def test_401_hints_at_the_token(serve: Serve) -> None:
+    srv = serve(
+        json_app(
+            lambda r: web.json_response({"error": {"code": "unauthorized", "message": "bad"}}, status=401)
+        )
+    )
     assert_one_line_error(run("route", "list", "-e", srv.url, "--token", "t"), "401", "--token")
 
 
 ROUTES = {"revision": 3, "items": [{"id": "r1", "paths": ["/a"], "upstream": "u1", "mod_revision": 2}]}
 
 
-def test_list_table_and_json(serve: Any) -> None:
+def test_list_table_and_json(serve: Serve) -> None:
     log: list[dict[str, Any]] = []
     srv = serve(json_app(lambda r: web.json_response(ROUTES), log))
     result = run("route", "list", "-e", srv.url, "--token", "t")
@@ -120,7 +134,9 @@ def test_list_table_and_json(serve: Any) -> None:
     assert log[0]["headers"]["Authorization"] == "Bearer t"
 
 
-def test_endpoints_and_token_from_env_and_cluster_dir(serve: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_endpoints_and_token_from_env_and_cluster_dir(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     log: list[dict[str, Any]] = []
     srv = serve(json_app(lambda r: web.json_response(ROUTES), log))
     d = tmp_path / "c"
@@ -140,7 +156,7 @@ def test_endpoints_and_token_from_env_and_cluster_dir(serve: Any, monkeypatch: p
     assert result.exit_code == 0 and log[2]["headers"]["Authorization"] == "Bearer from-option"
 
 
-def test_apply_posts_one_txn(serve: Any, tmp_path: Path) -> None:
+def test_apply_posts_one_txn(serve: Serve, tmp_path: Path) -> None:
     log: list[dict[str, Any]] = []
     srv = serve(json_app(lambda r: web.json_response({"revision": 9, "results": []}), log))
     doc = {"routes": {"r1": {"paths": ["/a"], "upstream": "u1"}}, "upstream": [{"id": "u1", "targets": []}]}
@@ -150,12 +166,17 @@ def test_apply_posts_one_txn(serve: Any, tmp_path: Path) -> None:
     assert "applied 2 resources (upstreams: 1, routes: 1) at revision 9" in result.output
     assert len(log) == 1 and log[0]["path"] == "/v1/txn"
     ops = json.loads(log[0]["body"])["ops"]
-    assert [(o["op"], o["kind"], o["id"]) for o in ops] == [("put", "upstreams", "u1"), ("put", "routes", "r1")]
+    assert [(o["op"], o["kind"], o["id"]) for o in ops] == [
+        ("put", "upstreams", "u1"),
+        ("put", "routes", "r1"),
+    ]
 
 
 def test_apply_file_errors(tmp_path: Path, dead_url: str) -> None:
     (tmp_path / "bad.json").write_text('{"widgets": {"a": {}}}')
-    assert_one_line_error(run("apply", "-f", "bad.json", "-e", dead_url, "--token", "t"), "unknown kind 'widgets'")
+    assert_one_line_error(
+        run("apply", "-f", "bad.json", "-e", dead_url, "--token", "t"), "unknown kind 'widgets'"
+    )
     (tmp_path / "broken.json").write_text("{")
     assert_one_line_error(run("apply", "-f", "broken.json", "-e", dead_url, "--token", "t"), "not valid JSON")
     (tmp_path / "empty.json").write_text("{}")
@@ -170,7 +191,7 @@ def test_help_and_version() -> None:
         assert run(group, "--help").exit_code == 0, group
 
 
-def test_status_of_a_local_cluster(serve: Any, tmp_path: Path) -> None:
+def test_status_of_a_local_cluster(serve: Serve, tmp_path: Path) -> None:
     def cluster_view(request: web.Request) -> web.Response:
         assert request.path == "/v1/cluster"
         members = [

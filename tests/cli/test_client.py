@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from cli.client import AdminClient, ApiError, ClusterUnreachable, normalize_kind, split_endpoints
-from tests.cli.conftest import json_app
+from tests.cli.conftest import Serve, json_app
 
 
 def ok(payload: dict[str, Any], status: int = 200) -> web.Response:
@@ -22,7 +22,7 @@ def unavailable(_: web.Request) -> web.Response:
     return web.json_response(body, status=503)
 
 
-def test_dead_endpoint_then_live_one(serve, dead_url) -> None:
+def test_dead_endpoint_then_live_one(serve: Serve, dead_url: str) -> None:
     log: list[dict[str, Any]] = []
     live = serve(json_app(lambda r: ok({"items": [], "revision": 7}), log))
     client = AdminClient([dead_url, live.url], "tok", timeout=2.0, retry_for=0)
@@ -36,7 +36,7 @@ def test_dead_endpoint_then_live_one(serve, dead_url) -> None:
     assert [e["path"] for e in log] == ["/v1/routes", "/v1/upstreams/u1"]
 
 
-def test_write_keeps_its_request_id_across_failover(serve, dead_url) -> None:
+def test_write_keeps_its_request_id_across_failover(serve: Serve, dead_url: str) -> None:
     first: list[dict[str, Any]] = []
     second: list[dict[str, Any]] = []
     flaky = serve(json_app(unavailable, first))
@@ -54,7 +54,7 @@ def test_write_keeps_its_request_id_across_failover(serve, dead_url) -> None:
     assert second[1]["headers"]["X-Request-Id"] != rid
 
 
-def test_txn_request_id_in_body_and_header(serve) -> None:
+def test_txn_request_id_in_body_and_header(serve: Serve) -> None:
     log: list[dict[str, Any]] = []
     srv = serve(json_app(lambda r: ok({"revision": 4, "results": []}), log))
     client = AdminClient([srv.url], "tok", retry_for=0)
@@ -66,7 +66,7 @@ def test_txn_request_id_in_body_and_header(serve) -> None:
     assert body["ops"] == [{"op": "put", "kind": "routes", "id": "r", "body": {}}]
 
 
-def test_timeout_moves_to_next_endpoint(serve) -> None:
+def test_timeout_moves_to_next_endpoint(serve: Serve) -> None:
     async def slow(_: web.Request) -> web.Response:
         await asyncio.sleep(1.0)
         return ok({})
@@ -77,7 +77,7 @@ def test_timeout_moves_to_next_endpoint(serve) -> None:
     assert client.cluster()["leader"] == "n1"
 
 
-def test_4xx_error_maps_to_api_error_without_failover(serve) -> None:
+def test_4xx_error_maps_to_api_error_without_failover(serve: Serve) -> None:
     log: list[dict[str, Any]] = []
 
     def invalid(_: web.Request) -> web.Response:
@@ -90,12 +90,17 @@ def test_4xx_error_maps_to_api_error_without_failover(serve) -> None:
     with pytest.raises(ApiError) as info:
         client.put("routes", "r1", {"paths": ["x"]})
     err = info.value
-    assert (err.status, err.code, err.message, err.path) == (422, "invalid", "must start with /", "routes[r1].paths[0]")
+    assert (err.status, err.code, err.message, err.path) == (
+        422,
+        "invalid",
+        "must start with /",
+        "routes[r1].paths[0]",
+    )
     assert err.describe() == "routes[r1].paths[0]: must start with / (422 invalid)"
     assert log == []  # a 4xx is an answer: no failover
 
 
-def test_non_json_error_body(serve) -> None:
+def test_non_json_error_body(serve: Serve) -> None:
     srv = serve(json_app(lambda r: web.Response(status=404, text="404: Not Found")))
     with pytest.raises(ApiError) as info:
         AdminClient([srv.url], "tok", retry_for=0).get("routes", "nope")
@@ -103,7 +108,7 @@ def test_non_json_error_body(serve) -> None:
     assert "Not Found" in info.value.message
 
 
-def test_all_503_raises_last_api_error(serve) -> None:
+def test_all_503_raises_last_api_error(serve: Serve) -> None:
     a = serve(json_app(unavailable))
     b = serve(json_app(unavailable))
     with pytest.raises(ApiError) as info:
@@ -111,14 +116,14 @@ def test_all_503_raises_last_api_error(serve) -> None:
     assert info.value.status == 503 and info.value.retryable
 
 
-def test_all_dead_raises_cluster_unreachable(dead_url) -> None:
+def test_all_dead_raises_cluster_unreachable(dead_url: str) -> None:
     with pytest.raises(ClusterUnreachable) as info:
         AdminClient([dead_url], "tok", timeout=0.5, retry_for=0).config()
     assert isinstance(info.value, ConnectionError)
     assert "connection refused" in str(info.value)
 
 
-def test_retry_for_cycles_until_an_endpoint_recovers(serve) -> None:
+def test_retry_for_cycles_until_an_endpoint_recovers(serve: Serve) -> None:
     calls: list[int] = []
 
     def sometimes(_: web.Request) -> web.Response:
@@ -131,7 +136,7 @@ def test_retry_for_cycles_until_an_endpoint_recovers(serve) -> None:
     assert len(calls) == 3
 
 
-def test_ids_are_quoted_in_paths(serve) -> None:
+def test_ids_are_quoted_in_paths(serve: Serve) -> None:
     log: list[dict[str, Any]] = []
     srv = serve(json_app(lambda r: ok({}), log))
     AdminClient([srv.url], "tok", retry_for=0).get("consumers", "a/b c")

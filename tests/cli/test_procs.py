@@ -42,8 +42,8 @@ def test_spawned_member_is_ours_and_stops_on_sigterm(demo_process: tuple[int, st
     wait_health(url, time.monotonic() + 15)
     listen = url[len("http://") :]
     assert procs.is_alive(pid)
-    assert procs.looks_like_ours(pid, [listen])
-    assert not procs.looks_like_ours(pid, ["127.0.0.1:1"])  # another member's address: not this one
+    assert procs.looks_like_ours(pid, [f"--listen {listen}", "--name t"])
+    assert not procs.looks_like_ours(pid, [f"--listen {listen}", "--name other"])  # not this member
     status, body = get_json(url + "/x/y?a=1", timeout=2)
     assert status == 200 and body["upstream"] == "t" and body["path"] == "/x/y" and body["query"] == "a=1"
     assert procs.port_in_use("127.0.0.1", int(url.rsplit(":", 1)[1]))

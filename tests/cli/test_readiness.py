@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 
 from cli.supervisor import NotReady, Supervisor
-from tests.cli.conftest import json_app
+from tests.cli.conftest import Serve, json_app
 
 
 def leader_view(url: str) -> web.Application:
@@ -25,7 +25,9 @@ def leader_view(url: str) -> web.Application:
     return json_app(handler)
 
 
-def cluster_for(node_url: str, upstream_url: str, proxies: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def cluster_for(
+    node_url: str, upstream_url: str, proxies: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     return {
         "nodes": [{"id": "n1", "admin_url": node_url, "raft_addr": "127.0.0.1:1", "pid": None}],
         "proxies": proxies or [],
@@ -33,13 +35,15 @@ def cluster_for(node_url: str, upstream_url: str, proxies: list[dict[str, Any]] 
     }
 
 
-def test_wait_nodes_returns_when_ready(serve: Any, tmp_path: Path) -> None:
+def test_wait_nodes_returns_when_ready(serve: Serve, tmp_path: Path) -> None:
     srv = serve(leader_view("x"))
     sup = Supervisor(tmp_path)
     sup.wait_nodes(cluster_for(srv.url, srv.url), "tok", time.monotonic() + 5, [])
 
 
-def test_wait_nodes_times_out_naming_the_member_and_its_log(serve: Any, dead_url: str, tmp_path: Path) -> None:
+def test_wait_nodes_times_out_naming_the_member_and_its_log(
+    serve: Serve, dead_url: str, tmp_path: Path
+) -> None:
     up = serve(leader_view("x"))
     sup = Supervisor(tmp_path)
     log = sup.layout.log_file("nodes", "n1")
@@ -52,7 +56,7 @@ def test_wait_nodes_times_out_naming_the_member_and_its_log(serve: Any, dead_url
     assert err.log_tail[-1] == "bind failed: address in use" and err.log_path == log
 
 
-def test_wait_proxies_needs_ready_and_revision(serve: Any, tmp_path: Path) -> None:
+def test_wait_proxies_needs_ready_and_revision(serve: Serve, tmp_path: Path) -> None:
     state = {"ready": 503, "revision": 0}
 
     def status(request: web.Request) -> web.Response:
@@ -61,7 +65,9 @@ def test_wait_proxies_needs_ready_and_revision(serve: Any, tmp_path: Path) -> No
         return web.json_response({"mode": "synced", "revision": state["revision"], "connected_cp": "n1"})
 
     proxy = serve(json_app(status))
-    cluster = cluster_for("http://unused", "http://unused", [{"id": "p1", "url": "http://x", "status_url": proxy.url}])
+    cluster = cluster_for(
+        "http://unused", "http://unused", [{"id": "p1", "url": "http://x", "status_url": proxy.url}]
+    )
     sup = Supervisor(tmp_path)
     with pytest.raises(NotReady, match="p1 is not ready: /ready answers 503"):
         sup.wait_proxies(cluster, "tok", time.monotonic() + 0.2, [], revision=2)
@@ -72,7 +78,7 @@ def test_wait_proxies_needs_ready_and_revision(serve: Any, tmp_path: Path) -> No
     sup.wait_proxies(cluster, "tok", time.monotonic() + 5, [], revision=2)
 
 
-def test_load_sample_posts_one_txn(serve: Any, tmp_path: Path) -> None:
+def test_load_sample_posts_one_txn(serve: Serve, tmp_path: Path) -> None:
     log: list[dict[str, Any]] = []
     srv = serve(json_app(lambda r: web.json_response({"revision": 1, "results": []}), log))
     cluster = cluster_for(srv.url, "http://127.0.0.1:4567")
@@ -80,6 +86,11 @@ def test_load_sample_posts_one_txn(serve: Any, tmp_path: Path) -> None:
     body = json.loads(log[0]["body"])
     assert log[0]["path"] == "/v1/txn"
     assert body["ops"] == [
-        {"op": "put", "kind": "upstreams", "id": "demo", "body": {"targets": [{"host": "127.0.0.1", "port": 4567}]}},
+        {
+            "op": "put",
+            "kind": "upstreams",
+            "id": "demo",
+            "body": {"targets": [{"host": "127.0.0.1", "port": 4567}]},
+        },
         {"op": "put", "kind": "routes", "id": "hello", "body": {"paths": ["/hello"], "upstream": "demo"}},
     ]

@@ -19,7 +19,9 @@ def text(r: RenderableType) -> str:
 
 CLUSTER = {
     "nodes": [{"id": "n1", "admin_url": "http://127.0.0.1:7001", "raft_addr": "127.0.0.1:8001", "pid": 11}],
-    "proxies": [{"id": "p1", "url": "http://127.0.0.1:9001", "status_url": "http://127.0.0.1:9101", "pid": None}],
+    "proxies": [
+        {"id": "p1", "url": "http://127.0.0.1:9001", "status_url": "http://127.0.0.1:9101", "pid": None}
+    ],
     "upstreams": [{"id": "demo", "url": "http://127.0.0.1:9201", "pid": 13}],
     "token_file": "/x/admin.token",
 }
@@ -81,7 +83,10 @@ def test_resource_tables() -> None:
     cons = {"revision": 1, "items": [{"id": "c1", "username": None, "credentials": {"key-auth": [{"key": "k"}],
                                                                                     "jwt-auth": []}}]}  # fmt: skip
     assert "key-auth: 1" in text(render.resource_table("consumers", cons))
-    plugins = {"revision": 1, "items": [{"id": "g", "name": "cors", "enabled": True, "config": {"origins": ["*"]}}]}
+    plugins = {
+        "revision": 1,
+        "items": [{"id": "g", "name": "cors", "enabled": True, "config": {"origins": ["*"]}}],
+    }
     out = text(render.resource_table("plugins", plugins))
     assert "cors" in out and '{"origins":["*"]}' in out
     assert "no routes" in text(render.resource_table("routes", {"items": [], "revision": 0}))

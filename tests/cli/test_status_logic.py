@@ -34,7 +34,11 @@ def test_no_leader_yet() -> None:
 
 
 def test_unreachable_node_is_named_with_the_reason() -> None:
-    probes: dict[str, Any] = {"n1": view("n1", *HEALTHY), "n2": view("n1", *HEALTHY), "n3": "connection refused"}
+    probes: dict[str, Any] = {
+        "n1": view("n1", *HEALTHY),
+        "n2": view("n1", *HEALTHY),
+        "n3": "connection refused",
+    }
     assert node_readiness(IDS, probes) == {"n3": "not answering (connection refused)"}
 
 

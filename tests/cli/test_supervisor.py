@@ -45,7 +45,9 @@ def test_fresh_up_writes_cluster_json_as_design_section_7(tmp_path: Path) -> Non
     assert all(n["pid"] for n in data["nodes"] + data["proxies"] + data["upstreams"])
     assert data["token_file"] == str((tmp_path / "c" / "admin.token").resolve())
     urls = [n["admin_url"] for n in data["nodes"]] + [p["url"] for p in data["proxies"]]
-    ports = [int(u.rsplit(":", 1)[1]) for u in urls] + [int(n["raft_addr"].rsplit(":", 1)[1]) for n in data["nodes"]]
+    ports = [int(u.rsplit(":", 1)[1]) for u in urls] + [
+        int(n["raft_addr"].rsplit(":", 1)[1]) for n in data["nodes"]
+    ]
     assert all(u.startswith("http://127.0.0.1:") for u in urls)
     assert len(set(ports)) == len(ports)
 
@@ -73,7 +75,9 @@ def test_node_toml_contents(tmp_path: Path) -> None:
     assert conf["secret_file"] == str(d / "secret")
     assert conf["fsync"] is True
     assert conf["peers"] == [
-        {"id": n["id"], "raft_addr": n["raft_addr"], "admin_url": n["admin_url"]} for n in nodes if n["id"] != "n2"
+        {"id": n["id"], "raft_addr": n["raft_addr"], "admin_url": n["admin_url"]}
+        for n in nodes
+        if n["id"] != "n2"
     ]
 
 
@@ -81,7 +85,10 @@ def test_member_command_lines(tmp_path: Path) -> None:
     spawner = FakeSpawner()
     res = up(tmp_path, spawner, nodes=1, proxies=1)
     d = (tmp_path / "c").resolve()
-    by_id = {argv[argv.index("--id") + 1] if "--id" in argv else argv[3]: (argv, log) for argv, log in spawner.calls}
+    by_id = {
+        argv[argv.index("--id") + 1] if "--id" in argv else argv[3]: (argv, log)
+        for argv, log in spawner.calls
+    }
     node_argv, node_log = spawner.calls[0]
     assert node_argv[1:] == ["-m", "cli", "node", "run", "--config", str(d / "nodes" / "n1" / "node.toml")]
     assert node_log == d / "nodes" / "n1" / "node.log"
@@ -94,7 +101,15 @@ def test_member_command_lines(tmp_path: Path) -> None:
     ]  # fmt: skip
     assert proxy_log == d / "proxies" / "p1" / "proxy.log"
     up_argv, _ = spawner.calls[-1]
-    assert up_argv[1:] == ["-m", "cli", "demo-upstream", "--listen", res.cluster["upstreams"][0]["url"][7:], "--name", "demo"]
+    assert up_argv[1:] == [
+        "-m",
+        "cli",
+        "demo-upstream",
+        "--listen",
+        res.cluster["upstreams"][0]["url"][7:],
+        "--name",
+        "demo",
+    ]
 
 
 def test_second_up_reuses_ports_secret_and_restarts_members(tmp_path: Path) -> None:
@@ -104,7 +119,13 @@ def test_second_up_reuses_ports_secret_and_restarts_members(tmp_path: Path) -> N
     second = FakeSpawner()
     res2 = up(tmp_path, second, nodes=3, proxies=1)
     assert not res2.fresh and res2.warnings == []
-    strip = lambda c: {g: [{k: v for k, v in m.items() if k != "pid"} for m in c[g]] for g in ("nodes", "proxies", "upstreams")}  # noqa: E731
+
+    def strip(c: dict[str, Any]) -> dict[str, Any]:
+        return {
+            g: [{k: v for k, v in m.items() if k != "pid"} for m in c[g]]
+            for g in ("nodes", "proxies", "upstreams")
+        }
+
     assert strip(res2.cluster) == strip(res1.cluster)
     assert [a for a, _ in second.calls] == [a for a, _ in first.calls]
     assert (tmp_path / "c" / "secret").read_text() == secret
@@ -175,3 +196,14 @@ def test_stop_and_select(tmp_path: Path) -> None:
 def test_commands_on_a_missing_directory(tmp_path: Path) -> None:
     with pytest.raises(SupervisorError, match="does not exist"):
         Supervisor(tmp_path / "none").down()
+
+
+def test_each_member_is_recognised_by_its_own_command_line_only(tmp_path: Path) -> None:
+    spawner = FakeSpawner()
+    res = up(tmp_path, spawner, nodes=3, proxies=2)
+    sup = Supervisor(tmp_path / "c")
+    members = sup.members(res.cluster)
+    joined = [" ".join(argv) for argv, _ in spawner.calls]
+    for i, (group, m) in enumerate(members):
+        matches = [j for j, line in enumerate(joined) if all(mark in line for mark in sup.markers(group, m))]
+        assert matches == [i], m["id"]
