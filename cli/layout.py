@@ -16,10 +16,12 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cli.procs import python_argv
 from cluster.auth import mint_token, new_secret
 
 MEMBER_GROUPS = ("nodes", "proxies", "upstreams")
@@ -209,3 +211,47 @@ def write_new_cluster(layout: Layout, cluster: dict[str, Any]) -> None:
         layout.proxy_dir(p["id"]).mkdir(parents=True, exist_ok=True)
     (layout.dir / "upstreams").mkdir(exist_ok=True)
     save_cluster(layout, cluster)
+
+
+# ---- members: command lines, ports, how to recognise them ----------------------------------------
+def addr_of(url: str) -> tuple[str, int]:
+    """``http://127.0.0.1:7000`` (or ``127.0.0.1:7000``) -> ``("127.0.0.1", 7000)``."""
+    host, _, port = url.split("://", 1)[-1].rstrip("/").rpartition(":")
+    return host, int(port)
+
+
+def _hostport(url: str) -> str:
+    host, port = addr_of(url)
+    return f"{host}:{port}"
+
+
+def member_argv(layout: Layout, group: str, m: Mapping[str, Any], cluster: Mapping[str, Any]) -> list[str]:
+    """The command line of a member: ``python -m cli node run ...`` / ``proxy run ...`` / ``demo-upstream``."""
+    if group == "nodes":
+        return python_argv("node", "run", "--config", str(layout.node_toml(m["id"])))
+    if group == "proxies":
+        cps = ",".join(n["admin_url"] for n in cluster["nodes"])
+        listen, status = _hostport(m["url"]), _hostport(m["status_url"])
+        return python_argv(
+            "proxy", "run", "--cp", cps, "--listen", listen, "--status-listen", status,
+            "--state-dir", str(layout.proxy_dir(m["id"])), "--token-file", str(layout.proxy_token), "--id", m["id"],
+        )  # fmt: skip
+    return python_argv("demo-upstream", "--listen", _hostport(m["url"]), "--name", m["id"])
+
+
+def member_ports(group: str, m: Mapping[str, Any]) -> list[tuple[str, int]]:
+    """Every (host, port) a member listens on."""
+    if group == "nodes":
+        return [addr_of(m["admin_url"]), addr_of(m["raft_addr"])]
+    if group == "proxies":
+        return [addr_of(m["url"]), addr_of(m["status_url"])]
+    return [addr_of(m["url"])]
+
+
+def member_markers(layout: Layout, group: str, m: Mapping[str, Any]) -> list[str]:
+    """Strings that the command line of this very member (and no other) contains."""
+    if group == "nodes":
+        return [str(layout.node_toml(m["id"]))]
+    if group == "proxies":
+        return [f"--listen {_hostport(m['url'])}", f"--state-dir {layout.proxy_dir(m['id'])}"]
+    return [f"--listen {_hostport(m['url'])}"]

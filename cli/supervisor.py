@@ -21,7 +21,11 @@ from cli.layout import (
     MEMBER_GROUPS,
     ClusterDirError,
     Layout,
+    addr_of,
     load_cluster,
+    member_argv,
+    member_markers,
+    member_ports,
     plan_cluster,
     save_cluster,
     token_path,
@@ -68,16 +72,6 @@ class UpResult:
     started: list[str] = field(default_factory=list)
     curl: str | None = None
     warnings: list[str] = field(default_factory=list)
-
-
-def _addr(url: str) -> tuple[str, int]:
-    host, _, port = url.split("://", 1)[-1].rstrip("/").rpartition(":")
-    return host, int(port)
-
-
-def _hostport(url: str) -> str:
-    host, port = _addr(url)
-    return f"{host}:{port}"
 
 
 class Supervisor:
@@ -144,46 +138,22 @@ class Supervisor:
             raise SupervisorError(f"no member named {', '.join(unknown)} (members: {', '.join(by_id)})")
         return [by_id[n] for n in dict.fromkeys(names)]
 
-    def argv(self, group: str, m: Mapping[str, Any], cluster: Mapping[str, Any]) -> list[str]:
-        lay = self.layout
-        if group == "nodes":
-            return procs.python_argv("node", "run", "--config", str(lay.node_toml(m["id"])))
-        if group == "proxies":
-            cps = ",".join(n["admin_url"] for n in cluster["nodes"])
-            listen, status = _hostport(m["url"]), _hostport(m["status_url"])
-            return procs.python_argv(
-                "proxy", "run", "--cp", cps, "--listen", listen, "--status-listen", status,
-                "--state-dir", str(lay.proxy_dir(m["id"])), "--token-file", str(lay.proxy_token), "--id", m["id"],
-            )  # fmt: skip
-        return procs.python_argv("demo-upstream", "--listen", _hostport(m["url"]), "--name", m["id"])
-
-    def ports(self, group: str, m: Mapping[str, Any]) -> list[tuple[str, int]]:
-        if group == "nodes":
-            h, p = m["raft_addr"].rpartition(":")[::2]
-            return [_addr(m["admin_url"]), (h, int(p))]
-        if group == "proxies":
-            return [_addr(m["url"]), _addr(m["status_url"])]
-        return [_addr(m["url"])]
-
     def running(self, group: str, m: Mapping[str, Any]) -> bool:
         return procs.looks_like_ours(m.get("pid"), self.markers(group, m))
 
     def markers(self, group: str, m: Mapping[str, Any]) -> list[str]:
-        """Strings that the command line of this very member contains (see ``argv``)."""
-        if group == "nodes":
-            return [str(self.layout.node_toml(m["id"]))]
-        if group == "proxies":
-            return [f"--listen {_hostport(m['url'])}", f"--state-dir {self.layout.proxy_dir(m['id'])}"]
-        return [f"--listen {_hostport(m['url'])}"]
+        return member_markers(self.layout, group, m)
 
     def _start(self, cluster: dict[str, Any], group: str, m: dict[str, Any]) -> None:
-        busy = [f"{h}:{p}" for h, p in self.ports(group, m) if procs.port_in_use(h, p)]
+        busy = [f"{h}:{p}" for h, p in member_ports(group, m) if procs.port_in_use(h, p)]
         if busy:
             raise SupervisorError(
                 f"cannot start {m['id']}: {', '.join(busy)} already in use by another process "
                 f"(a leftover member? try `gwadm cluster down --dir {self.layout.dir}`)"
             )
-        m["pid"] = self.spawner(self.argv(group, m, cluster), self.layout.log_file(group, m["id"]))
+        m["pid"] = self.spawner(
+            member_argv(self.layout, group, m, cluster), self.layout.log_file(group, m["id"])
+        )
         save_cluster(self.layout, cluster)
 
     def _crashed(self, group: str, m: Mapping[str, Any]) -> NotReady | None:
@@ -227,15 +197,15 @@ class Supervisor:
             return res
         deadline = time.monotonic() + timeout
         self.wait_nodes(cluster, token, deadline, res.started)
-        revision = 0
-        if fresh and cluster["proxies"]:
+        revision, hello = 0, False
+        if cluster["proxies"]:
             try:
-                revision = self.load_sample(cluster, token)
+                revision, hello = self.ensure_sample(cluster, token)
             except (ApiError, ConnectionError) as exc:
                 res.warnings.append(f"could not load the sample route: {exc}")
         self.wait_proxies(cluster, token, deadline, res.started, revision)
         self.reporter.note("all members are ready")
-        if fresh and cluster["proxies"] and revision:
+        if hello:
             res.curl = f"curl {cluster['proxies'][0]['url']}/hello"
         return res
 
@@ -303,10 +273,19 @@ class Supervisor:
 
         self._poll(cluster, check, deadline, started)
 
+    def ensure_sample(self, cluster: dict[str, Any], token: str) -> tuple[int, bool]:
+        """Load the sample if nothing was ever written; return (config revision, route hello exists)."""
+        client = AdminClient([n["admin_url"] for n in cluster["nodes"]], token, timeout=5.0, retry_for=5.0)
+        listing = client.list("routes")
+        revision = int(listing.get("revision") or 0)
+        if revision == 0:
+            return self.load_sample(cluster, token), True
+        return revision, any(r.get("id") == "hello" for r in listing.get("items") or [])
+
     def load_sample(self, cluster: dict[str, Any], token: str) -> int:
         """Upstream ``demo`` -> the demo upstream process, route ``hello`` (/hello) -> ``demo``."""
         up = cluster["upstreams"][0]
-        host, port = _addr(up["url"])
+        host, port = addr_of(up["url"])
         client = AdminClient([n["admin_url"] for n in cluster["nodes"]], token, timeout=5.0, retry_for=5.0)
         ops = [
             {

@@ -94,3 +94,24 @@ def test_load_sample_posts_one_txn(serve: Serve, tmp_path: Path) -> None:
         },
         {"op": "put", "kind": "routes", "id": "hello", "body": {"paths": ["/hello"], "upstream": "demo"}},
     ]
+
+
+def test_ensure_sample_only_on_an_empty_config(serve: Serve, tmp_path: Path) -> None:
+    log: list[dict[str, Any]] = []
+    state: dict[str, Any] = {"revision": 0, "items": []}
+
+    def api(request: web.Request) -> web.Response:
+        if request.path == "/v1/txn":
+            state["revision"] = 1
+            return web.json_response({"revision": 1, "results": []})
+        return web.json_response(state)
+
+    srv = serve(json_app(api, log))
+    cluster = cluster_for(srv.url, "http://127.0.0.1:4567")
+    sup = Supervisor(tmp_path)
+    assert sup.ensure_sample(cluster, "tok") == (1, True)
+    assert [e["path"] for e in log] == ["/v1/routes", "/v1/txn"]
+    assert sup.ensure_sample(cluster, "tok") == (1, False)  # written before: left alone
+    state["items"] = [{"id": "hello"}]
+    assert sup.ensure_sample(cluster, "tok") == (1, True)
+    assert [e["path"] for e in log].count("/v1/txn") == 1
