@@ -1,0 +1,73 @@
+"""End to end: `gwadm cluster up/stop/start/status/down` with real node processes (no proxies)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cli import procs
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+def gwadm(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=procs.child_env(),
+    )
+
+
+@pytest.fixture
+def cluster_dir(tmp_path: Path) -> Iterator[Path]:
+    d = tmp_path / "gw"
+    try:
+        yield d
+    finally:
+        if (d / "cluster.json").exists():
+            gwadm("cluster", "down", "--dir", str(d), "--timeout", "5")
+            data = json.loads((d / "cluster.json").read_text())
+            assert all(m["pid"] is None for g in ("nodes", "proxies", "upstreams") for m in data[g])
+
+
+def test_up_status_stop_start_down(cluster_dir: Path) -> None:
+    d = str(cluster_dir)
+    up = gwadm("cluster", "up", "--dir", d, "--nodes", "3", "--proxies", "0", "--json", "--timeout", "40")
+    assert up.returncode == 0, up.stderr
+    info = json.loads(up.stdout)
+    assert [n["id"] for n in info["nodes"]] == ["n1", "n2", "n3"] and info["admin_token"]
+    pids = [n["pid"] for n in info["nodes"]]
+    assert all(procs.is_alive(p) for p in pids)
+
+    put = gwadm(
+        "upstream", "put", "u1", "--dir", d, "--data", '{"targets": [{"host": "127.0.0.1", "port": 9}]}'
+    )
+    assert put.returncode == 0, put.stderr
+
+    status = json.loads(gwadm("status", "--dir", d, "--json").stdout)
+    assert status["leader"] in {"n1", "n2", "n3"}
+    assert all(n["reachable"] and n["process"] == "running" for n in status["nodes"])
+
+    stop = gwadm("cluster", "stop", "n2", "--dir", d, "--json")
+    assert json.loads(stop.stdout)[0]["result"] in {"stopped", "killed"}
+    assert not procs.is_alive(pids[1])
+    start = gwadm("cluster", "start", "n2", "--dir", d, "--json")
+    assert start.returncode == 0, start.stderr
+    assert json.loads(start.stdout)[0]["result"] == "started"
+
+    # a second `up` leaves running members alone and keeps the data
+    again = gwadm("cluster", "up", "--dir", d, "--proxies", "0", "--json")
+    assert again.returncode == 0, again.stderr
+    assert [n["pid"] for n in json.loads(again.stdout)["nodes"]][0] == pids[0]
+    listing = json.loads(gwadm("upstream", "list", "--dir", d, "--json").stdout)
+    assert [u["id"] for u in listing["items"]] == ["u1"]
+
+    down = gwadm("cluster", "down", "--dir", d, "--json")
+    assert down.returncode == 0 and not any(procs.is_alive(p) for p in pids)
