@@ -12,8 +12,8 @@ Algorithms:
   weight to its current weight, takes the largest and subtracts the total. Over one cycle of
   ``sum(weights)`` picks each target is chosen exactly ``weight`` times, interleaved.
 - ``least_conn``: fewest in-flight requests per unit of weight; ties rotate.
-- ``consistent_hash``: a ring of ``VNODES * weight`` virtual nodes per target (sha1 positions); a
-  key maps to the first eligible target clockwise, so adding or removing one target moves only
+- ``consistent_hash``: a ring of virtual nodes (sha1 positions), ``VNODES`` per target on average
+  in proportion to weight; a key maps to the first eligible target clockwise, so adding or removing one target moves only
   about 1/n of the keys.
 
 Health: a target is eligible when its weight is > 0, it is not passively ejected and the active
@@ -210,9 +210,13 @@ class Pool:
         return best
 
     def _build_ring(self) -> None:
+        # About VNODES points per target on average, shared in proportion to weight, so that
+        # 256 targets of weight 1000 still make a ring of ~40k points, not 40M.
+        total = sum(t.weight for t in self.targets)
         points: list[tuple[int, int]] = []
         for idx, t in enumerate(self.targets):
-            for v in range(VNODES * t.weight):
+            count = max(1, round(VNODES * len(self.targets) * t.weight / total)) if t.weight > 0 else 0
+            for v in range(count):
                 points.append((_hash(f"{t.address}#{v}"), idx))
         points.sort()
         self._ring = [p for p, _ in points]

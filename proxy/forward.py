@@ -44,6 +44,7 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
 UNHEALTHY_STATUSES = frozenset({502, 503, 504})
 # Headers aiohttp would otherwise add on its own; the upstream should see what the client sent.
 SKIP_AUTO = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
@@ -88,15 +89,21 @@ def upstream_headers(request: web.Request, client_ip: str) -> CIMultiDict[str]:
     return headers
 
 
-def upstream_path(request: web.Request, matched: str, strip: bool) -> str:
-    """The raw (still percent-encoded) path for the upstream, with the matched prefix removed."""
-    raw = request.rel_url.raw_path
+def upstream_path(raw: str, decoded: str, matched: str, strip: bool, *, normalized: bool = False) -> str:
+    """The (percent-encoded) path for the upstream, with the matched prefix removed if asked.
+
+    ``raw`` is the path as received, ``decoded`` the decoded path that was routed on. When routing
+    removed dot segments (``normalized``), the routed path is re-encoded and sent instead of the
+    raw one, so the upstream acts on the path that was routed.
+    """
+    if normalized:
+        raw = quote(decoded, safe=_PATH_SAFE)
     if not strip or not matched:
         return raw
     if raw.startswith(matched):
         rest = raw[len(matched):]
     else:  # the prefix was written encoded differently in the request; work on the decoded form
-        rest = quote(request.path[len(matched):], safe="/:@!$&'()*+,;=-._~")
+        rest = quote(decoded[len(matched):], safe=_PATH_SAFE)
     return rest if rest.startswith("/") else "/" + rest
 
 
@@ -168,7 +175,8 @@ class Forwarder:
                 return json_error(504, "upstream_timeout", f"upstream {pool.id} did not answer in time")
             except (aiohttp.ClientError, OSError) as exc:
                 pool.release(target)
-                pool.report_failure(target)
+                if not _client_closed(request):  # a client that hung up mid-upload is not the target's fault
+                    pool.report_failure(target)
                 log.info("upstream %s: request to %s failed: %s", pool.id, target.address, exc)
                 return json_error(502, "upstream_error", f"upstream {pool.id} failed: {type(exc).__name__}")
             return await self._relay(ctx, pool, target, upstream, on_response)
@@ -186,29 +194,41 @@ class Forwarder:
         upstream: aiohttp.ClientResponse,
         on_response: Callable[[web.StreamResponse], None],
     ) -> web.StreamResponse:
-        """Stream the upstream answer to the client, then settle health and counters."""
+        """Stream the upstream answer to the client, then settle health and counters.
+
+        Read errors (upstream) and write errors (client gone) are told apart: only the former
+        count against the target's health.
+        """
         ok = upstream.status not in UNHEALTHY_STATUSES
+        resp = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         try:
-            resp = web.StreamResponse(status=upstream.status, reason=upstream.reason)
             resp.headers.extend(end_to_end(upstream.headers))
             on_response(resp)
             ctx.status = upstream.status
-            await resp.prepare(ctx.request)
             try:
-                async for chunk in upstream.content.iter_any():
+                await resp.prepare(ctx.request)
+            except ConnectionResetError:
+                return _client_gone(ctx, target, resp)
+            while True:
+                try:
+                    chunk = await upstream.content.readany()
+                except (TimeoutError, aiohttp.ClientError) as exc:
+                    # Headers are gone already: the only honest signal left is a broken connection.
+                    ok = False
+                    log.info("upstream %s: body from %s broke off: %s", pool.id, target.address, exc)
+                    _abort(ctx.request)
+                    return resp
+                if not chunk:
+                    break
+                try:
                     await resp.write(chunk)
-                    ctx.bytes_sent += len(chunk)
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                # Headers are gone already: the only honest signal left is a broken connection.
-                ok = False
-                log.info("upstream %s: body from %s broke off: %s", pool.id, target.address, exc)
-                _abort(ctx.request)
-                return resp
-            await resp.write_eof()
-            return resp
-        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
-            log.debug("client went away while streaming from %s", target.address)
-            _abort(ctx.request)
+                except ConnectionResetError:  # includes aiohttp.ClientConnectionResetError
+                    return _client_gone(ctx, target, resp)
+                ctx.bytes_sent += len(chunk)
+            try:
+                await resp.write_eof()
+            except ConnectionResetError:
+                return _client_gone(ctx, target, resp)
             return resp
         finally:
             upstream.release()
@@ -217,6 +237,17 @@ class Forwarder:
                 pool.report_success(target)
             else:
                 pool.report_failure(target)
+
+
+def _client_gone(ctx: RequestContext, target: Target, resp: web.StreamResponse) -> web.StreamResponse:
+    log.debug("client went away while streaming from %s", target.address)
+    _abort(ctx.request)
+    return resp
+
+
+def _client_closed(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def _abort(request: web.Request) -> None:

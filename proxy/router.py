@@ -167,6 +167,31 @@ def _prefixes(path: str) -> Iterable[str]:
     yield ""
 
 
+def normalize_path(path: str) -> str:
+    """Remove ``.`` and ``..`` segments (RFC 3986 5.2.4) from a decoded path.
+
+    Routing must see the path the upstream will act on: otherwise ``/public/..%2Fadmin`` would
+    match an open ``/public`` route and reach ``/admin`` behind it. The caller forwards the
+    normalized path whenever normalization changed something.
+    """
+    if "." not in path or not path.startswith("/"):
+        return path
+    segments = path.split("/")[1:]
+    out: list[str] = []
+    for seg in segments:
+        if seg == ".":
+            continue
+        if seg == "..":
+            if out:
+                out.pop()
+            continue
+        out.append(seg)
+    result = "/" + "/".join(out)
+    if segments[-1] in (".", "..") and not result.endswith("/"):
+        result += "/"
+    return result
+
+
 def normalize_host(host: str | None) -> str:
     """Lower-case, drop the port (also for ``[v6]:port``) and a trailing dot."""
     if not host:

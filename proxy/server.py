@@ -29,6 +29,7 @@ from proxy.forward import Forwarder, make_session, upstream_headers, upstream_pa
 from proxy.jwks import JwksCache
 from proxy.metrics import ProxyMetrics
 from proxy.plugins.base import RequestContext, Services, json_error
+from proxy.router import normalize_path
 from proxy.runtime import Runtime, build_runtime
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class DataPlane:
         self.session: aiohttp.ClientSession | None = None
         self.forwarder: Forwarder | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self._own_jwks = False
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
@@ -69,8 +71,9 @@ class DataPlane:
             return
         self.session = make_session()
         self.forwarder = Forwarder(self.session)
-        if self.services.jwks is None:
+        if self.services.jwks is None or self._own_jwks:
             self.services.jwks = JwksCache(self.session, clock=self.clock)
+            self._own_jwks = True
         if self.runtime is not None:
             for pool in self.runtime.pools.values():
                 pool.start(self.session)
@@ -148,7 +151,9 @@ class DataPlane:
             self.metrics.observe_request(None, 503, self.clock() - start)
             return json_error(503, "no_config", "the proxy has no configuration yet")
         host = request.headers.get("Host", "")
-        match = runtime.router.match(request.method, host, request.path, request.headers)
+        path = normalize_path(request.path)
+        match = runtime.router.match(request.method, host, path, request.headers)
+        raw = request.rel_url.raw_path
         client_ip = request.remote or ""
         ctx = RequestContext(
             request=request,
@@ -156,9 +161,15 @@ class DataPlane:
             consumers=runtime.consumers,
             method=request.method,
             host=host,
-            path=request.path,
+            path=path,
             client_ip=client_ip,
-            upstream_path=upstream_path(request, match.matched_path, match.route.strip_prefix) if match else request.rel_url.raw_path,
+            upstream_path=upstream_path(
+                raw,
+                path,
+                match.matched_path if match else "",
+                bool(match and match.route.strip_prefix),
+                normalized=path != request.path,
+            ),
             upstream_query=MultiDict(request.query),
             upstream_headers=upstream_headers(request, client_ip),
             match=match,

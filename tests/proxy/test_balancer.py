@@ -212,3 +212,12 @@ async def test_active_check_unreachable_target_counts_as_failure() -> None:
         assert not p.targets[0].active_healthy
     finally:
         dead.close()
+
+
+def test_consistent_hash_weights_and_ring_size() -> None:
+    p = pool(("a", 1, 1), ("b", 2, 3), lb="consistent_hash", hash_on={"type": "ip", "name": None})
+    counts = Counter(p.pick(f"k{i}").host for i in range(4000))
+    assert 2.0 < counts["b"] / counts["a"] < 4.5
+    big = pool(*[(f"10.0.{i // 250}.{i % 250}", 80, 1000) for i in range(256)], lb="consistent_hash",
+               hash_on={"type": "ip", "name": None})
+    assert len(big._ring) <= 160 * 256 + 256

@@ -330,3 +330,59 @@ async def test_upstream_breaking_off_mid_body_is_not_a_complete_response(
                 raise AssertionError(f"truncated body{query} looked complete")
     pool = proxy.dp.runtime.pools["u1"]
     assert pool.targets[0].failures == 2 and pool.targets[0].inflight == 0
+
+
+async def test_dot_segments_are_routed_and_forwarded_normalized(
+    proxy: Proxy, serve: ServeFn, http: aiohttp.ClientSession
+) -> None:
+    open_port, admin_port = await start_echo(serve, "open"), await start_echo(serve, "admin")
+    proxy.install(snapshot(
+        upstreams={"open": upstream(("127.0.0.1", open_port)), "admin": upstream(("127.0.0.1", admin_port))},
+        routes={"public": route("open", paths=["/public"]), "admin": route("admin", paths=["/admin"])},
+    ))
+    for raw in ("/public/../admin/x", "/public/..%2Fadmin/x", "/public/%2E%2E/admin/x"):
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        writer.write(f"GET {raw} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+        data = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        await writer.wait_closed()
+        body = json.loads(data.split(b"\r\n\r\n", 1)[1])
+        assert body["name"] == "admin" and body["path"] == "/admin/x", raw
+
+
+async def test_client_going_away_mid_stream_does_not_blame_the_target(
+    proxy: Proxy, serve: ServeFn, http: aiohttp.ClientSession
+) -> None:
+    more = asyncio.Event()
+    finished = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        await resp.write(b"a" * 1024)
+        await more.wait()
+        try:
+            for _ in range(64):
+                await resp.write(b"b" * 65536)
+            await resp.write_eof()
+        except ConnectionResetError:
+            pass
+        finally:
+            finished.set()
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/", slow)
+    port = await serve(app)
+    proxy.install(snapshot(upstreams={"u1": upstream(("127.0.0.1", port), lb="least_conn")},
+                           routes={"a": route(paths=["/"])}))
+    resp = await http.get(proxy.url("/"))
+    assert await resp.content.readexactly(1024) == b"a" * 1024
+    resp.close()  # the client hangs up
+    more.set()
+    target = proxy.dp.runtime.pools["u1"].targets[0]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while target.inflight and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+    assert target.inflight == 0 and target.failures == 0 and target.ejected_until == 0

@@ -184,3 +184,22 @@ def test_ten_thousand_routes() -> None:
         else:
             assert rid(r, f"/svc{i}/deep/1", f"x.w{i}.example.com", headers={"x-t": str(i)}) == name
             assert rid(r, f"/svc{i}/deep/1", f"x.w{i}.example.com", headers={"x-t": "no"}) == "fallback"
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("/a/b", "/a/b"),
+        ("/public/../admin", "/admin"),
+        ("/a/./b", "/a/b"),
+        ("/a/b/.", "/a/b/"),
+        ("/a/..", "/"),
+        ("/../../x", "/x"),
+        ("/a/.b/c..", "/a/.b/c.."),
+        ("//a/../b", "//b"),
+    ],
+)
+def test_normalize_path(raw: str, expected: str) -> None:
+    from proxy.router import normalize_path
+
+    assert normalize_path(raw) == expected
