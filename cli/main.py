@@ -88,7 +88,7 @@ class GwadmGroup(click.Group):
             console.print_error(exc.format_message() + hint)
             sys.exit(exc.exit_code)
         except click.ClickException as exc:
-            exc.show() if isinstance(exc, UserError) else console.print_error(exc.format_message())
+            console.print_error(exc.format_message())
             sys.exit(exc.exit_code)
         except click.Abort:
             console.print_error("aborted")
