@@ -149,6 +149,7 @@ class PushHub:
 
     def start(self) -> None:
         """Subscribe to store changes (idempotent; also done lazily by the first session)."""
+        self._closing = False
         if self._unsubscribe is None:
             self._unsubscribe = self.store.subscribe(self._on_store_change)
             self._status = self._read_status()
@@ -370,6 +371,9 @@ class PushHub:
                     s.status_due = False
                     s.last_status = key
                     next_status = time.monotonic() + self.status_interval
+                    # Fresh revision: never below a delta already sent (the cached status may lag
+                    # the state, which the Raft thread moves before our callback runs).
+                    status = {**status, "revision": max(status["revision"], self.store.state.revision)}
                     await s.ws.send_bytes(encode_frame(status))
                     self.frames_sent["status"] += 1
                 await self._pump(s)

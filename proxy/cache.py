@@ -27,6 +27,7 @@ import hashlib
 import logging
 import os
 import struct
+import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,8 +84,8 @@ def _fsync_dir(path: Path) -> None:
 class ConfigCache:
     """The cache file at ``path`` plus its previous generation ``path.prev``.
 
-    Not thread-safe by itself; the sync client serialises writes (one apply at a time) and may
-    run them in an executor thread because they block on fsync.
+    Writes block on fsync, so the sync client runs them in executor threads; a lock keeps two
+    of them from interleaving.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -94,6 +95,8 @@ class ConfigCache:
         # Whether ``path`` currently holds a valid generation: None = not checked yet. Rotating a
         # corrupt file into ``.prev`` would destroy the only good generation, so we track it.
         self._current_valid: bool | None = None
+        # Writes run in executor threads; two overlapping writes would share the tmp file.
+        self._lock = threading.Lock()
 
     # ---- reading ----------------------------------------------------------------------------
 
@@ -159,6 +162,10 @@ class ConfigCache:
 
     def save_encoded(self, body: bytes, revision: int, config_hash: str) -> None:
         """Persist an already compressed body (a snapshot received from a CP is reused as is)."""
+        with self._lock:
+            self._write(body, revision, config_hash)
+
+    def _write(self, body: bytes, revision: int, config_hash: str) -> None:
         hash_bytes = config_hash.encode("ascii")
         header = _FIXED.pack(
             MAGIC, FORMAT_VERSION, revision, len(body), hashlib.sha256(body).digest(), len(hash_bytes)

@@ -121,6 +121,7 @@ class SyncClient:
         self.nacks: list[tuple[int, str]] = []
         self._ws: WS | None = None
         self._reported_mode: str | None = None
+        self._persisting: asyncio.Future[None] | None = None
         self._healthy = False
         self._resync_for: int | None = None
         self._chunks: list[bytes] = []
@@ -167,6 +168,9 @@ class SyncClient:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._persisting is not None:
+            with contextlib.suppress(Exception):
+                await self._persisting
 
     async def run(self) -> None:
         """Connect, stream, fail over -- until ``stop``. Backoff after each full failed round."""
@@ -372,8 +376,13 @@ class SyncClient:
         self._install(state, runtime, config_hash, from_cp=True)
         _observe(self.dp, time.perf_counter() - started)
         if self.cache is not None:
+            # Shielded and remembered: ``stop`` waits for it, so a SIGTERM right after an install
+            # still leaves that revision on disk.
+            self._persisting = loop.run_in_executor(
+                None, self.cache.save_encoded, body, state.revision, config_hash
+            )
             try:
-                await loop.run_in_executor(None, self.cache.save_encoded, body, state.revision, config_hash)
+                await asyncio.shield(self._persisting)
             except Exception as exc:  # serving matters more than the cache; say so loudly
                 log.error("could not write config cache %s: %s", self.cache.path, _why(exc))
         await ws.send_bytes(encode_frame({"t": "ack", "revision": state.revision}))
@@ -414,7 +423,9 @@ class SyncClient:
         ws = self._ws
         if mode != self._reported_mode and ws is not None and not ws.closed:  # for the fleet registry
             self._reported_mode = mode
-            task = asyncio.get_running_loop().create_task(ws.send_bytes(encode_frame({"t": "mode", "mode": mode})))
+            task = asyncio.get_running_loop().create_task(
+                ws.send_bytes(encode_frame({"t": "mode", "mode": mode}))
+            )
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 

@@ -56,7 +56,9 @@ def assemble(frames: list[dict[str, Any]]) -> ConfigState:
     return ConfigState.from_snapshot(decode(zlib.decompress(data)))
 
 
-async def snapshot(c: RawProxy, first: dict[str, Any] | None = None) -> tuple[ConfigState, list[dict[str, Any]]]:
+async def snapshot(
+    c: RawProxy, first: dict[str, Any] | None = None
+) -> tuple[ConfigState, list[dict[str, Any]]]:
     f = first or await c.recv_config()
     assert f["t"] == "snapshot" and f["chunk"] == 0
     frames = [f]
@@ -71,8 +73,14 @@ async def test_hello_at_zero_gets_status_then_snapshot(env: dict[str, Any]) -> N
     c = await env["client"](await env["server"]())
     await c.hello(0)
     status = await c.recv()
-    assert status == {"t": "status", "node_id": "n1", "leader_id": "n1", "term": 1, "has_quorum": True,
-                      "revision": head}
+    assert status == {
+        "t": "status",
+        "node_id": "n1",
+        "leader_id": "n1",
+        "term": 1,
+        "has_quorum": True,
+        "revision": head,
+    }
     state, frames = await snapshot(c)
     assert len(frames) == 1 and frames[0]["revision"] == head
     assert state == env["store"].state and frames[0]["hash"] == state.hash()
@@ -223,7 +231,7 @@ async def test_default_chunk_size_is_256k(env: dict[str, Any]) -> None:
     rng = random.Random(7)
     cluster = env["cluster"]
     consumers = [
-        put("consumers", f"c{i}", {"credentials": {"key-auth": [{"key": "%032x" % rng.getrandbits(128)}]}})
+        put("consumers", f"c{i}", {"credentials": {"key-auth": [{"key": f"{rng.getrandbits(128):032x}"}]}})
         for i in range(12000)
     ]
     cluster.write(*consumers)

@@ -182,8 +182,15 @@ class RawProxy:
 
     async def hello(self, revision: int = 0, hash: str = "", proxy_id: str = "p1", proto: int = 1) -> None:
         await self.send_raw(
-            {"t": "hello", "proto": proto, "proxy_id": proxy_id, "software": "raw/1",
-             "revision": revision, "hash": hash, "address": "127.0.0.1:1"}
+            {
+                "t": "hello",
+                "proto": proto,
+                "proxy_id": proxy_id,
+                "software": "raw/1",
+                "revision": revision,
+                "hash": hash,
+                "address": "127.0.0.1:1",
+            }
         )
 
     async def send(self, frame: dict[str, Any]) -> None:
