@@ -110,7 +110,9 @@ class JwksCache:
     async def _refresh(self, url: str, entry: _Entry) -> None:
         try:
             timeout = aiohttp.ClientTimeout(total=self.fetch_timeout)
-            async with self.session.get(url, timeout=timeout, allow_redirects=False) as resp:
+            # identity: the proxy's shared session does not decompress (bodies pass through as-is)
+            headers = {"Accept-Encoding": "identity", "Accept": "application/json"}
+            async with self.session.get(url, timeout=timeout, allow_redirects=False, headers=headers) as resp:
                 if resp.status != 200:
                     raise ValueError(f"HTTP {resp.status}")
                 raw = await resp.content.read(MAX_JWKS_BYTES + 1)

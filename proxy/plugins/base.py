@@ -252,7 +252,3 @@ def number(config: Mapping[str, Any], key: str, default: float | None, plugin: s
     if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
         raise ValueError(f"{plugin}.{key}: must be a number >= {minimum}")
     return value
-
-
-def client_headers(ctx: RequestContext) -> Mapping[str, str]:
-    return ctx.request.headers

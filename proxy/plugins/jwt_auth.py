@@ -123,7 +123,7 @@ class JwtAuth(Plugin):
         except jwt.PyJWTError:
             return unauthorized("malformed token")
         alg = header.get("alg")
-        if alg not in self.config["algorithms"]:
+        if not isinstance(alg, str) or alg not in self.config["algorithms"]:
             return unauthorized("token algorithm not allowed")
         kid = header.get("kid") if isinstance(header.get("kid"), str) else None
         claim = unverified.get(self.config["key_claim"])

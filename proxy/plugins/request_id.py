@@ -19,7 +19,7 @@ MAX_LEN = 200
 
 
 def _acceptable(value: str | None) -> bool:
-    return bool(value) and len(value) <= MAX_LEN and value.isprintable()  # type: ignore[union-attr]
+    return value is not None and 0 < len(value) <= MAX_LEN and value.isprintable()
 
 
 class RequestId(Plugin):
@@ -37,8 +37,9 @@ class RequestId(Plugin):
     async def access(self, ctx: RequestContext) -> web.StreamResponse | None:
         header = self.config["header"]
         incoming = ctx.request.headers.get(header)
-        ctx.request_id = incoming if _acceptable(incoming) else uuid.uuid4().hex
-        ctx.upstream_headers[header] = ctx.request_id
+        request_id = incoming if incoming is not None and _acceptable(incoming) else uuid.uuid4().hex
+        ctx.request_id = request_id
+        ctx.upstream_headers[header] = request_id
         return None
 
     def response(self, ctx: RequestContext, resp: web.StreamResponse) -> None:

@@ -354,7 +354,6 @@ async def test_client_going_away_mid_stream_does_not_blame_the_target(
     proxy: Proxy, serve: ServeFn, http: aiohttp.ClientSession
 ) -> None:
     more = asyncio.Event()
-    finished = asyncio.Event()
 
     async def slow(request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse()
@@ -367,8 +366,6 @@ async def test_client_going_away_mid_stream_does_not_blame_the_target(
             await resp.write_eof()
         except ConnectionResetError:
             pass
-        finally:
-            finished.set()
         return resp
 
     app = web.Application()
