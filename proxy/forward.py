@@ -50,9 +50,14 @@ UNHEALTHY_STATUSES = frozenset({502, 503, 504})
 SKIP_AUTO = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 
 
-def make_session() -> aiohttp.ClientSession:
-    """The one client session of a proxy: no connection cap, no decompression, no cookies."""
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=10)
+def make_session(source_address: str | None = None) -> aiohttp.ClientSession:
+    """The one client session of a proxy: no connection cap, no decompression, no cookies.
+
+    ``source_address`` binds outgoing connections (the chaos harness cuts links by address, and an
+    unbound socket would leave from 127.0.0.1, see DESIGN.md §6).
+    """
+    local_addr = (source_address, 0) if source_address else None
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=10, local_addr=local_addr)
     return aiohttp.ClientSession(
         connector=connector,
         auto_decompress=False,

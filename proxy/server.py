@@ -46,8 +46,10 @@ class DataPlane:
         proxy_id: str = "proxy",
         clock: Callable[[], float] = time.monotonic,
         services: Services | None = None,
+        source_address: str | None = None,
     ) -> None:
         self.proxy_id = proxy_id
+        self.source_address = source_address
         self.clock = clock
         self.runtime: Runtime | None = None
         self.mode = "empty"
@@ -69,7 +71,7 @@ class DataPlane:
         """Create the shared client session and start health checks; idempotent."""
         if self.session is not None:
             return
-        self.session = make_session()
+        self.session = make_session(self.source_address)
         self.forwarder = Forwarder(self.session)
         if self.services.jwks is None or self._own_jwks:
             self.services.jwks = JwksCache(self.session, clock=self.clock)

@@ -383,3 +383,20 @@ async def test_client_going_away_mid_stream_does_not_blame_the_target(
     while target.inflight and loop.time() < deadline:
         await asyncio.sleep(0.01)
     assert target.inflight == 0 and target.failures == 0 and target.ejected_until == 0
+
+
+async def test_source_address_binds_outgoing_connections(serve: ServeFn, http: aiohttp.ClientSession) -> None:
+    from proxy.server import DataPlane, create_proxy_app
+
+    async def who(request: web.Request) -> web.Response:
+        return web.Response(text=request.remote or "")
+
+    app = web.Application()
+    app.router.add_get("/", who)
+    port = await serve(app)
+    dp = DataPlane(source_address="127.0.0.2")  # any 127/8 address is local on Linux
+    proxy_port = await serve(create_proxy_app(dp))
+    dp.install(snapshot(upstreams={"u1": upstream(("127.0.0.1", port))}, routes={"a": route(paths=["/"])}),
+               revision=1, hash="h")
+    async with http.get(f"http://127.0.0.1:{proxy_port}/") as resp:
+        assert resp.status == 200 and await resp.text() == "127.0.0.2"
