@@ -1,0 +1,399 @@
+"""The admin REST API of a control-plane node (aiohttp), as in DESIGN.md §3 and docs/contracts.md §5.
+
+Reads are linearizable by default (a replicated barrier first); ``?consistency=stale`` skips it.
+Writes are validated here first for fast, precise 4xx answers, then replicated; the state machine
+validates again, because only its answer is authoritative. A write whose outcome is unknown answers
+503 with ``retryable: true`` and the request id, so the client can retry safely (the store dedupes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from cluster.auth import AuthError, mint_token, verify_token
+from cluster.raft import CommandRejected, OutcomeUnknown
+from cluster.store import ConfigStore
+from gateway.errors import GatewayError, NotFound, ValidationError
+from gateway.model import KINDS, Op, Txn, check_id
+from gateway.state import ConfigState
+from gateway.validate import validate_spec
+
+log = logging.getLogger("gwadm.admin")
+
+STATUS_BY_CODE = {
+    "invalid": 422,
+    "invalid_reference": 422,
+    "not_found": 404,
+    "conflict": 409,
+    "in_use": 409,
+    "bad_encoding": 400,
+    "bad_request": 400,
+    "internal": 500,
+}
+READ_ONLY_METHODS = {"GET", "HEAD", "OPTIONS"}
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+STORE_KEY = web.AppKey("store", ConfigStore)
+SETTINGS_KEY = web.AppKey("admin_settings", dict)
+
+
+def error_response(status: int, code: str, message: str, path: str | None = None, **extra: Any) -> web.Response:
+    body = {"error": {"code": code, "message": message, "path": path, **extra}}
+    return web.json_response(body, status=status)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except GatewayError as exc:
+        return error_response(STATUS_BY_CODE.get(exc.code, 400), exc.code, exc.message, exc.path)
+    except web.HTTPRequestEntityTooLarge as exc:
+        return error_response(413, "too_large", f"request body exceeds the limit of {exc.max_size} bytes")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
+    except (OutcomeUnknown, CommandRejected) as exc:
+        request_id = request.get("request_id")
+        return error_response(
+            503, "unavailable", f"outcome unknown ({exc}); retry with the same request id",
+            retryable=True, request_id=request_id,
+        )
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal", "internal server error")
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path == "/healthz":
+        return await handler(request)
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return _unauthorized("missing bearer token")
+    try:
+        claims = verify_token(request.app[SETTINGS_KEY]["secret"], token.strip())
+    except AuthError as exc:
+        return _unauthorized(exc.reason)
+    role = claims["role"]
+    stream = request.path == "/v1/stream"
+    if stream and role not in ("proxy", "admin"):
+        return error_response(403, "forbidden", "the config stream needs a proxy token")
+    if not stream and role == "proxy":
+        return error_response(403, "forbidden", "proxy tokens may only open /v1/stream")
+    if role == "viewer" and request.method not in READ_ONLY_METHODS:
+        return error_response(403, "forbidden", "viewer tokens are read-only")
+    request["auth"] = claims
+    return await handler(request)
+
+
+def _unauthorized(reason: str) -> web.Response:
+    resp = error_response(401, "unauthorized", reason)
+    resp.headers["WWW-Authenticate"] = 'Bearer realm="gwadm"'
+    return resp
+
+
+# -- helpers -----------------------------------------------------------------------------------------
+def _kind(request: web.Request) -> str:
+    kind = request.match_info["kind"]
+    if kind not in KINDS:
+        raise NotFound(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}", "kind")
+    return kind
+
+
+def _resource_id(request: web.Request) -> str:
+    rid = request.match_info["id"]
+    check_id(rid, "id")
+    return rid
+
+
+async def _json_body(request: web.Request) -> Any:
+    if request.content_type not in ("application/json", "application/merge-patch+json"):
+        raise web.HTTPUnsupportedMediaType(text="request body must be JSON (Content-Type: application/json)")
+    raw = await request.read()
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise GatewayError.from_dict({"code": "bad_request", "message": f"malformed JSON: {exc}"}) from exc
+
+
+def _if_match(request: web.Request) -> int | None:
+    if request.headers.get("If-None-Match", "").strip() == "*":
+        return 0
+    value = request.headers.get("If-Match")
+    if value is None:
+        return None
+    value = value.strip().strip('"')
+    if not value.isdigit():
+        raise ValidationError("If-Match must be a mod_revision (a non-negative integer)", "If-Match")
+    return int(value)
+
+
+async def _read_state(request: web.Request) -> ConfigState:
+    store = request.app[STORE_KEY]
+    if request.query.get("consistency", "linearizable") == "stale":
+        return store.state
+    return await store.barrier(request.app[SETTINGS_KEY]["read_timeout"])
+
+
+async def _commit(
+    request: web.Request, ops: list[Op], expect_revision: int | None = None, request_id: str | None = None
+) -> dict[str, Any]:
+    store = request.app[STORE_KEY]
+    request_id = request.headers.get("X-Request-Id") or request_id or store.new_request_id()
+    request["request_id"] = request_id
+    for op in ops:
+        if op.action == "put":
+            validate_spec(op.kind, op.id, op.body or {})
+    txn = Txn(request_id=request_id, ops=tuple(ops), expect_revision=expect_revision)
+    result = await store.write(txn, request.app[SETTINGS_KEY]["write_timeout"])
+    if not result.get("ok"):
+        raise GatewayError.from_dict(result["error"])
+    return result
+
+
+# -- handlers ------------------------------------------------------------------------------------------
+async def list_resources(request: web.Request) -> web.Response:
+    kind = _kind(request)
+    state = await _read_state(request)
+    return web.json_response({"items": [r.to_json() for r in state.list(kind)], "revision": state.revision})
+
+
+async def get_resource(request: web.Request) -> web.Response:
+    kind, rid = _kind(request), _resource_id(request)
+    state = await _read_state(request)
+    res = state.get(kind, rid)
+    if res is None:
+        raise NotFound(f"{kind} {rid!r} does not exist", f"{kind}[{rid}]")
+    return web.json_response({**res.to_json(), "revision": state.revision})
+
+
+async def create_resource(request: web.Request) -> web.Response:
+    kind = _kind(request)
+    body = await _json_body(request)
+    if not isinstance(body, dict):
+        raise ValidationError("body must be a JSON object", kind)
+    rid = body.get("id")
+    if not isinstance(rid, str):
+        raise ValidationError("required: the id of the new resource", f"{kind}.id")
+    check_id(rid, f"{kind}.id")
+    result = await _commit(request, [Op("put", kind, rid, body, expect_mod_revision=0)])
+    return web.json_response({**result["results"][0], "revision": result["revision"]}, status=201)
+
+
+async def put_resource(request: web.Request) -> web.Response:
+    kind, rid = _kind(request), _resource_id(request)
+    body = await _json_body(request)
+    if not isinstance(body, dict):
+        raise ValidationError("body must be a JSON object", f"{kind}[{rid}]")
+    result = await _commit(request, [Op("put", kind, rid, body, expect_mod_revision=_if_match(request))])
+    written = result["results"][0]
+    status = 201 if written["created_revision"] == written["mod_revision"] else 200
+    return web.json_response({**written, "revision": result["revision"]}, status=status)
+
+
+async def patch_resource(request: web.Request) -> web.Response:
+    kind, rid = _kind(request), _resource_id(request)
+    patch = await _json_body(request)
+    if not isinstance(patch, dict):
+        raise ValidationError("a merge patch must be a JSON object", f"{kind}[{rid}]")
+    state = await _read_state(request)
+    current = state.get(kind, rid)
+    if current is None:
+        raise NotFound(f"{kind} {rid!r} does not exist", f"{kind}[{rid}]")
+    expect = _if_match(request)
+    merged = merge_patch(dict(current.spec), patch)
+    op = Op("put", kind, rid, merged, expect_mod_revision=expect if expect is not None else current.mod_revision)
+    result = await _commit(request, [op])
+    return web.json_response({**result["results"][0], "revision": result["revision"]})
+
+
+async def delete_resource(request: web.Request) -> web.Response:
+    kind, rid = _kind(request), _resource_id(request)
+    result = await _commit(request, [Op("delete", kind, rid, None, expect_mod_revision=_if_match(request))])
+    return web.json_response({"deleted": result["results"][0], "revision": result["revision"]})
+
+
+async def post_txn(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    if not isinstance(body, dict):
+        raise ValidationError("a txn must be a JSON object", "txn")
+    unknown = set(body) - {"ops", "expect_revision", "request_id"}
+    if unknown:
+        raise ValidationError(f"unknown field {sorted(unknown)[0]!r}", f"txn.{sorted(unknown)[0]}")
+    raw_ops = body.get("ops")
+    if not isinstance(raw_ops, list) or not raw_ops:
+        raise ValidationError("must be a non-empty list of operations", "txn.ops")
+    expect_revision = body.get("expect_revision")
+    if expect_revision is not None and (isinstance(expect_revision, bool) or not isinstance(expect_revision, int)):
+        raise ValidationError("must be an integer", "txn.expect_revision")
+    body_request_id = body.get("request_id")
+    if body_request_id is not None and not isinstance(body_request_id, str):
+        raise ValidationError("must be a string", "txn.request_id")
+    ops = [_parse_txn_op(i, raw) for i, raw in enumerate(raw_ops)]
+    result = await _commit(request, ops, expect_revision, body_request_id)
+    return web.json_response({"revision": result["revision"], "results": result["results"]})
+
+
+def _parse_txn_op(i: int, raw: Any) -> Op:
+    path = f"txn.ops[{i}]"
+    if not isinstance(raw, dict):
+        raise ValidationError("must be an object", path)
+    unknown = set(raw) - {"op", "kind", "id", "body", "if_match"}
+    if unknown:
+        raise ValidationError(f"unknown field {sorted(unknown)[0]!r}", f"{path}.{sorted(unknown)[0]}")
+    action = raw.get("op")
+    if action not in ("put", "delete"):
+        raise ValidationError("must be 'put' or 'delete'", f"{path}.op")
+    kind = raw.get("kind")
+    if kind not in KINDS:
+        raise ValidationError(f"must be one of {', '.join(KINDS)}", f"{path}.kind")
+    rid = raw.get("id")
+    if not isinstance(rid, str):
+        raise ValidationError("must be a string", f"{path}.id")
+    check_id(rid, f"{path}.id")
+    body = raw.get("body")
+    if action == "put" and not isinstance(body, dict):
+        raise ValidationError("a put needs an object body", f"{path}.body")
+    if_match = raw.get("if_match")
+    if if_match is not None and (isinstance(if_match, bool) or not isinstance(if_match, int) or if_match < 0):
+        raise ValidationError("must be a non-negative integer", f"{path}.if_match")
+    return Op(action, kind, rid, body if action == "put" else None, expect_mod_revision=if_match)
+
+
+async def get_config(request: web.Request) -> web.Response:
+    wanted = request.query.get("revision")
+    state = await _read_state(request)
+    if wanted is not None:
+        if not wanted.isdigit():
+            raise ValidationError("must be a non-negative integer", "revision")
+        if int(wanted) != state.revision:
+            raise GatewayError.from_dict({
+                "code": "conflict",
+                "message": f"only the current revision {state.revision} can be exported, not {wanted}",
+                "path": "revision",
+            })
+    resources = {kind: [r.to_json() for r in state.list(kind)] for kind in KINDS}
+    return web.json_response({"revision": state.revision, "hash": state.hash(), "resources": resources})
+
+
+def _member_status(request: web.Request) -> dict[str, Any]:
+    store = request.app[STORE_KEY]
+    settings = request.app[SETTINGS_KEY]
+    st = store.raft_status()
+    return {
+        "id": store.node_id,
+        "role": st["role"],
+        "leader": st["leader_id"],
+        "term": st["term"],
+        "commit_index": st["commit_index"],
+        "applied_index": st["applied_index"],
+        "revision": st["revision"],
+        "hash": st["hash"],
+        "has_quorum": st["has_quorum"],
+        "reachable": True,
+        "admin_url": settings["admin_url"],
+        "raft_addr": settings["raft_addr"],
+        "log_len": st["log_len"],
+        "stale_append_entries_trimmed": st["stale_append_entries_trimmed"],
+    }
+
+
+async def get_status(request: web.Request) -> web.Response:
+    return web.json_response(_member_status(request))
+
+
+async def get_cluster(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS_KEY]
+    me = _member_status(request)
+    token = mint_token(settings["secret"], "viewer", f"node:{me['id']}", ttl_seconds=60)
+    timeout = aiohttp.ClientTimeout(total=settings["peer_timeout"])
+
+    async def fetch(peer: dict[str, str]) -> dict[str, Any]:
+        base = {"id": peer["id"], "admin_url": peer["admin_url"], "raft_addr": peer["raft_addr"]}
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                async with session.get(
+                    peer["admin_url"].rstrip("/") + "/v1/status",
+                    headers={"Authorization": f"Bearer {token}"},
+                ) as resp:
+                    if resp.status == 200:
+                        data: dict[str, Any] = await resp.json()
+                        return {**data, "reachable": True}
+                    return {**base, "reachable": False, "error": f"HTTP {resp.status}"}
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return {**base, "reachable": False, "error": str(exc) or type(exc).__name__}
+
+    peers = await asyncio.gather(*(fetch(p) for p in settings["peers"]))
+    members = sorted([me, *peers], key=lambda m: m["id"])
+    leaders = {m.get("leader") for m in members if m.get("reachable") and m.get("role") == "leader"}
+    leader = me["leader"] if me["leader"] else (next(iter(leaders)) if len(leaders) == 1 else None)
+    return web.json_response({"leader": leader, "node": me["id"], "members": members})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def create_admin_app(
+    store: ConfigStore,
+    *,
+    secret: str,
+    admin_url: str,
+    raft_addr: str,
+    peers: list[dict[str, str]],
+    body_limit: int = 1024 * 1024,
+    write_timeout: float = 5.0,
+    read_timeout: float = 5.0,
+    peer_timeout: float = 1.0,
+    extra_routes: Callable[[web.Application], None] | None = None,
+) -> web.Application:
+    app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=body_limit)
+    app[STORE_KEY] = store
+    app[SETTINGS_KEY] = {
+        "secret": secret,
+        "admin_url": admin_url,
+        "raft_addr": raft_addr,
+        "peers": peers,
+        "write_timeout": write_timeout,
+        "read_timeout": read_timeout,
+        "peer_timeout": peer_timeout,
+    }
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/v1/cluster", get_cluster)
+    app.router.add_get("/v1/status", get_status)
+    app.router.add_get("/v1/config", get_config)
+    app.router.add_post("/v1/txn", post_txn)
+    if extra_routes is not None:  # fixed paths (/v1/stream, /v1/proxies) must precede /v1/{kind}
+        extra_routes(app)
+    app.router.add_get("/v1/{kind}", list_resources)
+    app.router.add_post("/v1/{kind}", create_resource)
+    app.router.add_get("/v1/{kind}/{id}", get_resource)
+    app.router.add_put("/v1/{kind}/{id}", put_resource)
+    app.router.add_patch("/v1/{kind}/{id}", patch_resource)
+    app.router.add_delete("/v1/{kind}/{id}", delete_resource)
+    return app

@@ -1,0 +1,181 @@
+"""Control-plane node process: settings, start/stop order, readiness and signals.
+
+Start order: the Raft member first (its port must bind, or we stop with a clear error before
+anything listens), then the admin API and the push hub on one aiohttp site. Stop order is the
+reverse, so no request is accepted by a node whose Raft member is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from cluster.admin_api import create_admin_app
+from cluster.raft import RaftSettings
+from cluster.store import ConfigStore
+
+log = logging.getLogger("gwadm.node")
+SOFTWARE_VERSION = "gwadm/0.1.0"
+
+
+class SettingsError(ValueError):
+    """A node setting is missing or malformed; the message names it."""
+
+
+@dataclass
+class Peer:
+    id: str
+    raft_addr: str
+    admin_url: str
+
+
+@dataclass
+class NodeSettings:
+    node_id: str
+    raft_addr: str
+    admin_addr: str
+    data_dir: str
+    secret: str
+    peers: list[Peer] = field(default_factory=list)
+    fsync: bool = True
+    body_limit: int = 1024 * 1024
+    raft: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://{self.admin_addr}"
+
+    def validate(self) -> None:
+        if not self.node_id:
+            raise SettingsError("node_id is required")
+        for name in ("raft_addr", "admin_addr"):
+            value = getattr(self, name)
+            host, _, port = value.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise SettingsError(f"{name} must look like host:port, got {value!r}")
+        if not self.secret:
+            raise SettingsError("a cluster secret is required (secret_file, --secret-file or GWADM_SECRET)")
+        ids = [self.node_id, *(p.id for p in self.peers)]
+        if len(set(ids)) != len(ids):
+            raise SettingsError(f"node ids must be unique, got {ids}")
+        if not self.data_dir:
+            raise SettingsError("data_dir is required")
+
+    def raft_settings(self) -> RaftSettings:
+        extra = dict(self.raft)
+        known = {k: extra.pop(k) for k in list(extra) if k in RaftSettings.__dataclass_fields__}
+        return RaftSettings(
+            self_addr=self.raft_addr,
+            partners=[p.raft_addr for p in self.peers],
+            password=self.secret,
+            data_dir=os.path.join(self.data_dir, "raft"),
+            fsync=self.fsync,
+            **known,
+        )
+
+
+def parse_peer(text: str) -> Peer:
+    """``ID,RAFT_ADDR,ADMIN_URL`` as given on the command line or in GWADM_PEERS."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 3 or not all(parts):
+        raise SettingsError(f"peer {text!r} must be ID,RAFT_HOST:PORT,ADMIN_URL")
+    return Peer(*parts)
+
+
+def load_settings(config_file: str | None, overrides: dict[str, Any]) -> NodeSettings:
+    """Merge a TOML file with command-line/env overrides (overrides win)."""
+    data: dict[str, Any] = {}
+    base_dir = "."
+    if config_file:
+        try:
+            with open(config_file, "rb") as f:
+                data = tomllib.load(f)
+        except FileNotFoundError as exc:
+            raise SettingsError(f"config file {config_file} does not exist") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {config_file} is not valid TOML: {exc}") from exc
+        base_dir = os.path.dirname(os.path.abspath(config_file))
+    data.update({k: v for k, v in overrides.items() if v not in (None, (), [])})
+    secret = data.pop("secret", None)
+    secret_file = data.pop("secret_file", None)
+    if not secret and secret_file:
+        path = os.path.join(base_dir, secret_file)
+        try:
+            with open(path) as f:
+                secret = f.read().strip()
+        except OSError as exc:
+            raise SettingsError(f"cannot read secret_file {path}: {exc.strerror}") from exc
+    peers_raw = data.pop("peers", [])
+    peers = [p if isinstance(p, Peer) else parse_peer(p) if isinstance(p, str) else Peer(**p) for p in peers_raw]
+    known = {"node_id", "raft_addr", "admin_addr", "data_dir", "fsync", "body_limit", "raft"}
+    unknown = set(data) - known
+    if unknown:
+        raise SettingsError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    missing = {"node_id", "raft_addr", "admin_addr", "data_dir"} - set(data)
+    if missing:
+        raise SettingsError(f"missing setting(s): {', '.join(sorted(missing))}")
+    data_dir = data["data_dir"]
+    if not os.path.isabs(data_dir):
+        data_dir = os.path.join(base_dir, data_dir)
+    settings = NodeSettings(
+        node_id=str(data["node_id"]),
+        raft_addr=str(data["raft_addr"]),
+        admin_addr=str(data["admin_addr"]),
+        data_dir=data_dir,
+        secret=secret or "",
+        peers=peers,
+        fsync=bool(data.get("fsync", True)),
+        body_limit=int(data.get("body_limit", 1024 * 1024)),
+        raft=dict(data.get("raft", {})),
+    )
+    settings.validate()
+    return settings
+
+
+async def serve(settings: NodeSettings, stop: asyncio.Event | None = None) -> None:
+    """Run one node until ``stop`` is set or SIGTERM/SIGINT arrives."""
+    from cluster import push  # imported late: the hub is optional while it is being built
+
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    os.makedirs(settings.data_dir, exist_ok=True)
+    addr_to_id = {settings.raft_addr: settings.node_id, **{p.raft_addr: p.id for p in settings.peers}}
+    store = ConfigStore(settings.node_id, settings.raft_settings(), addr_to_id)
+    hub = push.PushHub(store, SOFTWARE_VERSION)
+    app = create_admin_app(
+        store,
+        secret=settings.secret,
+        admin_url=settings.admin_url,
+        raft_addr=settings.raft_addr,
+        peers=[{"id": p.id, "raft_addr": p.raft_addr, "admin_url": p.admin_url} for p in settings.peers],
+        body_limit=settings.body_limit,
+        extra_routes=lambda a: push.add_routes(a, hub),
+    )
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    host, _, port = settings.admin_addr.rpartition(":")
+    try:
+        site = web.TCPSite(runner, host, int(port), reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise SettingsError(f"cannot listen on admin address {settings.admin_addr}: {exc.strerror}") from exc
+        log.info("node %s ready: admin %s raft %s", settings.node_id, settings.admin_url, settings.raft_addr)
+        await stop.wait()
+        log.info("node %s stopping", settings.node_id)
+    finally:
+        with contextlib.suppress(Exception):
+            await hub.close()
+        await runner.cleanup()
+        store.close()

@@ -1,0 +1,389 @@
+"""Thin adapter over pysyncobj 0.3.17: one replicated ``apply(bytes)``, durability and safety fixes,
+and thread -> asyncio bridging. No gateway logic lives here.
+
+Why each piece exists (details in ../shared/notes/pysyncobj.md):
+
+* ``DurableJournal`` — pysyncobj's FileJournal writes into an mmap and only msyncs on destroy, and
+  its meta file (term, vote, commit index) is renamed without fsync. We flush the journal after every
+  append/truncate and fsync the meta file, so an entry is on disk before the leader counts it and
+  before a follower acknowledges it (a follower appends before it answers AppendEntries).
+* ``RaftNode._SyncObj__onMessageReceived`` — pysyncobj truncates a follower's log on ANY
+  AppendEntries whose prevLogIdx is behind the log end, not only from the first conflicting entry
+  (Raft §5.3). A duplicated or reordered older message can delete applied entries and wedge the
+  node. We trim entries the follower already has (same index and term) before pysyncobj sees the
+  message, and answer fully-stale messages ourselves without touching the log.
+* msgpack dump serializer — pysyncobj pickles dumps by default; we hand it our own serializer so
+  the snapshot file holds msgpack and the application state is written by the store.
+* ``submit`` — every call has a deadline (callbacks were seen to never fire), results are handed to
+  asyncio with ``call_soon_threadsafe`` from the tick thread, and transient failures (no leader,
+  leader changed) are retried with the same payload: the store dedupes by request id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import pysyncobj.syncobj as _syncobj_module
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
+from pysyncobj.journal import FileJournal, MetaStorer
+
+log = logging.getLogger("gwadm.raft")
+
+
+class RaftConfigError(ValueError):
+    """A Raft setting is invalid; the message says which and what to do."""
+
+
+class RaftBindError(RuntimeError):
+    """The Raft port could not be bound (busy or not local)."""
+
+
+class CommandRejected(RuntimeError):
+    """pysyncobj refused the command for good (request denied): it will not be applied."""
+
+
+class OutcomeUnknown(RuntimeError):
+    """No result before the deadline: the command may or may not commit. Retry with the same id."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+_RETRYABLE = {
+    FAIL_REASON.MISSING_LEADER,
+    FAIL_REASON.NOT_LEADER,
+    FAIL_REASON.LEADER_CHANGED,
+    FAIL_REASON.DISCARDED,
+    FAIL_REASON.QUEUE_FULL,
+    FAIL_REASON.UNKNOWN_OUTCOME,
+}
+_FAIL_NAMES = {v: k.lower() for k, v in vars(FAIL_REASON).items() if isinstance(v, int)}
+
+
+@dataclass
+class RaftSettings:
+    self_addr: str
+    partners: list[str]
+    password: str
+    data_dir: str
+    fsync: bool = True
+    min_timeout: float = 0.15
+    max_timeout: float = 0.3
+    append_entries_period: float = 0.04
+    leader_fallback_timeout: float = 1.0
+    connection_retry_time: float = 0.5
+    max_bind_retries: int = 5
+    compaction_min_entries: int = 5000
+    compaction_min_time: float = 300.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Turn pysyncobj's bare asserts into errors a user can act on."""
+        if not self.password:
+            raise RaftConfigError("a cluster secret is required: Raft traffic is encrypted with it")
+        if self.append_entries_period <= 0:
+            raise RaftConfigError("append_entries_period must be > 0")
+        if self.min_timeout <= 3 * self.append_entries_period:
+            raise RaftConfigError(
+                f"raft min_timeout ({self.min_timeout}s) must be more than 3 x append_entries_period "
+                f"({self.append_entries_period}s): followers would start elections between heartbeats"
+            )
+        if self.max_timeout <= self.min_timeout:
+            raise RaftConfigError(
+                f"raft max_timeout ({self.max_timeout}s) must be greater than min_timeout ({self.min_timeout}s)"
+            )
+        if self.leader_fallback_timeout <= self.append_entries_period:
+            raise RaftConfigError("leader_fallback_timeout must be greater than append_entries_period")
+        for addr in [self.self_addr, *self.partners]:
+            host, _, port = addr.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise RaftConfigError(f"raft address {addr!r} must look like host:port")
+        if self.self_addr in self.partners:
+            raise RaftConfigError(f"raft address {self.self_addr} is listed as its own peer")
+
+
+class DurableMetaStorer(MetaStorer):
+    """Meta (term, vote, commit index) written to a temp file, fsynced, renamed, dir fsynced."""
+
+    def __init__(self, path: str, fsync: bool) -> None:
+        super().__init__(path)
+        self._fsync = fsync
+
+    def storeMeta(self, meta: Any) -> None:  # noqa: N802 - pysyncobj's name
+        from pysyncobj.pickle import dumps
+
+        path = self.getPath()
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(dumps(meta))
+            f.flush()
+            if self._fsync:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+        if self._fsync:
+            _fsync_dir(os.path.dirname(path) or ".")
+
+
+class DurableJournal(FileJournal):
+    """FileJournal that msyncs after every change, so an entry is durable before it is acknowledged."""
+
+    def __init__(self, journal_file: str, fsync: bool) -> None:
+        super().__init__(journal_file)
+        self._fsync = fsync
+        self._bulk = False
+        self._FileJournal__metaStorer = DurableMetaStorer(journal_file + ".meta", fsync)
+
+    def _sync(self) -> None:
+        if self._fsync and not self._bulk:
+            self.flush()
+
+    def add(self, command: bytes, idx: int, term: int) -> None:
+        super().add(command, idx, term)
+        self._sync()
+
+    def deleteEntriesFrom(self, entryFrom: int) -> None:  # noqa: N802
+        super().deleteEntriesFrom(entryFrom)
+        self._sync()
+
+    def deleteEntriesTo(self, entryTo: int) -> None:  # noqa: N802
+        # Compaction rewrites the whole journal through add(): sync once at the end, not per entry.
+        self._bulk = True
+        try:
+            super().deleteEntriesTo(entryTo)
+        finally:
+            self._bulk = False
+        self._sync()
+
+    def clear(self) -> None:
+        super().clear()
+        self._sync()
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+_journal_lock = threading.Lock()
+
+
+class RaftNode(SyncObj):  # type: ignore[misc]
+    """One Raft member whose only replicated operation is ``_apply(payload: bytes)``.
+
+    ``apply_fn(payload) -> result`` runs in pysyncobj's tick thread for every committed command, in
+    log order, on every member; it must be deterministic and must not block. ``snapshot_fn() ->
+    bytes`` and ``restore_fn(bytes)`` are called from the same thread for log compaction and boot.
+    """
+
+    def __init__(
+        self,
+        settings: RaftSettings,
+        apply_fn: Callable[[bytes], Any],
+        snapshot_fn: Callable[[], bytes],
+        restore_fn: Callable[[bytes], None],
+        on_state_change: Callable[[], None] | None = None,
+    ) -> None:
+        settings.validate()
+        os.makedirs(settings.data_dir, exist_ok=True)
+        self._apply_fn = apply_fn
+        self._snapshot_fn = snapshot_fn
+        self._restore_fn = restore_fn
+        self._on_state_change = on_state_change
+        self.settings = settings
+        self.stale_append_entries_trimmed = 0
+        conf = SyncObjConf(
+            password=settings.password,
+            appendEntriesUseBatch=False,
+            raftMinTimeout=settings.min_timeout,
+            raftMaxTimeout=settings.max_timeout,
+            appendEntriesPeriod=settings.append_entries_period,
+            leaderFallbackTimeout=settings.leader_fallback_timeout,
+            connectionRetryTime=settings.connection_retry_time,
+            maxBindRetries=settings.max_bind_retries,
+            bindRetryTime=0.2,
+            journalFile=os.path.join(settings.data_dir, "raft.journal"),
+            fullDumpFile=os.path.join(settings.data_dir, "raft.dump"),
+            serializer=self._serialize_dump,
+            deserializer=self._deserialize_dump,
+            logCompactionMinEntries=settings.compaction_min_entries,
+            logCompactionMinTime=settings.compaction_min_time,
+            onStateChanged=lambda _old, _new: self._notify_state_change(),
+            dynamicMembershipChange=False,
+            **settings.extra,
+        )
+        fsync = settings.fsync
+        with _journal_lock:
+            original = _syncobj_module.createJournal
+            _syncobj_module.createJournal = lambda path=None: DurableJournal(path, fsync)
+            try:
+                super().__init__(settings.self_addr, settings.partners, conf)
+            finally:
+                _syncobj_module.createJournal = original
+        try:
+            self.waitBinded()
+        except Exception as exc:
+            self.destroy()
+            raise RaftBindError(
+                f"cannot bind Raft address {settings.self_addr}: port busy or address not local"
+            ) from exc
+
+    # -- the one replicated command ---------------------------------------------------------------
+    @replicated
+    def _apply(self, payload: bytes) -> Any:
+        return self._apply_fn(payload)
+
+    def _notify_state_change(self) -> None:
+        if self._on_state_change is not None:
+            self._on_state_change()
+
+    async def submit(self, payload: bytes, timeout: float) -> Any:
+        """Replicate ``payload`` and return ``apply_fn``'s result once applied on THIS node.
+
+        Retries transient failures with the same payload until ``timeout``; raises OutcomeUnknown
+        if no definite answer came in time and CommandRejected if pysyncobj refused it for good.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        last_reason = "timeout"
+        attempt = 0
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise OutcomeUnknown(last_reason)
+            fut: asyncio.Future[tuple[Any, int]] = loop.create_future()
+
+            def callback(result: Any, err: int, fut: asyncio.Future[tuple[Any, int]] = fut) -> None:
+                loop.call_soon_threadsafe(_resolve, fut, result, err)
+
+            self._apply(payload, callback=callback)
+            try:
+                result, err = await asyncio.wait_for(asyncio.shield(fut), remaining)
+            except TimeoutError:
+                raise OutcomeUnknown(last_reason if attempt else "timeout") from None
+            if err == FAIL_REASON.SUCCESS:
+                return result
+            if err == FAIL_REASON.REQUEST_DENIED:
+                raise CommandRejected("request denied")
+            last_reason = _FAIL_NAMES.get(err, str(err))
+            if err not in _RETRYABLE:
+                raise OutcomeUnknown(last_reason)
+            attempt += 1
+            await asyncio.sleep(min(0.02 * attempt, 0.1, max(deadline - loop.time(), 0)))
+
+    # -- status -------------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        s = self.getStatus()
+        leader = s.get("leader")
+        partners = {
+            key[len("partner_node_status_server_") :]: value == 2
+            for key, value in s.items()
+            if key.startswith("partner_node_status_server_")
+        }
+        return {
+            "role": {0: "follower", 1: "candidate", 2: "leader"}.get(s["state"], "unknown"),
+            "leader": leader.id if leader is not None else None,
+            "term": s["raft_term"],
+            "commit_index": s["commit_idx"],
+            "applied_index": s["last_applied"],
+            "log_len": s["log_len"],
+            "has_quorum": bool(s["has_quorum"]),
+            "partners_connected": partners,
+            "stale_append_entries_trimmed": self.stale_append_entries_trimmed,
+        }
+
+    # -- msgpack dump (log compaction snapshot) ----------------------------------------------------
+    def _serialize_dump(self, file_name: str, data: Any) -> None:
+        last_entry, prev_entry, cluster = data
+        payload = {
+            "format": 1,
+            "entries": [list(last_entry), list(prev_entry)],
+            "cluster": sorted(getattr(n, "id", str(n)) for n in cluster),
+            "app": self._snapshot_fn(),
+        }
+        with open(file_name, "wb") as f:
+            f.write(msgpack.packb(payload, use_bin_type=True))
+            f.flush()
+            if self.settings.fsync:
+                os.fsync(f.fileno())
+
+    def _deserialize_dump(self, file_name: str) -> tuple[Any, Any, Any]:
+        with open(file_name, "rb") as f:
+            payload = msgpack.unpackb(f.read(), raw=False)
+        self._restore_fn(payload["app"])
+        last_entry, prev_entry = (tuple(e) for e in payload["entries"])
+        return last_entry, prev_entry, payload["cluster"]
+
+    # -- Raft §5.3 fix: never truncate on a stale AppendEntries ----------------------------------
+    def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:  # noqa: N802
+        if (
+            message.get("type") == "append_entries"
+            and "prevLogIdx" in message
+            and message.get("transmission") is None
+            and message.get("term", -1) >= self.raftCurrentTerm
+        ):
+            trimmed = self._trim_append_entries(message)
+            if trimmed is None:
+                # Fully stale: let pysyncobj do its term/leader/timer bookkeeping on a message that
+                # carries no log operation, then acknowledge what the message covered ourselves.
+                covered = message["entries"][-1][1] if message.get("entries") else message["prevLogIdx"]
+                bookkeeping = {
+                    k: v for k, v in message.items() if k not in ("prevLogIdx", "prevLogTerm", "entries")
+                }
+                bookkeeping["commit_index"] = min(message["commit_index"], covered)
+                super()._SyncObj__onMessageReceived(node, bookkeeping)
+                self._SyncObj__sendNextNodeIdx(node, nextNodeIdx=covered + 1, success=True)
+                return
+            message = trimmed
+        super()._SyncObj__onMessageReceived(node, message)
+
+    def _trim_append_entries(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        """Drop the prefix of ``entries`` this log already holds (same index and term).
+
+        Returns the message to hand to pysyncobj, or None when every entry is already present and
+        the log extends beyond them (a stale or duplicated message that must not truncate anything).
+        """
+        raft_log = self._SyncObj__raftLog
+        first_idx, last_idx = raft_log[0][1], raft_log[-1][1]
+        prev_idx = message["prevLogIdx"]
+        if prev_idx >= last_idx or prev_idx < first_idx:
+            return message  # nothing beyond prev to lose, or compacted: pysyncobj's answer is safe
+        entries = list(message.get("entries") or [])
+        matched = 0
+        for entry in entries:
+            idx, term = entry[1], entry[2]
+            if idx > last_idx or idx < first_idx or raft_log[idx - first_idx][2] != term:
+                break
+            matched += 1
+        if matched == len(entries):
+            if entries:
+                # Also check the previous entry matches; otherwise pysyncobj must reject it as usual.
+                if raft_log[prev_idx - first_idx][2] != message["prevLogTerm"]:
+                    return message
+            elif raft_log[prev_idx - first_idx][2] != message["prevLogTerm"]:
+                return message
+            self.stale_append_entries_trimmed += 1
+            return None
+        if matched == 0:
+            return message
+        self.stale_append_entries_trimmed += 1
+        new = dict(message)
+        new["prevLogIdx"] = entries[matched - 1][1]
+        new["prevLogTerm"] = entries[matched - 1][2]
+        new["entries"] = entries[matched:]
+        return new
+
+
+def _resolve(fut: asyncio.Future[tuple[Any, int]], result: Any, err: int) -> None:
+    if not fut.done():
+        fut.set_result((result, err))

@@ -1,0 +1,222 @@
+"""The replicated config store: transactions with CAS and request-id dedupe, barrier reads, a
+bounded delta log for proxies, and change notifications delivered into the asyncio loop.
+
+Everything that changes the store happens in ``_apply_command``, which pysyncobj calls in log order
+on every member (tick thread). It is deterministic: the same log gives the same state, delta log and
+dedupe table on every node, which is why those three are also what a Raft dump contains.
+The asyncio side only reads immutable snapshots (``state``) and submits commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+
+from cluster.raft import RaftNode, RaftSettings
+from gateway.codec import decode_delta, decode_txn, encode_delta, encode_txn
+from gateway.delta import Delta
+from gateway.errors import GatewayError
+from gateway.model import Txn
+from gateway.state import ConfigState
+
+log = logging.getLogger("gwadm.store")
+
+DEDUPE_ENTRIES = 10_000
+DELTA_LOG_ENTRIES = 1_000
+DELTA_LOG_BYTES = 8 * 1024 * 1024
+MAX_RESULT_OPS = 100
+
+
+class ConfigStore:
+    """One control-plane node's view of the replicated configuration."""
+
+    def __init__(
+        self,
+        node_id: str,
+        settings: RaftSettings,
+        addr_to_id: dict[str, str],
+        *,
+        delta_log_entries: int = DELTA_LOG_ENTRIES,
+        delta_log_bytes: int = DELTA_LOG_BYTES,
+        dedupe_entries: int = DEDUPE_ENTRIES,
+    ) -> None:
+        self.node_id = node_id
+        self._addr_to_id = addr_to_id
+        self._delta_log_entries = delta_log_entries
+        self._delta_log_bytes = delta_log_bytes
+        self._dedupe_entries = dedupe_entries
+        self._lock = threading.Lock()
+        self._state = ConfigState.empty()
+        self._deltas: deque[tuple[Delta, int]] = deque()
+        self._delta_bytes = 0
+        self._dedupe: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._subscribers: list[Callable[[int], None]] = []
+        self._loop = asyncio.get_running_loop()
+        self.raft = RaftNode(
+            settings,
+            apply_fn=self._apply_command,
+            snapshot_fn=self._dump,
+            restore_fn=self._restore,
+            on_state_change=self._raft_state_changed,
+        )
+
+    # -- read side (asyncio thread) ---------------------------------------------------------------
+    @property
+    def state(self) -> ConfigState:
+        return self._state
+
+    def deltas_since(self, revision: int) -> list[Delta] | None:
+        with self._lock:
+            head = self._state.revision
+            if revision == head:
+                return []
+            if revision > head or not self._deltas or self._deltas[0][0].base > revision:
+                return None
+            return [d for d, _ in self._deltas if d.base >= revision]
+
+    def subscribe(self, callback: Callable[[int], None]) -> Callable[[], None]:
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def raft_status(self) -> dict[str, Any]:
+        status = self.raft.status()
+        leader_addr = status.pop("leader")
+        status.update(
+            node_id=self.node_id,
+            leader_id=self._addr_to_id.get(leader_addr, leader_addr) if leader_addr else None,
+            revision=self._state.revision,
+            hash=self._state.hash(),
+            delta_log_first=self._deltas[0][0].base if self._deltas else self._state.revision,
+        )
+        return status
+
+    async def barrier(self, timeout: float) -> ConfigState:
+        """Linearizable read: a replicated no-op; once it applied here, local state is up to date."""
+        await self.raft.submit(msgpack.packb({"type": "barrier"}), timeout)
+        return self._state
+
+    async def write(self, txn: Txn, timeout: float) -> dict[str, Any]:
+        """Replicate a transaction; returns ``{"ok": True, "revision", "results"}`` or
+        ``{"ok": False, "error": {...}}``. Raises raft.OutcomeUnknown when the outcome is unknown."""
+        payload = msgpack.packb({"type": "txn", "txn": encode_txn(txn)}, use_bin_type=True)
+        result: dict[str, Any] = await self.raft.submit(payload, timeout)
+        return result
+
+    @staticmethod
+    def new_request_id() -> str:
+        return uuid.uuid4().hex
+
+    def close(self) -> None:
+        self.raft.destroy()
+
+    # -- write side (pysyncobj tick thread) -----------------------------------------------------
+    def _apply_command(self, payload: bytes) -> dict[str, Any]:
+        try:
+            cmd = msgpack.unpackb(payload, raw=False)
+            kind = cmd["type"]
+        except Exception:  # a command we cannot read must not stop the log
+            log.error("undecodable command in the log; skipped")
+            return {"ok": False, "error": {"code": "bad_encoding", "message": "undecodable command"}}
+        if kind == "barrier":
+            return {"ok": True, "revision": self._state.revision}
+        if kind != "txn":
+            return {"ok": False, "error": {"code": "bad_encoding", "message": f"unknown command {kind}"}}
+        try:
+            txn = decode_txn(cmd["txn"])
+        except GatewayError as exc:
+            return {"ok": False, "error": exc.to_dict()}
+        seen = self._dedupe.get(txn.request_id)
+        if seen is not None:
+            return {**seen, "duplicate": True}
+        try:
+            new_state, delta = self._state.apply(txn)
+        except GatewayError as exc:
+            result: dict[str, Any] = {"ok": False, "error": exc.to_dict()}
+        except Exception as exc:  # a bug must not wedge the log: reject the txn on every node alike
+            log.exception("txn %s failed unexpectedly", txn.request_id)
+            result = {"ok": False, "error": {"code": "internal", "message": f"internal error: {exc}"}}
+        else:
+            result = {"ok": True, "revision": new_state.revision, "results": _op_results(txn, self._state, new_state)}
+            self._install(new_state, delta)
+        self._remember(txn.request_id, result)
+        return result
+
+    def _install(self, new_state: ConfigState, delta: Delta) -> None:
+        size = len(encode_delta(delta))
+        with self._lock:
+            self._state = new_state
+            self._deltas.append((delta, size))
+            self._delta_bytes += size
+            while len(self._deltas) > 1 and (
+                len(self._deltas) > self._delta_log_entries or self._delta_bytes > self._delta_log_bytes
+            ):
+                _, dropped = self._deltas.popleft()
+                self._delta_bytes -= dropped
+        self._notify(new_state.revision)
+
+    def _remember(self, request_id: str, result: dict[str, Any]) -> None:
+        self._dedupe[request_id] = result
+        while len(self._dedupe) > self._dedupe_entries:
+            self._dedupe.popitem(last=False)
+
+    def _notify(self, revision: int) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._dispatch, revision)
+        except RuntimeError:  # loop closed during shutdown
+            pass
+
+    def _dispatch(self, revision: int) -> None:
+        for callback in list(self._subscribers):
+            try:
+                callback(revision)
+            except Exception:
+                log.exception("store subscriber failed")
+
+    def _raft_state_changed(self) -> None:
+        self._notify(self._state.revision)
+
+    # -- dump / restore (tick thread) ------------------------------------------------------------
+    def _dump(self) -> bytes:
+        with self._lock:
+            deltas = [encode_delta(d) for d, _ in self._deltas]
+        data = {
+            "state": self._state.to_snapshot(),
+            "deltas": deltas,
+            "dedupe": [[k, v] for k, v in self._dedupe.items()],
+        }
+        return msgpack.packb(data, use_bin_type=True)
+
+    def _restore(self, blob: bytes) -> None:
+        data = msgpack.unpackb(blob, raw=False)
+        state = ConfigState.from_snapshot(data["state"])
+        deltas = [decode_delta(d) for d in data["deltas"]]
+        with self._lock:
+            self._state = state
+            self._deltas = deque((d, len(encode_delta(d))) for d in deltas)
+            self._delta_bytes = sum(size for _, size in self._deltas)
+        self._dedupe = OrderedDict((k, v) for k, v in data["dedupe"])
+        self._notify(state.revision)
+
+
+def _op_results(txn: Txn, before: ConfigState, after: ConfigState) -> list[dict[str, Any] | None]:
+    """Per-op results for the API reply (the resource as written, or as it was before delete)."""
+    if len(txn.ops) > MAX_RESULT_OPS:
+        return []
+    results: list[dict[str, Any] | None] = []
+    for op in txn.ops:
+        source = after if op.action == "put" else before
+        res = source.get(op.kind, op.id)
+        results.append(res.to_json() if res is not None else None)
+    return results

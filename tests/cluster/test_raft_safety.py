@@ -1,0 +1,141 @@
+"""Raft §5.3 fix: a stale AppendEntries replayed against a real follower must not truncate its log.
+
+Three real RaftNode members run in this process on loopback. We record genuine AppendEntries
+messages as the follower receives them, commit more entries, then replay an old one on the
+follower's own tick thread: the log and the applied state stay intact. As a control, the same
+replay through pysyncobj's unpatched handler does truncate applied entries — so this test fails
+without the fix in cluster/raft.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pysyncobj import SyncObj
+
+from cluster.raft import RaftNode, RaftSettings
+from tests.support.http import wait_for
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RecordingNode(RaftNode):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.recorded: list[tuple[Any, dict[str, Any]]] = []
+        self.applied: list[bytes] = []
+        super().__init__(*args, **kwargs)
+
+    def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:  # noqa: N802
+        if message.get("type") == "append_entries" and message.get("entries"):
+            self.recorded.append((node, copy.deepcopy(message)))
+        super()._SyncObj__onMessageReceived(node, message)
+
+    def run_on_tick_thread(self, fn: Any) -> None:
+        done = threading.Event()
+
+        def once() -> None:
+            self.removeOnTickCallback(once)
+            try:
+                fn()
+            finally:
+                done.set()
+
+        self.addOnTickCallback(once)
+        assert done.wait(5), "tick thread did not run the callback"
+
+    def log_entries(self) -> list[tuple[int, int]]:
+        raft_log = self._SyncObj__raftLog
+        return [(raft_log[i][1], raft_log[i][2]) for i in range(len(raft_log))]
+
+
+@pytest.fixture
+def members(tmp_path: Path) -> Iterator[list[RecordingNode]]:
+    addrs = [f"127.0.0.1:{_port()}" for _ in range(3)]
+    nodes: list[RecordingNode] = []
+    try:
+        for i, addr in enumerate(addrs):
+            node_holder: list[RecordingNode] = []
+            settings = RaftSettings(
+                self_addr=addr, partners=[a for a in addrs if a != addr], password="test-secret",
+                data_dir=str(tmp_path / f"n{i}"), fsync=False,
+            )
+            node = RecordingNode(
+                settings,
+                apply_fn=lambda payload, h=node_holder: h[0].applied.append(payload) or len(h[0].applied),
+                snapshot_fn=lambda: b"",
+                restore_fn=lambda blob: None,
+            )
+            node_holder.append(node)
+            nodes.append(node)
+        yield nodes
+    finally:
+        for node in nodes:
+            node.destroy_synchronous()
+
+
+async def test_stale_append_entries_does_not_truncate_applied_entries(members: list[RecordingNode]) -> None:
+    leader = wait_for(lambda: next((m for m in members if m._isLeader()), None), 10, "leader")
+    follower = next(m for m in members if m is not leader)
+    for i in range(5):
+        await leader.submit(f"a{i}".encode(), timeout=5)
+    wait_for(lambda: len(follower.recorded) >= 3, 5, "recorded append entries")
+    node, stale = follower.recorded[1]
+    for i in range(5):
+        await follower.submit(f"b{i}".encode(), timeout=5)
+    wait_for(lambda: len(follower.applied) == 10, 5, "follower applied all")
+    log_before = follower.log_entries()
+    applied_before = list(follower.applied)
+    assert stale["prevLogIdx"] < log_before[-1][0], "the replayed message must be behind the log"
+
+    follower.run_on_tick_thread(lambda: follower._SyncObj__onMessageReceived(node, copy.deepcopy(stale)))
+    assert follower.log_entries() == log_before
+    assert follower.applied == applied_before
+    assert follower.stale_append_entries_trimmed >= 1
+    # the cluster keeps working and the follower keeps applying in order
+    await follower.submit(b"c0", timeout=5)
+    wait_for(lambda: follower.applied[-1:] == [b"c0"], 5, "follower applied c0")
+    assert follower.applied[:10] == applied_before
+
+    # Control: pysyncobj's own handler truncates on the very same message.
+    log_len = len(follower.log_entries())
+    follower.run_on_tick_thread(
+        lambda: SyncObj._SyncObj__onMessageReceived(follower, node, copy.deepcopy(stale))
+    )
+    assert len(follower.log_entries()) < log_len, "unpatched pysyncobj was expected to truncate"
+
+
+async def test_partially_overlapping_append_entries_appends_only_new_entries(
+    members: list[RecordingNode],
+) -> None:
+    leader = wait_for(lambda: next((m for m in members if m._isLeader()), None), 10, "leader")
+    follower = next(m for m in members if m is not leader)
+    await leader.submit(b"x0", timeout=5)
+    wait_for(lambda: follower.recorded, 5, "recorded")
+    node, msg = follower.recorded[-1]
+    before = follower.log_entries()
+    # Same message with the prev pointer moved one entry back and the entry it skips prepended:
+    # the follower holds that entry already, so nothing may be truncated or duplicated.
+    raft_log = follower._SyncObj__raftLog
+    first = raft_log[0][1]
+    prev_idx = msg["prevLogIdx"]
+    if prev_idx - 1 < first:
+        pytest.skip("log too short to shift the prev pointer")
+    shifted = copy.deepcopy(msg)
+    shifted["prevLogIdx"] = prev_idx - 1
+    shifted["prevLogTerm"] = raft_log[prev_idx - 1 - first][2]
+    shifted["entries"] = [tuple(raft_log[prev_idx - first])] + list(msg["entries"])
+    follower.run_on_tick_thread(lambda: follower._SyncObj__onMessageReceived(node, shifted))
+    assert follower.log_entries() == before
+    await asyncio.wait_for(leader.submit(b"x1", timeout=5), 6)
+    wait_for(lambda: follower.applied[-1:] == [b"x1"], 5, "follower applied x1")

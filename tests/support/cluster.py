@@ -1,0 +1,188 @@
+"""Real control-plane clusters for integration tests: node processes on loopback, stopped by PID.
+
+Each node runs as ``python -m cluster run --config node.toml`` with its own data dir under a
+pytest tmp dir. ``kill`` is SIGKILL (no cleanup, as in a crash); ``stop`` is SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cluster.auth import mint_token, new_secret
+from tests.support.http import Response, request, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class NodeProc:
+    id: str
+    raft_addr: str
+    admin_addr: str
+    dir: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.admin_addr}"
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        path = self.dir / "node.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+class Cluster:
+    def __init__(self, base: Path, size: int = 3, fsync: bool = True, raft: dict[str, Any] | None = None) -> None:
+        self.base = base
+        self.secret = new_secret()
+        (base / "secret").write_text(self.secret)
+        self.token = mint_token(self.secret, "admin", "test-admin", 3600)
+        self.viewer_token = mint_token(self.secret, "viewer", "test-viewer", 3600)
+        self.proxy_token = mint_token(self.secret, "proxy", "test-proxy", 3600)
+        self.nodes: list[NodeProc] = []
+        for i in range(1, size + 1):
+            node_dir = base / f"n{i}"
+            node_dir.mkdir()
+            self.nodes.append(
+                NodeProc(f"n{i}", f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}", node_dir)
+            )
+        for node in self.nodes:
+            peers = "".join(
+                f'[[peers]]\nid = "{p.id}"\nraft_addr = "{p.raft_addr}"\nadmin_url = "{p.url}"\n\n'
+                for p in self.nodes
+                if p is not node
+            )
+            raft_lines = "".join(f"{k} = {v!r}\n" for k, v in (raft or {}).items())
+            (node.dir / "node.toml").write_text(
+                f'node_id = "{node.id}"\nraft_addr = "{node.raft_addr}"\nadmin_addr = "{node.admin_addr}"\n'
+                f'data_dir = "data"\nsecret_file = "{base / "secret"}"\nfsync = {str(fsync).lower()}\n\n'
+                f"{peers}" + (f"[raft]\n{raft_lines}" if raft_lines else "")
+            )
+
+    # -- process control -----------------------------------------------------------------------------
+    def start(self, node: NodeProc) -> None:
+        assert not node.alive, f"{node.id} already running"
+        log = open(node.dir / "node.log", "ab")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        node.proc = subprocess.Popen(
+            [sys.executable, "-m", "cluster", "run", "--config", str(node.dir / "node.toml")],
+            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env, start_new_session=True,
+        )
+        log.close()
+
+    def start_all(self) -> None:
+        for node in self.nodes:
+            if not node.alive:
+                self.start(node)
+
+    def kill(self, node: NodeProc) -> None:
+        if node.proc is not None and node.proc.poll() is None:
+            node.proc.send_signal(signal.SIGKILL)
+            node.proc.wait(10)
+
+    def kill_all(self) -> None:
+        procs = [n.proc for n in self.nodes if n.alive]
+        for p in procs:
+            assert p is not None
+            p.send_signal(signal.SIGKILL)
+        for p in procs:
+            assert p is not None
+            p.wait(10)
+
+    def stop_all(self) -> None:
+        for node in self.nodes:
+            if node.alive:
+                assert node.proc is not None
+                node.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for node in self.nodes:
+            if node.proc is None:
+                continue
+            try:
+                node.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                node.proc.kill()
+                node.proc.wait(5)
+
+    # -- observation ---------------------------------------------------------------------------------
+    def status(self, node: NodeProc) -> dict[str, Any] | None:
+        try:
+            r = request("GET", node.url + "/v1/status", token=self.token, timeout=1.0)
+        except OSError:
+            return None
+        return r.json() if r.status == 200 else None
+
+    def leader(self) -> NodeProc | None:
+        for node in self.nodes:
+            if not node.alive:
+                continue
+            st = self.status(node)
+            if st and st["role"] == "leader" and st["has_quorum"]:
+                return node
+        return None
+
+    def wait_leader(self, timeout: float = 20.0) -> NodeProc:
+        def check() -> NodeProc | None:
+            for n in self.nodes:
+                if n.proc is not None and n.proc.poll() is not None:
+                    raise AssertionError(f"{n.id} exited:\n{n.log_tail()}")
+            return self.leader()
+
+        leader: NodeProc = wait_for(check, timeout, "a leader with quorum")
+        return leader
+
+    def wait_ready(self, timeout: float = 30.0) -> NodeProc:
+        """A leader exists and every running node has applied the leader's commit index."""
+        leader = self.wait_leader(timeout)
+
+        def all_applied() -> bool:
+            lst = self.status(leader)
+            if not lst:
+                return False
+            for n in self.nodes:
+                if not n.alive:
+                    continue
+                st = self.status(n)
+                if not st or st["applied_index"] < lst["commit_index"]:
+                    return False
+            return True
+
+        wait_for(all_applied, timeout, "all nodes applied")
+        return leader
+
+    def follower(self) -> NodeProc:
+        leader = self.wait_leader()
+        return next(n for n in self.nodes if n is not leader and n.alive)
+
+    # -- API helpers ---------------------------------------------------------------------------------
+    def api(self, node: NodeProc, method: str, path: str, body: Any = None, **kw: Any) -> Response:
+        kw.setdefault("token", self.token)
+        return request(method, node.url + path, json_body=body, **kw)
+
+
+def upstream_body(port: int = 9001) -> dict[str, Any]:
+    return {"targets": [{"host": "127.0.0.1", "port": port, "weight": 1}]}
+
+
+def route_body(upstream: str, path: str = "/api") -> dict[str, Any]:
+    return {"paths": [path], "upstream": upstream}
