@@ -45,14 +45,19 @@ class RecordingNode(RaftNode):
         done = threading.Event()
 
         def once() -> None:
-            self.removeOnTickCallback(once)
+            # pysyncobj holds its callback lock while calling us: we cannot unregister from here.
+            if done.is_set():
+                return
             try:
                 fn()
             finally:
                 done.set()
 
         self.addOnTickCallback(once)
-        assert done.wait(5), "tick thread did not run the callback"
+        try:
+            assert done.wait(5), "tick thread did not run the callback"
+        finally:
+            self.removeOnTickCallback(once)
 
     def log_entries(self) -> list[tuple[int, int]]:
         raft_log = self._SyncObj__raftLog
