@@ -55,8 +55,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except GatewayError as exc:
         return error_response(STATUS_BY_CODE.get(exc.code, 400), exc.code, exc.message, exc.path)
-    except web.HTTPRequestEntityTooLarge as exc:
-        return error_response(413, "too_large", f"request body exceeds the limit of {exc.max_size} bytes")
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[SETTINGS_KEY]["body_limit"]
+        return error_response(413, "too_large", f"request body exceeds the limit of {limit} bytes")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -121,6 +122,8 @@ def _resource_id(request: web.Request) -> str:
 async def _json_body(request: web.Request) -> Any:
     if request.content_type not in ("application/json", "application/merge-patch+json"):
         raise web.HTTPUnsupportedMediaType(text="request body must be JSON (Content-Type: application/json)")
+    if (request.content_length or 0) > request.app[SETTINGS_KEY]["body_limit"]:
+        raise web.HTTPRequestEntityTooLarge(request.app[SETTINGS_KEY]["body_limit"], request.content_length or 0)
     raw = await request.read()
     try:
         return json.loads(raw)
@@ -382,6 +385,7 @@ def create_admin_app(
         "write_timeout": write_timeout,
         "read_timeout": read_timeout,
         "peer_timeout": peer_timeout,
+        "body_limit": body_limit,
     }
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/v1/cluster", get_cluster)

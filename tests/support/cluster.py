@@ -99,6 +99,7 @@ class Cluster:
         if node.proc is not None and node.proc.poll() is None:
             node.proc.send_signal(signal.SIGKILL)
             node.proc.wait(10)
+        node.proc = None  # deliberately down: not an unexpected exit
 
     def kill_all(self) -> None:
         procs = [n.proc for n in self.nodes if n.alive]
@@ -108,6 +109,8 @@ class Cluster:
         for p in procs:
             assert p is not None
             p.wait(10)
+        for n in self.nodes:
+            n.proc = None
 
     def stop_all(self) -> None:
         for node in self.nodes:
