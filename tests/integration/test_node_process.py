@@ -1,0 +1,77 @@
+"""Node process edge cases: busy ports and bad settings give clear errors; dumps survive restarts."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.integration.test_failover import assert_all_present, write_any
+from tests.support.cluster import ROOT, Cluster
+
+
+def run_node(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cluster", "run", "--config", str(config)],
+        cwd=ROOT, capture_output=True, text=True, timeout=30,
+    )
+
+
+def test_busy_raft_port_is_a_clear_error(tmp_path: Path) -> None:
+    c = Cluster(tmp_path, size=1)
+    node = c.nodes[0]
+    host, port = node.raft_addr.split(":")
+    with socket.socket() as blocker:
+        blocker.bind((host, int(port)))
+        blocker.listen()
+        result = run_node(node.dir / "node.toml")
+    assert result.returncode != 0
+    assert "cannot bind Raft address" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_busy_admin_port_is_a_clear_error(tmp_path: Path) -> None:
+    c = Cluster(tmp_path, size=1)
+    node = c.nodes[0]
+    host, port = node.admin_addr.split(":")
+    with socket.socket() as blocker:
+        blocker.bind((host, int(port)))
+        blocker.listen()
+        result = run_node(node.dir / "node.toml")
+    assert result.returncode != 0
+    assert "cannot listen on admin address" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_settings_are_named(tmp_path: Path) -> None:
+    cfg = tmp_path / "node.toml"
+    cfg.write_text('node_id = "n1"\nraft_addr = "127.0.0.1:1"\nadmin_addr = "nope"\ndata_dir = "d"\nsecret = "s"\n')
+    result = run_node(cfg)
+    assert result.returncode != 0 and "admin_addr must look like host:port" in result.stderr
+    cfg.write_text('node_id = "n1"\nraft_addr = "127.0.0.1:1"\nadmin_addr = "127.0.0.1:2"\ndata_dir = "d"\n')
+    result = run_node(cfg)
+    assert result.returncode != 0 and "secret is required" in result.stderr
+
+
+def test_log_compaction_dumps_are_msgpack_and_survive_kill_all(tmp_path: Path) -> None:
+    c = Cluster(tmp_path, raft={"compaction_min_entries": 10})
+    c.start_all()
+    try:
+        c.wait_ready()
+        acked = {}
+        for i in range(60):
+            write_any(c, f"c{i}", 14000 + i, f"c-{i}", time.monotonic() + 10)
+            acked[f"c{i}"] = 14000 + i
+        dumps = list(tmp_path.glob("n*/data/raft/raft.dump"))
+        assert dumps, "no log compaction dump was written"
+        for dump in dumps:
+            assert not dump.read_bytes().startswith(b"\x1f\x8b"), "dump must be msgpack, not gzip+pickle"
+        c.kill_all()
+        c.start_all()
+        c.wait_ready()
+        assert_all_present(c, acked)
+        write_any(c, "after", 15000, "after", time.monotonic() + 10)
+    finally:
+        c.stop_all()
