@@ -47,6 +47,7 @@ class NodeSettings:
     peers: list[Peer] = field(default_factory=list)
     fsync: bool = True
     body_limit: int = 1024 * 1024
+    delta_log_entries: int = 1000
     raft: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -68,6 +69,8 @@ class NodeSettings:
             raise SettingsError(f"node ids must be unique, got {ids}")
         if not self.data_dir:
             raise SettingsError("data_dir is required")
+        if self.delta_log_entries < 1:
+            raise SettingsError("delta_log_entries must be at least 1")
 
     def raft_settings(self) -> RaftSettings:
         extra = dict(self.raft)
@@ -115,7 +118,7 @@ def load_settings(config_file: str | None, overrides: dict[str, Any]) -> NodeSet
             raise SettingsError(f"cannot read secret_file {path}: {exc.strerror}") from exc
     peers_raw = data.pop("peers", [])
     peers = [p if isinstance(p, Peer) else parse_peer(p) if isinstance(p, str) else Peer(**p) for p in peers_raw]
-    known = {"node_id", "raft_addr", "admin_addr", "data_dir", "fsync", "body_limit", "raft"}
+    known = {"node_id", "raft_addr", "admin_addr", "data_dir", "fsync", "body_limit", "delta_log_entries", "raft"}
     unknown = set(data) - known
     if unknown:
         raise SettingsError(f"unknown setting(s): {', '.join(sorted(unknown))}")
@@ -134,6 +137,7 @@ def load_settings(config_file: str | None, overrides: dict[str, Any]) -> NodeSet
         peers=peers,
         fsync=bool(data.get("fsync", True)),
         body_limit=int(data.get("body_limit", 1024 * 1024)),
+        delta_log_entries=int(data.get("delta_log_entries", 1000)),
         raft=dict(data.get("raft", {})),
     )
     settings.validate()
@@ -151,7 +155,9 @@ async def serve(settings: NodeSettings, stop: asyncio.Event | None = None) -> No
             loop.add_signal_handler(sig, stop.set)
     os.makedirs(settings.data_dir, exist_ok=True)
     addr_to_id = {settings.raft_addr: settings.node_id, **{p.raft_addr: p.id for p in settings.peers}}
-    store = ConfigStore(settings.node_id, settings.raft_settings(), addr_to_id)
+    store = ConfigStore(
+        settings.node_id, settings.raft_settings(), addr_to_id, delta_log_entries=settings.delta_log_entries
+    )
     hub = push.PushHub(store, SOFTWARE_VERSION)
     app = create_admin_app(
         store,

@@ -86,6 +86,8 @@ class _Session:
     blocked_at: int | None = None  # a snapshot of this revision was nacked: wait for a newer one
     mode: str | None = None
     last_error: str | None = None
+    deltas_sent: int = 0
+    snapshots_sent: int = 0
     status_due: bool = True
     last_status: tuple[Any, ...] | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -207,6 +209,8 @@ class PushHub:
             "last_error": s.last_error,
             "connected": True,
             "connected_since": s.connected_since,
+            "deltas_sent": s.deltas_sent,
+            "snapshots_sent": s.snapshots_sent,
             "node": self.store.node_id,
         }
 
@@ -427,6 +431,7 @@ class PushHub:
                 s.inflight.append((delta.revision, "delta"))
                 await s.ws.send_bytes(frame)
                 self.frames_sent["delta"] += 1
+                s.deltas_sent += 1
                 return
         # Outside the delta window, unknown, diverged, nacked or too big for a delta frame.
         revision, config_hash, chunks = await self._encoded_snapshot(state)
@@ -450,6 +455,7 @@ class PushHub:
                 )
             )
         self.frames_sent["snapshot"] += 1
+        s.snapshots_sent += 1
 
     def _consistent_read(self, since: int) -> tuple[ConfigState, list[Delta] | None]:
         """State and deltas_since(since) that end at the same revision.

@@ -52,7 +52,10 @@ class NodeProc:
 
 
 class Cluster:
-    def __init__(self, base: Path, size: int = 3, fsync: bool = True, raft: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, base: Path, size: int = 3, fsync: bool = True, raft: dict[str, Any] | None = None,
+        extra_toml: str = "",
+    ) -> None:
         self.base = base
         self.secret = new_secret()
         (base / "secret").write_text(self.secret)
@@ -75,7 +78,7 @@ class Cluster:
             raft_lines = "".join(f"{k} = {v!r}\n" for k, v in (raft or {}).items())
             (node.dir / "node.toml").write_text(
                 f'node_id = "{node.id}"\nraft_addr = "{node.raft_addr}"\nadmin_addr = "{node.admin_addr}"\n'
-                f'data_dir = "data"\nsecret_file = "{base / "secret"}"\nfsync = {str(fsync).lower()}\n\n'
+                f'data_dir = "data"\nsecret_file = "{base / "secret"}"\nfsync = {str(fsync).lower()}\n{extra_toml}\n'
                 f"{peers}" + (f"[raft]\n{raft_lines}" if raft_lines else "")
             )
 
