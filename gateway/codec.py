@@ -70,7 +70,7 @@ def encode(obj: Any) -> bytes:
         raise CodecError(f"cannot encode: {type(exc).__name__}: {exc}") from None
 
 
-def decode(data: bytes) -> Any:
+def decode(data: bytes | bytearray | memoryview) -> Any:
     """Decode exactly one msgpack object; ``CodecError`` on anything that is not one."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise CodecError(f"expected bytes, got {type(data).__name__}")
@@ -223,7 +223,7 @@ def encode_snapshot(state: ConfigState) -> bytes:
     return zlib.compress(encode(state.to_snapshot()), 6)
 
 
-def decode_snapshot(data: bytes, *, max_bytes: int = MAX_SNAPSHOT_BYTES) -> ConfigState:
+def decode_snapshot(data: bytes | bytearray | memoryview, *, max_bytes: int = MAX_SNAPSHOT_BYTES) -> ConfigState:
     """Inverse of ``encode_snapshot``; ``CodecError`` on corrupt, oversized or ill-shaped data."""
 
     def build() -> ConfigState:

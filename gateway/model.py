@@ -9,7 +9,7 @@ beyond construction-time hygiene: a ``Resource`` stores its spec deeply frozen (
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -20,6 +20,7 @@ __all__ = [
     "ACTIONS",
     "ID_PATTERN",
     "KINDS",
+    "MAX_SPEC_DEPTH",
     "Op",
     "Resource",
     "Txn",
@@ -31,6 +32,9 @@ __all__ = [
 
 KINDS: tuple[str, ...] = ("upstreams", "routes", "consumers", "plugins")
 ACTIONS: tuple[str, ...] = ("put", "delete")
+
+MAX_SPEC_DEPTH = 32
+"""Validated specs nest at most ~5 levels; deeper trusted input is corrupt (and would recurse)."""
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 # fullmatch, not match: with ``match`` the ``$`` would accept a trailing newline ("r1\n").
@@ -114,11 +118,30 @@ def resource_from_dict(kind: str, id: str, data: object) -> Resource:
     spec = data.get("spec")
     if not isinstance(spec, Mapping) or not all(isinstance(k, str) for k in spec):
         raise CodecError("spec must be a map with string keys", f"{where}.spec")
+    if _too_deep(spec, MAX_SPEC_DEPTH):
+        raise CodecError(f"spec is nested more than {MAX_SPEC_DEPTH} levels deep", f"{where}.spec")
     created = _revision_field(data, "created_revision", where)
     mod = _revision_field(data, "mod_revision", where)
     if created > mod:
         raise CodecError("created_revision must not exceed mod_revision", where)
     return Resource(kind, id, spec, created, mod)
+
+
+def _too_deep(value: object, limit: int) -> bool:
+    """Iteratively (no recursion on untrusted data) check whether containers nest beyond ``limit``."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children: Iterable[object] = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _revision_field(data: Mapping[str, Any], name: str, where: str) -> int:

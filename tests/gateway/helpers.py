@@ -24,7 +24,7 @@ def upstream_body(**over: Any) -> dict[str, Any]:
     return body
 
 
-def route_body(upstream: str = "u1", **over: Any) -> dict[str, Any]:
+def route_body(upstream: Any = "u1", **over: Any) -> dict[str, Any]:
     body: dict[str, Any] = {"paths": ["/api"], "upstream": upstream}
     body.update(over)
     return body

@@ -75,7 +75,7 @@ def test_txn_round_trip() -> None:
 
 
 def _txn(**over: Any) -> dict[str, Any]:
-    op = {"action": "put", "kind": "routes", "id": "r1", "body": {}, "expect_mod_revision": None}
+    op: dict[str, Any] = {"action": "put", "kind": "routes", "id": "r1", "body": {}, "expect_mod_revision": None}
     base: dict[str, Any] = {"request_id": "r", "expect_revision": None, "ops": [op]}
     base.update(over)
     return base

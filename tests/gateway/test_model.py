@@ -34,7 +34,7 @@ def test_invalid_ids(bad: Any) -> None:
 
 
 def test_freeze_is_deep_read_only_and_equal() -> None:
-    source = {"a": [1, {"b": 2}], "c": {"d": [3]}}
+    source: dict[str, Any] = {"a": [1, {"b": 2}], "c": {"d": [3]}}
     frozen = freeze(source)
     assert frozen == source and isinstance(frozen, dict) and isinstance(frozen["a"], list)
     source["a"].append(9)
@@ -75,12 +75,12 @@ def test_frozen_values_copy_to_plain_and_serialize() -> None:
 
 
 def test_resource_freezes_spec_and_to_json_is_plain() -> None:
-    spec = {"paths": ["/a"], "upstream": "u1"}
+    spec: dict[str, Any] = {"paths": ["/a"], "upstream": "u1"}
     res = Resource("routes", "r1", spec, 1, 2)
     spec["paths"].append("/b")
     assert res.spec == {"paths": ["/a"], "upstream": "u1"}
     with pytest.raises(TypeError):
-        res.spec["paths"].append("/c")  # type: ignore[attr-defined]
+        res.spec["paths"].append("/c")
     with pytest.raises(FrozenInstanceError):
         res.id = "r2"  # type: ignore[misc]
     out = res.to_json()
@@ -125,3 +125,15 @@ def test_resource_from_dict_kind_and_id() -> None:
         resource_from_dict("routes", "bad id", {"spec": {}, "created_revision": 1, "mod_revision": 1})
     res = resource_from_dict("routes", "r1", {"spec": {"a": [1]}, "created_revision": 1, "mod_revision": 1})
     assert res.spec == {"a": [1]} and is_frozen(res.spec)
+
+
+def test_resource_from_dict_rejects_deep_nesting() -> None:
+    deep: Any = "leaf"
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(CodecError, match="nested"):
+        resource_from_dict("routes", "r1", {"spec": {"x": deep}, "created_revision": 1, "mod_revision": 1})
+    ok: Any = "leaf"
+    for _ in range(20):
+        ok = {"k": ok}
+    assert resource_from_dict("routes", "r1", {"spec": ok, "created_revision": 1, "mod_revision": 1}).spec == ok

@@ -49,7 +49,8 @@ def violations(tree: ast.AST) -> list[str]:
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names = [node.module]
-        found += [f"line {node.lineno}: import {name}" for name in names if name.split(".")[0] in FORBIDDEN_MODULES]
+        line = getattr(node, "lineno", 0)
+        found += [f"line {line}: import {name}" for name in names if name.split(".")[0] in FORBIDDEN_MODULES]
         if isinstance(node, ast.Call):
             func = node.func
             name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
