@@ -221,17 +221,23 @@ class ConfigState:
 
     @staticmethod
     def _check_key_auth(work: _Working) -> None:
+        """A key-auth key or a jwt-auth key (issuer/kid) identifies exactly one consumer."""
+        for credential in ("key-auth", "jwt-auth"):
+            ConfigState._check_unique_keys(work, credential)
+
+    @staticmethod
+    def _check_unique_keys(work: _Working, credential: str) -> None:
         consumers = work.kinds["consumers"]
         touched = [id for kind, id in work.touched if kind == "consumers" and id in consumers]
         if not touched:
             return
         claims: dict[str, tuple[str, int]] = {}  # key -> (consumer id, index) of touched consumers
         for consumer_id in touched:
-            for index, key in enumerate(_key_auth_keys(consumers[consumer_id])):
+            for index, key in enumerate(_credential_keys(consumers[consumer_id], credential)):
                 owner = claims.get(key)
                 if owner is not None and owner[0] != consumer_id:
                     raise ValidationError(
-                        f"key is already used by consumer {owner[0]!r}", _key_path(consumer_id, index)
+                        f"key is already used by consumer {owner[0]!r}", _key_path(consumer_id, credential, index)
                     )
                 claims.setdefault(key, (consumer_id, index))
         clashes: dict[tuple[str, int], str] = {}
@@ -239,12 +245,14 @@ class ConfigState:
         for other_id, consumer in consumers.items():
             if other_id in touched_set:
                 continue
-            for key in _key_auth_keys(consumer):
+            for key in _credential_keys(consumer, credential):
                 if key in claims:
                     clashes[claims[key]] = other_id
         if clashes:
             first = min(clashes, key=lambda claim: (touched.index(claim[0]), claim[1]))
-            raise ValidationError(f"key is already used by consumer {clashes[first]!r}", _key_path(*first))
+            raise ValidationError(
+                f"key is already used by consumer {clashes[first]!r}", _key_path(first[0], credential, first[1])
+            )
 
 
 def _check_cas(op: Op, current: Resource | None, where: str) -> None:
@@ -261,13 +269,13 @@ def _check_cas(op: Op, current: Resource | None, where: str) -> None:
         raise Conflict(f"mod_revision is {current.mod_revision}, expected {expected}", where)
 
 
-def _key_auth_keys(consumer: Resource) -> list[str]:
+def _credential_keys(consumer: Resource, credential: str) -> list[str]:
     credentials = consumer.spec.get("credentials") or {}
-    return [cred.get("key") for cred in credentials.get("key-auth") or ()]
+    return [cred.get("key") for cred in credentials.get(credential) or ()]
 
 
-def _key_path(consumer_id: str, index: int) -> str:
-    return f"consumers[{consumer_id}].credentials.key-auth[{index}].key"
+def _key_path(consumer_id: str, credential: str, index: int) -> str:
+    return f"consumers[{consumer_id}].credentials.{credential}[{index}].key"
 
 
 class _Working:

@@ -190,6 +190,17 @@ def test_key_auth_key_unique_across_consumers() -> None:
     assert state.get("consumers", "c3") is not None
 
 
+def test_jwt_auth_key_unique_across_consumers() -> None:
+    def jwt_consumer(key: str) -> dict[str, object]:
+        return {"credentials": {"jwt-auth": [{"key": key, "algorithm": "HS256", "secret": "s" * 32}]}}
+
+    state = apply(ConfigState.empty(), put("consumers", "c1", jwt_consumer("issuer-a")))
+    error = rejected(state, put("consumers", "c2", jwt_consumer("issuer-a")))
+    assert isinstance(error, ValidationError)
+    assert error.path == "consumers[c2].credentials.jwt-auth[0].key" and "'c1'" in error.message
+    assert apply(state, put("consumers", "c2", jwt_consumer("issuer-b"))).get("consumers", "c2") is not None
+
+
 def test_delta_records_net_changes() -> None:
     state = base_state()
     _, delta = state.apply(
