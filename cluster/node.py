@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from cluster.admin_api import create_admin_app
+from cluster.auth import raft_password
 from cluster.raft import RaftSettings
 from cluster.store import ConfigStore
 
@@ -78,7 +79,7 @@ class NodeSettings:
         return RaftSettings(
             self_addr=self.raft_addr,
             partners=[p.raft_addr for p in self.peers],
-            password=self.secret,
+            password=raft_password(self.secret),
             data_dir=os.path.join(self.data_dir, "raft"),
             fsync=self.fsync,
             **known,
