@@ -66,6 +66,8 @@ class ConfigStore:
             restore_fn=self._restore,
             on_state_change=self._raft_state_changed,
         )
+        self._raft_key: tuple[Any, ...] | None = None
+        self._watch_task = self._loop.create_task(self._watch_raft())
 
     # -- read side (asyncio thread) ---------------------------------------------------------------
     @property
@@ -93,9 +95,12 @@ class ConfigStore:
     def raft_status(self) -> dict[str, Any]:
         status = self.raft.status()
         leader_addr = status.pop("leader")
+        # Without quorum the last known leader is only a memory (pysyncobj keeps it until the next
+        # election, which a cut-off follower never starts): report none.
+        known_leader = leader_addr if leader_addr and status["has_quorum"] else None
         status.update(
             node_id=self.node_id,
-            leader_id=self._addr_to_id.get(leader_addr, leader_addr) if leader_addr else None,
+            leader_id=self._addr_to_id.get(known_leader, known_leader) if known_leader else None,
             revision=self._state.revision,
             hash=self._state.hash(),
             delta_log_first=self._deltas[0][0].base if self._deltas else self._state.revision,
@@ -119,7 +124,25 @@ class ConfigStore:
         return uuid.uuid4().hex
 
     def close(self) -> None:
+        self._watch_task.cancel()
         self.raft.destroy()
+
+    async def _watch_raft(self, interval: float = 0.2) -> None:
+        """Notify subscribers when role, leader, term or quorum change.
+
+        pysyncobj reports role changes (onStateChanged) but not quorum loss or leader changes on a
+        follower, and proxies must learn promptly that their node lost quorum.
+        """
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                st = self.raft.status()
+            except Exception:  # the tick thread may be mid-update; try again next round
+                continue
+            key = (st["role"], st["leader"], st["term"], st["has_quorum"])
+            if key != self._raft_key:
+                self._raft_key = key
+                self._dispatch(self._state.revision)
 
     # -- write side (pysyncobj tick thread) -----------------------------------------------------
     def _apply_command(self, payload: bytes) -> dict[str, Any]:

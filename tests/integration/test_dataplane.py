@@ -181,3 +181,24 @@ def test_proxy_behind_the_delta_window_gets_a_snapshot(env: DataPlaneEnv) -> Non
     ]
     assert fleet and fleet[0]["revision"] == rev and fleet[0]["lag"] == 0
     assert fleet[0]["snapshots_sent"] >= 1
+
+
+def test_node_without_quorum_is_not_followed(env: DataPlaneEnv) -> None:
+    rev = serve_hello(env)
+    for p in env.proxies:
+        p.wait_revision(rev)
+    survivor = env.cluster.nodes[0]
+    for node in env.cluster.nodes[1:]:
+        env.cluster.kill(node)
+    # the last node is up but has no quorum: proxies must not call themselves synced to it
+    for p in env.proxies:
+        wait_for(lambda p=p: p.status()["mode"] == "cached", 20, f"{p.id} cached while only a minority is up")
+        assert p.get("/hello").status == 200
+    assert survivor.alive
+    for node in env.cluster.nodes[1:]:
+        env.cluster.start(node)
+    env.cluster.wait_ready()
+    rev = env.put("routes", "again", {"paths": ["/again"], "upstream": "ua"})
+    for p in env.proxies:
+        p.wait_revision(rev, timeout=30)
+        assert p.get("/again").status == 200
