@@ -227,7 +227,9 @@ class SyncClient:
             self._put_on_hold(ep, f"HTTP {exc.status}")
             return False
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            log.info("control-plane %s unreachable: %s", ep.url, _why(exc))
+            # Once per outage at WARNING; the retries of a node that stays down only at DEBUG.
+            level = logging.DEBUG if ep.reason == "unreachable" else logging.WARNING
+            log.log(level, "control-plane %s unreachable: %s", ep.url, _why(exc))
             self._put_on_hold(ep, "unreachable")
             return False
         self._ws, self._healthy, self._resync_for = ws, False, None

@@ -1,4 +1,14 @@
-"""`gwadm proxy run`: placeholder until the data plane lands (owned by proxy work)."""
+"""`gwadm proxy run`: one proxy (data plane) in the foreground (systemd, compose, Kubernetes).
+
+Every flag can also come from a GWADM_PROXY_* environment variable. Bad flags end with one
+``error: --flag: ...`` line and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
 
 import click
 
@@ -6,3 +16,88 @@ import click
 @click.group(name="proxy")
 def proxy_group() -> None:
     """Proxy (data plane) commands."""
+
+
+@proxy_group.command("run")
+@click.option(
+    "--cp",
+    required=True,
+    envvar="GWADM_PROXY_CP",
+    metavar="URL[,URL...]",
+    help="Admin URLs of the control-plane nodes, comma-separated (any node will do).",
+)
+@click.option(
+    "--listen",
+    required=True,
+    envvar="GWADM_PROXY_LISTEN",
+    metavar="HOST:PORT",
+    help="Address for proxied traffic.",
+)
+@click.option(
+    "--status-listen",
+    required=True,
+    envvar="GWADM_PROXY_STATUS_LISTEN",
+    metavar="HOST:PORT",
+    help="Address for /status, /ready, /live and /metrics.",
+)
+@click.option(
+    "--state-dir",
+    required=True,
+    envvar="GWADM_PROXY_STATE_DIR",
+    metavar="DIR",
+    help="Directory for the last-known-good config cache (created if missing).",
+)
+@click.option(
+    "--token-file",
+    required=True,
+    envvar="GWADM_PROXY_TOKEN_FILE",
+    metavar="FILE",
+    help="File holding a JWT with role 'proxy'.",
+)
+@click.option(
+    "--id",
+    "proxy_id",
+    envvar="GWADM_PROXY_ID",
+    help="Proxy id shown in the fleet registry (default: generated once, kept in the state dir).",
+)
+@click.option(
+    "--source-address",
+    envvar="GWADM_PROXY_SOURCE_ADDRESS",
+    metavar="IP",
+    help="Bind outgoing control-plane connections to this local address (chaos harness).",
+)
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
+def run(
+    cp: str,
+    listen: str,
+    status_listen: str,
+    state_dir: str,
+    token_file: str,
+    proxy_id: str | None,
+    source_address: str | None,
+    log_level: str,
+) -> None:
+    """Run one proxy until SIGTERM/SIGINT: serve the cached config at once, then follow the CP."""
+    from proxy.node import SettingsError, load_settings, serve
+
+    try:
+        settings = load_settings(
+            cp=cp, listen=listen, status_listen=status_listen, state_dir=state_dir,
+            token_file=token_file, proxy_id=proxy_id, source_address=source_address,
+        )  # fmt: skip
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from None
+    logging.basicConfig(
+        level=log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        asyncio.run(serve(settings))
+    except SettingsError as exc:  # e.g. a port already in use
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
