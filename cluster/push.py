@@ -29,14 +29,7 @@ from typing import Any, Protocol
 
 from aiohttp import WSMsgType, web
 
-from gateway.codec import (
-    PROTOCOL_VERSION,
-    decode,
-    decode_frame,
-    encode,
-    encode_frame,
-    encode_snapshot,
-)
+from gateway.codec import PROTOCOL_VERSION, decode, decode_frame, encode, encode_frame, encode_snapshot
 from gateway.delta import Delta, compose
 from gateway.errors import GatewayError
 from gateway.state import ConfigState
@@ -127,22 +120,17 @@ class PushHub:
         max_delta_frame: int = MAX_DELTA_FRAME,
         hello_timeout: float = HELLO_TIMEOUT,
     ) -> None:
-        self.store = store
-        self.software_version = software_version
-        self.heartbeat = heartbeat
-        self.status_interval = status_interval
+        self.store, self.software_version = store, software_version
+        self.heartbeat, self.status_interval, self.hello_timeout = heartbeat, status_interval, hello_timeout
         self.max_inflight = max(1, max_inflight)
-        self.chunk_size = chunk_size
-        self.max_delta_frame = max_delta_frame
-        self.hello_timeout = hello_timeout
+        self.chunk_size, self.max_delta_frame = chunk_size, max_delta_frame
         self._sessions: dict[int, _Session] = {}
         self._by_proxy: dict[str, _Session] = {}
         self._gone: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._keys = itertools.count(1)
         self._unsubscribe: Any = None
         self._status: dict[str, Any] = {}
-        self._snapshot: tuple[int, str, list[bytes]] | None = None
-        self._snapshot_job: tuple[int, asyncio.Future[tuple[int, str, list[bytes]]]] | None = None
+        self._snapshot: tuple[int, asyncio.Future[tuple[int, str, list[bytes]]]] | None = None
         self._hash: tuple[ConfigState, str] | None = None
         self._closing = False
         self.frames_sent: dict[str, int] = {"delta": 0, "snapshot": 0, "status": 0}
@@ -176,13 +164,10 @@ class PushHub:
     def _read_status(self) -> dict[str, Any]:
         st = self.store.raft_status()
         return {
-            "t": "status",
-            "node_id": str(st.get("node_id", self.store.node_id)),
-            "leader_id": st.get("leader_id"),
-            "term": int(st.get("term") or 0),
-            "has_quorum": bool(st.get("has_quorum")),
+            "t": "status", "node_id": str(st.get("node_id", self.store.node_id)), "leader_id": st.get("leader_id"),
+            "term": int(st.get("term") or 0), "has_quorum": bool(st.get("has_quorum")),
             "revision": int(st.get("revision", self.store.state.revision)),
-        }
+        }  # fmt: skip
 
     # ---- registry -----------------------------------------------------------------------------
 
@@ -200,19 +185,11 @@ class PushHub:
 
     def _entry(self, s: _Session, head: int) -> dict[str, Any]:
         return {
-            "id": s.proxy_id,
-            "address": s.address,
-            "software": s.software,
-            "revision": s.acked,
-            "lag": max(0, head - s.acked),
-            "mode": s.mode,
-            "last_error": s.last_error,
-            "connected": True,
-            "connected_since": s.connected_since,
-            "deltas_sent": s.deltas_sent,
-            "snapshots_sent": s.snapshots_sent,
-            "node": self.store.node_id,
-        }
+            "id": s.proxy_id, "address": s.address, "software": s.software, "revision": s.acked,
+            "lag": max(0, head - s.acked), "mode": s.mode, "last_error": s.last_error, "connected": True,
+            "connected_since": s.connected_since, "deltas_sent": s.deltas_sent,
+            "snapshots_sent": s.snapshots_sent, "node": self.store.node_id,
+        }  # fmt: skip
 
     # ---- HTTP handlers ------------------------------------------------------------------------
 
@@ -269,36 +246,30 @@ class PushHub:
         except TimeoutError:
             await self._reject(ws, "no_hello", f"no hello within {self.hello_timeout:g}s")
             return None
-        if msg.type != WSMsgType.BINARY:
-            if msg.type not in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
-                await self._reject(ws, "bad_frame", "expected a binary msgpack hello frame")
+        if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+            return None
+        raw = _peek(msg.data) if msg.type == WSMsgType.BINARY else {}
+        if raw.get("t") == "hello" and raw.get("proto") != PROTOCOL_VERSION:
+            proto = raw.get("proto")
+            msg_text = f"unsupported push protocol version {proto!r}; this node speaks {PROTOCOL_VERSION}"
+            await self._reject(ws, "unsupported_protocol", msg_text)
             return None
         try:
-            hello = decode_frame(msg.data)
+            hello = decode_frame(msg.data) if msg.type == WSMsgType.BINARY else {}
         except GatewayError as exc:
-            proto = _peek_proto(msg.data)
-            if proto is not None and proto != PROTOCOL_VERSION:
-                await self._reject(ws, "unsupported_protocol", _proto_message(proto))
-            else:
-                await self._reject(ws, "bad_frame", f"invalid hello: {exc}")
+            await self._reject(ws, "bad_frame", f"invalid hello: {exc}")
             return None
         if hello.get("t") != "hello":
-            await self._reject(ws, "bad_frame", f"expected hello, got {hello.get('t')!r}")
+            await self._reject(ws, "bad_frame", f"expected a hello frame, got {hello.get('t')!r}")
             return None
-        if hello.get("proto") != PROTOCOL_VERSION:
-            await self._reject(ws, "unsupported_protocol", _proto_message(hello.get("proto")))
+        if self._closing:
+            await ws.close(code=1001, message=b"control-plane node shutting down")
             return None
-        revision = int(hello.get("revision") or 0)
+        revision = hello["revision"]
         s = _Session(
-            key=next(self._keys),
-            ws=ws,
-            proxy_id=str(hello.get("proxy_id")),
-            address=str(hello.get("address") or remote),
-            software=str(hello.get("software") or ""),
-            acked=revision,
-            sent=revision,
-            claimed_hash=hello.get("hash") or None,
-        )
+            key=next(self._keys), ws=ws, proxy_id=str(hello["proxy_id"]), address=str(hello.get("address") or remote),
+            software=str(hello["software"]), acked=revision, sent=revision, claimed_hash=hello["hash"] or None,
+        )  # fmt: skip
         # Revision 0 means "nothing installed": a snapshot is one frame, deltas from 0 could be many.
         s.need_snapshot = revision == 0
         self._sessions[s.key] = s
@@ -322,39 +293,28 @@ class PushHub:
     # ---- frames from the proxy ----------------------------------------------------------------
 
     def _on_frame(self, s: _Session, f: dict[str, Any]) -> None:
-        t = f.get("t")
+        """Book-keeping only (the sender task does all writing), then wake the sender."""
+        t, rev = f["t"], f.get("revision", 0)
         if t == "ack":
-            rev = int(f["revision"])
             if rev > s.sent:
                 log.warning("proxy %s acked %d beyond what was sent (%d)", s.proxy_id, rev, s.sent)
                 return
             s.inflight = [(r, k) for r, k in s.inflight if r > rev]
-            s.acked = max(s.acked, rev)
-            s.last_error = None
+            s.acked, s.last_error = max(s.acked, rev), None
         elif t == "nack":
-            rev = int(f["revision"])
-            s.last_error = str(f.get("error", ""))[:500]
+            s.last_error = str(f["error"])[:500]
             log.warning("proxy %s rejected revision %d: %s", s.proxy_id, rev, s.last_error)
-            kinds = dict(s.inflight)
-            # The proxy stays at its acked revision; anything still in flight will not apply.
-            s.inflight.clear()
-            s.sent = s.acked
-            s.claimed_hash = None
-            s.need_snapshot = True
-            if kinds.get(rev) == "snapshot":
+            if dict(s.inflight).get(rev) == "snapshot":
                 s.blocked_at = rev  # resending the same snapshot would fail the same way
-        elif t in ("resync", "hello"):
-            if t == "hello" and f.get("proto") != PROTOCOL_VERSION:
-                return
-            rev = int(f.get("revision") or 0)
-            s.inflight.clear()
-            s.acked = s.sent = rev
-            s.claimed_hash = f.get("hash") or None
+            # The proxy stays at its acked revision; whatever is still in flight will not apply.
+            s.inflight, s.sent, s.claimed_hash, s.need_snapshot = [], s.acked, None, True
+        elif t in ("resync", "hello"):  # "start again from here"
+            s.inflight, s.acked, s.sent, s.claimed_hash = [], rev, rev, f.get("hash") or None
             s.need_snapshot = s.need_snapshot or rev == 0
         elif t == "mode":
-            s.mode = str(f.get("mode"))
+            s.mode = f["mode"]
         else:
-            log.warning("proxy %s sent unexpected frame %r", s.proxy_id, t)
+            log.warning("proxy %s sent an unexpected %r frame (ignored)", s.proxy_id, t)
             return
         s.wake.set()
 
@@ -415,19 +375,13 @@ class PushHub:
                 return
         if not s.need_snapshot and deltas:
             delta = compose(deltas) if len(deltas) > 1 else deltas[0]
+            ops, h = [list(op) for op in delta.ops], self._state_hash(state)
             frame = encode_frame(
-                {
-                    "t": "delta",
-                    "base": delta.base,
-                    "revision": delta.revision,
-                    "ops": [list(op) for op in delta.ops],
-                    "hash": self._state_hash(state),
-                }
+                {"t": "delta", "base": delta.base, "revision": delta.revision, "ops": ops, "hash": h}
             )
             if len(frame) <= self.max_delta_frame:
                 # Book-keeping before the await: an ack/nack handled meanwhile must see this frame.
-                s.sent = delta.revision
-                s.claimed_hash = None
+                s.sent, s.claimed_hash = delta.revision, None
                 s.inflight.append((delta.revision, "delta"))
                 await s.ws.send_bytes(frame)
                 self.frames_sent["delta"] += 1
@@ -437,33 +391,18 @@ class PushHub:
         revision, config_hash, chunks = await self._encoded_snapshot(state)
         if s.ws.closed:
             return
-        s.sent = revision
-        s.need_snapshot = False
-        s.claimed_hash = None
+        s.sent, s.need_snapshot, s.claimed_hash = revision, False, None
         s.inflight.append((revision, "snapshot"))
+        head_frame = {"t": "snapshot", "revision": revision, "hash": config_hash, "chunks": len(chunks)}
         for i, chunk in enumerate(chunks):
-            await s.ws.send_bytes(
-                encode_frame(
-                    {
-                        "t": "snapshot",
-                        "revision": revision,
-                        "hash": config_hash,
-                        "chunk": i,
-                        "chunks": len(chunks),
-                        "data": chunk,
-                    }
-                )
-            )
+            await s.ws.send_bytes(encode_frame({**head_frame, "chunk": i, "data": chunk}))
         self.frames_sent["snapshot"] += 1
         s.snapshots_sent += 1
 
     def _consistent_read(self, since: int) -> tuple[ConfigState, list[Delta] | None]:
-        """State and deltas_since(since) that end at the same revision.
-
-        The store applies in its Raft thread, so ``state`` may move between the two reads; the
-        delta frame's hash must be the hash *at the delta's revision*, hence the retry. If it keeps
-        moving, ``None`` deltas make the caller send a snapshot, which is consistent by itself.
-        """
+        """State and deltas_since(since) ending at the same revision: the store applies in its Raft
+        thread, and a delta frame's hash must be the hash *at its revision*. If the state keeps
+        moving, ``None`` makes the caller send a snapshot, which is consistent by itself."""
         for _ in range(5):
             deltas = self.store.deltas_since(since)
             state = self.store.state
@@ -477,22 +416,18 @@ class PushHub:
         return self._hash[1]
 
     async def _encoded_snapshot(self, state: ConfigState) -> tuple[int, str, list[bytes]]:
-        """Chunks of zlib(msgpack(snapshot)) for ``state``, computed once per revision."""
-        if self._snapshot is not None and self._snapshot[0] == state.revision:
-            return self._snapshot
-        if self._snapshot_job is not None and self._snapshot_job[0] == state.revision:
-            return await asyncio.shield(self._snapshot_job[1])
-        loop = asyncio.get_running_loop()
-        fut = loop.run_in_executor(None, _encode_snapshot, state, self.chunk_size)
-        self._snapshot_job = (state.revision, fut)
+        """Chunks of zlib(msgpack(snapshot)) for ``state``: encoded once per revision, in an executor,
+        and shared by every session (a fleet reconnecting after a restart costs one encoding)."""
+        if self._snapshot is None or self._snapshot[0] != state.revision:
+            fut = asyncio.get_running_loop().run_in_executor(None, _encode_snapshot, state, self.chunk_size)
+            self._snapshot = (state.revision, fut)
+        fut = self._snapshot[1]
         try:
-            result = await asyncio.shield(fut)
-        finally:
-            if self._snapshot_job is not None and self._snapshot_job[1] is fut:
-                self._snapshot_job = None
-        if self._snapshot is None or self._snapshot[0] <= result[0]:
-            self._snapshot = result
-        return result
+            return await asyncio.shield(fut)
+        except Exception:
+            if self._snapshot is not None and self._snapshot[1] is fut:
+                self._snapshot = None  # do not cache a failure
+            raise
 
 
 def _encode_snapshot(state: ConfigState, chunk_size: int) -> tuple[int, str, list[bytes]]:
@@ -501,16 +436,12 @@ def _encode_snapshot(state: ConfigState, chunk_size: int) -> tuple[int, str, lis
     return state.revision, state.hash(), chunks
 
 
-def _peek_proto(data: bytes) -> Any:
+def _peek(data: bytes) -> dict[str, Any]:
     try:
         obj = decode(data)
-    except Exception:
-        return None
-    return obj.get("proto") if isinstance(obj, dict) else None
-
-
-def _proto_message(proto: Any) -> str:
-    return f"unsupported push protocol version {proto!r}; this node speaks {PROTOCOL_VERSION}"
+    except GatewayError:
+        return {}
+    return obj if isinstance(obj, dict) else {}
 
 
 def add_routes(app: web.Application, hub: PushHub) -> None:

@@ -94,7 +94,7 @@ class SyncClient:
         backoff_max: float = 5.0,
         hold: float = 2.0,
         connect_timeout: float = 3.0,
-        heartbeat: float = 5.0,
+        heartbeat: float = 3.0,
         source_address: str | None = None,
         build_runtime: Callable[..., Any] | None = None,
     ) -> None:
@@ -204,7 +204,7 @@ class SyncClient:
 
     def backoff(self, attempt: int) -> float:
         """Equal jitter: uniform in [d/2, d] with d = initial * 2**attempt, capped at backoff_max."""
-        d = min(self.backoff_max, self.backoff_initial * 2 ** min(attempt, 30))
+        d: float = min(self.backoff_max, self.backoff_initial * 2.0 ** min(attempt, 30))
         return d / 2 + self.rng.random() * d / 2
 
     async def _sleep(self, seconds: float) -> None:
