@@ -310,3 +310,30 @@ async def test_close_ends_sessions_with_going_away(env: dict[str, Any]) -> None:
     closed = await c.recv()
     assert closed["t"] == "_closed" and closed["code"] == 1001
     await until(lambda: not srv.hub._sessions, what="session dropped")
+
+
+async def test_status_is_repeated_periodically(env: dict[str, Any]) -> None:
+    c = await env["client"](await env["server"](status_interval=0.05))
+    await c.hello(0)
+    frames = [await c.recv() for _ in range(3)]  # no store change at all: the timer alone
+    assert [f["t"] for f in frames] == ["status"] * 3
+
+
+def test_claims_from_request_key_or_string_key() -> None:
+    import warnings
+
+    from aiohttp import web
+    from aiohttp.test_utils import make_mocked_request
+
+    from cluster.push import request_claims
+
+    key = web.RequestKey("auth", dict)
+    req = make_mocked_request("GET", "/v1/stream")
+    assert request_claims(req) is None
+    req[key] = {"role": "proxy"}
+    assert request_claims(req) == {"role": "proxy"}
+    req2 = make_mocked_request("GET", "/v1/stream")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        req2["auth"] = {"role": "viewer"}
+    assert request_claims(req2) == {"role": "viewer"}
