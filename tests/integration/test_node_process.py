@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.integration.test_failover import assert_all_present, write_any
 from tests.support.cluster import ROOT, Cluster
 
@@ -19,29 +21,20 @@ def run_node(config: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_busy_raft_port_is_a_clear_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("which", "message"),
+    [("raft_addr", "cannot bind Raft address"), ("admin_addr", "cannot listen on admin address")],
+)
+def test_busy_port_is_a_clear_error(tmp_path: Path, which: str, message: str) -> None:
     c = Cluster(tmp_path, size=1)
     node = c.nodes[0]
-    host, port = node.raft_addr.split(":")
+    host, port = getattr(node, which).split(":")
     with socket.socket() as blocker:
         blocker.bind((host, int(port)))
         blocker.listen()
         result = run_node(node.dir / "node.toml")
     assert result.returncode != 0
-    assert "cannot bind Raft address" in result.stderr
-    assert "Traceback" not in result.stderr
-
-
-def test_busy_admin_port_is_a_clear_error(tmp_path: Path) -> None:
-    c = Cluster(tmp_path, size=1)
-    node = c.nodes[0]
-    host, port = node.admin_addr.split(":")
-    with socket.socket() as blocker:
-        blocker.bind((host, int(port)))
-        blocker.listen()
-        result = run_node(node.dir / "node.toml")
-    assert result.returncode != 0
-    assert "cannot listen on admin address" in result.stderr
+    assert message in result.stderr
     assert "Traceback" not in result.stderr
 
 
