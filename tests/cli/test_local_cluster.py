@@ -71,3 +71,21 @@ def test_up_status_stop_start_down(cluster_dir: Path) -> None:
 
     down = gwadm("cluster", "down", "--dir", d, "--json")
     assert down.returncode == 0 and not any(procs.is_alive(p) for p in pids)
+
+
+def test_default_up_serves_the_sample_route_through_the_proxy(cluster_dir: Path) -> None:
+    """What `make up` promises: 3 nodes, 1 proxy, the demo upstream and a curl line that works."""
+    from tests.support.http import request
+
+    d = str(cluster_dir)
+    up = gwadm("cluster", "up", "--dir", d, "--timeout", "40")
+    assert up.returncode == 0, up.stderr
+    curl = next(line for line in up.stdout.splitlines() if line.strip().startswith("curl "))
+    url = curl.split()[-1]
+    r = request("GET", url)
+    assert r.status == 200, r
+    assert r.json()["upstream"] == "demo" and r.json()["path"] == "/hello"
+    info = json.loads((cluster_dir / "cluster.json").read_text())
+    assert len(info["proxies"]) == 1 and len(info["upstreams"]) == 1
+    status = json.loads(gwadm("status", "--dir", d, "--json").stdout)
+    assert status["proxies"][0]["mode"] == "synced"
