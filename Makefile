@@ -5,10 +5,10 @@ DIR ?= .gwadm
 
 .PHONY: install up down status test lint bench clean
 
-$(BIN)/gwadm: pyproject.toml
+$(BIN)/gwadm: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
 	touch $(BIN)/gwadm
 
 install: $(BIN)/gwadm
