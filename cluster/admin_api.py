@@ -317,32 +317,64 @@ async def get_status(request: web.Request) -> web.Response:
     return web.json_response(_member_status(request))
 
 
-async def get_cluster(request: web.Request) -> web.Response:
+async def _fetch_peers(request: web.Request, path: str) -> list[tuple[dict[str, str], Any, str | None]]:
+    """GET ``path`` on every peer concurrently: ``(peer, json or None, error or None)`` each."""
     settings = request.app[SETTINGS_KEY]
-    me = _member_status(request)
-    token = mint_token(settings["secret"], "viewer", f"node:{me['id']}", ttl_seconds=60)
+    store = request.app[STORE_KEY]
+    token = mint_token(settings["secret"], "viewer", f"node:{store.node_id}", ttl_seconds=60)
     timeout = aiohttp.ClientTimeout(total=settings["peer_timeout"])
 
-    async def fetch(peer: dict[str, str]) -> dict[str, Any]:
-        base = {"id": peer["id"], "admin_url": peer["admin_url"], "raft_addr": peer["raft_addr"]}
+    async def fetch(session: aiohttp.ClientSession, peer: dict[str, str]) -> tuple[dict[str, str], Any, str | None]:
         try:
-            async with aiohttp.ClientSession(timeout=timeout) as session:
-                async with session.get(
-                    peer["admin_url"].rstrip("/") + "/v1/status",
-                    headers={"Authorization": f"Bearer {token}"},
-                ) as resp:
-                    if resp.status == 200:
-                        data: dict[str, Any] = await resp.json()
-                        return {**data, "reachable": True}
-                    return {**base, "reachable": False, "error": f"HTTP {resp.status}"}
+            async with session.get(
+                peer["admin_url"].rstrip("/") + path, headers={"Authorization": f"Bearer {token}"}
+            ) as resp:
+                if resp.status == 200:
+                    return peer, await resp.json(), None
+                return peer, None, f"HTTP {resp.status}"
         except (aiohttp.ClientError, TimeoutError) as exc:
-            return {**base, "reachable": False, "error": str(exc) or type(exc).__name__}
+            return peer, None, str(exc) or type(exc).__name__
 
-    peers = await asyncio.gather(*(fetch(p) for p in settings["peers"]))
-    members = sorted([me, *peers], key=lambda m: m["id"])
-    leaders = {m.get("leader") for m in members if m.get("reachable") and m.get("role") == "leader"}
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        return list(await asyncio.gather(*(fetch(session, p) for p in settings["peers"])))
+
+
+async def get_cluster(request: web.Request) -> web.Response:
+    me = _member_status(request)
+    members = [me]
+    for peer, data, error in await _fetch_peers(request, "/v1/status"):
+        if data is not None:
+            members.append({**data, "reachable": True})
+        else:
+            members.append({"id": peer["id"], "admin_url": peer["admin_url"], "raft_addr": peer["raft_addr"],
+                            "reachable": False, "error": error})
+    members.sort(key=lambda m: m["id"])
+    leaders = {m["id"] for m in members if m.get("reachable") and m.get("role") == "leader" and m.get("has_quorum")}
     leader = me["leader"] if me["leader"] else (next(iter(leaders)) if len(leaders) == 1 else None)
     return web.json_response({"leader": leader, "node": me["id"], "members": members})
+
+
+async def get_fleet(request: web.Request) -> web.Response:
+    """Every proxy known to any node: connected sessions win over remembered disconnections."""
+    local_fleet = request.app[SETTINGS_KEY]["local_fleet"]
+    entries: list[dict[str, Any]] = list(local_fleet()) if local_fleet is not None else []
+    unreachable = []
+    for peer, data, error in await _fetch_peers(request, "/v1/proxies/local"):
+        if data is None:
+            unreachable.append({"id": peer["id"], "error": error})
+        else:
+            entries.extend(data.get("items", []))
+    fleet: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        best = fleet.get(entry["id"])
+        rank = (bool(entry.get("connected")), entry.get("revision", 0))
+        if best is None or rank > (bool(best.get("connected")), best.get("revision", 0)):
+            fleet[entry["id"]] = entry
+    state = request.app[STORE_KEY].state
+    items = sorted(fleet.values(), key=lambda e: (not e.get("connected"), e["id"]))
+    for item in items:  # lag against this node's head, so every row compares to the same revision
+        item["lag"] = max(0, state.revision - int(item.get("revision") or 0))
+    return web.json_response({"items": items, "revision": state.revision, "unreachable_nodes": unreachable})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -374,6 +406,7 @@ def create_admin_app(
     read_timeout: float = 5.0,
     peer_timeout: float = 1.0,
     extra_routes: Callable[[web.Application], None] | None = None,
+    local_fleet: Callable[[], list[dict[str, Any]]] | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=body_limit)
     app[STORE_KEY] = store
@@ -386,13 +419,15 @@ def create_admin_app(
         "read_timeout": read_timeout,
         "peer_timeout": peer_timeout,
         "body_limit": body_limit,
+        "local_fleet": local_fleet,
     }
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/v1/cluster", get_cluster)
     app.router.add_get("/v1/status", get_status)
     app.router.add_get("/v1/config", get_config)
     app.router.add_post("/v1/txn", post_txn)
-    if extra_routes is not None:  # fixed paths (/v1/stream, /v1/proxies) must precede /v1/{kind}
+    app.router.add_get("/v1/proxies", get_fleet)
+    if extra_routes is not None:  # fixed paths (/v1/stream, /v1/proxies/local) must precede /v1/{kind}
         extra_routes(app)
     app.router.add_get("/v1/{kind}", list_resources)
     app.router.add_post("/v1/{kind}", create_resource)

@@ -167,7 +167,8 @@ async def serve(settings: NodeSettings, stop: asyncio.Event | None = None) -> No
         raft_addr=settings.raft_addr,
         peers=[{"id": p.id, "raft_addr": p.raft_addr, "admin_url": p.admin_url} for p in settings.peers],
         body_limit=settings.body_limit,
-        extra_routes=lambda a: push.add_routes(a, hub),
+        extra_routes=lambda a: push.add_routes(a, hub, proxies_path="/v1/proxies/local"),
+        local_fleet=hub.proxies,
     )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()

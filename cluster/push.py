@@ -444,10 +444,14 @@ def _peek(data: bytes) -> dict[str, Any]:
     return obj if isinstance(obj, dict) else {}
 
 
-def add_routes(app: web.Application, hub: PushHub) -> None:
-    """Mount /v1/stream and /v1/proxies; subscribe at startup, close sessions at shutdown."""
+def add_routes(app: web.Application, hub: PushHub, proxies_path: str = "/v1/proxies") -> None:
+    """Mount /v1/stream and this node's registry; subscribe at startup, close sessions at shutdown.
+
+    A CP node mounts its own registry at /v1/proxies/local: its admin API serves /v1/proxies as
+    the whole fleet, merged from every node's local registry.
+    """
     app.router.add_get("/v1/stream", hub.handle_stream)
-    app.router.add_get("/v1/proxies", hub.handle_proxies)
+    app.router.add_get(proxies_path, hub.handle_proxies)
 
     async def _startup(_: web.Application) -> None:
         hub.start()

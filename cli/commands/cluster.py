@@ -156,12 +156,12 @@ def _remote_status(endpoints: list[str], token: str) -> dict[str, Any]:
         fleet = []
     st["proxies"] = [
         {
-            "id": p.get("proxy_id") or p.get("id"),
+            "id": p.get("id"),
             "url": p.get("address"),
             "mode": p.get("mode"),
-            "revision": p.get("acked_revision", p.get("revision")),
-            "connected_cp": p.get("node_id") or p.get("connected_cp"),
-            "reachable": None,
+            "revision": p.get("revision"),
+            "connected_cp": p.get("node") if p.get("connected") else None,
+            "reachable": bool(p.get("connected")),
         }
         for p in fleet
         if isinstance(p, dict)

@@ -92,6 +92,17 @@ def test_changes_on_any_node_propagate_to_both_proxies(env: DataPlaneEnv) -> Non
         assert st["hash"] == cp_hash(env)
         r = p.get("/hello")
         assert r.status == 404 and r.json()["error"]["code"], r
+    # every node reports the whole fleet, whichever node each proxy streams from
+    for node in env.cluster.nodes:
+        def fleet_synced(node=node) -> bool:  # type: ignore[no-untyped-def]
+            items = {i["id"]: i for i in env.cluster.api(node, "GET", "/v1/proxies").json()["items"]}
+            return all(items.get(p.id, {}).get("connected") and items[p.id]["revision"] == rev
+                       and items[p.id]["lag"] == 0 for p in env.proxies)
+
+        wait_for(fleet_synced, 10, f"fleet view of {node.id}")
+    item = env.cluster.api(env.cluster.nodes[0], "GET", "/v1/proxies").json()["items"][0]
+    assert {"id", "address", "software", "revision", "lag", "mode", "last_error", "connected_since"} <= set(item)
+    assert item["mode"] == "synced" and item["software"]
 
 
 def test_cp_loss_cached_mode_restart_from_cache_corrupt_cache_and_resync(env: DataPlaneEnv) -> None:
