@@ -79,8 +79,9 @@ class Resource:
     created_revision: int
     mod_revision: int
 
-    # Lazily computed msgpack encoding used by the config hash; not a dataclass field.
+    # Lazily computed msgpack encoding and its digest used by the config hash; not dataclass fields.
     _packed: ClassVar[bytes | None] = None
+    _digest: ClassVar[int | None] = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "spec", freeze(self.spec))

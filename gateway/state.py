@@ -13,10 +13,10 @@ are deeply frozen. The hash is computed lazily and cached.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from .delta import Delta, DeltaOp, config_hash
+from .delta import Delta, DeltaOp, digest_sum, hash_from_sum, updated_sum
 from .errors import CodecError, Conflict, InUse, NotFound, ReferenceViolation, ValidationError
 from .model import KINDS, Op, Resource, Txn, check_id, check_kind, resource_from_dict
 from .validate import validate_spec
@@ -33,13 +33,17 @@ class ConfigState:
     ``gateway.delta.apply_delta``. Instances are never mutated.
     """
 
-    __slots__ = ("_revision", "_kinds", "_hash")
+    __slots__ = ("_revision", "_kinds", "_hash", "_sum")
 
-    def __init__(self, revision: int, kinds: _Kinds) -> None:
-        """Internal: takes ownership of ``kinds`` (which must have every kind) without copying."""
+    def __init__(self, revision: int, kinds: _Kinds, digest: int | None = None) -> None:
+        """Internal: takes ownership of ``kinds`` (which must have every kind) without copying.
+
+        ``digest`` is the resources' digest sum when the caller derived it incrementally.
+        """
         self._revision = revision
         self._kinds = kinds
         self._hash: str | None = None
+        self._sum: int | None = digest
 
     # --- construction --------------------------------------------------------------------------
 
@@ -103,8 +107,21 @@ class ConfigState:
     def hash(self) -> str:
         """sha256 hex of the canonical encoding of all resources (not the revision); cached."""
         if self._hash is None:
-            self._hash = config_hash(r for items in self._kinds.values() for r in items.values())
+            self._hash = hash_from_sum(self._digest_sum())
         return self._hash
+
+    def _digest_sum(self) -> int:
+        if self._sum is None:
+            self._sum = digest_sum(r for items in self._kinds.values() for r in items.values())
+        return self._sum
+
+    def _derived_sum(self, kinds: _Kinds, touched: Iterable[tuple[str, str]]) -> int | None:
+        """The digest sum of a successor holding ``kinds``, if ours is known (O(touched))."""
+        if self._sum is None:
+            return None
+        removed = [r for k, i in touched if (r := self._kinds[k].get(i)) is not None]
+        added = [r for k, i in touched if (r := kinds[k].get(i)) is not None]
+        return updated_sum(self._sum, removed, added)
 
     def to_snapshot(self) -> dict[str, Any]:
         """``{"revision", "resources": {kind: {id: {"spec", "created_revision", "mod_revision"}}}}``.
@@ -158,7 +175,8 @@ class ConfigState:
             elif id in self._kinds[kind]:
                 ops.append(Delta.delete(kind, id))
             # created and deleted within this transaction: no net change
-        return ConfigState(revision, work.kinds), Delta(self._revision, revision, tuple(ops))
+        digest = self._derived_sum(work.kinds, work.touched)
+        return ConfigState(revision, work.kinds, digest), Delta(self._revision, revision, tuple(ops))
 
     def _with_changes(self, revision: int, changes: Mapping[str, Mapping[str, Resource | None]]) -> ConfigState:
         """Internal (used by ``apply_delta``): a new state with ``changes`` (``None`` = delete)."""
@@ -171,7 +189,8 @@ class ConfigState:
                 else:
                     copied[id] = resource
             kinds[kind] = copied
-        return ConfigState(revision, kinds)
+        touched = [(kind, id) for kind, items in changes.items() for id in items]
+        return ConfigState(revision, kinds, self._derived_sum(kinds, touched))
 
     @staticmethod
     def _apply_op(work: _Working, op: Op, index: int, revision: int) -> None:

@@ -7,7 +7,17 @@ import hashlib
 import msgpack  # type: ignore[import-untyped]
 import pytest
 
-from gateway import CodecError, ConfigState, Delta, DeltaBaseMismatch, apply_delta, compose, config_hash
+from gateway import (
+    CodecError,
+    ConfigState,
+    Delta,
+    DeltaBaseMismatch,
+    Op,
+    Txn,
+    apply_delta,
+    compose,
+    config_hash,
+)
 from gateway.packing import array_header, canonical
 
 from .helpers import apply, base_state, delete, put, route_body, txn, upstream_body
@@ -103,13 +113,36 @@ def test_apply_delta_does_not_touch_the_base() -> None:
 
 def test_config_hash_definition() -> None:
     state = apply(base_state(), put("upstreams", "a0", upstream_body()))
-    entries = [
-        [r.kind, r.id, canonical(r.spec), r.created_revision, r.mod_revision]
-        for r in sorted(state.resources(), key=lambda r: (r.kind, r.id))
-    ]
-    expected = hashlib.sha256(msgpack.packb(entries, use_bin_type=True)).hexdigest()
+    total = sum(
+        int.from_bytes(
+            hashlib.sha256(msgpack.packb(
+                [r.kind, r.id, canonical(r.spec), r.created_revision, r.mod_revision], use_bin_type=True
+            )).digest(),
+            "big",
+        )
+        for r in state.resources()
+    ) % (1 << 256)
+    expected = hashlib.sha256(b"gwadm-config-v2:" + total.to_bytes(32, "big")).hexdigest()
     assert state.hash() == expected == config_hash(reversed(list(state.resources())))
     assert array_header(2) + msgpack.packb(1) + msgpack.packb("a") == msgpack.packb([1, "a"])
+
+
+def test_incrementally_derived_hash_equals_hash_from_scratch() -> None:
+    """apply() and apply_delta() shift a known digest sum by the changed resources only."""
+    states, deltas = chain()
+    replayed = states[0]
+    replayed.hash()  # make the digest sum known, so every successor derives its own
+    for state, delta in zip(states[1:], deltas, strict=True):
+        replayed = apply_delta(replayed, delta)
+        assert replayed._sum is not None  # derived, not recomputed
+        scratch = ConfigState.from_snapshot(replayed.to_snapshot())
+        assert replayed.hash() == scratch.hash() == state.hash()
+    state = states[-1]
+    state.hash()
+    nxt, _ = state.apply(Txn("inc", (Op("delete", "routes", "r1"),) if state.get("routes", "r1") else (
+        Op("put", "upstreams", "inc-u", upstream_body()),)))
+    assert nxt._sum is not None
+    assert nxt.hash() == ConfigState.from_snapshot(nxt.to_snapshot()).hash()
 
 
 def test_canonical_sorts_keys_recursively() -> None:
