@@ -105,20 +105,48 @@ class _PathIndex:
         self.exact: dict[str, list[tuple[Route, str]]] = {}
         self.prefix: dict[str, list[tuple[Route, str]]] = {}
 
-    def add(self, route: Route) -> None:
+    def _slots(self, route: Route) -> Iterable[tuple[dict[str, list[tuple[Route, str]]], str]]:
+        """The (table, key) buckets a route lives in; the key is also the matched path text."""
         if not route.paths:
-            self.prefix.setdefault("", []).append((route, ""))
+            yield self.prefix, ""
         for p in route.paths:
             if p.startswith("="):
-                self.exact.setdefault(p[1:], []).append((route, p[1:]))
+                yield self.exact, p[1:]
             else:
-                self.prefix.setdefault(p, []).append((route, p))
+                yield self.prefix, p
+
+    def add(self, route: Route) -> None:
+        """Bulk build: append, then ``freeze`` once."""
+        for table, key in self._slots(route):
+            table.setdefault(key, []).append((route, key))
 
     def freeze(self) -> None:
         """Sort each bucket once so that lookups take the first passing candidate."""
         for table in (self.exact, self.prefix):
             for key, entries in table.items():
-                table[key] = sorted(entries, key=lambda e: (-e[0].priority, e[0].id))
+                table[key] = sorted(entries, key=_bucket_order)
+
+    # -- copy-on-write updates (incremental config changes) ------------------------------------
+    def clone(self) -> _PathIndex:
+        """A copy sharing the bucket lists, which ``insert``/``discard`` replace, never mutate."""
+        other = _PathIndex()
+        other.exact, other.prefix = dict(self.exact), dict(self.prefix)
+        return other
+
+    def insert(self, route: Route) -> None:
+        for table, key in self._slots(route):
+            table[key] = sorted([*table.get(key, ()), (route, key)], key=_bucket_order)
+
+    def discard(self, route: Route) -> None:
+        for table, key in self._slots(route):
+            kept = [e for e in table.get(key, ()) if e[0].id != route.id]
+            if kept:
+                table[key] = kept
+            else:
+                table.pop(key, None)
+
+    def __bool__(self) -> bool:
+        return bool(self.exact or self.prefix)
 
     def lookup(self, method: str, path: str, headers: Mapping[str, str]) -> Match | None:
         entries = self.exact.get(path)
@@ -135,6 +163,10 @@ class _PathIndex:
                 if hit is not None:
                     return Match(hit[0], hit[1], False)
         return None
+
+
+def _bucket_order(entry: tuple[Route, str]) -> tuple[int, str]:
+    return (-entry[0].priority, entry[0].id)
 
 
 def _first(
@@ -226,6 +258,52 @@ class Router:
                     self._exact_hosts.setdefault(host, _PathIndex()).add(route)
         for index in (*self._exact_hosts.values(), *self._wild_hosts.values(), self._any_host):
             index.freeze()
+
+    def with_changes(self, removed: Iterable[str], added: Iterable[Route]) -> Router:
+        """A new router with routes ``removed`` (ids) and ``added`` (replacing equal ids).
+
+        Copy-on-write: only the host buckets and path keys the changed routes live in are copied,
+        so a one-route change on 10k routes costs a few dict copies, not a rebuild. ``self`` is
+        left untouched (requests in flight keep using it).
+        """
+        new = object.__new__(Router)
+        new._exact_hosts, new._wild_hosts = dict(self._exact_hosts), dict(self._wild_hosts)
+        new._any_host, new._routes = self._any_host, dict(self._routes)
+        cloned: set[int] = set()
+
+        def indexes(route: Route) -> list[_PathIndex]:
+            found = []
+            if not route.hosts:
+                if id(new._any_host) not in cloned:
+                    new._any_host = new._any_host.clone()
+                    cloned.add(id(new._any_host))
+                found.append(new._any_host)
+            for host in route.hosts:
+                table, key = (new._wild_hosts, host[1:]) if host.startswith("*.") else (new._exact_hosts, host)
+                index = table.get(key)
+                if index is None or id(index) not in cloned:
+                    index = index.clone() if index is not None else _PathIndex()
+                    table[key] = index
+                    cloned.add(id(index))
+                found.append(index)
+            return found
+
+        added = list(added)
+        for rid in [*removed, *(r.id for r in added)]:
+            old = new._routes.pop(rid, None)
+            if old is not None:
+                for index in indexes(old):
+                    index.discard(old)
+        for route in added:
+            if route.id in new._routes:
+                raise ValueError(f"routes[{route.id}]: duplicate route id")
+            new._routes[route.id] = route
+            for index in indexes(route):
+                index.insert(route)
+        for table in (new._exact_hosts, new._wild_hosts):
+            for key in [k for k, index in table.items() if not index]:
+                del table[key]
+        return new
 
     def __len__(self) -> int:
         return len(self._routes)

@@ -108,11 +108,15 @@ class SyncClient:
         self.backoff_initial, self.backoff_max, self.hold = backoff_initial, backoff_max, hold
         self.connect_timeout, self.heartbeat = connect_timeout, heartbeat
         self.source_address = source_address
+        self._update: Callable[..., Any] | None = None
         if build_runtime is None:
             from proxy.runtime import build_runtime as default_build
+            from proxy.runtime import update_runtime
 
             clock = getattr(dataplane, "clock", None)
             build_runtime = functools.partial(default_build, clock=clock) if clock else default_build
+            # Deltas recompile only what they touch; an injected builder (tests) sees every build.
+            self._update = functools.partial(update_runtime, clock=clock) if clock else update_runtime
         self._build = build_runtime
         self.state: ConfigState | None = None  # installed config; None = nothing installed
         self.hash = ""
@@ -322,14 +326,22 @@ class SyncClient:
 
     def _prepare_delta(
         self, state: ConfigState, delta: Delta, expected: str
-    ) -> tuple[ConfigState, Any, bytes]:
-        """Executor thread: apply, verify the hash, build, encode for the cache. No shared state."""
+    ) -> tuple[ConfigState, Any, bytes | None]:
+        """Executor thread: apply, verify the hash, build. No shared state.
+
+        With the runtime of ``state`` at hand only the touched resources are recompiled; the cache
+        body is encoded after the swap (``None`` here), off the path to serving the new config.
+        """
         new = apply_delta(state, delta)
         if new.hash() != expected:
             raise GatewayError(f"config hash mismatch after delta {delta.base}->{delta.revision}")
-        snapshot = new.to_snapshot()
-        runtime = self._build(snapshot, revision=new.revision, hash=expected)
-        return new, runtime, encode_body(snapshot)
+        current = self.dp.runtime
+        if self._update is not None and current is not None and current.revision == state.revision:
+            touched = [(op[1], op[2]) for op in delta.ops]
+            runtime = self._update(current, new, touched, revision=new.revision, hash=expected)
+        else:
+            runtime = self._build(new.to_snapshot(), revision=new.revision, hash=expected)
+        return new, runtime, None
 
     async def _on_snapshot(self, ws: WS, f: Frame) -> None:
         key = (f["revision"], f["hash"], f["chunks"])
@@ -355,7 +367,9 @@ class SyncClient:
                 ws, revision, config_hash, functools.partial(self._prepare_snapshot, data, revision)
             )
 
-    def _prepare_snapshot(self, data: bytes, revision: int, expected: str) -> tuple[ConfigState, Any, bytes]:
+    def _prepare_snapshot(
+        self, data: bytes, revision: int, expected: str
+    ) -> tuple[ConfigState, Any, bytes | None]:
         snapshot = decode_body(data)
         state = ConfigState.from_snapshot(snapshot)
         if state.revision != revision:
@@ -381,13 +395,20 @@ class SyncClient:
             # Shielded and remembered: ``stop`` waits for it, so a SIGTERM right after an install
             # still leaves that revision on disk.
             self._persisting = loop.run_in_executor(
-                None, self.cache.save_encoded, body, state.revision, config_hash
+                None, self._persist, state, body, config_hash
             )
             try:
                 await asyncio.shield(self._persisting)
             except Exception as exc:  # serving matters more than the cache; say so loudly
                 log.error("could not write config cache %s: %s", self.cache.path, _why(exc))
         await ws.send_bytes(encode_frame({"t": "ack", "revision": state.revision}))
+
+    def _persist(self, state: ConfigState, body: bytes | None, config_hash: str) -> None:
+        """Executor thread: write the cache (encoding the snapshot first when a delta gave none)."""
+        assert self.cache is not None
+        if body is None:
+            body = encode_body(state.to_snapshot())
+        self.cache.save_encoded(body, state.revision, config_hash)
 
     def _install(self, state: ConfigState, runtime: Any, config_hash: str, *, from_cp: bool) -> None:
         """Swap and record, with no await in between (a cancelled worker cannot split them)."""
