@@ -23,6 +23,7 @@ import functools
 import logging
 import random
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -97,6 +98,7 @@ class SyncClient:
         heartbeat: float = 3.0,
         source_address: str | None = None,
         build_runtime: Callable[..., Any] | None = None,
+        first_endpoint: int | None = None,
     ) -> None:
         if not cp_urls:
             raise ValueError("at least one control-plane URL is needed")
@@ -130,7 +132,11 @@ class SyncClient:
         self._resync_for: int | None = None
         self._chunks: list[bytes] = []
         self._chunk_key: tuple[int, str, int] | None = None
-        self._next = 0
+        # Spread a fleet over the CP nodes: each proxy starts at a node chosen by its id, so a
+        # restart reconnects to the same node and proxies do not all load the first URL.
+        self._next = (
+            first_endpoint if first_endpoint is not None else zlib.crc32(proxy_id.encode())
+        ) % len(self.endpoints)
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 

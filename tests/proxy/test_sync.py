@@ -50,6 +50,7 @@ class Env:
         kw.setdefault("backoff_max", 0.2)
         kw.setdefault("hold", 0.3)
         kw.setdefault("heartbeat", 2.0)
+        kw.setdefault("first_endpoint", 0)
         c = SyncClient(urls, PROXY_TOKEN, "p1", DataPlane(), ConfigCache(self.tmp / cache_name), **kw)
         self.clients.append(c)
         return c
