@@ -15,10 +15,10 @@ import zlib
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from .delta import Delta, DeltaOp
+from .delta import Delta, DeltaOp, resource_bytes
 from .errors import CodecError, GatewayError
 from .model import ACTIONS, KINDS, Op, Txn
-from .packing import pack, unpack
+from .packing import array_header, pack, unpack
 from .state import ConfigState
 
 __all__ = [
@@ -30,11 +30,13 @@ __all__ = [
     "decode",
     "decode_delta",
     "decode_frame",
+    "decode_packed_state",
     "decode_snapshot",
     "decode_txn",
     "encode",
     "encode_delta",
     "encode_frame",
+    "encode_packed_state",
     "encode_snapshot",
     "encode_txn",
 ]
@@ -240,6 +242,37 @@ def decode_snapshot(data: bytes | bytearray | memoryview, *, max_bytes: int = MA
     if not isinstance(data, bytes | bytearray | memoryview):
         raise CodecError(f"expected bytes, got {type(data).__name__}")
     return _guard("snapshot", build)
+
+
+def encode_packed_state(state: ConfigState) -> bytes:
+    """``msgpack([revision, [[kind, id, spec, created, mod], ...]])`` built from each resource's
+    cached canonical encoding (the one the config hash is computed from).
+
+    A local-file format, not a wire format: after a one-route change on 10k routes the proxy
+    writes its cache by joining 10k cached byte strings instead of re-encoding every spec
+    (to_snapshot + msgpack + zlib costs ~25 ms of CPU per change per proxy).
+    """
+    entries = [resource_bytes(r) for r in state.resources_unordered()]
+    return b"".join([array_header(2), pack(state.revision), array_header(len(entries)), *entries])
+
+
+def decode_packed_state(data: bytes | bytearray | memoryview) -> ConfigState:
+    """Inverse of ``encode_packed_state``; ``CodecError`` on corrupt or ill-shaped data."""
+
+    def build() -> ConfigState:
+        obj = decode(data)
+        if not isinstance(obj, list) or len(obj) != 2 or not isinstance(obj[1], list):
+            raise CodecError("packed state must be [revision, [entries]]")
+        revision, entries = obj
+        resources: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
+        for entry in entries:
+            if not isinstance(entry, list) or len(entry) != 5 or entry[0] not in resources:
+                raise CodecError("packed state entry must be [kind, id, spec, created, mod]")
+            kind, rid, spec, created, mod = entry
+            resources[kind][rid] = {"spec": spec, "created_revision": created, "mod_revision": mod}
+        return ConfigState.from_snapshot({"revision": revision, "resources": resources})
+
+    return _guard("packed state", build)
 
 
 # --- push protocol frames ----------------------------------------------------------------------

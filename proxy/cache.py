@@ -13,7 +13,10 @@ Layout of one generation (all integers big-endian)::
     body_sha256  32 bytes  sha256 of the body
     hash_len     u16       length of the config hash that follows
     config_hash  hash_len  ConfigState.hash() of the body, ASCII
-    body                   zlib(msgpack(ConfigState.to_snapshot()))
+    body                   version 1: zlib(msgpack(ConfigState.to_snapshot())), as received
+                           in a snapshot frame; version 2: gateway.codec.encode_packed_state,
+                           written after deltas because it reuses each resource's cached
+                           encoding (a one-route change on 10k routes must not re-encode all)
 
 Writes go to ``<file>.tmp``, are fsynced, the current file is rotated to ``<file>.prev`` and the
 tmp file renamed over ``<file>``; then the directory is fsynced so the renames themselves are
@@ -33,10 +36,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.codec import decode, encode
+from gateway.codec import decode, decode_packed_state, encode, encode_packed_state
+from gateway.state import ConfigState
 
 MAGIC = b"GWADMLKG"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # body: zlib(msgpack(snapshot))
+PACKED_VERSION = 2  # body: encode_packed_state(state)
 _FIXED = struct.Struct(">8sHQQ32sH")
 # A decompressed snapshot larger than this is treated as corrupt rather than exhausting memory.
 MAX_SNAPSHOT_BYTES = 1 << 30
@@ -108,8 +113,8 @@ class ConfigCache:
         magic, version, revision, body_len, digest, hash_len = _FIXED.unpack_from(data)
         if magic != MAGIC:
             raise CacheCorrupt(f"bad magic {magic!r}, not a gwadm cache file")
-        if version != FORMAT_VERSION:
-            raise CacheCorrupt(f"unsupported format version {version} (expected {FORMAT_VERSION})")
+        if version not in (FORMAT_VERSION, PACKED_VERSION):
+            raise CacheCorrupt(f"unsupported format version {version} (expected {FORMAT_VERSION} or {PACKED_VERSION})")
         start = _FIXED.size + hash_len
         if len(data) < start + body_len:
             raise CacheCorrupt(f"truncated body ({len(data) - start} of {body_len} bytes)")
@@ -123,7 +128,7 @@ class ConfigCache:
         if hashlib.sha256(body).digest() != digest:
             raise CacheCorrupt("sha256 checksum mismatch")
         try:
-            snapshot = decode_body(body)
+            snapshot = decode_body(body) if version == FORMAT_VERSION else decode_packed_state(body).to_snapshot()
         except Exception as exc:  # zlib.error, CodecError, ValueError
             raise CacheCorrupt(f"undecodable body: {exc}") from exc
         if not isinstance(snapshot, dict) or snapshot.get("revision") != revision:
@@ -165,10 +170,16 @@ class ConfigCache:
         with self._lock:
             self._write(body, revision, config_hash)
 
-    def _write(self, body: bytes, revision: int, config_hash: str) -> None:
+    def save_state(self, state: ConfigState, config_hash: str) -> None:
+        """Persist a state in the packed format (cheap after a delta: no spec is re-encoded)."""
+        body = encode_packed_state(state)
+        with self._lock:
+            self._write(body, state.revision, config_hash, PACKED_VERSION)
+
+    def _write(self, body: bytes, revision: int, config_hash: str, version: int = FORMAT_VERSION) -> None:
         hash_bytes = config_hash.encode("ascii")
         header = _FIXED.pack(
-            MAGIC, FORMAT_VERSION, revision, len(body), hashlib.sha256(body).digest(), len(hash_bytes)
+            MAGIC, version, revision, len(body), hashlib.sha256(body).digest(), len(hash_bytes)
         )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # 0600: consumer credentials (API keys, JWT secrets) are part of the configuration.

@@ -34,7 +34,7 @@ from gateway.codec import PROTOCOL_VERSION, decode, decode_frame, encode_frame
 from gateway.delta import Delta, apply_delta
 from gateway.errors import GatewayError
 from gateway.state import ConfigState
-from proxy.cache import ConfigCache, decode_body, encode_body
+from proxy.cache import ConfigCache, decode_body
 
 log = logging.getLogger("gwadm.proxy.sync")
 
@@ -410,11 +410,12 @@ class SyncClient:
         await ws.send_bytes(encode_frame({"t": "ack", "revision": state.revision}))
 
     def _persist(self, state: ConfigState, body: bytes | None, config_hash: str) -> None:
-        """Executor thread: write the cache (encoding the snapshot first when a delta gave none)."""
+        """Executor thread: write the cache: a received snapshot as is, a state after a delta packed."""
         assert self.cache is not None
         if body is None:
-            body = encode_body(state.to_snapshot())
-        self.cache.save_encoded(body, state.revision, config_hash)
+            self.cache.save_state(state, config_hash)
+        else:
+            self.cache.save_encoded(body, state.revision, config_hash)
 
     def _install(self, state: ConfigState, runtime: Any, config_hash: str, *, from_cp: bool) -> None:
         """Swap and record, with no await in between (a cancelled worker cannot split them)."""

@@ -183,3 +183,26 @@ def test_body_revision_must_match_header(tmp_path: Path, caplog: pytest.LogCaptu
 def test_decode_body_refuses_bombs() -> None:
     with pytest.raises(ValueError):
         decode_body(encode_body(snap(1, n=100)), max_size=100)
+
+
+def test_packed_generation_round_trip_and_corruption(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from gateway import ConfigState, Op, Txn
+
+    state, _ = ConfigState.empty().apply(Txn("a", (
+        Op("put", "upstreams", "u", {"targets": [{"host": "127.0.0.1", "port": 1}]}),
+        Op("put", "routes", "r", {"paths": ["/r"], "upstream": "u"}),
+    )))
+    cache = ConfigCache(tmp_path / "lkg")
+    cache.save(state.to_snapshot(), state.revision, state.hash())
+    newer, _ = state.apply(Txn("b", (Op("put", "routes", "r2", {"paths": ["/r2"], "upstream": "u"}),)))
+    cache.save_state(newer, newer.hash())
+    entry = cache.load()
+    assert entry is not None and entry.revision == newer.revision and entry.hash == newer.hash()
+    assert ConfigState.from_snapshot(entry.snapshot).hash() == newer.hash()
+    data = bytearray((tmp_path / "lkg").read_bytes())
+    data[-3] ^= 0x01
+    (tmp_path / "lkg").write_bytes(bytes(data))
+    with caplog.at_level("WARNING"):
+        entry = ConfigCache(tmp_path / "lkg").load()
+    assert entry is not None and entry.revision == state.revision  # the previous generation
+    assert len([r for r in caplog.records if "unusable" in r.getMessage()]) == 1
