@@ -351,11 +351,11 @@ def fleet_check(c: Cluster, expected: int) -> dict[str, Any]:
 
 def in_process(routes: int, repeats: int) -> dict[str, Any]:
     """build_runtime of the full snapshot vs. the proxy's per-delta path for a one-route change."""
+    from gateway.codec import encode_packed_state
     from gateway.delta import apply_delta
     from gateway.model import Op, Txn
     from gateway.state import ConfigState
-    from proxy.cache import encode_body
-    from proxy.runtime import build_runtime
+    from proxy.runtime import build_runtime, update_runtime
     from proxy.server import DataPlane
     from proxy.sync import SyncClient
 
@@ -378,34 +378,39 @@ def in_process(routes: int, repeats: int) -> dict[str, Any]:
     dp.swap(build_runtime(snapshot, revision=state.revision, hash=state.hash()), mode="synced")
     prepare = getattr(client, "_prepare_delta", None)
     steps: dict[str, list[float]] = {k: [] for k in
-                                     ("apply_delta", "hash", "to_snapshot", "build_runtime", "encode_body", "swap")}
+                                     ("apply_delta", "hash", "update_runtime", "swap", "cache_body_after_swap")}
     whole: list[float] = []
+    changes = []
     for i in range(repeats * 4):
         rid = (i * 7919) % routes
         new_state, delta = state.apply(Txn(f"c{i}", (Op("put", "routes", f"r{rid:05d}", route_body(rid, i + 1)),)))
-        expected = new_state.hash()
-        if prepare is not None:  # the product's own per-delta function, as the sync client runs it
+        changes.append((state, new_state, delta))
+        state = new_state
+    if prepare is not None:  # the product's own per-delta function, as the sync client runs it
+        for before, after, delta in changes:
             t0 = time.perf_counter()
-            _, runtime, _ = prepare(state, delta, expected)
+            _, runtime, _ = prepare(before, delta, after.hash())
             dp.swap(runtime, mode="synced")
             whole.append((time.perf_counter() - t0) * 1000)
-        # The same steps one by one, for the breakdown.
+    # The same steps one by one, for the breakdown, on the same changes from the same start.
+    first = changes[0][0]
+    dp.swap(build_runtime(first.to_snapshot(), revision=first.revision, hash=first.hash()), mode="synced")
+    for before, _after, delta in changes:
         marks = [time.perf_counter()]
-        s2 = apply_delta(state, delta)
+        s2 = apply_delta(before, delta)
         marks.append(time.perf_counter())
-        s2.hash()
+        expected = s2.hash()
         marks.append(time.perf_counter())
-        snap2 = s2.to_snapshot()
-        marks.append(time.perf_counter())
-        rt = build_runtime(snap2, revision=s2.revision, hash=expected)
-        marks.append(time.perf_counter())
-        encode_body(snap2)
+        assert dp.runtime is not None
+        rt = update_runtime(dp.runtime, s2, [(op[1], op[2]) for op in delta.ops], revision=s2.revision,
+                            hash=expected)
         marks.append(time.perf_counter())
         dp.swap(rt, mode="synced")
         marks.append(time.perf_counter())
+        encode_packed_state(s2)  # the cache body, encoded off the serving path after the swap
+        marks.append(time.perf_counter())
         for key, a, b in zip(steps, marks, marks[1:], strict=False):
             steps[key].append((b - a) * 1000)
-        state = new_state
     return {
         "routes": routes,
         "build_runtime_full_ms": summary(full),
