@@ -84,3 +84,23 @@ def test_sigkill_all_nodes_then_restart_keeps_every_acked_write(cluster: Cluster
     assert cluster.api(cluster.nodes[1], "GET", "/v1/config").json()["revision"] >= revision
     # the cluster still takes writes after the restart
     write_any(cluster, "post-restart", 13000, "post-restart", time.monotonic() + 10)
+
+
+def test_write_without_quorum_is_503_retryable_and_a_retry_applies_once(cluster: Cluster) -> None:
+    survivor, *others = cluster.nodes
+    for node in others:
+        cluster.kill(node)
+    r = request("PUT", survivor.url + "/v1/upstreams/q1", token=cluster.token, json_body=upstream_body(17000),
+                headers={"X-Request-Id": "no-quorum-1"}, timeout=15)
+    assert r.status == 503, r
+    err = r.json()["error"]
+    assert err["retryable"] is True and err["request_id"] == "no-quorum-1"
+    # linearizable reads on a minority node cannot be served either; stale reads can
+    assert cluster.api(survivor, "GET", "/v1/upstreams", timeout=15).status == 503
+    assert cluster.api(survivor, "GET", "/v1/upstreams?consistency=stale").status == 200
+    for node in others:
+        cluster.start(node)
+    cluster.wait_ready()
+    revision = write_any(cluster, "q1", 17000, "no-quorum-1", time.monotonic() + 10)
+    again = write_any(cluster, "q1", 17000, "no-quorum-1", time.monotonic() + 10)
+    assert again == revision  # the same request id applied once, whatever the first attempt did
