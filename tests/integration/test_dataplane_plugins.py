@@ -150,3 +150,35 @@ def test_bad_plugin_config_is_rejected_by_the_cp(env: DataPlaneEnv) -> None:
         "paths": ["/bad"], "upstream": "ua", "plugins": {"no-such-plugin": {}}})
     assert r.status == 422, r
     assert env.proxies[0].get("/bad").status == 404
+
+
+def test_fleet_wide_access_log_request_id_and_cors(env: DataPlaneEnv) -> None:
+    log_path = env.base / "access.log"
+    apply(env, "plugins", "log", {"name": "access-log", "config": {
+        "path": str(log_path), "fields": ["request_id", "method", "path", "status", "route"]}})
+    apply(env, "plugins", "rid", {"name": "request-id", "config": {}})
+    apply(env, "routes", "web", {"paths": ["/web"], "upstream": "ua",
+                                 "plugins": {"cors": {"origins": ["https://app.example"]}}})
+    proxy = env.proxies[0]
+    r = proxy.get("/web/page", headers={"Origin": "https://app.example"})
+    assert r.status == 200, r
+    assert r.headers["access-control-allow-origin"] == "https://app.example"
+    request_id = r.headers["x-request-id"]
+    upstream_saw = {k.lower(): v for k, v in r.json()["headers"].items()}
+    assert upstream_saw["x-request-id"] == request_id  # propagated upstream
+    pre = proxy.get("/web/page", method="OPTIONS", headers={
+        "Origin": "https://app.example", "Access-Control-Request-Method": "PUT"})
+    assert pre.status in (200, 204) and "PUT" in pre.headers["access-control-allow-methods"], pre
+    assert "access-control-allow-origin" not in proxy.get("/web/x", headers={"Origin": "https://evil.example"}).headers
+
+    def logged() -> list[dict[str, Any]]:
+        import json
+        if not log_path.exists():
+            return []
+        return [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+
+    from tests.support.http import wait_for
+    entry = wait_for(lambda: next((e for e in logged() if e.get("request_id") == request_id), None), 10, "log line")
+    assert entry == {"request_id": request_id, "method": "GET", "path": "/web/page", "status": 200, "route": "web"}
+    env.delete("plugins", "log")
+    env.delete("plugins", "rid")
