@@ -21,11 +21,8 @@ import asyncio
 import contextlib
 import functools
 import logging
-import random
 import time
-import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -35,6 +32,7 @@ from gateway.delta import Delta, apply_delta
 from gateway.errors import GatewayError
 from gateway.state import ConfigState
 from proxy.cache import ConfigCache, decode_body
+from proxy.endpoints import Endpoint, EndpointRing, stream_url
 
 log = logging.getLogger("gwadm.proxy.sync")
 
@@ -49,28 +47,6 @@ def software_version() -> str:
         return f"gwadm/{version('gwadm')}"
     except Exception:
         return "gwadm/unknown"
-
-
-def stream_url(url: str) -> str:
-    """``http://host:port`` (an admin URL, as in cluster.json) -> ``ws://host:port/v1/stream``."""
-    url = url.strip().rstrip("/")
-    for plain, secure in (("http://", "ws://"), ("https://", "wss://")):
-        if url.startswith(plain):
-            url = secure + url[len(plain) :]
-    if "://" not in url:
-        url = "ws://" + url
-    return url if url.endswith("/v1/stream") else url + "/v1/stream"
-
-
-@dataclass
-class Endpoint:
-    """What we last learned about one CP node; ``hold_until`` pushes it to the back of the queue."""
-
-    url: str
-    hold_until: float = 0.0
-    reason: str = ""
-    has_quorum: bool | None = None
-    revision: int | None = None
 
 
 class _Leave(Exception):
@@ -100,14 +76,14 @@ class SyncClient:
         build_runtime: Callable[..., Any] | None = None,
         first_endpoint: int | None = None,
     ) -> None:
-        if not cp_urls:
-            raise ValueError("at least one control-plane URL is needed")
-        self.endpoints = [Endpoint(stream_url(u)) for u in cp_urls]
+        self.ring = EndpointRing(
+            [stream_url(u) for u in cp_urls], proxy_id, seed=seed, backoff_initial=backoff_initial,
+            backoff_max=backoff_max, hold=hold, first=first_endpoint,
+        )  # fmt: skip
+        self.endpoints = self.ring.endpoints
         self.token, self.proxy_id, self.dp, self.cache = token, proxy_id, dataplane, cache
         self.address = address
         self.software = software or software_version()
-        self.rng = random.Random(seed)
-        self.backoff_initial, self.backoff_max, self.hold = backoff_initial, backoff_max, hold
         self.connect_timeout, self.heartbeat = connect_timeout, heartbeat
         self.source_address = source_address
         self._update: Callable[..., Any] | None = None
@@ -132,11 +108,6 @@ class SyncClient:
         self._resync_for: int | None = None
         self._chunks: list[bytes] = []
         self._chunk_key: tuple[int, str, int] | None = None
-        # Spread a fleet over the CP nodes: each proxy starts at a node chosen by its id, so a
-        # restart reconnects to the same node and proxies do not all load the first URL.
-        self._next = (
-            first_endpoint if first_endpoint is not None else zlib.crc32(proxy_id.encode())
-        ) % len(self.endpoints)
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -198,24 +169,13 @@ class SyncClient:
     # ---- endpoint choice ----------------------------------------------------------------------
 
     def _pick(self) -> Endpoint:
-        """Round-robin over nodes not on hold; if all are, the one whose hold ends first.
-
-        Failed nodes, nodes that said ``has_quorum: false`` and nodes behind us are put on hold,
-        so nodes last seen healthy (or not tried yet) come first.
-        """
-        now, n = time.monotonic(), len(self.endpoints)
-        order = [self.endpoints[(self._next + i) % n] for i in range(n)]
-        ep = next((e for e in order if e.hold_until <= now), None) or min(order, key=lambda e: e.hold_until)
-        self._next = (self.endpoints.index(ep) + 1) % n
-        return ep
+        return self.ring.pick()
 
     def _put_on_hold(self, ep: Endpoint, reason: str) -> None:
-        ep.hold_until, ep.reason = time.monotonic() + self.hold, reason
+        self.ring.put_on_hold(ep, reason)
 
     def backoff(self, attempt: int) -> float:
-        """Equal jitter: uniform in [d/2, d] with d = initial * 2**attempt, capped at backoff_max."""
-        d: float = min(self.backoff_max, self.backoff_initial * 2.0 ** min(attempt, 30))
-        return d / 2 + self.rng.random() * d / 2
+        return self.ring.backoff(attempt)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
