@@ -154,7 +154,9 @@ async def serve(settings: NodeSettings, stop: asyncio.Event | None = None) -> No
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    os.makedirs(settings.data_dir, exist_ok=True)
+    # The journal and dumps hold the whole config, consumer credentials included: owner only.
+    os.makedirs(settings.data_dir, mode=0o700, exist_ok=True)
+    os.chmod(settings.data_dir, 0o700)
     addr_to_id = {settings.raft_addr: settings.node_id, **{p.raft_addr: p.id for p in settings.peers}}
     store = ConfigStore(
         settings.node_id, settings.raft_settings(), addr_to_id, delta_log_entries=settings.delta_log_entries

@@ -195,7 +195,7 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         on_state_change: Callable[[], None] | None = None,
     ) -> None:
         settings.validate()
-        os.makedirs(settings.data_dir, exist_ok=True)
+        os.makedirs(settings.data_dir, mode=0o700, exist_ok=True)
         self._apply_fn = apply_fn
         self._snapshot_fn = snapshot_fn
         self._restore_fn = restore_fn

@@ -134,3 +134,12 @@ def test_cluster_view_reports_every_member(cluster: Cluster) -> None:
         assert m["reachable"] and m["has_quorum"]
         assert m["applied_index"] <= m["commit_index"] or m["role"] != "leader"
         assert {"term", "commit_index", "applied_index", "admin_url", "raft_addr"} <= set(m)
+
+
+def test_node_data_is_private_to_its_owner(cluster: Cluster) -> None:
+    """The journal holds consumer credentials: data dirs are 0700."""
+    import stat
+
+    for node in cluster.nodes:
+        for path in (node.dir / "data", node.dir / "data" / "raft"):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
