@@ -1,6 +1,6 @@
 """`gwadm apply -f FILE`: put every resource of a file in ONE transaction (POST /v1/txn).
 
-File shape (JSON; YAML too when PyYAML happens to be installed — it is not a dependency)::
+File shape (JSON, or YAML for files named *.yaml / *.yml)::
 
     {"upstreams": {"u1": {...spec}}, "routes": {"r1": {...}}, "consumers": {...}, "plugins": {...}}
 
@@ -41,7 +41,7 @@ def parse_document(text: str, name: str) -> Any:
         try:
             return yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise ApplyFileError(f"{name}: not valid YAML: {exc}") from exc
+            raise ApplyFileError(f"{name}: not valid YAML: {' '.join(str(exc).split())}") from exc
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

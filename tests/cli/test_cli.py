@@ -172,6 +172,22 @@ def test_apply_posts_one_txn(serve: Serve, tmp_path: Path) -> None:
     ]
 
 
+def test_apply_reads_yaml(serve: Serve, tmp_path: Path) -> None:
+    log: list[dict[str, Any]] = []
+    srv = serve(json_app(lambda r: web.json_response({"revision": 3, "results": []}), log))
+    (tmp_path / "conf.yaml").write_text(
+        "upstreams:\n  u1:\n    targets: [{host: 127.0.0.1, port: 9001}]\n"
+        "routes:\n  r1:\n    paths: [/a]\n    upstream: u1\n"
+    )
+    result = run("apply", "-f", "conf.yaml", "-e", srv.url, "--token", "t")
+    assert result.exit_code == 0, result.output
+    ops = json.loads(log[0]["body"])["ops"]
+    assert ops[0]["body"] == {"targets": [{"host": "127.0.0.1", "port": 9001}]}
+    assert ops[1]["body"] == {"paths": ["/a"], "upstream": "u1"}
+    (tmp_path / "bad.yaml").write_text("routes: [unclosed")
+    assert_one_line_error(run("apply", "-f", "bad.yaml", "-e", srv.url, "--token", "t"), "not valid YAML")
+
+
 def test_apply_file_errors(tmp_path: Path, dead_url: str) -> None:
     (tmp_path / "bad.json").write_text('{"widgets": {"a": {}}}')
     assert_one_line_error(
