@@ -237,3 +237,17 @@ def test_status_of_a_local_cluster(serve: Serve, tmp_path: Path) -> None:
     assert st["proxies"][0]["mode"] == "synced" and st["proxies"][0]["connected_cp"] == "n1"
     table = run("cluster", "status", "--dir", str(d))
     assert table.exit_code == 0 and "control plane (leader: n1)" in table.output and "synced" in table.output
+
+
+def test_token_create_mints_a_verifiable_token_of_the_role(tmp_path: Path) -> None:
+    from cluster.auth import verify_token
+
+    (tmp_path / "secret").write_text("s3cret-value\n")
+    result = run("token", "create", "--role", "viewer", "--ttl", "2h", "--secret-file", str(tmp_path / "secret"))
+    assert result.exit_code == 0, result.output
+    claims = verify_token("s3cret-value", result.output.strip())
+    assert claims["role"] == "viewer" and 7190 <= claims["exp"] - claims["iat"] <= 7200
+    assert_one_line_error(run("token", "create", "--ttl", "soon", "--secret-file", str(tmp_path / "secret")),
+                          "not a duration")
+    assert_one_line_error(run("token", "create", "--secret-file", str(tmp_path / "missing")),
+                          "cannot read the cluster secret")
