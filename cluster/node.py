@@ -25,6 +25,11 @@ from cluster.store import ConfigStore
 
 log = logging.getLogger("gwadm.node")
 SOFTWARE_VERSION = "gwadm/0.1.0"
+# The [raft] keys a node.toml may set; addresses, secret, data dir and fsync come from the node's own settings.
+RAFT_TUNABLES = frozenset({
+    "min_timeout", "max_timeout", "append_entries_period", "leader_fallback_timeout",
+    "connection_retry_time", "max_bind_retries", "compaction_min_entries", "compaction_min_time",
+})
 
 
 class SettingsError(ValueError):
@@ -72,17 +77,21 @@ class NodeSettings:
             raise SettingsError("data_dir is required")
         if self.delta_log_entries < 1:
             raise SettingsError("delta_log_entries must be at least 1")
+        unknown = set(self.raft) - RAFT_TUNABLES
+        if unknown:
+            raise SettingsError(
+                f"unknown [raft] setting(s): {', '.join(sorted(unknown))}; "
+                f"expected some of {', '.join(sorted(RAFT_TUNABLES))}"
+            )
 
     def raft_settings(self) -> RaftSettings:
-        extra = dict(self.raft)
-        known = {k: extra.pop(k) for k in list(extra) if k in RaftSettings.__dataclass_fields__}
         return RaftSettings(
             self_addr=self.raft_addr,
             partners=[p.raft_addr for p in self.peers],
             password=raft_password(self.secret),
             data_dir=os.path.join(self.data_dir, "raft"),
             fsync=self.fsync,
-            **known,
+            **self.raft,
         )
 
 

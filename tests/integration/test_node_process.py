@@ -46,6 +46,10 @@ def test_bad_settings_are_named(tmp_path: Path) -> None:
     cfg.write_text('node_id = "n1"\nraft_addr = "127.0.0.1:1"\nadmin_addr = "127.0.0.1:2"\ndata_dir = "d"\n')
     result = run_node(cfg)
     assert result.returncode != 0 and "secret is required" in result.stderr
+    cfg.write_text('node_id = "n1"\nraft_addr = "127.0.0.1:1"\nadmin_addr = "127.0.0.1:2"\ndata_dir = "d"\n'
+                   'secret = "s"\n[raft]\nmin_timout = 0.2\n')
+    result = run_node(cfg)
+    assert result.returncode != 0 and "unknown [raft] setting(s): min_timout" in result.stderr
 
 
 def test_log_compaction_dumps_are_msgpack_and_survive_kill_all(tmp_path: Path) -> None:
