@@ -88,7 +88,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return _unauthorized(exc.reason)
     role = claims["role"]
     stream = request.path == "/v1/stream"
-    if stream and role not in ("proxy", "admin"):
+    if stream and role != "proxy":
         return error_response(403, "forbidden", "the config stream needs a proxy token")
     if not stream and role == "proxy":
         return error_response(403, "forbidden", "proxy tokens may only open /v1/stream")

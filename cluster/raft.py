@@ -26,7 +26,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -83,7 +83,6 @@ class RaftSettings:
     max_bind_retries: int = 5
     compaction_min_entries: int = 5000
     compaction_min_time: float = 300.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         """Turn pysyncobj's bare asserts into errors a user can act on."""
@@ -220,7 +219,6 @@ class RaftNode(SyncObj):  # type: ignore[misc]
             logCompactionMinTime=settings.compaction_min_time,
             onStateChanged=lambda _old, _new: self._notify_state_change(),
             dynamicMembershipChange=False,
-            **settings.extra,
         )
         fsync = settings.fsync
         with _journal_lock:
@@ -366,12 +364,8 @@ class RaftNode(SyncObj):  # type: ignore[misc]
                 break
             matched += 1
         if matched == len(entries):
-            if entries:
-                # Also check the previous entry matches; otherwise pysyncobj must reject it as usual.
-                if raft_log[prev_idx - first_idx][2] != message["prevLogTerm"]:
-                    return message
-            elif raft_log[prev_idx - first_idx][2] != message["prevLogTerm"]:
-                return message
+            if raft_log[prev_idx - first_idx][2] != message["prevLogTerm"]:
+                return message  # the previous entry conflicts: pysyncobj rejects it as usual
             self.stale_append_entries_trimmed += 1
             return None
         if matched == 0:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,13 +20,8 @@ import pytest
 from pysyncobj import SyncObj
 
 from cluster.raft import RaftNode, RaftSettings
+from tests.support.cluster import free_port
 from tests.support.http import wait_for
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RecordingNode(RaftNode):
@@ -66,7 +60,7 @@ class RecordingNode(RaftNode):
 
 @pytest.fixture
 def members(tmp_path: Path) -> Iterator[list[RecordingNode]]:
-    addrs = [f"127.0.0.1:{_port()}" for _ in range(3)]
+    addrs = [f"127.0.0.1:{free_port()}" for _ in range(3)]
     nodes: list[RecordingNode] = []
     try:
         for i, addr in enumerate(addrs):
