@@ -14,14 +14,8 @@ from typing import Any
 
 import click
 
-from cli import console
+from cli import commands, console
 from cli.client import ApiError
-from cli.commands.apply import apply_cmd
-from cli.commands.cluster import cluster_group, status_cmd
-from cli.commands.node import node_group
-from cli.commands.proxy import proxy_group
-from cli.commands.resources import RESOURCE_GROUPS
-from cli.commands.token import token_group
 from cli.connection import conn_options
 from cli.demo_upstream import demo_upstream_cmd
 from cli.layout import ClusterDirError
@@ -112,14 +106,8 @@ def cli() -> None:
     """
 
 
-cli.add_command(cluster_group)
-cli.add_command(status_cmd, "status")
-cli.add_command(node_group)
-cli.add_command(proxy_group)
-cli.add_command(apply_cmd)
-cli.add_command(token_group)
-for _group in RESOURCE_GROUPS:
-    cli.add_command(_group)
+for _command in commands.all_commands():
+    cli.add_command(_command)
 cli.add_command(demo_upstream_cmd)
 
 

@@ -112,3 +112,6 @@ def apply_cmd(file: str, expect_revision: int | None, dry_run: bool, as_json: bo
         counts[op["kind"]] = counts.get(op["kind"], 0) + 1
     summary = ", ".join(f"{k}: {n}" for k, n in counts.items())
     click.echo(f"applied {len(ops)} resources ({summary}) at revision {result.get('revision')}")
+
+
+COMMANDS = [apply_cmd]

@@ -204,3 +204,6 @@ def status_cmd(watch: bool, interval: float, as_json: bool) -> None:
 
 
 cluster_group.add_command(status_cmd)
+
+
+COMMANDS = [cluster_group, status_cmd]

@@ -73,3 +73,6 @@ def run(
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         pass
+
+
+COMMANDS = [node_group]

@@ -101,3 +101,6 @@ def run(
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         pass
+
+
+COMMANDS = [proxy_group]

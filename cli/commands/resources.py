@@ -134,3 +134,6 @@ def make_kind_group(name: str, kind: str) -> click.Group:
 
 
 RESOURCE_GROUPS = [make_kind_group(name, kind) for name, kind in KIND_GROUPS.items()]
+
+
+COMMANDS: list[click.Command] = list(RESOURCE_GROUPS)

@@ -52,3 +52,6 @@ def create(role: str, subject: str, ttl: str, secret_file: str | None, cluster_d
     if not secret:
         raise click.ClickException(f"the cluster secret {path} is empty")
     click.echo(mint_token(secret, role, subject, seconds))
+
+
+COMMANDS = [token_group]
