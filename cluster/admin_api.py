@@ -320,6 +320,7 @@ def create_admin_app(
     peer_timeout: float = 1.0,
     extra_routes: Callable[[web.Application], None] | None = None,
     local_fleet: Callable[[], list[dict[str, Any]]] | None = None,
+    source_address: str | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=body_limit)
     app[STORE_KEY] = store
@@ -333,6 +334,7 @@ def create_admin_app(
         "peer_timeout": peer_timeout,
         "body_limit": body_limit,
         "local_fleet": local_fleet,
+        "source_address": source_address,
     }
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/v1/cluster", get_cluster)

@@ -61,7 +61,9 @@ async def _fetch_peers(request: web.Request, path: str) -> list[tuple[dict[str, 
         except (aiohttp.ClientError, TimeoutError) as exc:
             return peer, None, str(exc) or type(exc).__name__
 
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    source = settings.get("source_address")
+    connector = aiohttp.TCPConnector(local_addr=(source, 0) if source else None)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         return list(await asyncio.gather(*(fetch(session, p) for p in settings["peers"])))
 
 

@@ -55,6 +55,9 @@ class NodeSettings:
     body_limit: int = 1024 * 1024
     delta_log_entries: int = 1000
     raft: dict[str, Any] = field(default_factory=dict)
+    # Source address for every outgoing connection (Raft peers, peer admin APIs): the address peers
+    # and partition rules know this node by (DESIGN.md §6). None = the kernel picks.
+    source_address: str | None = None
 
     @property
     def admin_url(self) -> str:
@@ -91,6 +94,7 @@ class NodeSettings:
             password=raft_password(self.secret),
             data_dir=os.path.join(self.data_dir, "raft"),
             fsync=self.fsync,
+            source_address=self.source_address,
             **self.raft,
         )
 
@@ -128,7 +132,8 @@ def load_settings(config_file: str | None, overrides: dict[str, Any]) -> NodeSet
             raise SettingsError(f"cannot read secret_file {path}: {exc.strerror}") from exc
     peers_raw = data.pop("peers", [])
     peers = [p if isinstance(p, Peer) else parse_peer(p) if isinstance(p, str) else Peer(**p) for p in peers_raw]
-    known = {"node_id", "raft_addr", "admin_addr", "data_dir", "fsync", "body_limit", "delta_log_entries", "raft"}
+    known = {"node_id", "raft_addr", "admin_addr", "data_dir", "fsync", "body_limit", "delta_log_entries", "raft",
+             "source_address"}
     unknown = set(data) - known
     if unknown:
         raise SettingsError(f"unknown setting(s): {', '.join(sorted(unknown))}")
@@ -149,6 +154,7 @@ def load_settings(config_file: str | None, overrides: dict[str, Any]) -> NodeSet
         body_limit=int(data.get("body_limit", 1024 * 1024)),
         delta_log_entries=int(data.get("delta_log_entries", 1000)),
         raft=dict(data.get("raft", {})),
+        source_address=str(data["source_address"]) if data.get("source_address") else None,
     )
     settings.validate()
     return settings
@@ -180,6 +186,7 @@ async def serve(settings: NodeSettings, stop: asyncio.Event | None = None) -> No
         body_limit=settings.body_limit,
         extra_routes=lambda a: push.add_routes(a, hub, proxies_path="/v1/proxies/local"),
         local_fleet=hub.proxies,
+        source_address=settings.source_address,
     )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()

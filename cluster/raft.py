@@ -34,6 +34,8 @@ import pysyncobj.syncobj as _syncobj_module
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 from pysyncobj.journal import FileJournal, MetaStorer
 
+from cluster.raft_transport import transport_class
+
 log = logging.getLogger("gwadm.raft")
 
 
@@ -83,6 +85,7 @@ class RaftSettings:
     max_bind_retries: int = 5
     compaction_min_entries: int = 5000
     compaction_min_time: float = 300.0
+    source_address: str | None = None  # bind outgoing peer connections to it (cluster/raft_transport.py)
 
     def validate(self) -> None:
         """Turn pysyncobj's bare asserts into errors a user can act on."""
@@ -225,7 +228,12 @@ class RaftNode(SyncObj):  # type: ignore[misc]
             original = _syncobj_module.createJournal
             _syncobj_module.createJournal = lambda path=None: DurableJournal(path, fsync)
             try:
-                super().__init__(settings.self_addr, settings.partners, conf)
+                super().__init__(
+                    settings.self_addr,
+                    settings.partners,
+                    conf,
+                    transportClass=transport_class(settings.source_address),
+                )
             finally:
                 _syncobj_module.createJournal = original
         try:

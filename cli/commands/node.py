@@ -31,6 +31,8 @@ def node_group() -> None:
 @click.option("--data-dir", envvar="GWADM_DATA_DIR", help="Directory for the Raft journal and dumps.")
 @click.option("--secret-file", envvar="GWADM_SECRET_FILE", help="File holding the cluster secret.")
 @click.option("--secret", envvar="GWADM_SECRET", help="The cluster secret (prefer --secret-file).")
+@click.option("--source-address", envvar="GWADM_SOURCE_ADDRESS",
+              help="Bind outgoing Raft and peer connections to this local address.")
 @click.option("--fsync/--no-fsync", default=None, help="Flush the journal before acknowledging (default on).")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
@@ -43,6 +45,7 @@ def run(
     data_dir: str | None,
     secret_file: str | None,
     secret: str | None,
+    source_address: str | None,
     fsync: bool | None,
     log_level: str,
 ) -> None:
@@ -65,6 +68,7 @@ def run(
             "secret_file": secret_file,
             "secret": secret,
             "fsync": fsync,
+            "source_address": source_address,
             "peers": [parse_peer(p) for p in expanded],
         }
         settings = load_settings(config_file, overrides)
