@@ -46,7 +46,7 @@ class EndpointRing:
         *,
         seed: int | None = None,
         backoff_initial: float = 0.1,
-        backoff_max: float = 5.0,
+        backoff_max: float = 2.0,
         hold: float = 2.0,
         first: int | None = None,
     ) -> None:

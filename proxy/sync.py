@@ -68,7 +68,7 @@ class SyncClient:
         software: str | None = None,
         seed: int | None = None,
         backoff_initial: float = 0.1,
-        backoff_max: float = 5.0,
+        backoff_max: float = 2.0,
         hold: float = 2.0,
         connect_timeout: float = 3.0,
         heartbeat: float = 3.0,
