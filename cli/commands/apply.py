@@ -1,117 +1,319 @@
-"""`gwadm apply -f FILE`: put every resource of a file in ONE transaction (POST /v1/txn).
+"""`gwadm apply -f FILE` and `gwadm diff -f FILE`: declarative config in one CAS transaction.
 
-File shape (JSON, or YAML for files named *.yaml / *.yml)::
+The file is the WHOLE desired state (what it lacks is deleted) or, with ``--partial``, only the
+resources it lists (created or replaced, nothing deleted)::
 
-    {"upstreams": {"u1": {...spec}}, "routes": {"r1": {...}}, "consumers": {...}, "plugins": {...}}
+    upstreams: {u1: {targets: [{host: 10.0.0.5, port: 8080}]}}
+    routes:    {r1: {paths: [/api], upstream: u1}}
+    consumers: {}
+    plugins:   {}
 
-Each kind maps ids to specs, or is a list of specs that carry their own ``"id"``. Kinds may be
-singular (``route``). Referential integrity is checked at the end of the transaction, so a file may
-hold a route and the upstream it uses.
+Steps, each of which can stop the run with one line and nothing applied: the file is parsed and
+every spec validated locally (errors point at ``file:line``); the current config and its revision
+are fetched; the plan (:mod:`cli.plan`) is printed; all its ops go out as ONE ``POST /v1/txn`` with
+``expect_revision`` set to the revision the plan was made against, so a concurrent change makes the
+server refuse the whole transaction (409) instead of applying a plan nobody reviewed.
+``gwadm snapshot restore`` runs the same code (:func:`run`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
+from rich.text import Text
 
 from cli import console
-from cli.client import KINDS, normalize_kind
+from cli.client import AdminClient, ApiError
 from cli.commands.cluster import json_option
-from cli.commands.resources import read_text
 from cli.connection import conn_options, make_client
+from cli.docfile import Document, DocumentError, load_document, read_source
+from cli.plan import (
+    REDACTED,
+    Plan,
+    Specs,
+    bodies_from_data,
+    check_references,
+    check_unique_keys,
+    current_from_config,
+    make_plan,
+    normalize,
+    redact,
+)
+from gateway.errors import GatewayError
 
-ORDER = ("upstreams", "consumers", "plugins", "routes")
+WRITE_TIMEOUT = 30.0  # a large transaction is validated twice and replicated: give it time
 
 
-class ApplyFileError(click.ClickException):
-    pass
+class FileError(click.ClickException):
+    """The input file is unusable; the message starts with ``file:line:``."""
 
 
-def parse_document(text: str, name: str) -> Any:
-    if name.endswith((".yaml", ".yml")):
-        try:
-            import yaml  # type: ignore[import-untyped]
-        except ImportError as exc:
-            raise ApplyFileError(
-                f"{name}: YAML needs PyYAML (pip install pyyaml); or write the file as JSON"
-            ) from exc
-        try:
-            return yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ApplyFileError(f"{name}: not valid YAML: {' '.join(str(exc).split())}") from exc
+class PlanConflict(click.ClickException):
+    """The config moved between planning and applying; the server applied nothing."""
+
+
+@contextmanager
+def progress(message: str) -> Iterator[None]:
+    """A spinner on stderr while something slow runs (terminals only; pipes stay clean)."""
+    con = console.err_console()
+    if not con.is_terminal:
+        yield
+        return
+    with con.status(message):
+        yield
+
+
+def read_document(file: str, fmt: str | None = None) -> Document:
+    """Load FILE (or stdin) with positions; any problem becomes one ``file:line:`` error."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ApplyFileError(
-            f"{name}: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
-        ) from exc
+        text, name = read_source(file)
+        return load_document(text, name, fmt)
+    except DocumentError as exc:
+        raise FileError(str(exc)) from None
 
 
-def ops_from_document(doc: Any, name: str) -> list[dict[str, Any]]:
-    """Document -> txn put ops, upstreams first and routes last. Pure."""
-    if not isinstance(doc, Mapping):
-        raise ApplyFileError(f"{name}: the top level must be an object with keys among {', '.join(KINDS)}")
-    by_kind: dict[str, list[tuple[str, dict[str, Any]]]] = {}
-    for key, value in doc.items():
-        try:
-            kind = normalize_kind(str(key))
-        except ValueError as exc:
-            raise ApplyFileError(f"{name}: {exc}") from exc
-        entries: list[tuple[str, dict[str, Any]]] = []
-        if isinstance(value, Mapping):
-            for rid, spec in value.items():
-                if not isinstance(spec, Mapping):
-                    raise ApplyFileError(f"{name}: {kind}[{rid}] must be an object")
-                entries.append((str(rid), dict(spec)))
-        elif isinstance(value, list):
-            for i, spec in enumerate(value):
-                if not isinstance(spec, Mapping) or not spec.get("id"):
-                    raise ApplyFileError(f'{name}: {kind}[{i}] must be an object with an "id"')
-                entries.append((str(spec["id"]), dict(spec)))
+def located(doc: Document, exc: GatewayError) -> str:
+    """``gateway.yaml:12: routes[r1].paths[0]: must start with /``."""
+    where = f"{exc.path}: " if exc.path else ""
+    return f"{doc.where(exc.path)}: {where}{exc.message}"
+
+
+def check_desired(doc: Document, desired: Specs, current: Specs | None = None) -> None:
+    """Cross-resource rules on the desired state; ``current`` given = partial mode (it keeps the rest)."""
+    try:
+        if current is None:
+            check_references(desired)
+            check_unique_keys(desired)
         else:
-            raise ApplyFileError(f"{name}: {kind} must map ids to specs (or be a list of specs with ids)")
-        by_kind.setdefault(kind, []).extend(entries)
-    ops = [
-        {"op": "put", "kind": kind, "id": rid, "body": spec}
-        for kind in ORDER
-        for rid, spec in by_kind.get(kind, [])
-    ]
-    if not ops:
-        raise ApplyFileError(f"{name}: no resources to apply")
-    return ops
+            check_references(desired, current["upstreams"])
+            kept = {
+                cid: spec for cid, spec in current["consumers"].items() if cid not in desired["consumers"]
+            }
+            check_unique_keys(desired, kept)
+    except GatewayError as exc:
+        raise FileError(located(doc, exc)) from None
+
+
+def desired_from(doc: Document, partial: bool) -> Specs:
+    """Structure, then every spec through ``validate_spec``: no request is made for a bad file."""
+    with progress(f"checking {doc.name}"):
+        try:
+            desired = normalize(bodies_from_data(doc.data))
+        except GatewayError as exc:
+            raise FileError(located(doc, exc)) from None
+        if not partial:
+            check_desired(doc, desired)
+    return desired
+
+
+def plan_against(client: AdminClient, doc: Document, desired: Specs, partial: bool) -> Plan:
+    """Fetch the config and its revision, and plan against exactly that revision."""
+    with progress("fetching the current config"):
+        revision, current = current_from_config(client.config())
+    if partial:
+        check_desired(doc, desired, current)
+    return make_plan(desired, current, revision, partial=partial)
+
+
+def _changes(n: int) -> str:
+    return f"{n} change" if n == 1 else f"{n} changes"
+
+
+def _revision_in(message: str) -> str:
+    found = re.search(r"at revision (\d+)", message)
+    return found.group(1) if found else "?"
+
+
+def execute(
+    client: AdminClient, plan: Plan, doc: Document, expect_revision: int | None = None
+) -> dict[str, Any]:
+    """Send the plan as one transaction guarded by the revision it was made against."""
+    expected = plan.revision if expect_revision is None else expect_revision
+    try:
+        with progress(f"applying {_changes(len(plan.changes))}"):
+            return client.txn(plan.ops(), expect_revision=expected)
+    except ApiError as exc:
+        if exc.status == 409 and exc.code == "conflict" and not exc.path:
+            raise PlanConflict(
+                f"the config changed since the plan was made (revision {expected} → {_revision_in(exc.message)}); "
+                "nothing was applied, run again"
+            ) from None
+        if exc.path and doc.line_of(exc.path) is not None:
+            raise FileError(f"{doc.where(exc.path)}: {exc.describe()}; nothing was applied") from None
+        raise
+
+
+# -- output ---------------------------------------------------------------------------------------
+_CHANGE = {"create": ("+", "green"), "update": ("~", "yellow"), "delete": ("-", "red")}
+_FIELD = {"added": ("+", "green"), "removed": ("-", "red"), "changed": ("~", "yellow")}
+
+
+def _value(value: Any) -> str:
+    return value if value == REDACTED else json.dumps(value, ensure_ascii=False)
+
+
+def plan_text(plan: Plan, show_secrets: bool = False) -> Text:
+    """The plan for people: one line per resource, one per changed field, old → new."""
+    text = Text()
+    if plan.empty:
+        text.append(plan.summary())
+        return text
+    mode = ", partial: nothing is deleted" if plan.partial else ""
+    text.append(f"plan against revision {plan.revision}{mode}:\n", style="bold")
+    for change in plan.changes:
+        sign, style = _CHANGE[change.action]
+        text.append(f"{sign} {change.ref}", style=f"bold {style}")
+        text.append(f"  ({change.action})\n", style="dim")
+        for f in change.fields:
+            mark, fstyle = _FIELD[f.action]
+            old, new = (
+                (f.old, f.new)
+                if show_secrets
+                else (redact(change.kind, f.path, f.old), redact(change.kind, f.path, f.new))
+            )
+            shown = {
+                "added": _value(new),
+                "removed": _value(old),
+                "changed": f"{_value(old)} → {_value(new)}",
+            }
+            text.append(f"    {mark} {f.path}: {shown[f.action]}\n", style=fstyle)
+    text.append(plan.summary(), style="bold")
+    return text
+
+
+def show_plan(plan: Plan, show_secrets: bool) -> None:
+    console.out_console().print(plan_text(plan, show_secrets), soft_wrap=True, highlight=False)
+
+
+def run(
+    doc: Document,
+    *,
+    partial: bool,
+    dry_run: bool,
+    as_json: bool,
+    show_secrets: bool,
+    expect_revision: int | None = None,
+) -> Plan:
+    """Validate, plan, print, apply: the body of `apply` and `snapshot restore`."""
+    desired = desired_from(doc, partial)
+    client = make_client(timeout=WRITE_TIMEOUT)
+    plan = plan_against(client, doc, desired, partial)
+    report: dict[str, Any] = {
+        "plan": plan.to_json(show_secrets), "dry_run": dry_run, "applied": False, "revision": plan.revision
+    }  # fmt: skip
+    if not as_json:
+        show_plan(plan, show_secrets)
+    if not plan.empty and not dry_run:
+        result = execute(client, plan, doc, expect_revision)
+        report.update(applied=True, revision=result.get("revision"))
+        if not as_json:
+            click.echo(f"applied {_changes(len(plan.changes))} at revision {result.get('revision')}")
+    elif dry_run and not plan.empty and not as_json:
+        click.echo("dry run: nothing was applied")
+    if as_json:
+        console.print_json(report)
+    return plan
+
+
+# -- commands -------------------------------------------------------------------------------------
+file_option = click.option(
+    "--file", "-f", "file", required=True, metavar="FILE",
+    help="YAML or JSON file ('-' = stdin); the format comes from the extension or the content.",
+)  # fmt: skip
+partial_option = click.option(
+    "--partial", is_flag=True, help="FILE lists only some resources: create/update them, delete nothing."
+)
+secrets_option = click.option(
+    "--show-secrets", is_flag=True, help="Show credential values (key-auth keys, jwt secrets) in the plan."
+)
 
 
 @click.command("apply")
 @conn_options
-@click.option("--file", "-f", "file", required=True, metavar="FILE", help="JSON file ('-' = stdin).")
+@file_option
+@partial_option
+@click.option("--dry-run", is_flag=True, help="Print the plan only; change nothing.")
 @click.option(
     "--expect-revision",
     type=int,
     default=None,
     metavar="N",
-    help="Apply only if the config is still at revision N.",
+    help="Apply only if the config is still at revision N (e.g. the one a reviewed diff showed).",
 )
-@click.option("--dry-run", is_flag=True, help="Print the transaction instead of sending it.")
+@secrets_option
 @json_option
-def apply_cmd(file: str, expect_revision: int | None, dry_run: bool, as_json: bool) -> None:
-    """Create or replace every resource in FILE atomically (all or nothing)."""
-    name = "<stdin>" if file == "-" else file
-    ops = ops_from_document(parse_document(read_text(file), name), name)
-    if dry_run:
-        console.print_json({"expect_revision": expect_revision, "ops": ops})
-        return
-    result = make_client().txn(ops, expect_revision=expect_revision)
+def apply_cmd(
+    file: str, partial: bool, dry_run: bool, expect_revision: int | None, show_secrets: bool, as_json: bool
+) -> None:
+    """Make the cluster's config equal to FILE, in one all-or-nothing transaction.
+
+    FILE holds the whole desired config: resources it does not list are DELETED
+    (unless --partial). The plan is printed, then applied with a revision check:
+    if someone changed the config meanwhile, nothing is applied.
+
+    \b
+    Examples:
+      gwadm export -o gateway.yaml            start from what runs now
+      gwadm apply -f gateway.yaml --dry-run   see the plan only
+      gwadm apply -f gateway.yaml
+      gwadm apply -f new-route.yaml --partial
+      cat gateway.json | gwadm apply -f -
+
+    \b
+    File shape (kinds map ids to specs, see docs/operators.md):
+      upstreams: {u1: {targets: [{host: 10.0.0.5, port: 8080}]}}
+      routes:    {r1: {paths: [/api], upstream: u1}}
+    """
+    run(read_document(file), partial=partial, dry_run=dry_run, as_json=as_json,
+        show_secrets=show_secrets, expect_revision=expect_revision)  # fmt: skip
+
+
+class DiffError(click.ClickException):
+    exit_code = 2
+
+
+@click.command("diff")
+@conn_options
+@file_option
+@partial_option
+@secrets_option
+@json_option
+@click.pass_context
+def diff_cmd(ctx: click.Context, file: str, partial: bool, show_secrets: bool, as_json: bool) -> None:
+    """Show what `gwadm apply -f FILE` would change, and change nothing.
+
+    Exit status like diff(1): 0 no changes, 1 changes, 2 trouble (bad file,
+    cluster unreachable, ...), so CI can gate on it.
+
+    \b
+    Examples:
+      gwadm diff -f gateway.yaml
+      gwadm diff -f gateway.yaml --json | jq '.summary'
+      gwadm diff -f extra-routes.yaml --partial || echo "drift"
+    """
+    try:
+        doc = read_document(file)
+        client = make_client()
+        plan = plan_against(client, doc, desired_from(doc, partial), partial)
+    except click.ClickException as exc:
+        raise DiffError(exc.format_message()) from None
+    except Exception as exc:
+        from cli.main import to_user_error  # the root's error mapping (imported late: it imports us)
+
+        err = to_user_error(exc)
+        if err is None:
+            raise
+        raise DiffError(err.format_message()) from exc
     if as_json:
-        console.print_json(result)
-        return
-    counts: dict[str, int] = {}
-    for op in ops:
-        counts[op["kind"]] = counts.get(op["kind"], 0) + 1
-    summary = ", ".join(f"{k}: {n}" for k, n in counts.items())
-    click.echo(f"applied {len(ops)} resources ({summary}) at revision {result.get('revision')}")
+        console.print_json(plan.to_json(show_secrets))
+    else:
+        show_plan(plan, show_secrets)
+    ctx.exit(0 if plan.empty else 1)
 
 
-COMMANDS = [apply_cmd]
+COMMANDS = [apply_cmd, diff_cmd]
