@@ -7,6 +7,7 @@ test runner swaps them). Fancy output (colour, spinners, live refresh) only on a
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -127,28 +128,47 @@ def _live_or_plain() -> Iterator[Callable[[RenderableType], None]]:
         yield plain
 
 
+def _reader_gone() -> None:
+    """The reader of stdout went away (``| head``): stop quietly, also at interpreter exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def _pause(interval: float, started: float) -> None:
+    """Sleep what is left of ``interval`` since ``started``: a slow poll does not stretch the period."""
+    time.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+
 def watch(fetch: Callable[[], RenderableType], interval: float = 1.0, count: int | None = None) -> None:
     """Refresh ``fetch()`` every ``interval`` seconds until Ctrl-C (or ``count`` refreshes)."""
     done = 0
     try:
         with _live_or_plain() as update:
             while count is None or done < count:
+                started = time.monotonic()
                 update(fetch())
                 done += 1
                 if count is None or done < count:
-                    time.sleep(interval)
+                    _pause(interval, started)
     except KeyboardInterrupt:
         pass
+    except BrokenPipeError:
+        _reader_gone()
 
 
 def watch_json(fetch: Callable[[], Any], interval: float | None) -> None:
     """``--json``: one pretty document, or with ``--watch`` one compact JSON line per refresh."""
-    if interval is None:
-        print_json(fetch())
-        return
     try:
+        if interval is None:
+            print_json(fetch())
+            return
         while True:
+            started = time.monotonic()
             click.echo(json.dumps(fetch(), separators=(",", ":")))
-            time.sleep(interval)
+            sys.stdout.flush()
+            _pause(interval, started)
     except KeyboardInterrupt:
         pass
+    except BrokenPipeError:
+        _reader_gone()

@@ -1,16 +1,26 @@
-"""Cluster status: probe nodes, proxies and upstreams; decide readiness.
+"""Cluster status: probe nodes, proxies and upstreams; decide readiness; the live view's snapshots.
 
-``node_readiness`` and ``merge_cluster_views`` are pure (dicts in, dicts out) so that the rules for
-"the cluster is up" are unit-tested without sockets; ``probe_*`` and ``collect_status`` do the IO.
+``node_readiness``, ``merge_cluster_views``, ``merge_fleet`` and ``assemble`` are pure (dicts in,
+dicts out) so that the rules for "the cluster is up" and what the status view shows are unit-tested
+without sockets; ``probe_*`` and ``collect_status`` do the IO.
+
+The live view (``cli/tui.py: Monitor``) asks every node for its *own* state (``/v1/status``, ``/v1/proxies/local``)
+in parallel with a short timeout, rather than one node for everybody's: a node's ``/v1/cluster``
+waits up to its peer timeout for a paused peer, which would freeze the screen exactly when it matters.
+Cluster-wide reads (config counts, membership) go to one node, the first reachable endpoint from the
+last one used, so the view fails over when that node dies.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
 from cli.client import get_json
+from cli.metrics_scrape import Rates
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -43,7 +53,7 @@ def probe_http(url: str, timeout: float = 1.0) -> tuple[int, Any] | str:
         return str(exc).split(": ", 1)[-1]
 
 
-def _members(resp: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def members_by_id(resp: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for m in resp.get("members") or []:
         if isinstance(m, dict) and "id" in m:
@@ -82,13 +92,13 @@ def node_readiness(node_ids: Sequence[str], probes: Mapping[str, Probe]) -> dict
     if view is None:
         pending.setdefault(leader, "leader is not answering")
         return pending
-    members = _members(view)
+    members = members_by_id(view)
     commit = int((members.get(leader) or {}).get("commit_index") or 0)
     for nid in node_ids:
         if nid in pending:
             continue
         in_view = members.get(nid)
-        own = _members(ok[nid]).get(nid) or in_view
+        own = members_by_id(ok[nid]).get(nid) or in_view
         if in_view is None:
             pending[nid] = f"not a member in the leader's ({leader}) view"
         elif in_view.get("reachable") is False:
@@ -116,14 +126,14 @@ def merge_cluster_views(nodes: Sequence[Mapping[str, Any]], probes: Mapping[str,
     known: dict[str, dict[str, Any]] = {str(n["id"]): dict(n) for n in nodes}
     views = ([ok[leader]] if leader in ok else []) + list(ok.values())
     for view in views:
-        for mid, m in _members(view).items():
+        for mid, m in members_by_id(view).items():
             known.setdefault(
                 mid, {"id": mid, "admin_url": m.get("admin_url"), "raft_addr": m.get("raft_addr")}
             )
     rows: list[dict[str, Any]] = []
     for nid, base in known.items():
-        own = _members(ok[nid]).get(nid) if nid in ok else None
-        other = next((_members(v)[nid] for v in views if nid in _members(v)), None)
+        own = members_by_id(ok[nid]).get(nid) if nid in ok else None
+        other = next((members_by_id(v)[nid] for v in views if nid in members_by_id(v)), None)
         src = own or other or {}
         row = dict(base)
         row.update({f: src.get(f) for f in NODE_FIELDS})
@@ -137,7 +147,9 @@ def merge_cluster_views(nodes: Sequence[Mapping[str, Any]], probes: Mapping[str,
 
 
 def probe_proxy(entry: Mapping[str, Any], timeout: float = 1.0) -> dict[str, Any]:
-    row: dict[str, Any] = {k: entry.get(k) for k in ("id", "url", "status_url", "pid")}
+    row: dict[str, Any] = {
+        k: entry.get(k) for k in ("id", "url", "status_url", "pid", "process") if k in entry
+    }
     got = probe_http(str(entry.get("status_url", "")).rstrip("/") + "/status", timeout)
     if isinstance(got, str):
         row.update(reachable=False, error=got)
@@ -150,6 +162,8 @@ def probe_proxy(entry: Mapping[str, Any], timeout: float = 1.0) -> dict[str, Any
         revision=body.get("revision"),
         hash=body.get("hash"),
         connected_cp=body.get("connected_cp"),
+        seconds_since_sync=body.get("seconds_since_sync"),
+        last_error=body.get("last_error"),
     )
     if status != 200:
         row["error"] = f"HTTP {status}"
@@ -173,7 +187,8 @@ def collect_status(
         if key == url and isinstance(res, dict):
             # a bare endpoint: find which member it is by its admin_url
             match = next(
-                (m for m in _members(res).values() if str(m.get("admin_url", "")).rstrip("/") == url), None
+                (m for m in members_by_id(res).values() if str(m.get("admin_url", "")).rstrip("/") == url),
+                None,
             )
             key = str(match["id"]) if match else url
         probes[key] = res
@@ -182,3 +197,177 @@ def collect_status(
         merged["errors"] = [f"{k}: {v}" for k, v in probes.items() if isinstance(v, str)]
     merged["proxies"] = parallel(lambda p: probe_proxy(p, timeout), list(proxies))
     return merged
+
+
+# ---- the live view ----------------------------------------------------------------------------------
+def _self_entry(resp: Mapping[str, Any], node_id: str | None, admin_url: str) -> dict[str, Any] | None:
+    members = members_by_id(resp)
+    own = members.get(str(resp.get("node") or node_id or ""))
+    if own is None:
+        own = next(
+            (m for m in members.values() if str(m.get("admin_url", "")).rstrip("/") == admin_url), None
+        )
+    return None if own is None else {**own, "leader": resp.get("leader")}
+
+
+def probe_self(node_id: str | None, admin_url: str, token: str, timeout: float = 0.8) -> Probe:
+    """One node's own state (``GET /v1/status``: no barrier, no peer fan-out).
+
+    A node without ``/v1/status`` (an older one, or a stand-in) is asked ``/v1/cluster?consistency=stale``
+    and its entry for itself is used.
+    """
+    url = admin_url.rstrip("/")
+    try:
+        status, body = get_json(url + "/v1/status", token, timeout)
+    except ConnectionError as exc:
+        return str(exc).split(": ", 1)[-1]
+    if status == 200 and isinstance(body, dict) and "role" in body:
+        return body
+    if status in (401, 403):
+        return f"HTTP {status} (token rejected)"
+    whole = probe_node(url, token, timeout)
+    if isinstance(whole, str):
+        return whole
+    return _self_entry(whole, node_id, url) or f"HTTP {status}"
+
+
+def process_uptime(pid: Any) -> float | None:
+    """Seconds since process ``pid`` started (Linux /proc), None when unknown.
+
+    Nodes do not report a start time, but a local cluster knows their PIDs.
+    """
+    if not isinstance(pid, int):
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot_uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, boot_uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def merge_fleet(lists: Sequence[Sequence[Mapping[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Each node's local proxy registry merged as the server does: a live session wins, then revision."""
+    fleet: dict[str, dict[str, Any]] = {}
+    for items in lists:
+        for e in items:
+            if not isinstance(e, Mapping) or "id" not in e:
+                continue
+            best = fleet.get(str(e["id"]))
+            rank = (bool(e.get("connected")), int(e.get("revision") or 0))
+            if best is None or rank > (bool(best.get("connected")), int(best.get("revision") or 0)):
+                fleet[str(e["id"])] = dict(e)
+    return fleet
+
+
+def _leader(rows: Sequence[Mapping[str, Any]]) -> str | None:
+    """The reachable node that says it leads (highest term), else what most reachable nodes believe."""
+    up = [r for r in rows if r.get("reachable")]
+    leaders = [r for r in up if r.get("role") == "leader"]
+    if leaders:
+        best = max(leaders, key=lambda r: (bool(r.get("has_quorum")), int(r.get("term") or 0)))
+        return str(best["id"])
+    down = {str(r["id"]) for r in rows if not r.get("reachable")}
+    votes: dict[str, int] = {}
+    for r in up:
+        if r.get("leader") and str(r["leader"]) not in down:
+            votes[str(r["leader"])] = votes.get(str(r["leader"]), 0) + 1
+    return max(votes, key=lambda k: (votes[k], k)) if votes else None
+
+
+_NODE_KEYS = ("role", "term", "commit_index", "applied_index", "revision", "has_quorum", "hash", "leader")
+
+
+def assemble(
+    *,
+    now: float,
+    nodes: Sequence[Mapping[str, Any]],
+    probes: Mapping[str, Probe],
+    proxies: Sequence[Mapping[str, Any]] = (),
+    fleet: Mapping[str, Mapping[str, Any]] | None = None,
+    traffic: Mapping[str, Rates | None] | None = None,
+    config: Mapping[str, Any] | None = None,
+    uptimes: Mapping[str, tuple[float, bool]] | None = None,
+    source: Mapping[str, Any] | None = None,
+    last_leader: str | None = None,
+) -> dict[str, Any]:
+    """One status snapshot: what the view and ``--json`` show, derived from this poll's answers.
+
+    ``nodes``: known members (id, admin_url, optional pid/process); ``probes``: each one's own state
+    or why there is none; ``proxies``: ``probe_proxy`` rows; ``fleet``: merged CP registries by id;
+    ``traffic``: req/s etc. by proxy id; ``uptimes``: (seconds, observed-by-us-only) by node id.
+    """
+    rows: list[dict[str, Any]] = []
+    for n in nodes:
+        nid = str(n["id"])
+        row = dict(n)
+        p = probes.get(nid, "not probed")
+        if isinstance(p, dict):
+            row.update({k: p.get(k) for k in _NODE_KEYS}, reachable=True, error=None)
+            seen = (uptimes or {}).get(nid)
+            row["uptime"], row["uptime_observed"] = seen if seen else (None, False)
+        else:
+            row.update(
+                {k: None for k in _NODE_KEYS}, reachable=False, error=p, uptime=None, uptime_observed=False
+            )
+        rows.append(row)
+    rows.sort(key=lambda r: str(r["id"]))
+    leader = _leader(rows)
+    lead = next((r for r in rows if r["id"] == leader and r["reachable"]), None)
+    alive = [r for r in rows if r["reachable"]]
+    commit = (
+        lead.get("commit_index") if lead else max((r.get("commit_index") or 0 for r in alive), default=None)
+    )
+    revision = lead.get("revision") if lead else max((r.get("revision") or 0 for r in alive), default=None)
+    if revision is None and config:
+        revision = config.get("revision")
+    for r in rows:
+        applied = r.get("applied_index")
+        r["lag"] = (
+            max(0, int(commit) - int(applied))
+            if r["reachable"] and commit is not None and applied is not None
+            else None
+        )
+    urls = {str(r.get("admin_url") or "").rstrip("/"): str(r["id"]) for r in rows}
+    return {
+        "time": now,
+        "leader": leader,
+        "last_leader": leader or last_leader,
+        "term": max((int(r.get("term") or 0) for r in alive), default=None),
+        "revision": revision,
+        "source": dict(source) if source else None,
+        "nodes": rows,
+        "proxies": _proxy_rows(proxies, fleet or {}, traffic or {}, revision, urls),
+        "config": dict(config) if config else None,
+    }
+
+
+def _proxy_rows(
+    proxies: Sequence[Mapping[str, Any]],
+    fleet: Mapping[str, Mapping[str, Any]],
+    traffic: Mapping[str, Rates | None],
+    committed: int | None,
+    node_by_url: Mapping[str, str],
+) -> list[dict[str, Any]]:
+    local = {str(p["id"]): p for p in proxies}
+    out: list[dict[str, Any]] = []
+    for pid in sorted(set(local) | set(fleet)):
+        mine, theirs = local.get(pid), fleet.get(pid) or {}
+        row: dict[str, Any] = dict(mine) if mine else {"id": pid, "url": theirs.get("address")}
+        if mine is None:  # known from the CP registries only: connected to a node = reachable
+            row.update(
+                mode=theirs.get("mode"),
+                revision=theirs.get("revision"),
+                reachable=bool(theirs.get("connected")),
+            )
+        cp = str(row.get("connected_cp") or "").rstrip("/")
+        row["node"] = theirs.get("node") if theirs.get("connected") else node_by_url.get(cp, cp or None)
+        row.setdefault("connected_cp", row["node"])
+        row["last_error"] = theirs.get("last_error") or row.get("last_error")
+        rev = row.get("revision")
+        row["lag"] = max(0, committed - int(rev)) if committed is not None and isinstance(rev, int) else None
+        got = traffic.get(pid)
+        row.update(req_s=got.requests_per_s if got else None, err_s=got.errors_per_s if got else None,
+                   p99=got.p99 if got else None)  # fmt: skip
+        out.append(row)
+    return out

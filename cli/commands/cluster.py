@@ -1,17 +1,18 @@
-"""`gwadm cluster up|down|status|stop|start|kill`: a local cluster on loopback (DESIGN §7)."""
+"""`gwadm cluster up|down|status|stop|start|kill`: a local cluster on loopback (DESIGN §7).
+
+`cluster status` is `gwadm status` (cli/commands/status.py), added to this group as well.
+"""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 
 from cli import console, render
-from cli.client import AdminClient, ApiError, split_endpoints
-from cli.connection import ConnectionConfigError, conn_options, current_options, resolve, resolve_dir
-from cli.status import collect_status
+from cli.commands.status import status_cmd
+from cli.connection import current_options, resolve_dir
 from cli.supervisor import NotReady, Supervisor
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -147,63 +148,7 @@ def start_cmd(dir_: str | None, names: tuple[str, ...], timeout: float, as_json:
     _actions(rows, "started", as_json)
 
 
-def _remote_status(endpoints: list[str], token: str) -> dict[str, Any]:
-    st = collect_status([], endpoints, token)
-    try:
-        fleet = AdminClient(endpoints, token, timeout=1.0, retry_for=0).proxies().get("items") or []
-    except (ApiError, ConnectionError) as exc:  # best effort: the fleet view is extra information
-        st["errors"] = [*st.get("errors", []), f"/v1/proxies: {exc}"]
-        fleet = []
-    st["proxies"] = [
-        {
-            "id": p.get("id"),
-            "url": p.get("address"),
-            "mode": p.get("mode"),
-            "revision": p.get("revision"),
-            "connected_cp": p.get("node") if p.get("connected") else None,
-            "reachable": bool(p.get("connected")),
-        }
-        for p in fleet
-        if isinstance(p, dict)
-    ]
-    return st
-
-
-@click.command("status")
-@conn_options
-@click.option("--watch", "-w", is_flag=True, help="Refresh continuously (Ctrl-C to stop).")
-@click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between refreshes.")
-@json_option
-def status_cmd(watch: bool, interval: float, as_json: bool) -> None:
-    """Members (role, term, commit, applied, revision, quorum) and proxies (mode, revision)."""
-    opts = current_options()
-    remote = bool(opts.endpoints or os.environ.get("GWADM_ENDPOINTS"))
-    if remote:
-        endpoints, token = resolve(opts)
-        endpoints = split_endpoints(endpoints)
-
-        def fetch() -> dict[str, Any]:
-            return _remote_status(endpoints, token)
-    else:
-        sup = Supervisor(resolve_dir(opts))
-        if not sup.layout.exists():
-            raise ConnectionConfigError(
-                f"no cluster in {sup.layout.dir} (run `gwadm cluster up`, or pass --dir or --endpoint)"
-            )
-
-        def fetch() -> dict[str, Any]:
-            return sup.status()
-
-    if as_json:
-        console.watch_json(fetch, interval if watch else None)
-        return
-    if watch:
-        console.watch(lambda: render.status_view(fetch()), interval)
-        return
-    console.show(render.status_view(fetch()))
-
-
 cluster_group.add_command(status_cmd)
 
 
-COMMANDS = [cluster_group, status_cmd]
+COMMANDS = [cluster_group]  # `gwadm status` itself is registered by cli/commands/status.py

@@ -5,10 +5,13 @@ from __future__ import annotations
 import io
 from typing import Any
 
+import pytest
 from rich.console import Console, RenderableType
 from rich.table import Table
 
 from cli import render
+from cli.metrics_scrape import Rates
+from cli.status import assemble
 
 
 def text(r: RenderableType) -> str:
@@ -36,34 +39,153 @@ def test_cluster_table() -> None:
         assert s in out, s
 
 
-def test_status_view() -> None:
-    status: dict[str, Any] = {
-        "leader": "n1",
-        "nodes": [
-            {"id": "n1", "role": "leader", "term": 3, "commit_index": 40, "applied_index": 40, "revision": 12,
-             "has_quorum": True, "reachable": True, "admin_url": "http://a", "process": "running"},
-            {"id": "n2", "role": "unreachable", "reachable": False, "admin_url": "http://b", "process": "stopped"},
-        ],
-        "proxies": [
-            {"id": "p1", "mode": "synced", "revision": 12, "connected_cp": "n1", "url": "http://p", "reachable": True},
-            {"id": "p2", "reachable": False, "error": "connection refused"},
-        ],
-        "upstreams": [{"id": "demo", "url": "http://u", "process": "running"}],
-    }  # fmt: skip
-    out = text(render.status_view(status))
+def view_text(r: RenderableType, width: int = 120) -> str:
+    """Render at a fixed width without colour, as the terminal would show it."""
+    con = Console(width=width, record=True, file=io.StringIO(), color_system=None)
+    con.print(r)
+    return con.export_text()
+
+
+def row_of(out: str, first_cell: str) -> str:
+    return next(line for line in out.splitlines() if line.startswith(f"│ {first_cell} "))
+
+
+NODES = [{"id": f"n{i}", "admin_url": f"http://127.0.0.1:700{i}", "process": "running"} for i in (1, 2, 3)]
+
+
+def member(id: str, role: str, applied: int = 40) -> dict[str, Any]:
+    return {"id": id, "role": role, "term": 7, "commit_index": 40, "applied_index": applied, "revision": 12,
+            "has_quorum": True, "leader": "n1", "hash": "abc"}  # fmt: skip
+
+
+def snapshot(**kw: Any) -> dict[str, Any]:
+    """A snapshot as the live view gets it: one leader, a lagging follower, a dead node, two proxies."""
+    nodes = [dict(n) for n in NODES]
+    nodes[2]["process"] = "stopped"
+    proxies = [
+        {"id": "p1", "status_url": "http://s1", "reachable": True, "mode": "synced", "revision": 12,
+         "connected_cp": "http://127.0.0.1:7001", "seconds_since_sync": 0.4, "process": "running"},
+        {"id": "p2", "status_url": "http://s2", "reachable": True, "mode": "cached", "revision": 9,
+         "seconds_since_sync": 75.0, "process": "running"},
+    ]  # fmt: skip
+    fleet = {
+        "p2": {"id": "p2", "connected": False, "revision": 9, "last_error": "revision 10: routes[r9]: bad"}
+    }
+    args: dict[str, Any] = dict(
+        now=1_700_000_000.0, nodes=nodes,
+        probes={"n1": member("n1", "leader"), "n2": member("n2", "follower", 37), "n3": "connection refused"},
+        proxies=proxies, fleet=fleet, traffic={"p1": Rates(152.25, 0.5, 0.0032)},
+        config={"revision": 12, "hash": "0123456789abcdef", "counts": {"upstreams": 2, "routes": 5,
+                                                                        "consumers": 1, "plugins": 0}},
+        uptimes={"n1": (3725.0, False), "n2": (42.0, True)}, source={"id": "n1", "url": "http://127.0.0.1:7001"},
+    )  # fmt: skip
+    args.update(kw)
+    return assemble(**args)
+
+
+def test_status_view_nodes_lag_down_uptime() -> None:
+    out = view_text(render.status_view(snapshot(), 120), 120)
     assert "control plane (leader: n1)" in out
-    line_n1 = next(line for line in out.splitlines() if "│ n1" in line)
-    for s in ("leader", "3", "40", "12", "yes", "http://a", "running"):
-        assert s in line_n1
-    line_n2 = next(line for line in out.splitlines() if "│ n2" in line)
-    assert "unreachable" in line_n2 and "stopped" in line_n2
-    assert "synced" in out and "connection refused" in out
-    assert "upstreams: demo http://u running" in out
+    n1, n2, n3 = row_of(out, "n1"), row_of(out, "n2"), row_of(out, "n3")
+    for s in ("leader", "up", "7", "40", "12", "yes", "1h02m", "running"):
+        assert s in n1, s
+    assert n2.split("│")[7].strip() == "3"  # lag = leader commit 40 - applied 37
+    assert "≥42s" in n2  # only seen up for 42 s by this view
+    assert "down" in n3 and "connection refused" in n3 and "stopped" in n3
+    assert " up " not in n3
 
 
-def test_nodes_table_without_answers() -> None:
-    out = text(render.nodes_table({"leader": None, "nodes": [], "errors": ["http://x: connection refused"]}))
-    assert "leader: none" in out and "connection refused" in out
+def test_status_view_proxies_modes_lag_traffic_errors() -> None:
+    out = view_text(render.status_view(snapshot(), 120), 120)
+    p1, p2 = row_of(out, "p1"), row_of(out, "p2")
+    for s in ("synced", "152", "0.5", "3.2ms", "0s ago", "n1"):
+        assert s in p1, s
+    assert "cached" in p2 and "1m15s ago" in p2 and "revision 10: routes[r9]" in p2
+    assert p2.split("│")[4].strip() == "3"  # committed 12 - served 9
+    assert "config  revision 12 · hash 0123456789ab · 2 upstreams · 5 routes · 1 consumers · 0 plugins" in out
+
+
+def test_live_view_header_and_events_newest_first() -> None:
+    events = [
+        {
+            "time": 1_700_000_001.0,
+            "level": "error",
+            "subject": "n3",
+            "message": "n3 down (connection refused)",
+        },
+        {
+            "time": 1_700_000_002.0,
+            "level": "warn",
+            "subject": "cluster",
+            "message": "leader n3 → n1 (term 7)",
+        },
+    ]
+    out = view_text(render.live_view(snapshot(), events, 120, "gwadm top"), 120)
+    head = out.splitlines()[0]
+    assert head.startswith("gwadm top  leader n1 · term 7 · via n1 · ") and head.endswith("q quits")
+    assert "recent events" in out
+    assert out.index("leader n3 → n1 (term 7)") < out.index("n3 down (connection refused)")
+
+
+def test_events_panel_fits_the_terminal_height() -> None:
+    many = [{"time": 0.0, "level": "info", "subject": "x", "message": f"event {i:02d}"} for i in range(40)]
+    out = view_text(render.live_view(snapshot(), many, 120, height=30), 120)
+    assert len(out.splitlines()) <= 30
+    assert "event 39" in out and "event 30" in out and "event 29" not in out  # the newest 10
+    tiny = view_text(render.live_view(snapshot(), many, 120, height=5), 120)
+    assert "event 37" in tiny and "event 36" not in tiny  # never fewer than 3
+
+
+def test_empty_states() -> None:
+    empty = assemble(now=0.0, nodes=[], probes={})
+    out = view_text(render.live_view(empty, [], 120), 120)
+    for s in ("control plane (leader: none)", "no node answered", "no proxies known", "revision ?",
+              "resource counts unavailable", "no events yet", "leader none", "no node answering"):  # fmt: skip
+        assert s in out, s
+
+
+def test_nothing_answers_every_node_is_down() -> None:
+    snap = snapshot(probes={n["id"]: "timed out" for n in NODES}, source=None)
+    out = view_text(render.live_view(snap, [], 120), 120)
+    for nid in ("n1", "n2", "n3"):
+        line = row_of(out, nid)
+        assert "down" in line and "timed out" in line
+    assert "leader none" in out
+
+
+def test_config_counts_of_an_older_revision_are_marked() -> None:
+    snap = snapshot(config={"revision": 10, "hash": "h", "counts": {"routes": 1}})
+    assert "(counts as of revision 10)" in view_text(render.config_line(snap))
+
+
+@pytest.mark.parametrize("width", [60, 80, 100])
+def test_narrow_terminals_keep_one_line_per_row_and_the_states(width: int) -> None:
+    out = view_text(render.live_view(snapshot(), [], width), width)
+    assert max(len(line) for line in out.splitlines()) <= width
+    for nid in ("n1", "n2", "n3", "p1", "p2"):
+        assert sum(1 for line in out.splitlines() if line.startswith(f"│ {nid} ")) == 1, nid
+    assert "down" in row_of(out, "n3") and "cached" in row_of(out, "p2")
+    assert "running" not in out  # the process columns go first
+
+
+def test_down_local_proxy_and_unknown_values() -> None:
+    snap = snapshot(
+        proxies=[{"id": "p1", "status_url": "http://s1", "reachable": False, "error": "timed out"}]
+    )
+    line = row_of(view_text(render.status_view(snap, 120), 120), "p1")
+    assert "down (timed out)" in line
+    assert line.count("-") >= 5  # revision, lag, traffic unknown
+
+
+def test_duration() -> None:
+    assert [render.duration(s) for s in (None, 0, 59.9, 61, 3725, 90000)] == ["-", "0s", "59s", "1m01s", "1h02m",
+                                                                              "1d1h"]  # fmt: skip
+
+
+def test_upstreams_line_of_a_local_cluster() -> None:
+    snap = snapshot()
+    snap["upstreams"] = [{"id": "demo", "url": "http://u", "process": "running"}]
+    assert "upstreams: demo http://u running" in view_text(render.status_view(snap))
 
 
 def test_resource_tables() -> None:
@@ -106,3 +228,7 @@ def test_render_does_not_mutate_input() -> None:
     before = copy.deepcopy(CLUSTER)
     render.cluster_table(CLUSTER)
     assert CLUSTER == before
+    snap = snapshot()
+    frozen = copy.deepcopy(snap)
+    view_text(render.live_view(snap, [], 60), 60)
+    assert snap == frozen

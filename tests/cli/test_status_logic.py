@@ -1,10 +1,13 @@
-"""Readiness rules and the merged status view: pure functions, no sockets."""
+"""Readiness rules, the merged status view, status snapshots and proxy traffic rates: pure, no sockets."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from cli.status import merge_cluster_views, node_readiness
+import pytest
+
+from cli.metrics_scrape import Rates, parse, quantile, rates
+from cli.status import assemble, merge_cluster_views, merge_fleet, node_readiness
 
 
 def member(id: str, role: str, commit: int = 5, applied: int = 5, reachable: bool = True) -> dict[str, Any]:
@@ -85,3 +88,166 @@ def test_merge_learns_members_from_views_when_none_are_known() -> None:
     merged = merge_cluster_views([], {"n1": view("n1", *HEALTHY)})
     assert [r["id"] for r in merged["nodes"]] == IDS
     assert [r["reachable"] for r in merged["nodes"]] == [True, False, False]
+
+
+# ---- the live view: snapshot assembly (pure) ------------------------------------------------------
+
+NODES = [{"id": nid, "admin_url": f"http://127.0.0.1:70{nid[-1]}"} for nid in IDS]
+
+
+def own(
+    id: str, role: str, commit: int = 40, applied: int = 40, revision: int = 12, **kw: Any
+) -> dict[str, Any]:
+    return {**member(id, role, commit, applied), "revision": revision, "leader": "n1", **kw}
+
+
+def test_assemble_lag_is_leader_commit_minus_applied_and_down_nodes_have_none() -> None:
+    probes: dict[str, Any] = {
+        "n1": own("n1", "leader"),
+        "n2": own("n2", "follower", 38, 37),
+        "n3": "timed out",
+    }
+    snap = assemble(now=5.0, nodes=NODES, probes=probes, uptimes={"n1": (90.0, False), "n2": (4.0, True)})
+    rows = {r["id"]: r for r in snap["nodes"]}
+    assert (
+        snap["leader"] == "n1" and snap["last_leader"] == "n1" and snap["term"] == 2 and snap["time"] == 5.0
+    )
+    assert (rows["n1"]["lag"], rows["n2"]["lag"], rows["n3"]["lag"]) == (0, 3, None)
+    assert (
+        rows["n3"]["reachable"] is False and rows["n3"]["error"] == "timed out" and rows["n3"]["role"] is None
+    )
+    assert (rows["n1"]["uptime"], rows["n1"]["uptime_observed"]) == (90.0, False)
+    assert (rows["n2"]["uptime"], rows["n2"]["uptime_observed"]) == (4.0, True)
+    assert snap["revision"] == 12
+
+
+def test_assemble_leader_is_who_says_so_or_what_live_nodes_believe_but_never_a_dead_node() -> None:
+    two_leaders = {"n1": own("n1", "leader", term=2), "n2": own("n2", "leader", term=3), "n3": "refused"}
+    assert assemble(now=0, nodes=NODES, probes=two_leaders)["leader"] == "n2"  # the newer term
+    believers = {
+        "n1": "refused",
+        "n2": own("n2", "follower", leader="n3"),
+        "n3": own("n3", "follower", leader="n3"),
+    }
+    assert assemble(now=0, nodes=NODES, probes=believers)["leader"] == "n3"
+    stale = {
+        "n1": "refused",
+        "n2": own("n2", "follower", leader="n1"),
+        "n3": own("n3", "candidate", leader=None),
+    }
+    snap = assemble(now=0, nodes=NODES, probes=stale, last_leader="n1")
+    assert snap["leader"] is None and snap["last_leader"] == "n1"
+
+
+def test_assemble_when_nothing_answers() -> None:
+    snap = assemble(now=0, nodes=NODES, probes={nid: "connection refused" for nid in IDS})
+    assert snap["leader"] is None and snap["term"] is None and snap["revision"] is None
+    assert all(not r["reachable"] and r["lag"] is None for r in snap["nodes"])
+    assert snap["proxies"] == [] and snap["config"] is None
+
+
+def test_assemble_proxies_local_status_with_fleet_errors_lag_and_traffic() -> None:
+    probes: dict[str, Any] = {"n1": own("n1", "leader", revision=12), "n2": own("n2", "follower"), "n3": "x"}
+    local = [
+        {"id": "p1", "status_url": "http://s1", "reachable": True, "mode": "cached", "revision": 9,
+         "connected_cp": None, "seconds_since_sync": 14.2},
+        {"id": "p2", "status_url": "http://s2", "reachable": False, "error": "connection refused"},
+    ]  # fmt: skip
+    fleet = {
+        "p1": {"id": "p1", "connected": False, "revision": 9, "last_error": "revision 10: boom", "node": "n2"},
+        "p9": {"id": "p9", "connected": True, "revision": 12, "mode": "synced", "node": "n1", "address": "10.0.0.9:80"},
+    }  # fmt: skip
+    snap = assemble(now=0, nodes=NODES, probes=probes, proxies=local, fleet=fleet,
+                    traffic={"p1": Rates(12.5, 0.5, 0.0032), "p2": None})  # fmt: skip
+    rows = {r["id"]: r for r in snap["proxies"]}
+    assert list(rows) == ["p1", "p2", "p9"]
+    p1 = rows["p1"]
+    assert (p1["mode"], p1["lag"], p1["last_error"], p1["seconds_since_sync"]) == (
+        "cached",
+        3,
+        "revision 10: boom",
+        14.2,
+    )
+    assert (p1["req_s"], p1["err_s"], p1["p99"]) == (12.5, 0.5, 0.0032)
+    assert rows["p2"]["reachable"] is False and rows["p2"]["lag"] is None and rows["p2"]["req_s"] is None
+    p9 = rows["p9"]  # known from the registries only
+    assert (p9["mode"], p9["reachable"], p9["node"], p9["connected_cp"], p9["lag"], p9["url"]) == (
+        "synced", True, "n1", "n1", 0, "10.0.0.9:80")  # fmt: skip
+
+
+def test_assemble_names_the_node_a_proxy_is_connected_to() -> None:
+    probes: dict[str, Any] = {"n1": own("n1", "leader")}
+    local = [
+        {
+            "id": "p1",
+            "reachable": True,
+            "mode": "synced",
+            "revision": 12,
+            "connected_cp": "http://127.0.0.1:701/",
+        }
+    ]
+    assert assemble(now=0, nodes=NODES[:1], probes=probes, proxies=local)["proxies"][0]["node"] == "n1"
+
+
+def test_merge_fleet_prefers_live_sessions_then_newer_revisions() -> None:
+    a = [{"id": "p1", "connected": False, "revision": 9}, {"id": "p2", "connected": True, "revision": 3}]
+    b = [
+        {"id": "p1", "connected": True, "revision": 7},
+        {"id": "p2", "connected": True, "revision": 4},
+        {"x": 1},
+    ]
+    merged = merge_fleet([a, b])
+    assert (merged["p1"]["revision"], merged["p2"]["revision"]) == (7, 4)
+    assert merge_fleet([]) == {}
+
+
+# ---- proxy metrics: rates from two scrapes --------------------------------------------------------
+
+
+def exposition(ok: int, errors: int, buckets: dict[str, int]) -> str:
+    lines = ["# TYPE gwadm_proxy_requests_total counter",
+             f'gwadm_proxy_requests_total{{route="r1",status="200"}} {ok}',
+             f'gwadm_proxy_requests_total{{route="",status="503"}} {errors}',
+             "# TYPE gwadm_proxy_request_duration_seconds histogram"]  # fmt: skip
+    for route in ("r1", ""):
+        for le, n in buckets.items():
+            lines.append(f'gwadm_proxy_request_duration_seconds_bucket{{le="{le}",route="{route}"}} {n}')
+    lines.append("# TYPE gwadm_proxy_mode gauge")
+    lines.append('gwadm_proxy_mode{mode="synced"} 1.0')
+    return "\n".join(lines) + "\n"
+
+
+def test_parse_sums_routes_and_statuses() -> None:
+    s = parse(exposition(90, 10, {"0.01": 40, "0.1": 50, "+Inf": 50}), at=3.0)
+    assert (s.at, s.requests, s.errors) == (3.0, 100.0, 10.0)
+    assert s.buckets == ((0.01, 80.0), (0.1, 100.0), (float("inf"), 100.0))
+
+
+def test_rates_between_two_scrapes() -> None:
+    a = parse(exposition(0, 0, {"0.01": 0, "0.1": 0, "+Inf": 0}), at=10.0)
+    b = parse(exposition(190, 10, {"0.01": 0, "0.1": 100, "+Inf": 100}), at=12.0)
+    got = rates(a, b)
+    assert got is not None
+    assert (got.requests_per_s, got.errors_per_s) == (100.0, 5.0)
+    assert got.p99 is not None and abs(got.p99 - (0.01 + 0.09 * 0.99)) < 1e-9
+    idle = rates(b, parse(exposition(190, 10, {"0.01": 0, "0.1": 100, "+Inf": 100}), at=13.0))
+    assert idle is not None and (idle.requests_per_s, idle.p99) == (0.0, None)
+
+
+def test_no_rates_without_a_previous_scrape_or_after_a_restart() -> None:
+    b = parse(exposition(5, 0, {"0.1": 5, "+Inf": 5}), at=2.0)
+    assert rates(None, b) is None
+    assert rates(b, parse(exposition(1, 0, {"0.1": 1, "+Inf": 1}), at=3.0)) is None  # counters reset
+    assert rates(b, b) is None  # no time passed
+
+
+def test_quantile_like_prometheus() -> None:
+    assert quantile(0.99, ()) is None
+    assert quantile(0.99, ((0.1, 0.0), (float("inf"), 0.0))) is None
+    assert quantile(0.5, ((0.1, 10.0), (0.2, 20.0), (float("inf"), 20.0))) == 0.1
+    assert quantile(0.99, ((0.1, 10.0), (float("inf"), 20.0))) == 0.1  # slower than every bucket
+
+
+def test_parse_rejects_what_is_not_prometheus_text() -> None:
+    with pytest.raises(ValueError):
+        parse('{"mode": "synced"}', at=0.0)
