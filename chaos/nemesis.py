@@ -152,7 +152,9 @@ NEMESES: dict[str, Nemesis] = {
         Nemesis("majority-ring", majority_ring, min_nodes=5,
                 description="each node sees only its 2 ring neighbours (5 nodes)"),
         Nemesis("bridge", bridge, min_nodes=5, description="two halves joined by one node (5 nodes)"),
-        Nemesis("cut-cp-proxies", cut_cp_proxies, description="cut every proxy from every CP node"),
+        # Long enough for the proxies' websocket heartbeat (<= 3 s) to notice and go to cached mode.
+        Nemesis("cut-cp-proxies", cut_cp_proxies, description="cut every proxy from every CP node",
+                fault_seconds=(4.5, 6.0)),
         Nemesis("packet-loss", packet_loss, description="drop 20-40% of packets between CP nodes"),
     ]
 }

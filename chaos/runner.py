@@ -65,8 +65,8 @@ def seed_config(ctrl: Controller, timeout: float = 30.0) -> int:
     """The upstream and route the proxy traffic uses; returns the revision that holds them."""
     up = {"targets": [{"host": ctrl.upstream.addr, "port": 9000}], "retries": 2}
     route = {"paths": [f"/{ROUTE}"], "upstream": "u0"}
-    txn = {"ops": [{"op": "put", "kind": "upstreams", "id": "u0", "value": up},
-                   {"op": "put", "kind": "routes", "id": ROUTE, "value": route}]}
+    txn = {"ops": [{"op": "put", "kind": "upstreams", "id": "u0", "body": up},
+                   {"op": "put", "kind": "routes", "id": ROUTE, "body": route}]}
 
     def attempt() -> int | None:
         leader = ctrl.leader()

@@ -82,7 +82,7 @@ class AdminClient(threading.Thread):
 
     def _value(self) -> str:
         self.counter += 1
-        return f"v-{self.seed}-{self.process}-{self.counter}"
+        return f"v-{self.seed}-{self.process}-{self.counter:06d}"  # key-auth keys need >= 8 chars
 
     def run(self) -> None:
         while not self.stop_event.is_set():
@@ -94,11 +94,11 @@ class AdminClient(threading.Thread):
             elif roll < 0.65:
                 self.write(node, key)
             elif roll < 0.85:
+                # Read, then CAS against what was read: a fresh If-Match that can actually succeed.
+                self.read(node, key)
                 seen = self.seen.get(key)
-                if seen is None or seen[0] is None or seen[1] is None:
-                    self.read(node, key)
-                else:
-                    self.cas(node, key, seen[0], seen[1])
+                if seen is not None and seen[0] is not None and seen[1] is not None:
+                    self.cas(self.rng.choice(self.ctrl.nodes), key, seen[0], seen[1])
             else:
                 self.add(node)
             time.sleep(self.rng.uniform(0.0, 0.02))
@@ -125,8 +125,11 @@ class AdminClient(threading.Thread):
         return ("fail" if 400 <= status < 500 else "info"), status, body, message
 
     def read(self, node: Member, key: str) -> None:
+        self.seen.pop(key, None)
         self._invoke("read", key, None, node)
         outcome, status, body, error = self._request(node, "GET", f"/v1/consumers/{key}")
+        if status == 404:
+            self.seen[key] = (None, None)
         if outcome == "ok" or status == 404:
             value = register_value(body) if outcome == "ok" else None
             mod = body.get("mod_revision") if outcome == "ok" and isinstance(body, dict) else None

@@ -71,7 +71,7 @@ class SyncClient:
         backoff_max: float = 2.0,
         hold: float = 2.0,
         connect_timeout: float = 3.0,
-        heartbeat: float = 3.0,
+        heartbeat: float = 2.0,  # ping every 2 s, pong due within 1 s: a dead link is noticed in <= 3 s
         source_address: str | None = None,
         build_runtime: Callable[..., Any] | None = None,
         first_endpoint: int | None = None,
