@@ -3,12 +3,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 DIR ?= .gwadm
 
-.PHONY: install up down status test lint bench clean
+.PHONY: install up down status test lint bench chaos clean
 
 $(BIN)/gwadm: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,chaos]'
 	touch $(BIN)/gwadm
 
 install: $(BIN)/gwadm
@@ -23,9 +23,14 @@ status: install
 	$(BIN)/gwadm cluster status --dir $(DIR)
 
 test: install
-	$(BIN)/ruff check gateway cluster proxy cli tests bench
+	$(BIN)/ruff check gateway cluster proxy cli chaos tests bench
 	$(BIN)/mypy --strict gateway
 	$(BIN)/pytest -q -p no:cacheprovider
+
+# The long chaos run: every scenario on 3 and 5 nodes, several seeds (the CI smoke is in make test).
+chaos: install
+	$(BIN)/gwadm chaos run --scenario all --nodes 3 --seed 1 --seed 2 --seed 3 --duration 60 --out chaos-out/n3
+	$(BIN)/gwadm chaos run --scenario all --nodes 5 --seed 1 --seed 2 --seed 3 --duration 60 --out chaos-out/n5
 
 bench: install
 	$(BIN)/python bench/cp_write_latency.py
