@@ -147,7 +147,8 @@ def test_render_summary_table() -> None:
     assert "partition-leader" in rows and "kill-leader" in rows
     assert "✗" in rows["partition-leader"] and "✗" not in rows["kill-leader"]
     assert "✓" in rows["kill-leader"]
-    assert "5.20s @1.1" in rows["partition-leader"] and "75.0% of 4" in rows["partition-leader"]
+    assert "5.20s @1.1" in rows["partition-leader"] and "75.00%" in rows["partition-leader"]
+    assert "✗ convergence" in rows["partition-leader"]
     assert "1.50s" in rows["partition-leader"] and "1/2" in rows["partition-leader"]
     assert "Problems" in out and "n2 stuck at revision 4" in out and "partition-leader n=3 seed=7" in out
     assert "Problems" not in text(rep.render_summary([good]))
