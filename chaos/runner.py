@@ -12,7 +12,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,11 @@ class RunOptions:
     out: Path = Path("chaos-out")
     proxy_converge_within: float = 5.0
     min_success_rate: float = 0.999
+    # Compact the Raft log every few hundred entries (production: 5000 / 300 s), so that snapshots,
+    # their installation on lagging followers and truncation after compaction happen in every run
+    # (pysyncobj hazard: a follower truncating applied entries after compaction under load).
+    raft: dict[str, Any] = field(default_factory=lambda: {"compaction_min_entries": 300,
+                                                          "compaction_min_time": 5.0})
 
 
 class ScenarioError(RuntimeError):
@@ -154,7 +159,7 @@ def run_scenario(opts: RunOptions, log: Log = print, progress: Callable[[float],
     out = opts.out
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(opts.seed)
-    ctrl = Controller(out / "members", opts.nodes, opts.proxies)
+    ctrl = Controller(out / "members", opts.nodes, opts.proxies, raft=opts.raft)
     net = Net()
     net.heal()
     addresses = [m.addr for m in [*ctrl.nodes, *ctrl.proxies]]

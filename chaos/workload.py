@@ -79,6 +79,14 @@ class AdminClient(threading.Thread):
         self.counter = 0
         self.seen: dict[str, tuple[str | None, int | None]] = {}  # key -> (value, mod_revision) last read
         self.seed = seed
+        self.avoid_until: dict[str, float] = {}  # node -> monotonic time: failed recently, try others
+
+    def pick_node(self) -> Member:
+        """A random node, skipping those that just failed us (as gwadm's client fails over), unless
+        every node did."""
+        now = time.monotonic()
+        healthy = [n for n in self.ctrl.nodes if self.avoid_until.get(n.name, 0.0) <= now]
+        return self.rng.choice(healthy or self.ctrl.nodes)
 
     def _value(self) -> str:
         self.counter += 1
@@ -86,7 +94,7 @@ class AdminClient(threading.Thread):
 
     def run(self) -> None:
         while not self.stop_event.is_set():
-            node = self.rng.choice(self.ctrl.nodes)
+            node = self.pick_node()
             roll = self.rng.random()
             key = f"k{self.rng.randrange(REGISTERS)}"
             if roll < 0.4:
@@ -98,7 +106,7 @@ class AdminClient(threading.Thread):
                 self.read(node, key)
                 seen = self.seen.get(key)
                 if seen is not None and seen[0] is not None and seen[1] is not None:
-                    self.cas(self.rng.choice(self.ctrl.nodes), key, seen[0], seen[1])
+                    self.cas(self.pick_node(), key, seen[0], seen[1])
             else:
                 self.add(node)
             time.sleep(self.rng.uniform(0.0, 0.02))
@@ -115,9 +123,13 @@ class AdminClient(threading.Thread):
             status, body = http_call(node.addr, 8000, method, path, token=self.ctrl.admin_token,
                                      timeout=self.timeout, **kw)
         except ConnectionRefusedError as exc:
+            self.avoid_until[node.name] = time.monotonic() + 2.0
             return "fail", None, None, f"refused: {exc}"
         except (OSError, http.client.HTTPException) as exc:
+            self.avoid_until[node.name] = time.monotonic() + 2.0
             return "info", None, None, f"{type(exc).__name__}: {exc}"
+        if status >= 500:
+            self.avoid_until[node.name] = time.monotonic() + 2.0
         if 200 <= status < 300:
             return "ok", status, body, None
         err = body.get("error", {}) if isinstance(body, dict) else {}
