@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,13 +205,34 @@ def write_new_cluster(layout: Layout, cluster: dict[str, Any]) -> None:
     write_private(layout.secret, secret + "\n")
     write_private(layout.admin_token, mint_token(secret, "admin", "gwadm-cli") + "\n")
     write_private(layout.proxy_token, mint_token(secret, "proxy", "gwadm-proxies") + "\n")
-    for n in cluster["nodes"]:
-        (layout.node_dir(n["id"]) / "data").mkdir(parents=True, exist_ok=True)
-        layout.node_toml(n["id"]).write_text(node_toml_text(layout, cluster, n["id"]))
+    write_node_configs(layout, cluster)
     for p in cluster["proxies"]:
         layout.proxy_dir(p["id"]).mkdir(parents=True, exist_ok=True)
     (layout.dir / "upstreams").mkdir(exist_ok=True)
     save_cluster(layout, cluster)
+
+
+def write_node_configs(layout: Layout, cluster: dict[str, Any]) -> None:
+    """Data dir and node.toml of every node, peers = the other nodes of ``cluster``.
+
+    After `gwadm node add/remove` the peers are rewritten too. The Raft log, not this file, is what
+    decides membership once a node has data (cluster/membership.py); the peers matter for a node
+    that starts with an empty data dir, which must find the current members.
+    """
+    for n in cluster["nodes"]:
+        (layout.node_dir(n["id"]) / "data").mkdir(parents=True, exist_ok=True)
+        layout.node_toml(n["id"]).write_text(node_toml_text(layout, cluster, n["id"]))
+
+
+def retire_node_dir(layout: Layout, node_id: str) -> Path | None:
+    """Move a removed node's directory aside (``nodes/<id>.removed-<unix time>``): its data must not
+    be reused if a node of the same id is added later, but its log stays for reading."""
+    src = layout.node_dir(node_id)
+    if not src.exists():
+        return None
+    dst = src.with_name(f"{node_id}.removed-{int(time.time())}")
+    src.rename(dst)
+    return dst
 
 
 # ---- members: command lines, ports, how to recognise them ----------------------------------------

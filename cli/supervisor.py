@@ -27,11 +27,13 @@ from cli.layout import (
     member_markers,
     member_ports,
     plan_cluster,
+    retire_node_dir,
     save_cluster,
     token_path,
     write_new_cluster,
+    write_node_configs,
 )
-from cli.status import collect_status, node_readiness, parallel, probe_http, probe_node
+from cli.status import collect_status, members_by_id, node_readiness, parallel, probe_http, probe_node
 
 HOST = "127.0.0.1"
 DEMO_UPSTREAM = "demo"
@@ -387,3 +389,56 @@ class Supervisor:
             for u in cluster["upstreams"]
         ]
         return st
+
+    # ---- membership changes (`gwadm node add/remove` on a local cluster) ---------------------------
+    def check_new_node(self, node: Mapping[str, Any]) -> None:
+        """Before asking the cluster: the id and ports of a node to add must be new and free here."""
+        cluster = self.load()
+        for n in cluster["nodes"]:
+            if n["id"] == node["id"]:
+                raise SupervisorError(f"{self.layout.cluster_json} already has a node {node['id']}")
+        busy = [f"{h}:{p}" for h, p in member_ports("nodes", node) if procs.port_in_use(h, p)]
+        if busy:
+            raise SupervisorError(f"cannot add {node['id']}: {', '.join(busy)} already in use")
+
+    def join_node(self, node: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Record a node the cluster has just accepted, start it and wait until it has caught up."""
+        cluster = self.load()
+        cluster["nodes"] = [n for n in cluster["nodes"] if n["id"] != node["id"]] + [node]
+        write_node_configs(self.layout, cluster)
+        save_cluster(self.layout, cluster)
+        self._start(cluster, "nodes", node)
+        token = self.token(cluster)
+
+        def check() -> dict[str, str]:
+            why = caught_up(probe_node(node["admin_url"], token), node["id"])
+            return {node["id"]: why} if why else {}
+
+        self._poll(cluster, check, time.monotonic() + timeout, [node["id"]])
+        return cluster
+
+    def retire_node(self, node_id: str, timeout: float) -> dict[str, Any]:
+        """Stop a node the cluster has just removed and forget it: cluster.json, the others' peers;
+        its directory is set aside (a node added later under the same id starts clean)."""
+        if any(n["id"] == node_id for n in self.load()["nodes"]):
+            self.stop([node_id], timeout)
+            cluster = self.load()
+            cluster["nodes"] = [n for n in cluster["nodes"] if n["id"] != node_id]
+            write_node_configs(self.layout, cluster)
+            save_cluster(self.layout, cluster)
+            retire_node_dir(self.layout, node_id)
+        return self.load()
+
+
+def caught_up(view: dict[str, Any] | str, node_id: str) -> str | None:
+    """Why ``node_id`` (whose ``/v1/cluster`` answer is ``view``) has not caught up, None once it has."""
+    if isinstance(view, str):
+        return f"not answering ({view})"
+    leader = view.get("leader")
+    members = members_by_id(view)
+    me, lead = members.get(node_id) or {}, members.get(str(leader)) or {}
+    if not leader or not lead.get("reachable"):
+        return "does not know a reachable leader yet"
+    if int(me.get("applied_index") or 0) < int(lead.get("commit_index") or 0):
+        return f"applied {me.get('applied_index')} < leader commit {lead.get('commit_index')}"
+    return None

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from cluster.app_keys import SETTINGS_KEY, STORE_KEY
 from cluster.auth import AuthError, verify_token
+from cluster.members import add_routes as add_cluster_admin_routes
 from cluster.members import get_cluster, get_fleet, get_status
 from cluster.raft import CommandRejected, OutcomeUnknown
 from cluster.store import ConfigStore
@@ -83,7 +84,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if scheme.lower() != "bearer" or not token.strip():
         return _unauthorized("missing bearer token")
     try:
-        claims = verify_token(request.app[SETTINGS_KEY]["secret"], token.strip())
+        claims = verify_token(request.app[SETTINGS_KEY]["secret"], token.strip(), request.app[STORE_KEY])
     except AuthError as exc:
         return _unauthorized(exc.reason)
     role = claims["role"]
@@ -342,6 +343,7 @@ def create_admin_app(
     app.router.add_get("/v1/config", get_config)
     app.router.add_post("/v1/txn", post_txn)
     app.router.add_get("/v1/proxies", get_fleet)
+    add_cluster_admin_routes(app)  # /v1/cluster/members, /v1/tokens...: before /v1/{kind}
     if extra_routes is not None:  # fixed paths (/v1/stream, /v1/proxies/local) must precede /v1/{kind}
         extra_routes(app)
     app.router.add_get("/v1/{kind}", list_resources)

@@ -3,6 +3,12 @@
 Why derive instead of reusing the secret: the cluster secret also encrypts Raft traffic
 (pysyncobj's Fernet ``password``); a separate HMAC-derived key means a leaked token-signing key
 never decrypts Raft traffic and vice versa.
+
+Revocation and rotation (docs/membership-and-tokens.md): a signature alone cannot be taken back, so
+every node also checks a replicated ``TokenPolicy`` (cluster/store.py): a deny-list of token ids
+(``jti``) and a token *generation*. Tokens carry ``gen``; rotating bumps the generation, and every
+token minted for an older one is rejected. A ``jti`` ends with the token's expiry (``<hex>-<exp>``)
+so that revoking by id alone still tells the cluster when the deny-list entry may be dropped.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import hmac
 import secrets
 import time
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 import jwt
 
@@ -42,23 +48,75 @@ def raft_password(secret: str) -> str:
     return hmac.new(secret.encode(), b"gwadm-raft-v1", hashlib.sha256).hexdigest()
 
 
-def mint_token(secret: str, role: str, subject: str, ttl_seconds: float = 365 * 86400) -> str:
+class TokenPolicy(Protocol):
+    """What every node enforces beyond the signature; cluster/store.py's ConfigStore is one."""
+
+    @property
+    def token_generation(self) -> int: ...
+
+    def token_revoked(self, jti: str) -> bool: ...
+
+
+def mint_token(
+    secret: str, role: str, subject: str, ttl_seconds: float = 365 * 86400, *, generation: int = 0
+) -> str:
+    """A token for ``role``; ``generation`` must be the cluster's current one (see TokenPolicy)."""
+    return mint_token_claims(secret, role, subject, ttl_seconds, generation=generation)[0]
+
+
+def mint_token_claims(
+    secret: str, role: str, subject: str, ttl_seconds: float = 365 * 86400, *, generation: int = 0
+) -> tuple[str, dict[str, Any]]:
+    """``(token, claims)``: the claims tell a caller the ``jti`` to revoke it by, and its ``exp``."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     now = int(time.time())
+    exp = now + int(ttl_seconds)
     claims = {
         "iss": ISSUER,
         "sub": subject,
         "role": role,
         "iat": now,
-        "exp": now + int(ttl_seconds),
-        "jti": uuid.uuid4().hex,
+        "exp": exp,
+        "jti": f"{uuid.uuid4().hex}-{exp}",
+        "gen": int(generation),
     }
-    return jwt.encode(claims, token_key(secret), algorithm=ALGORITHM)
+    return jwt.encode(claims, token_key(secret), algorithm=ALGORITHM), claims
 
 
-def verify_token(secret: str, token: str) -> dict[str, Any]:
-    """Return the claims of a valid token or raise AuthError naming what is wrong."""
+def jti_expiry(jti: str) -> int | None:
+    """The expiry a gwadm ``jti`` ends with, None for ids without one (tokens minted before)."""
+    _, sep, tail = jti.rpartition("-")
+    return int(tail) if sep and tail.isdigit() else None
+
+
+def unverified_claims(token: str) -> dict[str, Any]:
+    """The claims of a token WITHOUT checking its signature: only to learn which ``jti`` to revoke."""
+    try:
+        claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+    except jwt.InvalidTokenError as exc:
+        raise AuthError(f"not a token: {exc}") from exc
+    return claims
+
+
+def check_policy(claims: dict[str, Any], policy: TokenPolicy) -> None:
+    """Raise AuthError if the token was revoked by id or by a rotation after it was minted."""
+    gen = claims.get("gen", 0)
+    current = policy.token_generation
+    if not isinstance(gen, int) or gen < current:
+        raise AuthError(
+            f"token revoked by a rotation (it is of generation {gen}, the cluster is at {current}): "
+            "get a new one with `gwadm token create`"
+        )
+    jti = claims.get("jti")
+    if isinstance(jti, str) and policy.token_revoked(jti):
+        raise AuthError("token revoked")
+
+
+def verify_token(secret: str, token: str, policy: TokenPolicy | None = None) -> dict[str, Any]:
+    """Return the claims of a valid token or raise AuthError naming what is wrong.
+
+    Without ``policy`` only signature, expiry and role are checked (no revocation)."""
     try:
         claims: dict[str, Any] = jwt.decode(
             token,
@@ -73,4 +131,6 @@ def verify_token(secret: str, token: str) -> dict[str, Any]:
         raise AuthError(f"invalid token: {exc}") from exc
     if claims.get("role") not in ROLES:
         raise AuthError("invalid token: unknown role")
+    if policy is not None:
+        check_policy(claims, policy)
     return claims

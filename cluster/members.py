@@ -1,20 +1,43 @@
-"""Views across the control plane: this node's status, the cluster, and the proxy fleet.
+"""Cluster-wide admin endpoints: views across nodes, membership changes, token revocation/rotation.
 
 A node knows its own Raft state and its own proxy sessions; ``/v1/cluster`` and ``/v1/proxies``
-ask every peer (``/v1/status``, ``/v1/proxies/local``) with a short-lived viewer token and merge,
-so any node answers for the whole cluster and unreachable members are reported, not hidden.
+ask every current member (``/v1/status``, ``/v1/proxies/local``) with a short-lived viewer token
+and merge, so any node answers for the whole cluster and unreachable members are reported, not
+hidden. The member list is the live Raft configuration (cluster/membership.py), so added nodes
+show up everywhere and removed ones disappear.
+
+Membership changes are judged and made by the leader (a follower forwards the request to it): only
+the leader knows which members answer it, and one lock there makes "one change at a time" hold
+for requests arriving at any node. Token revocations and rotations are ordinary replicated
+commands; their answer waits until every reachable member has applied them, so that when
+``gwadm token revoke`` returns, every node already rejects the token.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
 from cluster.app_keys import SETTINGS_KEY, STORE_KEY
-from cluster.auth import mint_token
+from cluster.auth import ROLES, AuthError, jti_expiry, mint_token, mint_token_claims, unverified_claims
+from cluster.membership import Member, MembershipUnavailable, Refusal, check_add, check_remove
+from cluster.raft import OutcomeUnknown
+from gateway.errors import ValidationError
+from gateway.model import check_id
+
+FORWARDED_BY = "X-Gwadm-Forwarded-By"
+MEMBERSHIP_TIMEOUT = 10.0
+MAX_TOKEN_TTL = 10 * 365 * 86400
+_HTTP_ERRORS: dict[int, type[web.HTTPException]] = {
+    404: web.HTTPNotFound, 409: web.HTTPConflict, 503: web.HTTPServiceUnavailable,
+}
 
 
 def _member_status(request: web.Request) -> dict[str, Any]:
@@ -43,17 +66,30 @@ async def get_status(request: web.Request) -> web.Response:
     return web.json_response(_member_status(request))
 
 
-async def _fetch_peers(request: web.Request, path: str) -> list[tuple[dict[str, str], Any, str | None]]:
-    """GET ``path`` on every peer concurrently: ``(peer, json or None, error or None)`` each."""
+def _peers(request: web.Request) -> list[Member]:
+    store = request.app[STORE_KEY]
+    return [m for m in store.raft.members() if m.id != store.node_id]
+
+
+def _session(request: web.Request, timeout: float) -> aiohttp.ClientSession:
+    source = request.app[SETTINGS_KEY].get("source_address")
+    connector = aiohttp.TCPConnector(local_addr=(source, 0) if source else None)
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout), connector=connector)
+
+
+async def _fetch_peers(request: web.Request, path: str) -> list[tuple[Member, Any, str | None]]:
+    """GET ``path`` on every other member concurrently: ``(member, json or None, error or None)`` each."""
     settings = request.app[SETTINGS_KEY]
     store = request.app[STORE_KEY]
-    token = mint_token(settings["secret"], "viewer", f"node:{store.node_id}", ttl_seconds=60)
-    timeout = aiohttp.ClientTimeout(total=settings["peer_timeout"])
+    token = mint_token(settings["secret"], "viewer", f"node:{store.node_id}", ttl_seconds=60,
+                       generation=store.token_generation)
 
-    async def fetch(session: aiohttp.ClientSession, peer: dict[str, str]) -> tuple[dict[str, str], Any, str | None]:
+    async def fetch(session: aiohttp.ClientSession, peer: Member) -> tuple[Member, Any, str | None]:
+        if not peer.admin_url:
+            return peer, None, "admin URL unknown"
         try:
             async with session.get(
-                peer["admin_url"].rstrip("/") + path, headers={"Authorization": f"Bearer {token}"}
+                peer.admin_url.rstrip("/") + path, headers={"Authorization": f"Bearer {token}"}
             ) as resp:
                 if resp.status == 200:
                     return peer, await resp.json(), None
@@ -61,10 +97,8 @@ async def _fetch_peers(request: web.Request, path: str) -> list[tuple[dict[str, 
         except (aiohttp.ClientError, TimeoutError) as exc:
             return peer, None, str(exc) or type(exc).__name__
 
-    source = settings.get("source_address")
-    connector = aiohttp.TCPConnector(local_addr=(source, 0) if source else None)
-    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
-        return list(await asyncio.gather(*(fetch(session, p) for p in settings["peers"])))
+    async with _session(request, settings["peer_timeout"]) as session:
+        return list(await asyncio.gather(*(fetch(session, p) for p in _peers(request))))
 
 
 async def get_cluster(request: web.Request) -> web.Response:
@@ -74,8 +108,7 @@ async def get_cluster(request: web.Request) -> web.Response:
         if data is not None:
             members.append({**data, "reachable": True})
         else:
-            members.append({"id": peer["id"], "admin_url": peer["admin_url"], "raft_addr": peer["raft_addr"],
-                            "reachable": False, "error": error})
+            members.append({**peer.to_json(), "reachable": False, "error": error})
     members.sort(key=lambda m: m["id"])
     leaders = {m["id"] for m in members if m.get("reachable") and m.get("role") == "leader" and m.get("has_quorum")}
     leader = me["leader"] if me["leader"] else (next(iter(leaders)) if len(leaders) == 1 else None)
@@ -89,7 +122,7 @@ async def get_fleet(request: web.Request) -> web.Response:
     unreachable = []
     for peer, data, error in await _fetch_peers(request, "/v1/proxies/local"):
         if data is None:
-            unreachable.append({"id": peer["id"], "error": error})
+            unreachable.append({"id": peer.id, "error": error})
         else:
             entries.extend(data.get("items", []))
     fleet: dict[str, dict[str, Any]] = {}
@@ -105,3 +138,256 @@ async def get_fleet(request: web.Request) -> web.Response:
     return web.json_response({"items": items, "revision": state.revision, "unreachable_nodes": unreachable})
 
 
+# -- membership ----------------------------------------------------------------------------------
+def _refuse(status: int, code: str, message: str) -> web.HTTPException:
+    """An HTTP error the admin API's error middleware renders as ``{"error": {code, message}}``
+    (it derives the code from the reason phrase)."""
+    return _HTTP_ERRORS[status](reason=code.replace("_", " ").title(), text=message)
+
+
+def _leader_member(request: web.Request) -> Member | None:
+    st = request.app[STORE_KEY].raft.status()
+    if not st["has_quorum"] or not st["leader"]:
+        return None
+    return next((m for m in request.app[STORE_KEY].raft.members() if m.raft_addr == st["leader"]), None)
+
+
+async def _forward(request: web.Request, to: Member, body: bytes | None, timeout: float) -> web.Response:
+    """The same request, answered by member ``to``. The hops travel along: a request never goes back
+    to a node it came through, and takes two hops at most (follower -> leader -> its successor)."""
+    hops = [h for h in request.headers.get(FORWARDED_BY, "").split(",") if h]
+    if to.id in hops or len(hops) >= 2:
+        raise _refuse(503, "unavailable",
+                      f"leadership moved while the request went through {', '.join(hops)}; retry")
+    headers = {k: v for k in ("Authorization", "Content-Type", "X-Request-Id") if (v := request.headers.get(k))}
+    headers[FORWARDED_BY] = ",".join([*hops, request.app[STORE_KEY].node_id])
+    try:
+        async with _session(request, timeout) as session, session.request(
+            request.method, to.admin_url.rstrip("/") + request.path_qs, data=body, headers=headers
+        ) as resp:
+            return web.Response(status=resp.status, body=await resp.read(), content_type="application/json")
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise _refuse(503, "unavailable", f"the leader {to.id} ({to.admin_url}) did not answer: "
+                                          f"{exc or type(exc).__name__}; retry") from None
+
+
+async def _leader_or_forward(request: web.Request, body: bytes | None, timeout: float) -> web.Response | None:
+    """None on the leader; elsewhere the leader's answer to this request."""
+    store = request.app[STORE_KEY]
+    if store.raft.status()["role"] == "leader":
+        return None
+    leader = _leader_member(request)
+    if leader is None or not leader.admin_url:
+        up = store.raft.reachable_ids()
+        every = ", ".join(m.id for m in store.raft.members())
+        raise _refuse(503, "unavailable", f"no leader: {store.node_id} reaches only {', '.join(sorted(up))} of "
+                      f"{every}; a membership change needs a leader with a working majority (retry, or bring "
+                      "members back)")
+    return await _forward(request, leader, body, timeout + 5)
+
+
+def _timeout(request: web.Request) -> float:
+    raw = request.query.get("timeout", str(MEMBERSHIP_TIMEOUT))
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1
+    if not 0.5 <= value <= 120:
+        raise ValidationError("must be a number of seconds between 0.5 and 120", "timeout")
+    return value
+
+
+@contextlib.contextmanager
+def _one_change(request: web.Request, what: str) -> Iterator[None]:
+    """The leader's lock: one membership change at a time, a second one meanwhile is a 409. Also
+    turns the membership module's refusals into API errors."""
+    settings = request.app[SETTINGS_KEY]
+    busy = settings.get("membership_change")
+    if busy is not None:
+        age = time.monotonic() - busy[1]
+        raise _refuse(409, "conflict", f"a membership change is in progress ({busy[0]}, {age:.1f}s ago): "
+                                       "one change at a time, retry when it is done")
+    settings["membership_change"] = (what, time.monotonic())
+    try:
+        yield
+    except Refusal as exc:
+        raise _refuse(exc.status, exc.code, exc.message) from None
+    except MembershipUnavailable as exc:
+        raise OutcomeUnknown(str(exc)) from None
+    finally:
+        settings["membership_change"] = None
+
+
+def _members_json(request: web.Request) -> dict[str, Any]:
+    store = request.app[STORE_KEY]
+    return {"members": [m.to_json() for m in store.raft.members()], "leader": store.raft_status()["leader_id"],
+            "node": store.node_id}
+
+
+async def get_members(request: web.Request) -> web.Response:
+    """The Raft configuration as this node sees it (no fan-out, no barrier)."""
+    return web.json_response(_members_json(request))
+
+
+async def add_member(request: web.Request) -> web.Response:
+    timeout = _timeout(request)
+    raw = await request.read()
+    new = _parse_member(raw)
+    forwarded = await _leader_or_forward(request, raw, timeout)
+    if forwarded is not None:
+        return forwarded
+    raft = request.app[STORE_KEY].raft
+    if new in raft.members():  # a retried add whose first attempt committed
+        return web.json_response({"member": new.to_json(), "unchanged": True, **_members_json(request)})
+    with _one_change(request, f"adding {new.id}"):
+        check_add(raft.members(), new, raft.reachable_ids())
+        await raft.change_membership("add", new, timeout)
+    return web.json_response({"member": new.to_json(), **_members_json(request)}, status=201)
+
+
+async def remove_member(request: web.Request) -> web.Response:
+    timeout = _timeout(request)
+    forwarded = await _leader_or_forward(request, None, timeout)
+    if forwarded is not None:
+        return forwarded
+    store = request.app[STORE_KEY]
+    target_id = request.match_info["id"]
+    with _one_change(request, f"removing {target_id}"):
+        target = check_remove(store.raft.members(), target_id, store.raft.reachable_ids())
+        if target.id != store.node_id:
+            await store.raft.change_membership("remove", target, timeout)
+            return web.json_response({"removed": target.to_json(), **_members_json(request)})
+        # pysyncobj refuses to remove the leader itself: hand leadership over, let the new leader do it.
+        deadline = time.monotonic() + timeout
+        await store.raft.transfer_leadership(timeout)
+        while (leader := _leader_member(request)) is None or leader.id == target_id:
+            if time.monotonic() > deadline:
+                raise _refuse(503, "unavailable", "leadership was handed over but no new leader emerged; retry")
+            await asyncio.sleep(0.05)
+        return await _forward(request, leader, None, max(deadline - time.monotonic(), 1.0) + 5)
+
+
+def _parse_member(raw: bytes) -> Member:
+    body = _json_object(raw, "member")
+    unknown = set(body) - {"id", "raft_addr", "admin_url"}
+    if unknown:
+        raise ValidationError(f"unknown field {sorted(unknown)[0]!r}", f"member.{sorted(unknown)[0]}")
+    for name in ("id", "raft_addr", "admin_url"):
+        if not isinstance(body.get(name), str) or not body[name]:
+            raise ValidationError("required, a non-empty string", f"member.{name}")
+    check_id(body["id"], "member.id")
+    host, _, port = body["raft_addr"].rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValidationError("must look like host:port", "member.raft_addr")
+    url = body["admin_url"].rstrip("/")
+    host, _, port = url.partition("://")[2].rpartition(":")
+    if not url.startswith(("http://", "https://")) or not host or not port.isdigit():
+        raise ValidationError("must look like http://host:port", "member.admin_url")
+    return Member(body["id"], body["raft_addr"], url)
+
+
+def _json_object(raw: bytes, what: str) -> dict[str, Any]:
+    try:
+        body = json.loads(raw or b"{}")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValidationError(f"malformed JSON: {exc}", what) from exc
+    if not isinstance(body, dict):
+        raise ValidationError("must be a JSON object", what)
+    return body
+
+
+# -- tokens ----------------------------------------------------------------------------------------
+async def _applied_everywhere(request: web.Request, timeout: float = 3.0) -> dict[str, list[str]]:
+    """Wait until every member has applied what this node has; who did (``enforced_on``), who not yet."""
+    store = request.app[STORE_KEY]
+    index = store.raft.status()["applied_index"]
+    deadline = time.monotonic() + timeout
+    done = {store.node_id}
+    while True:
+        for peer, data, _error in await _fetch_peers(request, "/v1/status"):
+            if data is not None and int(data.get("applied_index") or 0) >= index:
+                done.add(peer.id)
+        pending = sorted(m.id for m in store.raft.members() if m.id not in done)
+        if not pending or time.monotonic() > deadline:
+            return {"enforced_on": sorted(done), "pending": pending}
+        await asyncio.sleep(0.05)
+
+
+async def get_tokens(request: web.Request) -> web.Response:
+    store = request.app[STORE_KEY]
+    await store.barrier(request.app[SETTINGS_KEY]["read_timeout"])
+    tokens = store.token_state()
+    revoked = [{"jti": j, "exp": e} for j, e in sorted(tokens["revoked"].items())]
+    return web.json_response({"generation": tokens["generation"], "revoked": revoked})
+
+
+async def create_token(request: web.Request) -> web.Response:
+    body = _json_object(await request.read(), "token")
+    unknown = set(body) - {"role", "subject", "ttl_seconds"}
+    if unknown:
+        raise ValidationError(f"unknown field {sorted(unknown)[0]!r}", f"token.{sorted(unknown)[0]}")
+    role, subject, ttl = body.get("role"), body.get("subject", "gwadm-user"), body.get("ttl_seconds", 30 * 86400)
+    if role not in ROLES:
+        raise ValidationError(f"must be one of {', '.join(ROLES)}", "token.role")
+    if not isinstance(subject, str) or not 0 < len(subject) <= 200:
+        raise ValidationError("must be a string of 1 to 200 characters", "token.subject")
+    if isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 < ttl <= MAX_TOKEN_TTL:
+        raise ValidationError(f"must be an integer number of seconds, 1..{MAX_TOKEN_TTL}", "token.ttl_seconds")
+    store = request.app[STORE_KEY]
+    await store.barrier(request.app[SETTINGS_KEY]["read_timeout"])  # mint for the generation as of now
+    return web.json_response(_minted(request, role, subject, ttl), status=201)
+
+
+def _minted(request: web.Request, role: str, subject: str, ttl: int) -> dict[str, Any]:
+    store = request.app[STORE_KEY]
+    token, claims = mint_token_claims(request.app[SETTINGS_KEY]["secret"], role, subject, ttl,
+                                      generation=store.token_generation)
+    return {"token": token, **{k: claims[k] for k in ("jti", "exp", "role")}, "subject": subject,
+            "generation": claims["gen"]}
+
+
+async def revoke_token(request: web.Request) -> web.Response:
+    body = _json_object(await request.read(), "revoke")
+    unknown = set(body) - {"jti", "token", "exp"}
+    if unknown or ("jti" in body) == ("token" in body):
+        raise ValidationError("give either jti or token (and optionally exp)", "revoke")
+    jti, exp = body.get("jti"), body.get("exp")
+    if "token" in body:
+        try:
+            claims = unverified_claims(str(body["token"]))
+        except AuthError as exc:
+            raise ValidationError(exc.reason, "revoke.token") from None
+        jti, exp = claims.get("jti"), exp if exp is not None else claims.get("exp")
+    if not isinstance(jti, str) or not 0 < len(jti) <= 200:
+        raise ValidationError("must be a token id of 1 to 200 characters", "revoke.jti")
+    if exp is not None and (isinstance(exp, bool) or not isinstance(exp, int)):
+        raise ValidationError("must be a Unix time (integer seconds)", "revoke.exp")
+    exp = exp if exp is not None else jti_expiry(jti)
+    store = request.app[STORE_KEY]
+    cmd = {"type": "token_revoke", "jti": jti, "exp": exp, "now": int(time.time())}
+    await store.token_command(cmd, request.app[SETTINGS_KEY]["write_timeout"])
+    return web.json_response({"revoked": jti, "until": exp, **await _applied_everywhere(request)})
+
+
+async def rotate_tokens(request: web.Request) -> web.Response:
+    """Reject every token minted so far; the answer carries a fresh admin token for the caller."""
+    store = request.app[STORE_KEY]
+    request_id = request.headers.get("X-Request-Id") or store.new_request_id()
+    request["request_id"] = request_id
+    cmd = {"type": "token_rotate", "request_id": request_id, "now": int(time.time())}
+    await store.token_command(cmd, request.app[SETTINGS_KEY]["write_timeout"])
+    caller = request["auth"]
+    lifetime = max(int(caller["exp"]) - int(caller["iat"]), 3600)
+    minted = _minted(request, "admin", str(caller.get("sub") or "gwadm-user"), min(lifetime, MAX_TOKEN_TTL))
+    return web.json_response({**minted, **await _applied_everywhere(request)})
+
+
+def add_routes(app: web.Application) -> None:
+    """Membership and token routes; fixed paths, so they must precede ``/v1/{kind}/...``."""
+    app.router.add_get("/v1/cluster/members", get_members)
+    app.router.add_post("/v1/cluster/members", add_member)
+    app.router.add_delete("/v1/cluster/members/{id}", remove_member)
+    app.router.add_get("/v1/tokens", get_tokens)
+    app.router.add_post("/v1/tokens", create_token)
+    app.router.add_post("/v1/tokens/revoke", revoke_token)
+    app.router.add_post("/v1/tokens/rotate", rotate_tokens)

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from cluster.admin_api import create_admin_app
 from cluster.auth import raft_password
+from cluster.membership import Member
 from cluster.raft import RaftSettings
 from cluster.store import ConfigStore
 
@@ -95,6 +96,9 @@ class NodeSettings:
             data_dir=os.path.join(self.data_dir, "raft"),
             fsync=self.fsync,
             source_address=self.source_address,
+            node_id=self.node_id,
+            admin_url=self.admin_url,
+            peer_members=[Member(p.id, p.raft_addr, p.admin_url) for p in self.peers],
             **self.raft,
         )
 

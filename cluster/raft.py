@@ -14,6 +14,9 @@ Why each piece exists (details in ../shared/notes/pysyncobj.md):
   message, and answer fully-stale messages ourselves without touching the log.
 * msgpack dump serializer — pysyncobj pickles dumps by default; we hand it our own serializer so
   the snapshot file holds msgpack and the application state is written by the store.
+* dynamic membership (``cluster/membership.py``, mixed in): a thread-safe member table that
+  carries each member's gwadm id and admin URL, one change at a time, and a boot membership that
+  honours the journal and the dump so that config-file peers never resurrect a removed member.
 * ``submit`` — every call has a deadline (callbacks were seen to never fire), results are handed to
   asyncio with ``call_soon_threadsafe`` from the tick thread, and transient failures (no leader,
   leader changed) are retried with the same payload: the store dedupes by request id.
@@ -26,7 +29,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
@@ -34,6 +37,7 @@ import pysyncobj.syncobj as _syncobj_module
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 from pysyncobj.journal import FileJournal, MetaStorer
 
+from cluster.membership import Member, MembershipMixin, encode_cluster, read_dump_cluster
 from cluster.raft_transport import transport_class
 
 log = logging.getLogger("gwadm.raft")
@@ -86,6 +90,11 @@ class RaftSettings:
     compaction_min_entries: int = 5000
     compaction_min_time: float = 300.0
     source_address: str | None = None  # bind outgoing peer connections to it (cluster/raft_transport.py)
+    # Membership metadata: this node's gwadm id and admin URL, and the peers' (matched to
+    # ``partners`` by raft address); a bare address stands in for an unknown id.
+    node_id: str = ""
+    admin_url: str = ""
+    peer_members: list[Member] = field(default_factory=list)
 
     def validate(self) -> None:
         """Turn pysyncobj's bare asserts into errors a user can act on."""
@@ -180,7 +189,7 @@ def _fsync_dir(path: str) -> None:
 _journal_lock = threading.Lock()
 
 
-class RaftNode(SyncObj):  # type: ignore[misc]
+class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
     """One Raft member whose only replicated operation is ``_apply(payload: bytes)``.
 
     ``apply_fn(payload) -> result`` runs in pysyncobj's tick thread for every committed command, in
@@ -204,6 +213,8 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         self._on_state_change = on_state_change
         self.settings = settings
         self.stale_append_entries_trimmed = 0
+        journal_file = os.path.join(settings.data_dir, "raft.journal")
+        dump_file = os.path.join(settings.data_dir, "raft.dump")
         conf = SyncObjConf(
             password=settings.password,
             appendEntriesUseBatch=False,
@@ -214,23 +225,31 @@ class RaftNode(SyncObj):  # type: ignore[misc]
             connectionRetryTime=settings.connection_retry_time,
             maxBindRetries=settings.max_bind_retries,
             bindRetryTime=0.2,
-            journalFile=os.path.join(settings.data_dir, "raft.journal"),
-            fullDumpFile=os.path.join(settings.data_dir, "raft.dump"),
+            journalFile=journal_file,
+            fullDumpFile=dump_file,
             serializer=self._serialize_dump,
             deserializer=self._deserialize_dump,
             logCompactionMinEntries=settings.compaction_min_entries,
             logCompactionMinTime=settings.compaction_min_time,
             onStateChanged=lambda _old, _new: self._notify_state_change(),
-            dynamicMembershipChange=False,
+            dynamicMembershipChange=True,
         )
-        fsync = settings.fsync
+        # The journal is opened before pysyncobj starts so that the boot membership can be read from it.
+        journal = DurableJournal(journal_file, settings.fsync)
+        known = {m.raft_addr: m for m in settings.peer_members}
+        partners = self._membership_init(
+            Member(settings.node_id or settings.self_addr, settings.self_addr, settings.admin_url),
+            [known.get(addr) or Member(addr, addr, "") for addr in settings.partners],
+            [journal[i] for i in range(len(journal))],
+            read_dump_cluster(dump_file),
+        )
         with _journal_lock:
             original = _syncobj_module.createJournal
-            _syncobj_module.createJournal = lambda path=None: DurableJournal(path, fsync)
+            _syncobj_module.createJournal = lambda path=None: journal
             try:
                 super().__init__(
                     settings.self_addr,
-                    settings.partners,
+                    partners,
                     conf,
                     transportClass=transport_class(settings.source_address),
                 )
@@ -289,7 +308,13 @@ class RaftNode(SyncObj):  # type: ignore[misc]
 
     # -- status -------------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
-        s = self.getStatus()
+        for attempt in range(5):  # the tick thread may change the member set while getStatus iterates it
+            try:
+                s = self.getStatus()
+                break
+            except RuntimeError:
+                if attempt == 4:
+                    raise
         leader = s.get("leader")
         partners = {
             key[len("partner_node_status_server_") :]: value == 2
@@ -312,9 +337,9 @@ class RaftNode(SyncObj):  # type: ignore[misc]
     def _serialize_dump(self, file_name: str, data: Any) -> None:
         last_entry, prev_entry, cluster = data
         payload = {
-            "format": 1,
+            "format": 2,
             "entries": [list(last_entry), list(prev_entry)],
-            "cluster": sorted(getattr(n, "id", str(n)) for n in cluster),
+            "cluster": encode_cluster(cluster, self._known),  # format 1: bare addresses
             "app": self._snapshot_fn(),
         }
         with open(file_name, "wb") as f:
@@ -324,11 +349,12 @@ class RaftNode(SyncObj):  # type: ignore[misc]
                 os.fsync(f.fileno())
 
     def _deserialize_dump(self, file_name: str) -> tuple[Any, Any, Any]:
+        boot = self._take_boot_members()  # taken even if this load fails: it is for the boot load only
         with open(file_name, "rb") as f:
             payload = msgpack.unpackb(f.read(), raw=False)
         self._restore_fn(payload["app"])
         last_entry, prev_entry = (tuple(e) for e in payload["entries"])
-        return last_entry, prev_entry, payload["cluster"]
+        return last_entry, prev_entry, self._dump_partners(payload["cluster"], boot)
 
     # -- Raft §5.3 fix: never truncate on a stale AppendEntries ----------------------------------
     def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:  # noqa: N802

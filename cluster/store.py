@@ -57,6 +57,8 @@ class ConfigStore:
         self._deltas: deque[tuple[Delta, int]] = deque()
         self._delta_bytes = 0
         self._dedupe: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        # Token policy (cluster/auth.py): replaced whole on change, so readers see one consistent value.
+        self._tokens: dict[str, Any] = {"generation": 0, "revoked": {}}
         self._subscribers: list[Callable[[int], None]] = []
         self._loop = asyncio.get_running_loop()
         self.raft = RaftNode(
@@ -98,9 +100,11 @@ class ConfigStore:
         # Without quorum the last known leader is only a memory (pysyncobj keeps it until the next
         # election, which a cut-off follower never starts): report none.
         known_leader = leader_addr if leader_addr and status["has_quorum"] else None
+        leader_id = (self.raft.member_id(known_leader) or self._addr_to_id.get(known_leader, known_leader)
+                     if known_leader else None)  # the member table knows nodes added since start
         status.update(
             node_id=self.node_id,
-            leader_id=self._addr_to_id.get(known_leader, known_leader) if known_leader else None,
+            leader_id=leader_id,
             revision=self._state.revision,
             hash=self._state.hash(),
             delta_log_first=self._deltas[0][0].base if self._deltas else self._state.revision,
@@ -117,6 +121,25 @@ class ConfigStore:
         ``{"ok": False, "error": {...}}``. Raises raft.OutcomeUnknown when the outcome is unknown."""
         payload = msgpack.packb({"type": "txn", "txn": encode_txn(txn)}, use_bin_type=True)
         result: dict[str, Any] = await self.raft.submit(payload, timeout)
+        return result
+
+    # -- token policy (read by the auth middleware on every request) --------------------------------
+    @property
+    def token_generation(self) -> int:
+        """Tokens minted for an older generation are rejected (``gwadm token rotate`` bumps it)."""
+        return int(self._tokens["generation"])
+
+    def token_revoked(self, jti: str) -> bool:
+        return jti in self._tokens["revoked"]
+
+    def token_state(self) -> dict[str, Any]:
+        """``{"generation": int, "revoked": {jti: exp or None}}`` as applied here (do not mutate)."""
+        return self._tokens
+
+    async def token_command(self, cmd: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Replicate ``{"type": "token_revoke", "jti", "exp", "now"}`` or ``{"type": "token_rotate",
+        "request_id", "now"}``; returns ``{"ok": True, "generation", "revoked"}``."""
+        result: dict[str, Any] = await self.raft.submit(msgpack.packb(cmd, use_bin_type=True), timeout)
         return result
 
     @staticmethod
@@ -154,6 +177,8 @@ class ConfigStore:
             return {"ok": False, "error": {"code": "bad_encoding", "message": "undecodable command"}}
         if kind == "barrier":
             return {"ok": True, "revision": self._state.revision}
+        if kind in ("token_revoke", "token_rotate"):
+            return self._apply_token_command(cmd)
         if kind != "txn":
             return {"ok": False, "error": {"code": "bad_encoding", "message": f"unknown command {kind}"}}
         try:
@@ -174,6 +199,29 @@ class ConfigStore:
             result = {"ok": True, "revision": new_state.revision, "results": _op_results(txn, self._state, new_state)}
             self._install(new_state, delta)
         self._remember(txn.request_id, result)
+        return result
+
+    def _apply_token_command(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        """Deterministic: time comes from the command (the proposer's clock), never from this node's.
+
+        Deny-list entries are dropped once their token has expired (``exp`` None = never). A rotation
+        is deduplicated by request id: a retried rotation must not bump the generation twice.
+        """
+        seen = self._dedupe.get(str(cmd.get("request_id"))) if cmd.get("request_id") else None
+        if seen is not None:
+            return {**seen, "duplicate": True}
+        now = int(cmd.get("now") or 0)
+        revoked = {j: e for j, e in self._tokens["revoked"].items() if e is None or e >= now}
+        generation = int(self._tokens["generation"])
+        if cmd["type"] == "token_revoke":
+            exp = cmd.get("exp")
+            revoked[str(cmd["jti"])] = int(exp) if isinstance(exp, int) else None
+        else:
+            generation += 1
+        self._tokens = {"generation": generation, "revoked": revoked}
+        result = {"ok": True, "generation": generation, "revoked": len(revoked)}
+        if cmd.get("request_id"):
+            self._remember(str(cmd["request_id"]), result)
         return result
 
     def _install(self, new_state: ConfigState, delta: Delta) -> None:
@@ -218,6 +266,7 @@ class ConfigStore:
             "state": self._state.to_snapshot(),
             "deltas": deltas,
             "dedupe": [[k, v] for k, v in self._dedupe.items()],
+            "tokens": self._tokens,
         }
         return msgpack.packb(data, use_bin_type=True)
 
@@ -230,6 +279,8 @@ class ConfigStore:
             self._deltas = deque((d, len(encode_delta(d))) for d in deltas)
             self._delta_bytes = sum(size for _, size in self._deltas)
         self._dedupe = OrderedDict((k, v) for k, v in data["dedupe"])
+        tokens = data.get("tokens") or {}  # absent in dumps written before token revocation existed
+        self._tokens = {"generation": int(tokens.get("generation", 0)), "revoked": dict(tokens.get("revoked", {}))}
         self._notify(state.revision)
 
 

@@ -1,0 +1,407 @@
+"""Dynamic Raft membership: who the members are, when a change is safe, how it survives restarts.
+
+What pysyncobj 0.3.17 does with ``dynamicMembershipChange`` (read in ``syncobj.py``), and what we
+do about it here (the ``MembershipMixin`` half is mixed into ``cluster.raft.RaftNode``):
+
+* A change is a log entry ``MEMBERSHIP + pickle(['add'|'rem', id, node])`` that takes effect when it
+  is *appended* (leader: when proposed; follower: when received; rolled back if truncated), as in
+  Raft §4.1. The leader drops a removed member before sending it the entry, so a removed node never
+  learns it was removed: it must be stopped (``gwadm node remove`` does, or tells you to).
+* The node object in the entry is pickled whole, so it carries our metadata: ``TCPNode(raft_addr,
+  gw_id=..., admin_url=...)``. Every member learns an added node's id and admin URL from the log
+  itself (and from dumps, which store them too): no second replicated table to keep in step.
+* "One change at a time" is meant to be enforced by ``__changeClusterIDx``, which nothing ever
+  sets: concurrent changes are accepted. ``_SyncObj__changeCluster`` below refuses a change while
+  an uncommitted membership entry is in the leader's log (the Raft rule) and records why.
+* At boot a node starts from the partners it is given (the config file) and only re-applies
+  *committed* membership entries later; loading a dump replaces the membership by the dump's.
+  Config-file peers could thus bring back a removed member. ``boot_members`` computes the
+  membership from the dump plus every membership entry in the journal (the latest configuration
+  in the log, committed or not, is the one a Raft member must use) before pysyncobj starts.
+* pysyncobj drops self from the dump's cluster with ``node != selfNode``; a plain string never
+  equals a ``Node``, so the dump must hand back ``TCPNode`` objects, self excluded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+from pysyncobj import FAIL_REASON
+from pysyncobj.node import TCPNode
+from pysyncobj.syncobj import _COMMAND_TYPE
+
+log = logging.getLogger("gwadm.membership")
+
+MEMBERSHIP_COMMAND: int = _COMMAND_TYPE.MEMBERSHIP  # first byte of a membership log entry
+Entry = tuple[bytes, int, int]  # (command, index, term) as in pysyncobj's journal
+
+
+@dataclass(frozen=True)
+class Member:
+    """A Raft member as gwadm knows it. ``raft_addr`` is pysyncobj's node id."""
+
+    id: str
+    raft_addr: str
+    admin_url: str
+
+    def node(self) -> TCPNode:
+        return TCPNode(self.raft_addr, gw_id=self.id, admin_url=self.admin_url)
+
+    def to_json(self) -> dict[str, str]:
+        return {"id": self.id, "raft_addr": self.raft_addr, "admin_url": self.admin_url}
+
+
+def member_of(node: Any, known: Mapping[str, Member]) -> Member:
+    """The member behind a pysyncobj node (or address string): its own metadata, else what we know."""
+    addr = node.address if isinstance(node, TCPNode) else str(node)
+    gw_id = getattr(node, "gw_id", None)
+    if gw_id:
+        return Member(str(gw_id), addr, str(getattr(node, "admin_url", "") or ""))
+    return known.get(addr) or Member(addr, addr, "")
+
+
+def parse_change(command: bytes, known: Mapping[str, Member]) -> tuple[str, Member] | None:
+    """``("add"|"rem", member)`` for a membership log entry, None for any other entry."""
+    if command[:1] != bytes([MEMBERSHIP_COMMAND]):
+        return None
+    try:
+        action, _node_id, node = pickle.loads(command[1:])
+    except Exception:  # an entry we cannot read is not ours to interpret
+        return None
+    return str(action), member_of(node, known)
+
+
+# -- dumps and boot ------------------------------------------------------------------------------
+def encode_cluster(nodes: Iterable[Any], known: Mapping[str, Member]) -> list[dict[str, str]]:
+    return sorted((member_of(n, known).to_json() for n in nodes), key=lambda m: m["raft_addr"])
+
+
+def decode_cluster(raw: Iterable[Any], known: Mapping[str, Member]) -> list[Member]:
+    """Dump format 2 holds ``{id, raft_addr, admin_url}``; format 1 held bare addresses."""
+    members = []
+    for item in raw:
+        if isinstance(item, dict):
+            members.append(Member(str(item["id"]), str(item["raft_addr"]), str(item.get("admin_url") or "")))
+        else:
+            members.append(known.get(str(item)) or Member(str(item), str(item), ""))
+    return members
+
+
+def read_dump_cluster(dump_file: str) -> tuple[list[Any], list[Any]] | None:
+    """``(entries, cluster)`` of the dump a boot will load; None without one, or for an unreadable
+    one (pysyncobj fails to load it too)."""
+    try:
+        with open(dump_file, "rb") as f:
+            payload = msgpack.unpackb(f.read(), raw=False)
+        return list(payload["entries"]), list(payload["cluster"])
+    except FileNotFoundError:
+        return None
+    except Exception:
+        log.exception("cannot read the membership of %s", dump_file)
+        return None
+
+
+def boot_members(
+    config: Sequence[Member],
+    dump: tuple[Sequence[Entry], Sequence[Member]] | None,
+    journal: Sequence[Entry],
+    known: Mapping[str, Member],
+) -> list[Member]:
+    """The membership a node must start with: the dump's (else the config's), then every membership
+    entry of the journal after the dump, in log order.
+
+    ``dump`` is ``([last_entry, prev_entry], members)``. When the journal does not start with the
+    dump's two entries pysyncobj clears it at load, so its entries do not count then.
+    """
+    members = {m.raft_addr: m for m in (dump[1] if dump is not None else config)}
+    after = 0
+    entries: Sequence[Entry] = journal
+    if dump is not None:
+        last, prev = (tuple(e) for e in dump[0])
+        after = int(last[1])
+        if len(journal) < 2 or tuple(journal[0]) != prev or tuple(journal[1]) != last:
+            entries = ()
+    for command, idx, _term in entries:
+        change = parse_change(command, known) if idx > after else None
+        if change is None:
+            continue
+        action, member = change
+        if action == "add":
+            members.setdefault(member.raft_addr, member)
+        elif action == "rem":
+            members.pop(member.raft_addr, None)
+    return sorted(members.values(), key=lambda m: m.id)
+
+
+# -- safety of a change (pure; judged by the leader) ----------------------------------------------
+class Refusal(Exception):
+    """A membership change we will not make; ``status``/``code``/``message`` go into the API error."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def _names(members: Iterable[Member]) -> str:
+    return ", ".join(sorted(m.id for m in members)) or "none"
+
+
+def _check_quorum(members: Sequence[Member], reachable: set[str]) -> None:
+    up = [m for m in members if m.id in reachable]
+    if len(up) <= len(members) / 2:
+        raise Refusal(409, "unsafe_change",
+                      f"the cluster has no quorum: only {_names(up)} of {_names(members)} reachable from the "
+                      "leader; a membership change needs a working majority, bring members back first")
+
+
+def check_add(members: Sequence[Member], new: Member, reachable: set[str]) -> None:
+    """Refuse duplicates, and an add that leaves the cluster without a working majority.
+
+    ``reachable``: ids of the members the leader is connected to, the leader included. The new node
+    counts as down: it usually starts after the change commits, and must catch up first.
+    """
+    for m in members:
+        for field, label in (("id", "id"), ("raft_addr", "raft address"), ("admin_url", "admin URL")):
+            if getattr(m, field) == getattr(new, field) and getattr(new, field):
+                what = "is already a member" if field == "id" else f"is already used by member {m.id}"
+                raise Refusal(409, "conflict", f"{label} {getattr(new, field)} {what}")
+    _check_quorum(members, reachable)
+    up = [m for m in members if m.id in reachable]
+    if len(up) <= (len(members) + 1) / 2:
+        down = [m for m in members if m.id not in reachable]
+        raise Refusal(409, "unsafe_change",
+                      f"adding {new.id} makes {len(members) + 1} members of which only {len(up)} are up "
+                      f"({_names(up)}; {_names(down)} unreachable, {new.id} not caught up yet): the cluster "
+                      f"would lose its quorum. Bring {_names(down)} back, or remove it first")
+
+
+def check_remove(members: Sequence[Member], target_id: str, reachable: set[str]) -> Member:
+    """The member to remove, or a Refusal: unknown id, last member, or a remainder without quorum."""
+    target = next((m for m in members if m.id == target_id), None)
+    if target is None:
+        raise Refusal(404, "not_found", f"no member {target_id} (members: {_names(members)})")
+    if len(members) == 1:
+        raise Refusal(409, "unsafe_change", f"{target_id} is the last member: removing it would leave no cluster")
+    _check_quorum(members, reachable)
+    rest = [m for m in members if m.id != target_id]
+    up = [m for m in rest if m.id in reachable]
+    if len(up) <= len(rest) / 2:
+        down = [m for m in rest if m.id not in reachable]
+        raise Refusal(409, "unsafe_change",
+                      f"removing {target_id} leaves {_names(rest)}, of which only {_names(up)} "
+                      f"{'is' if len(up) == 1 else 'are'} reachable from the leader ({_names(down)} down or "
+                      "cut off): the remaining members could not form a quorum. Bring "
+                      f"{_names(down)} back first, or remove {_names(down)} instead")
+    return target
+
+
+# -- the pysyncobj side, mixed into RaftNode (tick thread unless said otherwise) -----------------
+class MembershipUnavailable(RuntimeError):
+    """No definite answer (no leader, leader changed, deadline): the change may or may not commit."""
+
+
+class MembershipMixin:
+    """Keeps a thread-safe member table in step with pysyncobj and enforces one change at a time.
+
+    Must precede ``SyncObj`` in the bases: its ``_SyncObj__*`` methods override pysyncobj's private
+    ones (name mangling resolves them through the MRO like any attribute).
+    """
+
+    _known: dict[str, Member]
+    _members: tuple[Member, ...]
+    _boot_members: list[Member] | None
+    _denials: dict[tuple[str, str], tuple[str, str]]
+
+    def _membership_init(
+        self, me: Member, peers: Sequence[Member], journal: Sequence[Entry],
+        dump: tuple[Sequence[Entry], list[Any]] | None,
+    ) -> list[TCPNode]:
+        """Compute the boot membership (see module doc); returns the partners to give pysyncobj."""
+        self._members_lock = threading.Lock()
+        self._self_member = me
+        self._known = {m.raft_addr: m for m in (me, *peers)}
+        self._denials = {}
+        dump_members = (dump[0], decode_cluster(dump[1], self._known)) if dump is not None else None
+        members = boot_members([me, *peers], dump_members, journal, self._known)
+        for m in members:
+            self._known.setdefault(m.raft_addr, m)
+        self._boot_members = members if dump is not None else None
+        self._members = tuple(m for m in members if m.raft_addr != me.raft_addr) + (me,)
+        return [m.node() for m in members if m.raft_addr != me.raft_addr]
+
+    # read side (any thread)
+    def members(self) -> list[Member]:
+        with self._members_lock:
+            return sorted(self._members, key=lambda m: m.id)
+
+    def member_id(self, raft_addr: str) -> str | None:
+        return next((m.id for m in self.members() if m.raft_addr == raft_addr), None)
+
+    @property
+    def self_member(self) -> Member:
+        return self._self_member
+
+    def reachable_ids(self) -> set[str]:
+        """Ids of the members that answer this node, itself included. On the leader "answer" means
+        a reply within leaderFallbackTimeout: a paused process keeps its TCP connection open."""
+        partners = self.status()["partners_connected"]  # type: ignore[attr-defined]
+        connected = {addr for addr, ok in partners.items() if ok}
+        if self._isLeader():  # type: ignore[attr-defined]
+            try:
+                last = dict(self._SyncObj__lastResponseTime)  # type: ignore[attr-defined]
+            except RuntimeError:  # changed by the tick thread while copied: treat as no news
+                last = {}
+            horizon = time.monotonic() - self.conf.leaderFallbackTimeout  # type: ignore[attr-defined]
+            connected &= {node.id for node, at in last.items() if at >= horizon}
+        me = self._self_member.raft_addr
+        return {m.id for m in self.members() if m.raft_addr == me or m.raft_addr in connected}
+
+    def _refresh_members(self) -> None:
+        nodes = [self._SyncObj__selfNode, *self._SyncObj__otherNodes]  # type: ignore[attr-defined]
+        members = tuple(member_of(n, self._known) for n in nodes)
+        with self._members_lock:
+            self._members = members
+
+    def _take_boot_members(self) -> list[Member] | None:
+        """The boot membership, once: the first dump load (at boot) installs it, later ones (snapshots
+        sent by the leader) install the dump's own."""
+        boot, self._boot_members = self._boot_members, None
+        return boot
+
+    def _dump_partners(self, raw_cluster: Iterable[Any], boot: list[Member] | None) -> list[TCPNode]:
+        """What pysyncobj's dump loader wants as the cluster: nodes, self excluded (see module doc)."""
+        members = boot if boot is not None else decode_cluster(raw_cluster, self._known)
+        return [m.node() for m in members if m.raft_addr != self._self_member.raft_addr]
+
+    # pysyncobj overrides
+    def _SyncObj__doChangeCluster(self, request: list[Any], reverse: bool = False) -> bool:  # noqa: N802
+        if len(request) >= 3 and getattr(request[2], "gw_id", None):
+            m = member_of(request[2], self._known)
+            self._known[m.raft_addr] = m
+        changed: bool = super()._SyncObj__doChangeCluster(request, reverse)  # type: ignore[misc]
+        if changed:
+            self._refresh_members()
+        return changed
+
+    def _SyncObj__updateClusterConfiguration(self, newNodes: list[Any]) -> None:  # noqa: N802, N803
+        super()._SyncObj__updateClusterConfiguration(newNodes)  # type: ignore[misc]
+        self._refresh_members()
+
+    def _SyncObj__changeCluster(self, request: list[Any]) -> bool:  # noqa: N802
+        key = (str(request[0]), str(request[1]))
+        pending = self._uncommitted_change()
+        noop = self._SyncObj__noopIDx  # type: ignore[attr-defined]
+        if pending is not None:
+            self._denials[key] = ("busy", f"a membership change is in progress ({pending}, not committed yet)")
+            return False
+        if noop is not None and self.raftLastApplied < noop:  # type: ignore[attr-defined]
+            self._denials[key] = ("not_ready", "the new leader has not committed an entry of its term yet")
+            return False
+        ok: bool = super()._SyncObj__changeCluster(request)  # type: ignore[misc]
+        if not ok:
+            listed = ", ".join(f"{m.id} ({m.raft_addr})" for m in self.members())
+            why = f"{'already' if key[0] == 'add' else 'not'} a member (members: {listed})"
+            if key == ("rem", self._self_member.raft_addr):
+                why = "the leader cannot remove itself: hand leadership over first"
+            self._denials[key] = ("conflict", why)
+        return ok
+
+    def _uncommitted_change(self) -> str | None:
+        raft_log = self._SyncObj__raftLog  # type: ignore[attr-defined]
+        first = raft_log[0][1]
+        for i in range(max(self.raftCommitIndex + 1 - first, 0), len(raft_log)):  # type: ignore[attr-defined]
+            change = parse_change(raft_log[i][0], self._known)
+            if change is not None:
+                return f"{'adding' if change[0] == 'add' else 'removing'} {change[1].id}"
+        return None
+
+    # asyncio side
+    async def change_membership(self, action: str, member: Member, timeout: float) -> None:
+        """Add or remove ``member`` through the leader's log; returns once applied on this node.
+
+        Raises Refusal (denied for good) or MembershipUnavailable (no definite answer in time). A
+        new leader refuses changes until its first entry commits: that one is waited out.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        key = ("add" if action == "add" else "rem", member.raft_addr)
+        while True:
+            fut: asyncio.Future[int] = loop.create_future()
+
+            def callback(_res: Any, err: int, fut: asyncio.Future[int] = fut) -> None:
+                loop.call_soon_threadsafe(_settle, fut, err)
+
+            self._denials.pop(key, None)
+            if key[0] == "add":
+                self.addNodeToCluster(member.node(), callback=callback)  # type: ignore[attr-defined]
+            else:
+                self.removeNodeFromCluster(member.node(), callback=callback)  # type: ignore[attr-defined]
+            try:
+                err = await asyncio.wait_for(asyncio.shield(fut), max(deadline - loop.time(), 0.01))
+            except TimeoutError:
+                raise MembershipUnavailable(
+                    "no answer before the deadline: the change may still commit (see GET /v1/cluster/members)"
+                ) from None
+            if err == FAIL_REASON.SUCCESS:
+                return
+            if err != FAIL_REASON.REQUEST_DENIED:
+                raise MembershipUnavailable(f"leadership changed during the change ({_FAIL.get(err, err)}); retry")
+            kind, why = self._denials.pop(key, ("conflict", "the leader refused the change"))
+            if kind == "not_ready" and loop.time() + 0.05 < deadline:
+                await asyncio.sleep(0.05)
+                continue
+            raise Refusal(409, "conflict", why)
+
+    async def transfer_leadership(self, timeout: float) -> None:
+        """Hand leadership to the most caught-up follower (Raft TimeoutNow); returns once this node
+        is no longer leader. pysyncobj's call touches the transport, so it runs on the tick thread."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._isLeader():  # type: ignore[attr-defined]
+            if loop.time() >= deadline:
+                raise MembershipUnavailable("leadership could not be transferred before the deadline")
+            fut: asyncio.Future[int] = loop.create_future()
+
+            def callback(_res: Any, err: int, fut: asyncio.Future[int] = fut) -> None:
+                loop.call_soon_threadsafe(_settle, fut, err)
+
+            def start(callback: Callable[[Any, int], None] = callback) -> None:
+                self.transferLeadership(None, callback)  # type: ignore[attr-defined]
+
+            once = self._on_next_tick(start)
+            try:
+                await asyncio.wait_for(asyncio.shield(fut), max(deadline - loop.time(), 0.01))
+            except TimeoutError:
+                continue
+            finally:
+                self.removeOnTickCallback(once)  # type: ignore[attr-defined]
+            await asyncio.sleep(0.05)  # denied (no follower caught up yet) or sent: look again
+
+    def _on_next_tick(self, fn: Callable[[], None]) -> Callable[[], None]:
+        """Run ``fn`` once on the tick thread. pysyncobj holds its callback lock while calling, so the
+        returned callback is unregistered by the caller afterwards, not from inside."""
+        done = threading.Event()
+
+        def once() -> None:
+            if not done.is_set():
+                done.set()
+                fn()
+
+        self.addOnTickCallback(once)  # type: ignore[attr-defined]
+        return once
+
+
+_FAIL = {v: k.lower() for k, v in vars(FAIL_REASON).items() if isinstance(v, int)}
+
+
+def _settle(fut: asyncio.Future[int], err: int) -> None:
+    if not fut.done():
+        fut.set_result(err)

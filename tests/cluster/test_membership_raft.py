@@ -1,0 +1,155 @@
+"""Dynamic membership through the RaftNode adapter: real pysyncobj members in this process.
+
+Checks what cluster/membership.py fixes in pysyncobj 0.3.17: one change at a time (its own guard
+is never armed), member metadata (gwadm id, admin URL) known everywhere, and a boot membership
+taken from the journal and the dump, so that stale config peers cannot bring a removed member back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cluster.membership import Member, MembershipUnavailable, Refusal
+from cluster.raft import RaftNode, RaftSettings
+from tests.support.cluster import free_port
+from tests.support.http import wait_for
+
+
+class Nodes:
+    """In-process members n1..n4 on loopback; each restart uses the node's data dir again."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.members = {f"n{i}": Member(f"n{i}", f"127.0.0.1:{free_port()}", f"http://n{i}.test:8000")
+                        for i in range(1, 5)}
+        self.running: dict[str, RaftNode] = {}
+        self.applied: dict[str, list[bytes]] = {}
+
+    def start(self, nid: str, peers: list[str], compaction: int = 5000) -> RaftNode:
+        applied: list[bytes] = []
+        me = self.members[nid]
+        settings = RaftSettings(
+            self_addr=me.raft_addr, partners=[self.members[p].raft_addr for p in peers], password="pw",
+            data_dir=str(self.base / nid), fsync=False, node_id=nid, admin_url=me.admin_url,
+            peer_members=[self.members[p] for p in peers], compaction_min_entries=compaction,
+        )
+        node = RaftNode(settings, apply_fn=lambda p: applied.append(p) or len(applied),
+                        snapshot_fn=lambda: b"", restore_fn=lambda blob: None)
+        self.running[nid], self.applied[nid] = node, applied
+        return node
+
+    def leader(self) -> RaftNode:
+        found: RaftNode = wait_for(
+            lambda: next((n for n in self.running.values() if n._isLeader() and n.status()["has_quorum"]), None),
+            10, "a leader")
+        return found
+
+    def stop_all(self) -> None:
+        for node in self.running.values():
+            node.destroy_synchronous()
+        self.running.clear()
+
+
+@pytest.fixture
+def nodes(tmp_path: Path) -> Iterator[Nodes]:
+    n = Nodes(tmp_path)
+    try:
+        yield n
+    finally:
+        n.stop_all()
+
+
+def ids(node: RaftNode) -> list[str]:
+    return [m.id for m in node.members()]
+
+
+async def change(nodes: Nodes, action: str, member: Member) -> RaftNode:
+    """Through whichever node leads, retried as a client would when leadership moves (two shared
+    cores under load do make followers time out now and then). Returns the leader that did it."""
+    deadline = time.monotonic() + 20
+    while True:
+        leader = nodes.leader()
+        try:
+            await leader.change_membership(action, member, 5)
+            return leader
+        except (MembershipUnavailable, Refusal):
+            if (member in leader.members()) == (action == "add"):  # an earlier attempt did it
+                return leader
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
+async def test_an_added_member_catches_up_and_every_member_knows_its_admin_url(nodes: Nodes) -> None:
+    for nid in ("n1", "n2", "n3"):
+        nodes.start(nid, [p for p in ("n1", "n2", "n3") if p != nid])
+    leader = nodes.leader()
+    for i in range(5):
+        await leader.submit(f"w{i}".encode(), timeout=5)
+    # pysyncobj would take both changes; the second must wait for the first to commit
+    first, second = await asyncio.gather(
+        leader.change_membership("add", nodes.members["n4"], 5),
+        leader.change_membership("add", Member("n5", "127.0.0.1:1", "http://n5.test:8000"), 5),
+        return_exceptions=True,
+    )
+    assert first is None
+    assert isinstance(second, Refusal) and "a membership change is in progress (adding n4" in second.message
+    n4 = nodes.start("n4", ["n1", "n2", "n3"])
+    wait_for(lambda: nodes.applied["n4"] == nodes.applied[leader.settings.node_id], 10, "n4 caught up")
+    for node in nodes.running.values():
+        wait_for(lambda node=node: ids(node) == ["n1", "n2", "n3", "n4"], 5, f"n4 known to {node.settings.node_id}")
+        assert node.members() == sorted(nodes.members.values(), key=lambda m: m.id)  # admin URLs included
+    wait_for(lambda: n4.status()["has_quorum"], 5, "n4 connected to a majority")
+    leader = nodes.leader()
+    with pytest.raises(Refusal, match="already a member"):
+        await leader.change_membership("add", nodes.members["n4"], 5)
+    with pytest.raises(Refusal, match="the leader cannot remove itself"):
+        await leader.change_membership("remove", leader.self_member, 5)
+
+
+@pytest.mark.parametrize("compacted", [False, True], ids=["journal", "dump"])
+async def test_the_changed_membership_survives_a_restart_with_stale_config_peers(nodes: Nodes, compacted: bool) -> None:
+    original = {"n1": ["n2", "n3"], "n2": ["n1", "n3"], "n3": ["n1", "n2"], "n4": ["n1", "n2", "n3"]}
+    compaction = 10 if compacted else 5000
+    for nid in ("n1", "n2", "n3"):
+        nodes.start(nid, original[nid], compaction)
+    await change(nodes, "add", nodes.members["n4"])
+    nodes.start("n4", original["n4"], compaction)
+    leader = nodes.leader()
+    removed = next(nid for nid, n in nodes.running.items() if n is not leader and nid != "n4")
+    leader = await change(nodes, "remove", nodes.members[removed])
+    for i in range(30 if compacted else 3):
+        await leader.submit(f"w{i}".encode(), timeout=5)
+    expected = sorted(nid for nid in ("n1", "n2", "n3", "n4") if nid != removed)
+    for nid in expected:  # (applied index: a member that joined after compaction got a snapshot instead)
+        wait_for(lambda nid=nid: nodes.running[nid].raftLastApplied >= leader.raftCommitIndex, 10, f"{nid} applied")
+        if compacted:
+            wait_for(lambda nid=nid: (nodes.base / nid / "raft.dump").exists(), 10, f"{nid} dumped")
+    nodes.stop_all()
+
+    for nid in expected:  # every config still lists the removed member (n4's lists all three)
+        node = nodes.start(nid, original[nid], compaction)
+        assert ids(node) == expected, f"{nid} booted with {ids(node)}"
+        assert removed not in {nodes.members[removed].raft_addr} & {n.id for n in node.otherNodes}
+    leader = nodes.leader()
+    await leader.submit(b"after", timeout=5)
+    for nid in expected:  # past the dump load and the replay of the log: still without the removed member
+        wait_for(lambda nid=nid: nodes.running[nid].raftLastApplied >= leader.raftCommitIndex, 10, f"{nid} applied")
+    for nid in expected:
+        assert ids(nodes.running[nid]) == expected
+        assert nodes.members[removed].raft_addr not in {n.id for n in nodes.running[nid].otherNodes}
+
+
+async def test_leadership_can_be_handed_over(nodes: Nodes) -> None:
+    for nid in ("n1", "n2", "n3"):
+        nodes.start(nid, [p for p in ("n1", "n2", "n3") if p != nid])
+    leader = nodes.leader()
+    await leader.submit(b"x", timeout=5)
+    await leader.transfer_leadership(5)
+    assert not leader._isLeader()
+    assert nodes.leader() is not leader
