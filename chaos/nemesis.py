@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,9 +44,18 @@ def _leader_or_random(ctx: FaultContext) -> Member:
 
 
 def _restart(ctx: FaultContext, members: list[Member]) -> Callable[[], None]:
+    """Restart the members and wait until their admin API answers: on 2 cores, 5 Python processes
+    take seconds to boot, and a quiet period that starts before they are up is not quiet."""
+
     def undo() -> None:
         for m in members:
             ctx.ctrl.start(m)
+        deadline = time.monotonic() + 30.0
+        pending = list(members)
+        while pending and time.monotonic() < deadline:
+            pending = [m for m in pending if ctx.ctrl.node_status(m, timeout=0.5) is None]
+            if pending:
+                time.sleep(0.1)
 
     return undo
 
