@@ -224,6 +224,8 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
             leaderFallbackTimeout=settings.leader_fallback_timeout,
             connectionRetryTime=settings.connection_retry_time,
             maxBindRetries=settings.max_bind_retries,
+            # pysyncobj binds 0.0.0.0:<port> unless told otherwise: listen only where peers dial us.
+            bindAddress=settings.self_addr,
             bindRetryTime=0.2,
             journalFile=journal_file,
             fullDumpFile=dump_file,

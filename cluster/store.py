@@ -102,11 +102,12 @@ class ConfigStore:
         known_leader = leader_addr if leader_addr and status["has_quorum"] else None
         leader_id = (self.raft.member_id(known_leader) or self._addr_to_id.get(known_leader, known_leader)
                      if known_leader else None)  # the member table knows nodes added since start
+        state = self._state  # one read: the tick thread may swap it between two
         status.update(
             node_id=self.node_id,
             leader_id=leader_id,
-            revision=self._state.revision,
-            hash=self._state.hash(),
+            revision=state.revision,
+            hash=state.hash(),
             delta_log_first=self._deltas[0][0].base if self._deltas else self._state.revision,
         )
         return status

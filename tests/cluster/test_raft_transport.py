@@ -53,3 +53,21 @@ def test_outgoing_peer_connections_bind_the_source_address(tmp_path: Path) -> No
 
 def test_control_unbound_connections_leave_from_127_0_0_1(tmp_path: Path) -> None:
     assert _peer_source(tmp_path, None) == "127.0.0.1"
+
+
+def test_raft_listens_only_on_its_own_address(tmp_path: Path) -> None:
+    """pysyncobj binds 0.0.0.0:<port> unless given a bind address: the Raft port was then open on
+    every interface, and two members on 127.0.0.2:P and 127.0.0.3:P could not coexist (found by the
+    chaos harness, which gives every member its own address and the same ports)."""
+    port = free_port("127.0.0.3")
+    settings = RaftSettings(
+        self_addr=f"127.0.0.3:{port}", partners=["127.0.0.2:1"], password="test-secret",
+        data_dir=str(tmp_path / "raft"), fsync=False,
+    )  # fmt: skip
+    node = RaftNode(settings, lambda payload: None, lambda: b"", lambda data: None)
+    try:
+        other = socket.socket()
+        other.bind(("127.0.0.4", port))  # EADDRINUSE if the member had bound 0.0.0.0
+        other.close()
+    finally:
+        node.destroy()
