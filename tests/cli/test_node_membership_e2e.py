@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -16,8 +17,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 
 def gwadm(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    """The CLI as a user runs it, with only what the arguments say (no GWADM_* endpoints or tokens)."""
     env = {**procs.child_env(), "GWADM_RETRY_FOR": "1"}
-    env.pop("GWADM_ENDPOINTS", None)
+    for var in ("GWADM_DIR", "GWADM_ENDPOINTS", "GWADM_TOKEN", "GWADM_TOKEN_FILE", "GWADM_SECRET_FILE"):
+        env.pop(var, None)
     return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=timeout,
                           env=env)
 
@@ -30,14 +33,21 @@ def one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> N
         assert needle in lines[0], lines[0]
 
 
-@pytest.fixture
-def cluster_dir(tmp_path: Path) -> Iterator[Path]:
-    d = tmp_path / "gw"
+@contextlib.contextmanager
+def local_cluster_dir(base: Path) -> Iterator[Path]:
+    """A directory for `gwadm cluster up`; whatever runs there is stopped at the end."""
+    d = base / "gw"
     try:
         yield d
     finally:
         if (d / "cluster.json").exists():
             gwadm("cluster", "down", "--dir", str(d), "--timeout", "5")
+
+
+@pytest.fixture
+def cluster_dir(tmp_path: Path) -> Iterator[Path]:
+    with local_cluster_dir(tmp_path) as d:
+        yield d
 
 
 def nodes_of(d: Path) -> dict[str, dict[str, object]]:

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from cli import procs
+from tests.cli.test_node_membership_e2e import gwadm, local_cluster_dir
 from tests.support.cluster import Cluster, upstream_body
 from tests.support.http import request, wait_for
 
@@ -101,24 +98,13 @@ def test_token_endpoints_check_arguments_and_roles(cluster: Cluster) -> None:
 
 
 # -- the same through the CLI, on a local cluster with a proxy -----------------------------------------
-def gwadm(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**procs.child_env(), "GWADM_RETRY_FOR": "1"}
-    for var in ("GWADM_ENDPOINTS", "GWADM_TOKEN", "GWADM_TOKEN_FILE", "GWADM_SECRET_FILE"):
-        env.pop(var, None)
-    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=90, env=env)
+
+def test_cli_revoke_and_rotate_reissue_the_local_tokens_and_restart_the_proxy(tmp_path: Path) -> None:
+    with local_cluster_dir(tmp_path) as cluster_dir:
+        cli_revoke_and_rotate(cluster_dir)
 
 
-@pytest.fixture
-def cluster_dir(tmp_path: Path) -> Iterator[Path]:
-    d = tmp_path / "gw"
-    try:
-        yield d
-    finally:
-        if (d / "cluster.json").exists():
-            gwadm("cluster", "down", "--dir", str(d), "--timeout", "5")
-
-
-def test_cli_revoke_and_rotate_reissue_the_local_tokens_and_restart_the_proxy(cluster_dir: Path) -> None:
+def cli_revoke_and_rotate(cluster_dir: Path) -> None:
     d = str(cluster_dir)
     up = gwadm("cluster", "up", "--dir", d, "--proxies", "1", "--json", "--timeout", "40")
     assert up.returncode == 0, up.stderr
