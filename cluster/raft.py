@@ -12,6 +12,10 @@ Why each piece exists (details in ../shared/notes/pysyncobj.md):
   (Raft §5.3). A duplicated or reordered older message can delete applied entries and wedge the
   node. We trim entries the follower already has (same index and term) before pysyncobj sees the
   message, and answer fully-stale messages ourselves without touching the log.
+* snapshot AppendEntries never advance the commit index — pysyncobj sets a follower's commit
+  index to min(leader commit, own log end) after any AppendEntries, also after the snapshot
+  messages that carry no log position, so a deposed leader applied its own uncommitted entries and
+  acknowledged writes that were then lost (found by the chaos suite, isolate-leader).
 * msgpack dump serializer — pysyncobj pickles dumps by default; we hand it our own serializer so
   the snapshot file holds msgpack and the application state is written by the store.
 * dynamic membership (``cluster/membership.py``, mixed in): a thread-safe member table that
@@ -361,6 +365,16 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
     # -- Raft §5.3 fix: never truncate on a stale AppendEntries ----------------------------------
     def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:  # noqa: N802
         if (
+            message.get("type") == "append_entries"
+            and "prevLogIdx" not in message
+            and message.get("term", -1) >= self.raftCurrentTerm
+        ):
+            # Snapshot transmissions carry no log position, yet pysyncobj raises the commit index
+            # to min(leader commit, OUR log end) after any AppendEntries: a deposed leader's
+            # uncommitted entries would be applied as committed (found by the chaos suite: a 200
+            # for a write that was then lost). Only a message that verified the log may do that.
+            message = {**message, "commit_index": min(message.get("commit_index", 0), self.raftCommitIndex)}
+        elif (
             message.get("type") == "append_entries"
             and "prevLogIdx" in message
             and message.get("transmission") is None

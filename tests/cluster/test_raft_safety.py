@@ -139,3 +139,44 @@ async def test_partially_overlapping_append_entries_appends_only_new_entries(
     assert follower.log_entries() == before
     await asyncio.wait_for(leader.submit(b"x1", timeout=5), 6)
     wait_for(lambda: follower.applied[-1:] == [b"x1"], 5, "follower applied x1")
+
+
+async def test_snapshot_append_entries_does_not_commit_unverified_entries(members: list[RecordingNode]) -> None:
+    """Found by the chaos suite (isolate-leader): pysyncobj raises a follower's commit index to
+    min(leader commit, OWN log end) on every AppendEntries, also on the snapshot messages that carry
+    no log position. A deposed leader's uncommitted entry from its old term was then applied as
+    committed, its client got 200, and the entry vanished when the snapshot arrived: a lost write.
+    The adapter keeps such messages from advancing the commit index."""
+    leader = wait_for(lambda: next((m for m in members if m._isLeader()), None), 10, "leader")
+    follower = next(m for m in members if m is not leader)
+    for i in range(3):
+        await leader.submit(f"s{i}".encode(), timeout=5)
+    wait_for(lambda: len(follower.recorded) >= 1 and len(follower.applied) == 3, 5, "follower caught up")
+    node = follower.recorded[-1][0]
+    seen: dict[str, int] = {}
+
+    def inject(handler: Any) -> None:
+        raft_log = follower._SyncObj__raftLog
+        last_idx = raft_log[-1][1]
+        commit_before = follower.raftCommitIndex
+        # An entry this node wrote as leader of an earlier term and never got committed.
+        raft_log.add(b"ghost", last_idx + 1, max(1, follower.raftCurrentTerm - 1))
+        snapshot_msg = {"type": "append_entries", "term": follower.raftCurrentTerm,
+                        "commit_index": last_idx + 10, "serialized": None}
+        handler(node, snapshot_msg)
+        seen["commit_after"] = follower.raftCommitIndex
+        seen["ghost_idx"] = last_idx + 1
+        # Undo, so the cluster stays healthy for the control run.
+        follower._SyncObj__raftCommitIndex = commit_before
+        follower._SyncObj__deleteEntriesFrom(last_idx + 1)
+
+    follower.run_on_tick_thread(lambda: inject(follower._SyncObj__onMessageReceived))
+    assert seen["commit_after"] < seen["ghost_idx"], "the unverified entry was marked committed"
+    assert b"ghost" not in follower.applied
+
+    # Control: pysyncobj's own handler commits the ghost entry on the same message.
+    follower.run_on_tick_thread(lambda: inject(lambda n, m: SyncObj._SyncObj__onMessageReceived(follower, n, m)))
+    assert seen["commit_after"] >= seen["ghost_idx"], "unpatched pysyncobj was expected to commit it"
+    await leader.submit(b"after", timeout=5)
+    wait_for(lambda: follower.applied[-1:] == [b"after"], 5, "follower still applies")
+    assert b"ghost" not in follower.applied
