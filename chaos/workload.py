@@ -8,7 +8,8 @@
 * A monitor samples every node's ``/v1/status`` and every proxy's ``/status``.
 
 Outcomes: 2xx = ok; 4xx (409 CAS mismatch included) = fail, it did not happen; a refused
-connection = fail (nothing was sent); a timeout, reset or 5xx = info: a write may still commit.
+connection = fail (nothing was sent); 503 ``no_quorum`` = fail (the node refused before proposing);
+a timeout (1.5 s: admin writes take ~5 ms), reset or other 5xx = info: a write may still commit.
 Reads that did not answer are fail: they change nothing.
 """
 
@@ -71,7 +72,7 @@ class AdminClient(threading.Thread):
     """One Jepsen-style process: one operation at a time, every outcome recorded."""
 
     def __init__(self, process: int, ctrl: Controller, record: Recorder, seed: int, stop: threading.Event,
-                 timeout: float = 3.0) -> None:
+                 timeout: float = 1.5) -> None:
         super().__init__(name=f"client-{process}", daemon=True)
         self.process, self.ctrl, self.record, self.stop_event = process, ctrl, record, stop
         self.rng = random.Random(seed * 1009 + process)
@@ -134,7 +135,8 @@ class AdminClient(threading.Thread):
             return "ok", status, body, None
         err = body.get("error", {}) if isinstance(body, dict) else {}
         message = f"HTTP {status} {err.get('code', '')}: {err.get('message', '')}".strip()
-        return ("fail" if 400 <= status < 500 else "info"), status, body, message
+        definite = 400 <= status < 500 or (status == 503 and err.get("code") == "no_quorum")
+        return ("fail" if definite else "info"), status, body, message
 
     def read(self, node: Member, key: str) -> None:
         self.seen.pop(key, None)

@@ -20,7 +20,7 @@ from cluster.app_keys import SETTINGS_KEY, STORE_KEY
 from cluster.auth import AuthError, verify_token
 from cluster.members import add_routes as add_cluster_admin_routes
 from cluster.members import get_cluster, get_fleet, get_status
-from cluster.raft import CommandRejected, OutcomeUnknown
+from cluster.raft import CommandRejected, NoQuorum, OutcomeUnknown
 from cluster.store import ConfigStore
 from gateway.errors import GatewayError, NotFound, ValidationError
 from gateway.model import KINDS, Op, Txn, check_id
@@ -62,6 +62,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
+    except NoQuorum as exc:
+        return error_response(503, "no_quorum", f"{exc}; try another node", retryable=True,
+                              request_id=request.get("request_id"))
     except (OutcomeUnknown, CommandRejected) as exc:
         request_id = request.get("request_id")
         return error_response(

@@ -59,6 +59,10 @@ class CommandRejected(RuntimeError):
     """pysyncobj refused the command for good (request denied): it will not be applied."""
 
 
+class NoQuorum(RuntimeError):
+    """This node knows no leader with quorum: the command was NOT submitted (a definite failure)."""
+
+
 class OutcomeUnknown(RuntimeError):
     """No result before the deadline: the command may or may not commit. Retry with the same id."""
 
@@ -278,14 +282,19 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
         if self._on_state_change is not None:
             self._on_state_change()
 
-    async def submit(self, payload: bytes, timeout: float) -> Any:
+    async def submit(self, payload: bytes, timeout: float, quorum_wait: float = 1.0) -> Any:
         """Replicate ``payload`` and return ``apply_fn``'s result once applied on THIS node.
 
+        A node that knows no leader with quorum waits up to ``quorum_wait`` for one (an election
+        takes ~0.3 s), then raises NoQuorum without submitting: a node cut off from the majority
+        answers at once and for sure "not applied", instead of queueing the command towards a leader
+        it cannot reach and leaving the client with an unknown outcome after the whole timeout.
         Retries transient failures with the same payload until ``timeout``; raises OutcomeUnknown
         if no definite answer came in time and CommandRejected if pysyncobj refused it for good.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        await self._wait_for_quorum(min(quorum_wait, timeout))
         last_reason = "timeout"
         attempt = 0
         while True:
@@ -311,6 +320,21 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
                 raise OutcomeUnknown(last_reason)
             attempt += 1
             await asyncio.sleep(min(0.02 * attempt, 0.1, max(deadline - loop.time(), 0)))
+
+    def has_leader_with_quorum(self) -> bool:
+        try:
+            st = self.getStatus()
+        except Exception:  # read from the asyncio thread while the tick thread mutates: assume yes
+            return True
+        return bool(st.get("has_quorum")) and st.get("leader") is not None
+
+    async def _wait_for_quorum(self, wait: float) -> None:
+        loop = asyncio.get_running_loop()
+        until = loop.time() + wait
+        while not self.has_leader_with_quorum():
+            if loop.time() >= until:
+                raise NoQuorum("this node has no quorum (no reachable leader); nothing was applied")
+            await asyncio.sleep(0.02)
 
     # -- status -------------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

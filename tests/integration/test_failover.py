@@ -95,12 +95,16 @@ def test_write_without_quorum_is_503_retryable_and_a_retry_applies_once(cluster:
     assert r.status == 503, r
     err = r.json()["error"]
     assert err["retryable"] is True and err["request_id"] == "no-quorum-1"
+    # The survivor saw its peers' connections drop: it refuses before proposing, and says so.
+    assert err["code"] == "no_quorum", err
     # linearizable reads on a minority node cannot be served either; stale reads can
     assert cluster.api(survivor, "GET", "/v1/upstreams", timeout=15).status == 503
     assert cluster.api(survivor, "GET", "/v1/upstreams?consistency=stale").status == 200
     for node in others:
         cluster.start(node)
     cluster.wait_ready()
+    # no_quorum is definite: nothing was proposed, so nothing committed when the majority returned.
+    assert cluster.api(survivor, "GET", "/v1/upstreams/q1").status == 404
     revision = write_any(cluster, "q1", 17000, "no-quorum-1", time.monotonic() + 10)
     again = write_any(cluster, "q1", 17000, "no-quorum-1", time.monotonic() + 10)
     assert again == revision  # the same request id applied once, whatever the first attempt did
