@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -339,6 +340,7 @@ def create_admin_app(
         "body_limit": body_limit,
         "local_fleet": local_fleet,
         "source_address": source_address,
+        "started_at": time.time(),  # /v1/status reports it: uptime for `gwadm top`
     }
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/v1/cluster", get_cluster)

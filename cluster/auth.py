@@ -134,3 +134,19 @@ def verify_token(secret: str, token: str, policy: TokenPolicy | None = None) -> 
     if policy is not None:
         check_policy(claims, policy)
     return claims
+
+
+def stream_credential_problem(claims: dict[str, Any], policy: TokenPolicy | None, now: float) -> str | None:
+    """Why a token that opened a long-lived stream no longer holds (expired, revoked, rotated away),
+    or None. Streams authenticate once at the handshake; the push hub re-checks with this so that
+    revoking or rotating a proxy token actually cuts the proxy off instead of waiting for a reconnect."""
+    exp = claims.get("exp")
+    if isinstance(exp, int | float) and exp <= now:
+        return "token expired"
+    if policy is not None:
+        try:
+            check_policy(claims, policy)
+        except AuthError as exc:
+            return str(exc)
+    return None
+

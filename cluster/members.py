@@ -30,7 +30,7 @@ from cluster.auth import ROLES, AuthError, jti_expiry, mint_token, mint_token_cl
 from cluster.membership import Member, MembershipUnavailable, Refusal, check_add, check_remove
 from cluster.raft import OutcomeUnknown
 from gateway.errors import ValidationError
-from gateway.model import check_id
+from gateway.model import KINDS, check_id
 
 FORWARDED_BY = "X-Gwadm-Forwarded-By"
 MEMBERSHIP_TIMEOUT = 10.0
@@ -59,6 +59,8 @@ def _member_status(request: web.Request) -> dict[str, Any]:
         "raft_addr": settings["raft_addr"],
         "log_len": st["log_len"],
         "stale_append_entries_trimmed": st["stale_append_entries_trimmed"],
+        "started_at": settings.get("started_at"),
+        "counts": {kind: store.state.count(kind) for kind in KINDS},
     }
 
 

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from aiohttp import WSMsgType, web
 
+from cluster.auth import TokenPolicy, stream_credential_problem
 from gateway.codec import PROTOCOL_VERSION, decode, decode_frame, encode, encode_frame, encode_snapshot
 from gateway.delta import Delta, compose
 from gateway.errors import GatewayError
@@ -78,6 +79,9 @@ class _Session:
     need_snapshot: bool = False
     blocked_at: int | None = None  # a snapshot of this revision was nacked: wait for a newer one
     mode: str | None = None
+    claims: dict[str, Any] = field(default_factory=dict)  # of the token that opened the stream
+    status_address: str | None = None  # the proxy's /status and /metrics listener, if it said
+    last_ack_at: float | None = None
     last_error: str | None = None
     deltas_sent: int = 0
     snapshots_sent: int = 0
@@ -171,6 +175,11 @@ class PushHub:
 
     # ---- registry -----------------------------------------------------------------------------
 
+    @property
+    def _token_policy(self) -> TokenPolicy | None:
+        """The store enforces revocation and rotation (test fakes may not: then expiry only)."""
+        return self.store if hasattr(self.store, "token_generation") else None  # type: ignore[return-value]
+
     def proxies(self) -> list[dict[str, Any]]:
         """The fleet as this node sees it: connected sessions first, then recently gone ones."""
         head = self.store.state.revision
@@ -189,6 +198,7 @@ class PushHub:
             "lag": max(0, head - s.acked), "mode": s.mode, "last_error": s.last_error, "connected": True,
             "connected_since": s.connected_since, "deltas_sent": s.deltas_sent,
             "snapshots_sent": s.snapshots_sent, "node": self.store.node_id,
+            "status_address": s.status_address, "last_ack_at": s.last_ack_at,
         }  # fmt: skip
 
     # ---- HTTP handlers ------------------------------------------------------------------------
@@ -215,6 +225,7 @@ class PushHub:
         session = await self._handshake(ws, request.remote or "")
         if session is None:
             return ws
+        session.claims = dict(auth)
         sender = asyncio.create_task(self._sender(session), name=f"push-send-{session.proxy_id}")
         try:
             async for msg in ws:
@@ -269,6 +280,7 @@ class PushHub:
         s = _Session(
             key=next(self._keys), ws=ws, proxy_id=str(hello["proxy_id"]), address=str(hello.get("address") or remote),
             software=str(hello["software"]), acked=revision, sent=revision, claimed_hash=hello["hash"] or None,
+            status_address=str(hello["status_address"]) if hello.get("status_address") else None,
         )  # fmt: skip
         # Revision 0 means "nothing installed": a snapshot is one frame, deltas from 0 could be many.
         s.need_snapshot = revision == 0
@@ -300,7 +312,7 @@ class PushHub:
                 log.warning("proxy %s acked %d beyond what was sent (%d)", s.proxy_id, rev, s.sent)
                 return
             s.inflight = [(r, k) for r, k in s.inflight if r > rev]
-            s.acked, s.last_error = max(s.acked, rev), None
+            s.acked, s.last_error, s.last_ack_at = max(s.acked, rev), None, time.time()
         elif t == "nack":
             s.last_error = str(f["error"])[:500]
             log.warning("proxy %s rejected revision %d: %s", s.proxy_id, rev, s.last_error)
@@ -329,6 +341,10 @@ class PushHub:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(s.wake.wait(), timeout)
                 s.wake.clear()
+                problem = stream_credential_problem(s.claims, self._token_policy, time.time())
+                if problem is not None:  # checked at least every status_interval
+                    await self._reject(s.ws, "unauthorized", f"proxy credentials no longer valid: {problem}")
+                    return
                 status = self._status or self._read_status()
                 key = (status["leader_id"], status["term"], status["has_quorum"])
                 if s.status_due or key != s.last_status or time.monotonic() >= next_status:

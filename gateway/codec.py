@@ -358,6 +358,11 @@ FRAME_FIELDS: dict[str, dict[str, _Check]] = {
     "resync": {"revision": _rev},
     "mode": {"mode": _mode},
 }
+
+# Fields added after v1 shipped: checked when present, so older peers that omit them still talk.
+FRAME_OPTIONAL_FIELDS: dict[str, dict[str, _Check]] = {
+    "hello": {"status_address": _opt_text},  # the proxy's /status listener, for fleet views
+}
 """Required fields of every frame type (contracts section 4) and how each is checked."""
 FRAME_TYPES: tuple[str, ...] = tuple(FRAME_FIELDS)
 
@@ -369,6 +374,9 @@ def _check_frame(frame: Any) -> dict[str, Any]:
         raise CodecError(f"unknown frame type {kind!r}; expected one of {', '.join(FRAME_TYPES)}")
     for field, check in FRAME_FIELDS[kind].items():
         check(_require(frame, field, f"{kind} frame"), field)
+    for field, check in FRAME_OPTIONAL_FIELDS.get(kind, {}).items():
+        if field in frame:
+            check(frame[field], field)
     if kind == "delta" and frame["revision"] <= frame["base"]:
         raise CodecError("delta frame: revision must be greater than base")
     if kind == "snapshot" and frame["chunk"] >= frame["chunks"]:

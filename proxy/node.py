@@ -124,9 +124,11 @@ class ProxyNode:
         self.dp = DataPlane(proxy_id=settings.proxy_id)
         self.cache = ConfigCache(settings.state_dir / CACHE_FILE)
         host, port = settings.listen
+        status_host, status_port = settings.status_listen
         self.sync = SyncClient(
             settings.cp_urls, settings.token, settings.proxy_id, self.dp, self.cache,
-            address=f"{host}:{port}", source_address=settings.source_address, **sync_options,  # type: ignore[arg-type]
+            address=f"{host}:{port}", source_address=settings.source_address,
+            status_address=f"{status_host}:{status_port}", **sync_options,  # type: ignore[arg-type]
         )  # fmt: skip
         self._runners: list[web.AppRunner] = []
 

@@ -73,6 +73,7 @@ class SyncClient:
         connect_timeout: float = 3.0,
         heartbeat: float = 2.0,  # ping every 2 s, pong due within 1 s: a dead link is noticed in <= 3 s
         source_address: str | None = None,
+        status_address: str = "",
         build_runtime: Callable[..., Any] | None = None,
         first_endpoint: int | None = None,
     ) -> None:
@@ -83,6 +84,7 @@ class SyncClient:
         self.endpoints = self.ring.endpoints
         self.token, self.proxy_id, self.dp, self.cache = token, proxy_id, dataplane, cache
         self.address = address
+        self.status_address = status_address  # told to the CP so fleet views can read our /metrics
         self.software = software or software_version()
         self.connect_timeout, self.heartbeat = connect_timeout, heartbeat
         self.source_address = source_address
@@ -211,6 +213,7 @@ class SyncClient:
             await ws.send_bytes(encode_frame({
                 "t": "hello", "proto": PROTOCOL_VERSION, "proxy_id": self.proxy_id, "software": self.software,
                 "revision": self.revision, "hash": self.hash, "address": self.address,
+                "status_address": self.status_address,
             }))  # fmt: skip
             self._reported_mode = self.dp.mode
             await ws.send_bytes(encode_frame({"t": "mode", "mode": self.dp.mode}))

@@ -223,3 +223,14 @@ def test_delta_objects_encode_in_frames() -> None:
     delta = Delta(0, 1, (("delete", "routes", "r1", None),))
     frame = {"t": "delta", "base": delta.base, "revision": delta.revision, "ops": delta.ops, "hash": "h"}
     assert decode_frame(encode_frame(frame))["ops"] == [["delete", "routes", "r1", None]]
+
+
+def test_hello_status_address_is_optional_but_checked_when_present() -> None:
+    from gateway.codec import PROTOCOL_VERSION, decode_frame, encode
+
+    hello = {"t": "hello", "proto": PROTOCOL_VERSION, "proxy_id": "p1", "software": "x", "revision": 0,
+             "hash": "", "address": None}
+    assert "status_address" not in decode_frame(encode(hello))  # an older proxy omits it
+    assert decode_frame(encode({**hello, "status_address": "127.0.0.1:8081"}))["status_address"] == "127.0.0.1:8081"
+    with pytest.raises(CodecError, match="status_address"):
+        decode_frame(encode({**hello, "status_address": 8081}))
