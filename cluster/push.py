@@ -24,13 +24,13 @@ import itertools
 import logging
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiohttp import WSMsgType, web
 
 from cluster.auth import TokenPolicy, stream_credential_problem
-from gateway.codec import PROTOCOL_VERSION, decode, decode_frame, encode, encode_frame, encode_snapshot
+from cluster.push_session import Session, SnapshotCache, request_claims
+from gateway.codec import PROTOCOL_VERSION, decode, decode_frame, encode, encode_frame
 from gateway.delta import Delta, compose
 from gateway.errors import GatewayError
 from gateway.state import ConfigState
@@ -62,49 +62,6 @@ class Store(Protocol):
     def raft_status(self) -> dict[str, Any]: ...
 
 
-@dataclass
-class _Session:
-    """Server-side view of one connected proxy."""
-
-    key: int
-    ws: web.WebSocketResponse
-    proxy_id: str
-    address: str
-    software: str
-    acked: int  # the revision the proxy is known to serve
-    sent: int  # the revision it will serve once every in-flight frame is applied
-    claimed_hash: str | None  # hash it reported for ``sent``; checked once our head reaches it
-    connected_since: float = field(default_factory=time.time)
-    inflight: list[tuple[int, str]] = field(default_factory=list)  # (revision, "delta"|"snapshot")
-    need_snapshot: bool = False
-    blocked_at: int | None = None  # a snapshot of this revision was nacked: wait for a newer one
-    mode: str | None = None
-    claims: dict[str, Any] = field(default_factory=dict)  # of the token that opened the stream
-    status_address: str | None = None  # the proxy's /status and /metrics listener, if it said
-    last_ack_at: float | None = None
-    last_error: str | None = None
-    deltas_sent: int = 0
-    snapshots_sent: int = 0
-    status_due: bool = True
-    last_status: tuple[Any, ...] | None = None
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-def request_claims(request: web.Request) -> dict[str, Any] | None:
-    """The claims the admin middleware stored: ``request["auth"]`` (contracts §7).
-
-    aiohttp >= 3.12 warns on plain string keys and recommends ``web.RequestKey``; a middleware
-    that switched to ``RequestKey("auth", ...)`` is accepted as well.
-    """
-    claims = request.get("auth")
-    if claims is None:
-        for key in request:
-            if isinstance(key, web.RequestKey) and getattr(key, "_name", "").rsplit(".", 1)[-1] == "auth":
-                claims = request[key]
-                break
-    return claims if isinstance(claims, dict) else None
-
-
 def _err(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message, "path": None}}, status=status)
 
@@ -128,14 +85,13 @@ class PushHub:
         self.heartbeat, self.status_interval, self.hello_timeout = heartbeat, status_interval, hello_timeout
         self.max_inflight = max(1, max_inflight)
         self.chunk_size, self.max_delta_frame = chunk_size, max_delta_frame
-        self._sessions: dict[int, _Session] = {}
-        self._by_proxy: dict[str, _Session] = {}
+        self._sessions: dict[int, Session] = {}
+        self._by_proxy: dict[str, Session] = {}
         self._gone: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._keys = itertools.count(1)
         self._unsubscribe: Any = None
         self._status: dict[str, Any] = {}
-        self._snapshot: tuple[int, asyncio.Future[tuple[int, str, list[bytes]]]] | None = None
-        self._hash: tuple[ConfigState, str] | None = None
+        self._snapshots = SnapshotCache(chunk_size)
         self._closing = False
         self.frames_sent: dict[str, int] = {"delta": 0, "snapshot": 0, "status": 0}
 
@@ -192,7 +148,7 @@ class PushHub:
                 items.append({**entry, "lag": max(0, head - entry["revision"])})
         return sorted(items, key=lambda e: (not e["connected"], e["id"]))
 
-    def _entry(self, s: _Session, head: int) -> dict[str, Any]:
+    def _entry(self, s: Session, head: int) -> dict[str, Any]:
         return {
             "id": s.proxy_id, "address": s.address, "software": s.software, "revision": s.acked,
             "lag": max(0, head - s.acked), "mode": s.mode, "last_error": s.last_error, "connected": True,
@@ -250,7 +206,7 @@ class PushHub:
             await ws.send_bytes(encode({"t": "error", "code": code, "message": message}))
         await ws.close(code=CLOSE_PROTOCOL, message=message.encode()[:120])
 
-    async def _handshake(self, ws: web.WebSocketResponse, remote: str) -> _Session | None:
+    async def _handshake(self, ws: web.WebSocketResponse, remote: str) -> Session | None:
         """Wait for ``hello``; anything else (or a foreign protocol version) is refused clearly."""
         try:
             msg = await ws.receive(timeout=self.hello_timeout)
@@ -277,7 +233,7 @@ class PushHub:
             await ws.close(code=1001, message=b"control-plane node shutting down")
             return None
         revision = hello["revision"]
-        s = _Session(
+        s = Session(
             key=next(self._keys), ws=ws, proxy_id=str(hello["proxy_id"]), address=str(hello.get("address") or remote),
             software=str(hello["software"]), acked=revision, sent=revision, claimed_hash=hello["hash"] or None,
             status_address=str(hello["status_address"]) if hello.get("status_address") else None,
@@ -291,7 +247,7 @@ class PushHub:
         s.wake.set()
         return s
 
-    def _drop(self, s: _Session) -> None:
+    def _drop(self, s: Session) -> None:
         self._sessions.pop(s.key, None)
         if self._by_proxy.get(s.proxy_id) is s:
             del self._by_proxy[s.proxy_id]
@@ -304,7 +260,7 @@ class PushHub:
 
     # ---- frames from the proxy ----------------------------------------------------------------
 
-    def _on_frame(self, s: _Session, f: dict[str, Any]) -> None:
+    def _on_frame(self, s: Session, f: dict[str, Any]) -> None:
         """Book-keeping only (the sender task does all writing), then wake the sender."""
         t, rev = f["t"], f.get("revision", 0)
         if t == "ack":
@@ -332,7 +288,7 @@ class PushHub:
 
     # ---- sending ------------------------------------------------------------------------------
 
-    async def _sender(self, s: _Session) -> None:
+    async def _sender(self, s: Session) -> None:
         """The only task writing to ``s.ws``: status on change and periodically, then config."""
         next_status = time.monotonic()
         try:
@@ -367,7 +323,7 @@ class PushHub:
                 with contextlib.suppress(Exception):
                     await s.ws.close(code=1011, message=b"push session failed")
 
-    async def _pump(self, s: _Session) -> None:
+    async def _pump(self, s: Session) -> None:
         """Send what the proxy lacks, unless it already has ``max_inflight`` unacked frames."""
         if len(s.inflight) >= self.max_inflight:
             return
@@ -383,7 +339,7 @@ class PushHub:
             s.need_snapshot = False  # both empty: there is nothing to install
             return
         if not s.need_snapshot and s.sent == head:
-            if s.claimed_hash is not None and s.claimed_hash != self._state_hash(state):
+            if s.claimed_hash is not None and s.claimed_hash != self._snapshots.state_hash(state):
                 log.warning("proxy %s has a different config at revision %d", s.proxy_id, head)
                 s.need_snapshot = True
             s.claimed_hash = None
@@ -391,7 +347,7 @@ class PushHub:
                 return
         if not s.need_snapshot and deltas:
             delta = compose(deltas) if len(deltas) > 1 else deltas[0]
-            ops, h = [list(op) for op in delta.ops], self._state_hash(state)
+            ops, h = [list(op) for op in delta.ops], self._snapshots.state_hash(state)
             frame = encode_frame(
                 {"t": "delta", "base": delta.base, "revision": delta.revision, "ops": ops, "hash": h}
             )
@@ -404,7 +360,7 @@ class PushHub:
                 s.deltas_sent += 1
                 return
         # Outside the delta window, unknown, diverged, nacked or too big for a delta frame.
-        revision, config_hash, chunks = await self._encoded_snapshot(state)
+        revision, config_hash, chunks = await self._snapshots.encoded(state)
         if s.ws.closed:
             return
         s.sent, s.need_snapshot, s.claimed_hash = revision, False, None
@@ -425,32 +381,6 @@ class PushHub:
             if not deltas or deltas[-1].revision == state.revision:
                 return state, deltas
         return self.store.state, None
-
-    def _state_hash(self, state: ConfigState) -> str:
-        if self._hash is None or self._hash[0] is not state:
-            self._hash = (state, state.hash())
-        return self._hash[1]
-
-    async def _encoded_snapshot(self, state: ConfigState) -> tuple[int, str, list[bytes]]:
-        """Chunks of zlib(msgpack(snapshot)) for ``state``: encoded once per revision, in an executor,
-        and shared by every session (a fleet reconnecting after a restart costs one encoding)."""
-        if self._snapshot is None or self._snapshot[0] != state.revision:
-            fut = asyncio.get_running_loop().run_in_executor(None, _encode_snapshot, state, self.chunk_size)
-            self._snapshot = (state.revision, fut)
-        fut = self._snapshot[1]
-        try:
-            return await asyncio.shield(fut)
-        except Exception:
-            if self._snapshot is not None and self._snapshot[1] is fut:
-                self._snapshot = None  # do not cache a failure
-            raise
-
-
-def _encode_snapshot(state: ConfigState, chunk_size: int) -> tuple[int, str, list[bytes]]:
-    data = encode_snapshot(state)
-    chunks = [data[i : i + chunk_size] for i in range(0, len(data), chunk_size)] or [b""]
-    return state.revision, state.hash(), chunks
-
 
 def _peek(data: bytes) -> dict[str, Any]:
     try:
