@@ -39,9 +39,9 @@ from typing import Any
 import msgpack
 import pysyncobj.syncobj as _syncobj_module
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
-from pysyncobj.journal import FileJournal, MetaStorer
 
 from cluster.membership import Member, MembershipMixin, encode_cluster, read_dump_cluster
+from cluster.raft_journal import DurableJournal
 from cluster.raft_transport import transport_class
 
 log = logging.getLogger("gwadm.raft")
@@ -127,71 +127,6 @@ class RaftSettings:
                 raise RaftConfigError(f"raft address {addr!r} must look like host:port")
         if self.self_addr in self.partners:
             raise RaftConfigError(f"raft address {self.self_addr} is listed as its own peer")
-
-
-class DurableMetaStorer(MetaStorer):
-    """Meta (term, vote, commit index) written to a temp file, fsynced, renamed, dir fsynced."""
-
-    def __init__(self, path: str, fsync: bool) -> None:
-        super().__init__(path)
-        self._fsync = fsync
-
-    def storeMeta(self, meta: Any) -> None:  # noqa: N802 - pysyncobj's name
-        from pysyncobj.pickle import dumps
-
-        path = self.getPath()
-        tmp = path + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(dumps(meta))
-            f.flush()
-            if self._fsync:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-        if self._fsync:
-            _fsync_dir(os.path.dirname(path) or ".")
-
-
-class DurableJournal(FileJournal):
-    """FileJournal that msyncs after every change, so an entry is durable before it is acknowledged."""
-
-    def __init__(self, journal_file: str, fsync: bool) -> None:
-        super().__init__(journal_file)
-        self._fsync = fsync
-        self._bulk = False
-        self._FileJournal__metaStorer = DurableMetaStorer(journal_file + ".meta", fsync)
-
-    def _sync(self) -> None:
-        if self._fsync and not self._bulk:
-            self.flush()
-
-    def add(self, command: bytes, idx: int, term: int) -> None:
-        super().add(command, idx, term)
-        self._sync()
-
-    def deleteEntriesFrom(self, entryFrom: int) -> None:  # noqa: N802
-        super().deleteEntriesFrom(entryFrom)
-        self._sync()
-
-    def deleteEntriesTo(self, entryTo: int) -> None:  # noqa: N802
-        # Compaction rewrites the whole journal through add(): sync once at the end, not per entry.
-        self._bulk = True
-        try:
-            super().deleteEntriesTo(entryTo)
-        finally:
-            self._bulk = False
-        self._sync()
-
-    def clear(self) -> None:
-        super().clear()
-        self._sync()
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 _journal_lock = threading.Lock()

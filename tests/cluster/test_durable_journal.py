@@ -8,7 +8,8 @@ import pytest
 from pysyncobj.journal import ResizableFile
 
 from cluster import raft
-from cluster.raft import DurableJournal, RaftConfigError, RaftSettings
+from cluster.raft import RaftConfigError, RaftSettings
+from cluster.raft_journal import DurableJournal
 
 
 @pytest.fixture
