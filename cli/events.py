@@ -102,22 +102,28 @@ def _node_events(prev: Snapshot, cur: Snapshot) -> list[Event]:
         elif not p.get("reachable") and n.get("reachable"):
             out.append(_ev(t, "ok", nid, f"{nid} up ({n.get('role') or 'no role yet'})"))
         elif _restarted(p, n):
-            out.append(_ev(t, "warn", nid, f"{nid} restarted (up {n['uptime']:.0f}s)"))
+            up = _num(n.get("uptime"))
+            since = f" (up {up:.0f}s)" if up is not None else ""
+            out.append(_ev(t, "warn", nid, f"{nid} restarted{since}"))
     for nid in before.keys() - after.keys():
         out.append(_ev(t, "info", nid, f"{nid} left the view"))
     return out
 
 
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 def _restarted(p: Mapping[str, Any], n: Mapping[str, Any]) -> bool:
-    """A process uptime that went down while the node stayed up: it restarted between two polls."""
-    a, b = p.get("uptime"), n.get("uptime")
-    return (
-        bool(p.get("reachable") and n.get("reachable"))
-        and not n.get("uptime_observed")
-        and isinstance(a, int | float)
-        and isinstance(b, int | float)
-        and b + 1.0 < a
-    )
+    """The node restarted between two polls while it stayed up: its reported ``started_at`` moved on,
+    or (a node that does not report it) its process uptime went down."""
+    if not (p.get("reachable") and n.get("reachable")):
+        return False
+    was, now = _num(p.get("started_at")), _num(n.get("started_at"))
+    if was is not None and now is not None:
+        return now > was
+    a, b = _num(p.get("uptime")), _num(n.get("uptime"))
+    return not n.get("uptime_observed") and a is not None and b is not None and b + 1.0 < a
 
 
 def _proxy_events(prev: Snapshot, cur: Snapshot) -> list[Event]:

@@ -203,7 +203,7 @@ def proxies_table(status: Mapping[str, Any], width: int = WIDE) -> Table:
         table.add_column(col, justify="left" if left else "right", no_wrap=True, overflow="ellipsis",
                          max_width=40 if col == "last error" else None)  # fmt: skip
     for r in status.get("proxies", []):
-        since = r.get("seconds_since_sync")
+        since = r.get("sync_age")  # the proxy's own word, else the time since its last ack
         cells: dict[str, RenderableType] = {
             "proxy": Text(str(r["id"])),
             "mode": _mode(r, wide),

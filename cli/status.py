@@ -7,8 +7,8 @@ without sockets; ``probe_*`` and ``collect_status`` do the IO.
 The live view (``cli/tui.py: Monitor``) asks every node for its *own* state (``/v1/status``, ``/v1/proxies/local``)
 in parallel with a short timeout, rather than one node for everybody's: a node's ``/v1/cluster``
 waits up to its peer timeout for a paused peer, which would freeze the screen exactly when it matters.
-Cluster-wide reads (config counts, membership) go to one node, the first reachable endpoint from the
-last one used, so the view fails over when that node dies.
+Cluster-wide reads (config counts: the ``counts`` of that node's ``/v1/status``; membership) come from
+one node, the first reachable endpoint from the last one used, so the view fails over when that node dies.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from cli.client import get_json
 from cli.metrics_scrape import Rates
+from cli.view_model import proxy_rows
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -234,7 +235,7 @@ def probe_self(node_id: str | None, admin_url: str, token: str, timeout: float =
 def process_uptime(pid: Any) -> float | None:
     """Seconds since process ``pid`` started (Linux /proc), None when unknown.
 
-    Nodes do not report a start time, but a local cluster knows their PIDs.
+    For nodes that do not report ``started_at`` (older servers) when a local cluster knows their PIDs.
     """
     if not isinstance(pid, int):
         return None
@@ -275,7 +276,9 @@ def _leader(rows: Sequence[Mapping[str, Any]]) -> str | None:
     return max(votes, key=lambda k: (votes[k], k)) if votes else None
 
 
-_NODE_KEYS = ("role", "term", "commit_index", "applied_index", "revision", "has_quorum", "hash", "leader")
+_NODE_KEYS = (
+    "role", "term", "commit_index", "applied_index", "revision", "has_quorum", "hash", "leader", "started_at"
+)  # fmt: skip
 
 
 def assemble(
@@ -295,7 +298,8 @@ def assemble(
 
     ``nodes``: known members (id, admin_url, optional pid/process); ``probes``: each one's own state
     or why there is none; ``proxies``: ``probe_proxy`` rows; ``fleet``: merged CP registries by id;
-    ``traffic``: req/s etc. by proxy id; ``uptimes``: (seconds, observed-by-us-only) by node id.
+    ``traffic``: req/s etc. by proxy id; ``uptimes``: (seconds, observed-by-us-only) by node id
+    (``cli/view_model.py: node_uptime``); ``config``: revision, hash and counts per kind.
     """
     rows: list[dict[str, Any]] = []
     for n in nodes:
@@ -337,37 +341,6 @@ def assemble(
         "revision": revision,
         "source": dict(source) if source else None,
         "nodes": rows,
-        "proxies": _proxy_rows(proxies, fleet or {}, traffic or {}, revision, urls),
+        "proxies": proxy_rows(proxies, fleet or {}, traffic or {}, revision, urls, now),
         "config": dict(config) if config else None,
     }
-
-
-def _proxy_rows(
-    proxies: Sequence[Mapping[str, Any]],
-    fleet: Mapping[str, Mapping[str, Any]],
-    traffic: Mapping[str, Rates | None],
-    committed: int | None,
-    node_by_url: Mapping[str, str],
-) -> list[dict[str, Any]]:
-    local = {str(p["id"]): p for p in proxies}
-    out: list[dict[str, Any]] = []
-    for pid in sorted(set(local) | set(fleet)):
-        mine, theirs = local.get(pid), fleet.get(pid) or {}
-        row: dict[str, Any] = dict(mine) if mine else {"id": pid, "url": theirs.get("address")}
-        if mine is None:  # known from the CP registries only: connected to a node = reachable
-            row.update(
-                mode=theirs.get("mode"),
-                revision=theirs.get("revision"),
-                reachable=bool(theirs.get("connected")),
-            )
-        cp = str(row.get("connected_cp") or "").rstrip("/")
-        row["node"] = theirs.get("node") if theirs.get("connected") else node_by_url.get(cp, cp or None)
-        row.setdefault("connected_cp", row["node"])
-        row["last_error"] = theirs.get("last_error") or row.get("last_error")
-        rev = row.get("revision")
-        row["lag"] = max(0, committed - int(rev)) if committed is not None and isinstance(rev, int) else None
-        got = traffic.get(pid)
-        row.update(req_s=got.requests_per_s if got else None, err_s=got.errors_per_s if got else None,
-                   p99=got.p99 if got else None)  # fmt: skip
-        out.append(row)
-    return out

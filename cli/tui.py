@@ -1,8 +1,10 @@
 """The live status view over time: ``Monitor`` polls the cluster into snapshots, ``run`` shows them.
 
 ``Monitor`` keeps what one poll cannot know alone: the previous metrics scrape of each proxy (rates
-need two), which endpoint answered last (failover), when a node was first seen up, the config counts
-of the last revision, and the recent events (``cli/events.py``). ``run`` is the screen of
+need two), where the fleet's proxies serve ``/metrics`` (learnt from the previous poll's fleet entries,
+so those scrapes run alongside the node probes and a poll still costs about one timeout), which
+endpoint answered last (failover), when a node was first seen up (for nodes that report no
+``started_at``), the config counts, and the recent events (``cli/events.py``). ``run`` is the screen of
 ``gwadm status --watch`` / ``gwadm top``: a poller thread refreshes about once a second while the main
 thread redraws and reads keys, so a slow or dead node never delays ``q``.
 
@@ -27,6 +29,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from types import FrameType
 from typing import Any, TextIO
 
@@ -48,6 +51,7 @@ from cli.status import (
     probe_self,
     process_uptime,
 )
+from cli.view_model import config_from_status, fleet_metrics_urls, node_uptime, seconds_since
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,7 @@ class Monitor:
         self._learned: dict[str, str] = {}  # remote mode: member id -> admin URL
         self._current = 0  # endpoint index of the node used for cluster-wide reads
         self._scrapes: dict[str, Scrape] = {}
+        self._fleet_metrics: dict[str, str] = {}  # proxy id -> metrics base URL, from the last fleet
         self._seen_since: dict[str, float] = {}
         self._config: dict[str, Any] | None = None
         self._config_at = -math.inf
@@ -109,13 +114,18 @@ class Monitor:
             return row, "not answering"
         return row, scrape(str(p.get("status_url", "")), self.clock(), self.timeout)
 
+    def _metrics_only(self, url: str) -> tuple[None, Scrape | str]:
+        return None, scrape(url, self.clock(), self.timeout)
+
     def poll(self) -> dict[str, Any]:
         """One refresh: every request bounded by ``timeout``; never raises on IO."""
         t = self.targets()
         now = self.wall()
         nodes = self._node_list(t)
         with ThreadPoolExecutor(max_workers=1) as side:  # proxies meanwhile: a poll costs ~1 timeout
-            pending = side.submit(self._traffic, t.proxies)
+            local = {str(p["id"]) for p in t.proxies}  # scraped through their status_url already
+            remote = {k: v for k, v in self._fleet_metrics.items() if k not in local}
+            pending = side.submit(self._traffic, t.proxies, remote)
             answers = parallel(lambda n: self._probe(n, t.token), nodes)
             traffic = pending.result()
         probes: dict[str, Probe] = {}
@@ -127,9 +137,10 @@ class Monitor:
         source = self._pick_source(t, nodes, probes)
         if source is not None:
             self._cluster_reads(t, source, probes)
+        fleet = merge_fleet([items for _, items in answers])
+        self._fleet_metrics = fleet_metrics_urls(fleet)
         snap = assemble(
-            now=now, nodes=nodes, probes=probes, proxies=traffic[0],
-            fleet=merge_fleet([items for _, items in answers]), traffic=traffic[1],
+            now=now, nodes=nodes, probes=probes, proxies=traffic[0], fleet=fleet, traffic=traffic[1],
             config=self._config, uptimes=self._uptimes(nodes, probes, now), source=source,
             last_leader=(self.prev or {}).get("last_leader"),
         )  # fmt: skip
@@ -141,16 +152,30 @@ class Monitor:
         return snap
 
     def _traffic(
-        self, proxies: Sequence[Mapping[str, Any]]
+        self, proxies: Sequence[Mapping[str, Any]], remote: Mapping[str, str]
     ) -> tuple[list[dict[str, Any]], dict[str, Rates | None]]:
-        got = parallel(self._proxy, list(proxies))
-        rows, traffic = [], {}
-        for row, sc in got:
-            pid = str(row["id"])
-            rows.append(row)
+        """Local proxies' /status and /metrics, fleet proxies' /metrics (rows: the fleet's), in parallel.
+
+        A proxy that does not answer has no figures ("-"); its previous scrape is forgotten, so
+        rates restart cleanly when it answers again.
+        """
+        jobs: list[Callable[[], tuple[dict[str, Any] | None, Scrape | str]]] = [
+            partial(self._proxy, p) for p in proxies
+        ]
+        jobs += [partial(self._metrics_only, url) for url in remote.values()]
+        ids = [str(p["id"]) for p in proxies] + list(remote)
+        rows: list[dict[str, Any]] = []
+        traffic: dict[str, Rates | None] = {}
+        for pid, (row, sc) in zip(ids, parallel(lambda job: job(), jobs), strict=True):
+            if row is not None:
+                rows.append(row)
             if isinstance(sc, Scrape):
                 traffic[pid] = rates(self._scrapes.get(pid), sc)
                 self._scrapes[pid] = sc
+            else:
+                self._scrapes.pop(pid, None)
+        for gone in self._scrapes.keys() - set(ids):
+            del self._scrapes[gone]
         return rows, traffic
 
     def _pick_source(
@@ -169,7 +194,11 @@ class Monitor:
         return None
 
     def _cluster_reads(self, t: Targets, source: Mapping[str, Any], probes: Mapping[str, Probe]) -> None:
-        """Membership (remote mode, now and then) and config counts (when the revision moved)."""
+        """Membership (remote mode, now and then) and config counts.
+
+        Counts come from the source node's ``/v1/status`` (already fetched). A node too old to report
+        them is asked for its whole ``/v1/config`` instead, only when the revision moved.
+        """
         url = str(source["url"])
         if not t.nodes and self._polls % 10 == 0:
             whole = probe_node(url, t.token, self.timeout)
@@ -177,6 +206,10 @@ class Monitor:
                 if m.get("admin_url"):
                     self._learned.setdefault(mid, str(m["admin_url"]).rstrip("/"))
         own = probes.get(str(source.get("id") or url))
+        reported = config_from_status(own if isinstance(own, dict) else None)
+        if reported is not None:
+            self._config = reported
+            return
         head = own.get("revision") if isinstance(own, dict) else None
         stale = self._config is None or self._config.get("revision") != head
         if stale and self.clock() - self._config_at >= 2.0:
@@ -193,16 +226,19 @@ class Monitor:
     def _uptimes(
         self, nodes: Sequence[Mapping[str, Any]], probes: Mapping[str, Probe], now: float
     ) -> dict[str, tuple[float, bool]]:
-        """Process uptime when the PID is known (local cluster), else how long this view has seen it up."""
+        """The node's ``started_at``, else its process uptime (PID known: local cluster), else how long
+        this view has seen it up."""
         out: dict[str, tuple[float, bool]] = {}
         for n in nodes:
             nid = str(n["id"])
-            if not isinstance(probes.get(nid), dict):
+            p = probes.get(nid)
+            if not isinstance(p, dict):
                 self._seen_since.pop(nid, None)
                 continue
             since = self._seen_since.setdefault(nid, now)
-            real = process_uptime(n.get("pid")) if n.get("process") != "stopped" else None
-            out[nid] = (round(real, 1), False) if real is not None else (round(now - since, 1), True)
+            started = p.get("started_at")
+            ask_proc = seconds_since(started, now) is None and n.get("process") != "stopped"
+            out[nid] = node_uptime(started, now, process_uptime(n.get("pid")) if ask_proc else None, since)
         return out
 
 

@@ -91,6 +91,18 @@ def test_restart_seen_from_process_uptime_only() -> None:
     assert diff(old, observed) == []  # "seen up for" restarts with the view, not with the node
 
 
+def test_restart_seen_from_a_new_started_at() -> None:
+    old = snap(nodes=[node("n1", "leader", started_at=1000.0, uptime=500.0)])
+    new = snap(nodes=[node("n1", "leader", started_at=1499.0, uptime=1.0)])
+    assert messages(diff(old, new)) == ["n1 restarted (up 1s)"]
+    same = snap(nodes=[node("n1", "leader", started_at=1000.0, uptime=3.0)])
+    assert diff(old, same) == []  # same start: the view's clock moved back, not the node
+    bare = snap(nodes=[node("n1", "leader", started_at=1499.0)])
+    assert messages(diff(old, bare)) == ["n1 restarted"]
+    mixed = snap(nodes=[node("n1", "leader", started_at=None, uptime=600.0)])
+    assert diff(old, mixed) == []  # an older server after a rolling downgrade: uptime went up
+
+
 def test_nodes_joining_and_leaving_the_view() -> None:
     two = snap(nodes=[node("n1", "leader"), node("n2")])
     assert messages(diff(two, snap())) == ["n3 joined the view"]

@@ -105,6 +105,31 @@ def test_status_view_proxies_modes_lag_traffic_errors() -> None:
     assert "config  revision 12 · hash 0123456789ab · 2 upstreams · 5 routes · 1 consumers · 0 plugins" in out
 
 
+def test_remote_proxies_last_sync_from_the_last_ack_and_traffic_from_their_metrics() -> None:
+    """--endpoint mode: no local proxies, only fleet entries (status_address, last_ack_at)."""
+    fleet = {
+        "p1": {"id": "p1", "connected": True, "revision": 12, "mode": "synced", "node": "n2",
+               "status_address": "10.0.0.1:81", "last_ack_at": 1_700_000_000.0 - 75},
+        "p2": {"id": "p2", "connected": True, "revision": 12, "mode": "synced", "node": "n1",
+               "status_address": "10.0.0.2:81", "last_ack_at": None},
+    }  # fmt: skip
+    snap = snapshot(proxies=[], fleet=fleet, traffic={"p1": Rates(7.25, 0.0, 0.0125), "p2": None})
+    out = view_text(render.status_view(snap, 120), 120)
+    p1, p2 = row_of(out, "p1"), row_of(out, "p2")
+    for s in ("synced", "1m15s ago", "7.2", "12.5ms", "n2"):
+        assert s in p1, s
+    cells = [c.strip() for c in p2.split("│")[1:-1]]
+    assert cells[4:8] == ["-", "-", "-", "-"]  # no ack yet, metrics silent: last sync, req/s, 5xx/s, p99
+
+
+def test_node_uptime_reported_by_the_node_is_not_a_lower_bound() -> None:
+    snap = snapshot(probes={"n1": {**member("n1", "leader"), "started_at": 1_700_000_000.0 - 7200},
+                            "n2": member("n2", "follower"), "n3": "timed out"},
+                    uptimes={"n1": (7200.0, False), "n2": (5.0, True)})  # fmt: skip
+    out = view_text(render.status_view(snap, 120), 120)
+    assert "2h00m" in row_of(out, "n1") and "≥2h" not in row_of(out, "n1") and "≥5s" in row_of(out, "n2")
+
+
 def test_live_view_header_and_events_newest_first() -> None:
     events = [
         {

@@ -8,6 +8,7 @@ import pytest
 
 from cli.metrics_scrape import Rates, parse, quantile, rates
 from cli.status import assemble, merge_cluster_views, merge_fleet, node_readiness
+from cli.view_model import config_from_status, fleet_metrics_urls, metrics_url, node_uptime, seconds_since
 
 
 def member(id: str, role: str, commit: int = 5, applied: int = 5, reachable: bool = True) -> dict[str, Any]:
@@ -122,15 +123,19 @@ def test_assemble_lag_is_leader_commit_minus_applied_and_down_nodes_have_none() 
 
 
 def test_assemble_leader_is_who_says_so_or_what_live_nodes_believe_but_never_a_dead_node() -> None:
-    two_leaders = {"n1": own("n1", "leader", term=2), "n2": own("n2", "leader", term=3), "n3": "refused"}
+    two_leaders: dict[str, Any] = {
+        "n1": own("n1", "leader", term=2),
+        "n2": own("n2", "leader", term=3),
+        "n3": "refused",
+    }
     assert assemble(now=0, nodes=NODES, probes=two_leaders)["leader"] == "n2"  # the newer term
-    believers = {
+    believers: dict[str, Any] = {
         "n1": "refused",
         "n2": own("n2", "follower", leader="n3"),
         "n3": own("n3", "follower", leader="n3"),
     }
     assert assemble(now=0, nodes=NODES, probes=believers)["leader"] == "n3"
-    stale = {
+    stale: dict[str, Any] = {
         "n1": "refused",
         "n2": own("n2", "follower", leader="n1"),
         "n3": own("n3", "candidate", leader=None),
@@ -191,7 +196,7 @@ def test_assemble_names_the_node_a_proxy_is_connected_to() -> None:
 
 def test_merge_fleet_prefers_live_sessions_then_newer_revisions() -> None:
     a = [{"id": "p1", "connected": False, "revision": 9}, {"id": "p2", "connected": True, "revision": 3}]
-    b = [
+    b: list[dict[str, Any]] = [
         {"id": "p1", "connected": True, "revision": 7},
         {"id": "p2", "connected": True, "revision": 4},
         {"x": 1},
@@ -199,6 +204,92 @@ def test_merge_fleet_prefers_live_sessions_then_newer_revisions() -> None:
     merged = merge_fleet([a, b])
     assert (merged["p1"]["revision"], merged["p2"]["revision"]) == (7, 4)
     assert merge_fleet([]) == {}
+
+
+# ---- the live view: fields the server reports (started_at, counts, status_address, last_ack_at) ------
+
+
+def test_node_uptime_prefers_started_at_then_the_process_then_what_the_view_saw() -> None:
+    assert node_uptime(1000.0, now=1090.04, process=5.0, seen_since=1080.0) == (90.0, False)
+    assert node_uptime(None, now=1090.0, process=33.33, seen_since=1080.0) == (33.3, False)  # older server
+    assert node_uptime(None, now=1090.0, process=None, seen_since=1080.0) == (10.0, True)  # lower bound
+    assert node_uptime(1100.0, now=1090.0, process=None, seen_since=0.0) == (0.0, False)  # clock skew
+    assert node_uptime(True, now=5.0, process=None, seen_since=5.0) == (0.0, True)  # not a time
+    assert seconds_since("12", 20.0) is None and seconds_since(None, 20.0) is None
+
+
+def test_config_from_status_counts_in_kind_order_or_none_for_older_servers() -> None:
+    status = {"revision": 12, "hash": "h1", "counts": {"plugins": 0, "zones": 4, "routes": 5, "upstreams": 2,
+                                                       "consumers": 1, "bogus": "x"}}  # fmt: skip
+    got = config_from_status(status)
+    assert got == {"revision": 12, "hash": "h1",
+                   "counts": {"upstreams": 2, "routes": 5, "consumers": 1, "plugins": 0, "zones": 4}}  # fmt: skip
+    assert list(got["counts"]) == ["upstreams", "routes", "consumers", "plugins", "zones"]
+    assert config_from_status({"revision": 12, "hash": "h1"}) is None  # no counts: an older server
+    assert config_from_status({"revision": 12, "counts": {}}) is None
+    assert config_from_status({"revision": 12, "counts": [1, 2]}) is None
+    assert config_from_status(None) is None
+
+
+def test_metrics_url_of_a_fleet_entry() -> None:
+    assert metrics_url({"status_address": "127.0.0.1:9101"}) == "http://127.0.0.1:9101"
+    assert metrics_url({"status_address": "0.0.0.0:9101", "address": "10.0.0.5"}) == "http://10.0.0.5:9101"
+    assert metrics_url({"status_address": "[::]:9101", "address": "fd00::5"}) == "http://[fd00::5]:9101"
+    assert metrics_url({"status_address": "[::1]:9101"}) == "http://[::1]:9101"
+    assert metrics_url({"status_address": "0.0.0.0:9101"}) == "http://0.0.0.0:9101"  # nothing better known
+    for bad in ({}, {"status_address": None}, {"status_address": ""}, {"status_address": "host:http"},
+                {"status_address": 9101}):  # fmt: skip
+        assert metrics_url(bad) is None, bad
+    fleet: dict[str, dict[str, Any]] = {
+        "p1": {"status_address": "10.0.0.1:81"},
+        "p2": {"status_address": None},
+        "p3": {},
+    }
+    assert fleet_metrics_urls(fleet) == {"p1": "http://10.0.0.1:81"}
+
+
+def test_assemble_remote_proxies_since_ack_and_traffic_from_the_fleet() -> None:
+    probes: dict[str, Any] = {"n1": own("n1", "leader", revision=12)}
+    fleet = {
+        "p1": {"id": "p1", "connected": True, "revision": 12, "mode": "synced", "node": "n1",
+               "address": "10.0.0.1", "status_address": "10.0.0.1:81", "last_ack_at": 988.0},
+        "p2": {"id": "p2", "connected": False, "revision": 9, "mode": "synced", "node": "n1",
+               "status_address": None, "last_ack_at": None},
+        "p3": {"id": "p3", "connected": True, "revision": 12, "node": "n1"},  # an older server's entry
+    }  # fmt: skip
+    snap = assemble(now=1000.0, nodes=NODES[:1], probes=probes, fleet=fleet,
+                    traffic={"p1": Rates(3.0, 0.0, 0.002), "p2": None})  # fmt: skip
+    rows = {r["id"]: r for r in snap["proxies"]}
+    p1 = rows["p1"]
+    assert (p1["since_ack"], p1["sync_age"], p1["last_ack_at"], p1["status_address"]) == (
+        12.0, 12.0, 988.0, "10.0.0.1:81")  # fmt: skip
+    assert (p1["req_s"], p1["err_s"], p1["p99"], p1["reachable"]) == (3.0, 0.0, 0.002, True)
+    p2 = rows["p2"]
+    assert (p2["since_ack"], p2["sync_age"], p2["req_s"]) == (None, None, None)
+    assert (p2["reachable"], p2["lag"]) == (False, 3)
+    assert (rows["p3"]["since_ack"], rows["p3"]["sync_age"], rows["p3"]["req_s"]) == (None, None, None)
+
+
+def test_assemble_a_local_proxys_own_sync_age_wins_over_the_time_since_its_ack() -> None:
+    probes: dict[str, Any] = {"n1": own("n1", "leader")}
+    local = [
+        {"id": "p1", "status_url": "http://s1", "reachable": True, "mode": "synced", "revision": 12,
+         "seconds_since_sync": 0.4},
+        {"id": "p2", "status_url": "http://s2", "reachable": False, "error": "timed out"},
+    ]  # fmt: skip
+    fleet = {
+        pid: {"id": pid, "connected": True, "revision": 12, "last_ack_at": 970.0} for pid in ("p1", "p2")
+    }
+    rows = {r["id"]: r for r in assemble(now=1000.0, nodes=NODES[:1], probes=probes, proxies=local,
+                                         fleet=fleet)["proxies"]}  # fmt: skip
+    assert (rows["p1"]["sync_age"], rows["p1"]["since_ack"]) == (0.4, 30.0)
+    assert rows["p2"]["sync_age"] == 30.0  # its /status is silent: what the control plane knows
+
+
+def test_assemble_keeps_started_at_on_node_rows() -> None:
+    probes: dict[str, Any] = {"n1": own("n1", "leader", started_at=900.0), "n2": own("n2", "follower")}
+    rows = {r["id"]: r for r in assemble(now=1000.0, nodes=NODES[:2], probes=probes)["nodes"]}
+    assert (rows["n1"]["started_at"], rows["n2"]["started_at"]) == (900.0, None)
 
 
 # ---- proxy metrics: rates from two scrapes --------------------------------------------------------

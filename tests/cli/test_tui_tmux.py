@@ -36,19 +36,35 @@ from tests.cli.conftest import Serve
 
 
 # ---- stand-in nodes -------------------------------------------------------------------------------
-def node_app(nid: str, role: str, *, delay: float = 0.0, revision: int = 4) -> web.Application:
-    """A CP node's read endpoints as the live view uses them; ``delay`` plays a paused node."""
+def node_app(
+    nid: str,
+    role: str,
+    *,
+    delay: float = 0.0,
+    revision: int = 4,
+    status: dict[str, Any] | None = None,
+    fleet: list[dict[str, Any]] | None = None,
+    seen: list[str] | None = None,
+) -> web.Application:
+    """A CP node's read endpoints as the live view uses them; ``delay`` plays a paused node.
+
+    Without ``status`` (extra ``/v1/status`` fields) it is an older server: no started_at, no counts,
+    fleet entries without status_address/last_ack_at. ``seen`` collects the paths asked.
+    """
     me = {"id": nid, "role": role, "leader": "n1", "term": 3, "commit_index": 9, "applied_index": 9,
-          "revision": revision, "has_quorum": True, "reachable": True, "hash": "h"}  # fmt: skip
+          "revision": revision, "has_quorum": True, "reachable": True, "hash": "h", **(status or {})}  # fmt: skip
+    items = fleet if fleet is not None else [{"id": "p1", "connected": True, "revision": revision,
+                                              "mode": "synced", "node": nid}]  # fmt: skip
 
     async def handle(request: web.Request) -> web.Response:
+        if seen is not None:
+            seen.append(request.path)
         if delay:
             await asyncio.sleep(delay)
         if request.path == "/v1/status":
             return web.json_response(me)
         if request.path == "/v1/proxies/local":
-            return web.json_response({"items": [{"id": "p1", "connected": True, "revision": revision,
-                                                 "mode": "synced", "node": nid}]})  # fmt: skip
+            return web.json_response({"items": items})
         if request.path == "/v1/config":
             routes = [{"id": "r1"}, {"id": "r2"}]
             return web.json_response({"revision": revision, "hash": "h", "resources": {"routes": routes}})
@@ -73,9 +89,74 @@ def test_a_paused_node_costs_one_timeout_not_a_frozen_screen(serve: Serve, dead_
     assert rows["n2"]["reachable"] and rows["n2"]["role"] == "follower"
     assert rows[dead_url]["error"] == "connection refused" and rows[paused.url]["error"] == "timed out"
     assert snap["source"] == {"id": "n2", "url": live.url}  # failed over past the dead and the paused
+    # an older server: no counts in /v1/status (config export instead), no started_at (uptime as seen)
     assert snap["config"] == {"revision": 4, "hash": "h",
                               "counts": {"upstreams": 0, "routes": 2, "consumers": 0, "plugins": 0}}  # fmt: skip
+    assert rows["n2"]["uptime_observed"] is True
     assert [(p["id"], p["mode"], p["node"]) for p in snap["proxies"]] == [("p1", "synced", "n2")]
+
+
+def metrics_app(delay: float = 0.0) -> web.Application:
+    """A proxy's /metrics whose counters grow by 10 requests (1 a 503) at every scrape."""
+    scrapes = [0]
+
+    async def handle(request: web.Request) -> web.Response:
+        if delay:
+            await asyncio.sleep(delay)
+        scrapes[0] += 1
+        n = 10 * scrapes[0]
+        text = (
+            "# TYPE gwadm_proxy_requests_total counter\n"
+            f'gwadm_proxy_requests_total{{route="r1",status="200"}} {n - scrapes[0]}\n'
+            f'gwadm_proxy_requests_total{{route="r1",status="503"}} {scrapes[0]}\n'
+            "# TYPE gwadm_proxy_request_duration_seconds histogram\n"
+            f'gwadm_proxy_request_duration_seconds_bucket{{le="0.01",route="r1"}} {n}\n'
+            f'gwadm_proxy_request_duration_seconds_bucket{{le="+Inf",route="r1"}} {n}\n'
+        )
+        return web.Response(text=text, content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_get("/metrics", handle)
+    return app
+
+
+def test_remote_mode_uses_started_at_counts_and_status_addresses(serve: Serve, dead_url: str) -> None:
+    """A current server: uptime and counts from /v1/status (no /v1/config export), proxies' "last
+    sync" from last_ack_at and traffic from their /metrics; silent proxies cost no extra time."""
+    live, paused = serve(metrics_app()), serve(metrics_app(delay=5.0))
+    wall = time.time()
+
+    def entry(pid: str, url: str | None, ack: float | None) -> dict[str, Any]:
+        return {"id": pid, "connected": True, "revision": 4, "mode": "synced", "node": "n1",
+                "address": "127.0.0.1", "status_address": url.split("//")[1] if url else None,
+                "last_ack_at": ack}  # fmt: skip
+
+    fleet = [entry("p1", live.url, wall - 30), entry("p2", dead_url, wall - 5), entry("p3", paused.url, None),
+             entry("p4", None, wall - 1)]  # fmt: skip
+    seen: list[str] = []
+    counts = {"upstreams": 1, "routes": 3, "consumers": 0, "plugins": 2}
+    node = serve(node_app("n1", "leader", status={"started_at": wall - 3600, "counts": counts},
+                          fleet=fleet, seen=seen))  # fmt: skip
+    monitor = Monitor(lambda: Targets(token="t", endpoints=(node.url,)), timeout=0.5)
+    first = monitor.poll()
+    assert first["config"] == {"revision": 4, "hash": "h", "counts": counts}
+    n1 = first["nodes"][0]
+    assert n1["id"] == "n1" and n1["uptime_observed"] is False and 3599 <= n1["uptime"] < 3700
+    rows = {r["id"]: r for r in first["proxies"]}
+    assert 29 <= rows["p1"]["sync_age"] < 60 and rows["p3"]["sync_age"] is None
+    # Scraped from the next poll on (addresses learnt from this fleet), alongside the node probes;
+    # rates need two scrapes.
+    second = monitor.poll()
+    assert all(r["req_s"] is None for r in first["proxies"] + second["proxies"])
+    started = time.monotonic()
+    third = monitor.poll()
+    assert time.monotonic() - started < 1.5  # the paused proxy costs one timeout, in parallel
+    rows = {r["id"]: r for r in third["proxies"]}
+    p1 = rows["p1"]
+    assert p1["req_s"] is not None and p1["req_s"] > 0 and p1["err_s"] > 0 and p1["p99"] is not None
+    for pid in ("p2", "p3", "p4"):  # refused, timed out, no status address
+        assert (rows[pid]["req_s"], rows[pid]["p99"], rows[pid]["mode"]) == (None, None, "synced"), pid
+    assert "/v1/config" not in seen
 
 
 def test_failover_when_the_node_in_use_dies(serve: Serve) -> None:
