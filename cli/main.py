@@ -18,6 +18,7 @@ from cli import commands, console
 from cli.client import ApiError
 from cli.connection import conn_options
 from cli.demo_upstream import demo_upstream_cmd
+from cli.examples import attach_examples
 from cli.layout import ClusterDirError
 from cli.supervisor import SupervisorError
 
@@ -109,6 +110,7 @@ def cli() -> None:
 for _command in commands.all_commands():
     cli.add_command(_command)
 cli.add_command(demo_upstream_cmd)
+attach_examples(cli)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

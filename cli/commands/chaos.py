@@ -24,6 +24,12 @@ def chaos_group() -> None:
     """Chaos suite: kill, pause and partition a throwaway cluster, then check nothing was lost."""
 
 
+def _scenario_names(prefix: str) -> list[str]:
+    from chaos.nemesis import NEMESES
+
+    return [n for n in ["all", *NEMESES] if n.startswith(prefix)]
+
+
 def _reexec_in_namespace() -> int:
     from chaos.net import NetError, unshare_argv
 
@@ -62,6 +68,7 @@ def list_cmd(as_json: bool) -> None:
 
 @chaos_group.command("run")
 @click.option("--scenario", "-s", "scenarios", multiple=True, default=["all"], show_default=True,
+              shell_complete=lambda _ctx, _param, incomplete: _scenario_names(incomplete),
               help="Scenario name (see `gwadm chaos list`), repeatable, or 'all'.")
 @click.option("--seed", type=int, multiple=True, default=[1], show_default=True,
               help="Seed for every random choice; repeat to run several seeds.")
