@@ -3,7 +3,8 @@
 Local mode (no --endpoint, no $GWADM_ENDPOINTS) watches the cluster of DIR/cluster.json, re-read on
 every refresh so members restarted with new PIDs are followed, and reads each proxy's /status and
 /metrics. Remote mode watches the given endpoints and the members they report; proxies then come
-from the nodes' registries (no traffic figures: their status ports are not known).
+from the nodes' registries, which give each proxy's status address (traffic figures from its
+/metrics) and the time of its last ack.
 """
 
 from __future__ import annotations
