@@ -169,12 +169,14 @@ class ProbeListeners:
             s.close()
 
 
-def probe(src: str, dst: str, timeout: float = 0.4) -> bool:
-    """True if a TCP connection from ``src`` (bound) to ``dst``:PROBE_PORT is established."""
+def probe(src: str | None, dst: str, timeout: float = 0.4) -> bool:
+    """True if a TCP connection from ``src`` (bound; None = unbound, the kernel picks) to
+    ``dst``:PROBE_PORT is established."""
     s = socket.socket()
     s.settimeout(timeout)
     try:
-        s.bind((src, 0))
+        if src is not None:
+            s.bind((src, 0))
         s.connect((dst, PROBE_PORT))
         return True
     except OSError:
