@@ -200,6 +200,12 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
                 )
             finally:
                 _syncobj_module.createJournal = original
+        # Role, term, leader and quorum as one consistent tuple, taken on the tick thread between
+        # messages: read from another thread they can tear (a leader that just saw a higher term
+        # has the new term but not yet the follower role), which looked like two leaders in one
+        # term to the chaos suite's single-leader checker.
+        self._role_snapshot: tuple[int, int, Any, bool] | None = None
+        self.addOnTickCallback(self._record_role)
         try:
             self.waitBinded()
         except Exception as exc:
@@ -257,11 +263,11 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
             await asyncio.sleep(min(0.02 * attempt, 0.1, max(deadline - loop.time(), 0)))
 
     def has_leader_with_quorum(self) -> bool:
-        try:
-            st = self.getStatus()
-        except Exception:  # read from the asyncio thread while the tick thread mutates: assume yes
-            return True
-        return bool(st.get("has_quorum")) and st.get("leader") is not None
+        snap = self._role_snapshot
+        if snap is None:
+            return True  # not ticked yet: let pysyncobj decide
+        _state, _term, leader, has_quorum = snap
+        return bool(has_quorum) and leader is not None
 
     async def _wait_for_quorum(self, wait: float) -> None:
         loop = asyncio.get_running_loop()
@@ -272,6 +278,11 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
             await asyncio.sleep(0.02)
 
     # -- status -------------------------------------------------------------------------------------
+    def _record_role(self) -> None:
+        self._role_snapshot = (
+            self._SyncObj__raftState, self._SyncObj__raftCurrentTerm, self._SyncObj__raftLeader, self.hasQuorum,
+        )  # fmt: skip
+
     def status(self) -> dict[str, Any]:
         for attempt in range(5):  # the tick thread may change the member set while getStatus iterates it
             try:
@@ -280,6 +291,8 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
             except RuntimeError:
                 if attempt == 4:
                     raise
+        if self._role_snapshot is not None:
+            s["state"], s["raft_term"], s["leader"], s["has_quorum"] = self._role_snapshot
         leader = s.get("leader")
         partners = {
             key[len("partner_node_status_server_") :]: value == 2

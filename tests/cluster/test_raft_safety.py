@@ -180,3 +180,27 @@ async def test_snapshot_append_entries_does_not_commit_unverified_entries(member
     await leader.submit(b"after", timeout=5)
     wait_for(lambda: follower.applied[-1:] == [b"after"], 5, "follower still applies")
     assert b"ghost" not in follower.applied
+
+
+async def test_status_never_pairs_a_new_term_with_an_old_role(members: list[RecordingNode]) -> None:
+    """Found by the chaos suite (mixed, 5 nodes): a leader that just saw a higher term has the new
+    term but not yet the follower role; read from another thread that looked like a second leader
+    in the new term. status() reports role and term as recorded together between messages."""
+    leader = wait_for(lambda: next((m for m in members if m._isLeader()), None), 10, "leader")
+    seen: dict[str, object] = {}
+
+    def mid_update() -> None:  # runs on the tick thread, as pysyncobj's message handler would
+        term = leader._SyncObj__raftCurrentTerm
+        leader._SyncObj__raftCurrentTerm = term + 5  # the term is set first, the role right after
+        try:
+            seen["status"] = leader.status()
+            seen["raw"] = leader.getStatus()
+        finally:
+            leader._SyncObj__raftCurrentTerm = term
+        seen["term"] = term
+
+    leader.run_on_tick_thread(mid_update)
+    raw, status = seen["raw"], seen["status"]
+    assert isinstance(raw, dict) and isinstance(status, dict)
+    assert raw["state"] == 2 and raw["raft_term"] == seen["term"] + 5  # the torn view pysyncobj gives
+    assert status["role"] == "leader" and status["term"] == seen["term"]  # ours: consistent
