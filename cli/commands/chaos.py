@@ -112,7 +112,7 @@ def _run_all(names: list[str], seeds: list[int], duration: float, nodes: int, pr
              out: Path, quiet: bool) -> list[dict[str, Any]]:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from chaos.net import setup_namespace
+    from chaos.net import NetError, setup_namespace
     from chaos.report import render_summary, write_report
     from chaos.runner import RunOptions, ScenarioError, run_scenario
 
@@ -132,9 +132,11 @@ def _run_all(names: list[str], seeds: list[int], duration: float, nodes: int, pr
                         log=(lambda m: None) if quiet else progress.console.print,
                         progress=lambda f, task=task: progress.update(task, completed=f),
                     )
-                except ScenarioError as exc:
+                except (ScenarioError, NetError, RuntimeError, OSError) as exc:
+                    # The harness could not do its job (no leader, a partition not as intended, a
+                    # port in use): a failed run with the reason, and on to the next scenario.
                     report = {"ok": False, "meta": {"scenario": name, "seed": s, "nodes": nodes},
-                              "error": str(exc), "checks": []}
+                              "error": str(exc), "checkers": []}
                 progress.update(task, completed=1.0,
                                 description=f"{name} (seed {s}, {nodes} nodes) {'ok' if report['ok'] else 'FAILED'}")
                 reports.append(report)
