@@ -198,11 +198,19 @@ def run(
     as_json: bool,
     show_secrets: bool,
     expect_revision: int | None = None,
+    allow_empty: bool = True,
 ) -> Plan:
     """Validate, plan, print, apply: the body of `apply` and `snapshot restore`."""
     desired = desired_from(doc, partial)
     client = make_client(timeout=WRITE_TIMEOUT)
     plan = plan_against(client, doc, desired, partial)
+    deletes = plan.counts["delete"]
+    if not allow_empty and not partial and deletes and not any(desired.values()):
+        # An empty or truncated file (a failed export, the wrong file) would wipe the gateway.
+        raise FileError(
+            f"{doc.name} lists no resources: applying it would delete all {deletes} resources of the "
+            "cluster; pass --allow-empty if that is what you want (nothing was applied)"
+        )
     report: dict[str, Any] = {
         "plan": plan.to_json(show_secrets), "dry_run": dry_run, "applied": False, "revision": plan.revision
     }  # fmt: skip
@@ -245,10 +253,12 @@ secrets_option = click.option(
     metavar="N",
     help="Apply only if the config is still at revision N (e.g. the one a reviewed diff showed).",
 )
+@click.option("--allow-empty", is_flag=True, help="Allow a FILE without resources (deletes everything).")
 @secrets_option
 @json_option
 def apply_cmd(
-    file: str, partial: bool, dry_run: bool, expect_revision: int | None, show_secrets: bool, as_json: bool
+    file: str, partial: bool, dry_run: bool, expect_revision: int | None, allow_empty: bool,
+    show_secrets: bool, as_json: bool,
 ) -> None:
     """Make the cluster's config equal to FILE, in one all-or-nothing transaction.
 
@@ -270,7 +280,7 @@ def apply_cmd(
       routes:    {r1: {paths: [/api], upstream: u1}}
     """
     run(read_document(file), partial=partial, dry_run=dry_run, as_json=as_json,
-        show_secrets=show_secrets, expect_revision=expect_revision)  # fmt: skip
+        show_secrets=show_secrets, expect_revision=expect_revision, allow_empty=allow_empty)  # fmt: skip
 
 
 class DiffError(click.ClickException):

@@ -183,6 +183,15 @@ def test_removed_resources_are_deleted_but_not_with_partial(gw: Gwadm) -> None:
     assert out.index("- routes/r2") < out.index("- upstreams/u2")
     assert gw.ids() == {"upstreams": ["u1"], "routes": ["r1"], "consumers": [], "plugins": []}
 
+    # A file without resources (an empty or failed export) would wipe the gateway: refused unless asked.
+    empty = gw.write("empty.yaml", "{}\n")
+    done = gw("apply", "-f", empty)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "lists no resources" in done.stderr and "--allow-empty" in done.stderr, done.stderr
+    assert gw.ids() == {"upstreams": ["u1"], "routes": ["r1"], "consumers": [], "plugins": []}
+    gw.ok("apply", "-f", empty, "--allow-empty")
+    assert gw.ids() == {"upstreams": [], "routes": [], "consumers": [], "plugins": []}
+
 
 def test_a_concurrent_change_refuses_the_whole_plan(gw: Gwadm) -> None:
     gw.ok("apply", "-f", gw.write("gateway.yaml", BASE))
