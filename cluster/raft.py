@@ -29,8 +29,10 @@ Why each piece exists (details in ../shared/notes/pysyncobj.md):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,7 +43,7 @@ import pysyncobj.syncobj as _syncobj_module
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 
 from cluster.membership import Member, MembershipMixin, encode_cluster, read_dump_cluster
-from cluster.raft_journal import DurableJournal
+from cluster.raft_journal import DurableJournal, fsync_dir
 from cluster.raft_transport import transport_class
 
 log = logging.getLogger("gwadm.raft")
@@ -158,6 +160,8 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
         self.stale_append_entries_trimmed = 0
         journal_file = os.path.join(settings.data_dir, "raft.journal")
         dump_file = os.path.join(settings.data_dir, "raft.dump")
+        self._dump_file = dump_file
+        self.stale_snapshots_ignored = 0
         conf = SyncObjConf(
             password=settings.password,
             appendEntriesUseBatch=False,
@@ -309,6 +313,7 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
             "has_quorum": bool(s["has_quorum"]),
             "partners_connected": partners,
             "stale_append_entries_trimmed": self.stale_append_entries_trimmed,
+            "stale_snapshots_ignored": self.stale_snapshots_ignored,
         }
 
     # -- msgpack dump (log compaction snapshot) ----------------------------------------------------
@@ -341,6 +346,9 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
             and "prevLogIdx" not in message
             and message.get("term", -1) >= self.raftCurrentTerm
         ):
+            serialized = message.get("serialized")
+            if isinstance(serialized, tuple | list) and len(serialized) == 3 and serialized[1]:
+                self._backup_own_dump()  # first chunk: the transmission will replace our dump file
             # Snapshot transmissions carry no log position, yet pysyncobj raises the commit index
             # to min(leader commit, OUR log end) after any AppendEntries: a deposed leader's
             # uncommitted entries would be applied as committed (found by the chaos suite: a 200
@@ -367,6 +375,47 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
             message = trimmed
         super()._SyncObj__onMessageReceived(node, message)
 
+    # -- stale snapshots: never install one that is not newer than what is applied -------------------
+    def _backup_own_dump(self) -> None:
+        if os.path.exists(self._dump_file):
+            shutil.copyfile(self._dump_file, self._dump_file + ".own")
+
+    def _SyncObj__loadDumpFile(self, clearJournal: bool) -> None:  # noqa: N802, N803 - pysyncobj's names
+        """pysyncobj installs every complete snapshot transmission, also a stale one: after a pause
+        (SIGSTOP) a follower drains snapshots the leader queued while it was stopped, and each one
+        set the applied state back to an older index (found by the chaos suite, pause-leader). Then
+        its own log compaction, started at the newer index, deleted the whole log and every later
+        message raised IndexError (pysyncobj hazard: "truncating after compaction under load").
+        A snapshot not newer than the applied index holds nothing we lack: keep our state, and put
+        our own dump file back, so that it still matches our journal after a restart."""
+        backup = self._dump_file + ".own"
+        if clearJournal:  # an install from the leader, not the boot load
+            try:
+                with open(self._dump_file, "rb") as f:
+                    index = int(msgpack.unpackb(f.read(), raw=False)["entries"][0][1])
+            except Exception:  # unreadable: let pysyncobj report it as it does
+                index = None
+            if index is not None and index <= self.raftLastApplied:
+                self.stale_snapshots_ignored += 1
+                log.warning("ignoring a stale snapshot at index %d (applied %d)", index, self.raftLastApplied)
+                if os.path.exists(backup):
+                    os.replace(backup, self._dump_file)
+                    if self.settings.fsync:
+                        fsync_dir(os.path.dirname(self._dump_file) or ".")
+                return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(backup)
+        super()._SyncObj__loadDumpFile(clearJournal)
+
+    def _SyncObj__deleteEntriesTo(self, toIDx: int) -> None:  # noqa: N802, N803
+        """Compaction deletes the log up to the index its dump was taken at; if the log no longer
+        reaches that index, deleting would empty it and wedge the node: keep it instead."""
+        raft_log = self._SyncObj__raftLog
+        if len(raft_log) == 0 or toIDx > raft_log[-1][1]:
+            log.warning("not compacting the log to %d: it ends before that", toIDx)
+            return
+        super()._SyncObj__deleteEntriesTo(toIDx)
+
     def _trim_append_entries(self, message: dict[str, Any]) -> dict[str, Any] | None:
         """Drop the prefix of ``entries`` this log already holds (same index and term).
 
@@ -374,6 +423,8 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
         the log extends beyond them (a stale or duplicated message that must not truncate anything).
         """
         raft_log = self._SyncObj__raftLog
+        if len(raft_log) == 0:
+            return message
         first_idx, last_idx = raft_log[0][1], raft_log[-1][1]
         prev_idx = message["prevLogIdx"]
         if prev_idx >= last_idx or prev_idx < first_idx:

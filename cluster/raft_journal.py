@@ -34,7 +34,7 @@ class DurableMetaStorer(MetaStorer):
                 os.fsync(f.fileno())
         os.replace(tmp, path)
         if self._fsync:
-            _fsync_dir(os.path.dirname(path) or ".")
+            fsync_dir(os.path.dirname(path) or ".")
 
 
 class DurableJournal(FileJournal):
@@ -72,7 +72,7 @@ class DurableJournal(FileJournal):
         self._sync()
 
 
-def _fsync_dir(path: str) -> None:
+def fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -204,3 +204,55 @@ async def test_status_never_pairs_a_new_term_with_an_old_role(members: list[Reco
     assert isinstance(raw, dict) and isinstance(status, dict)
     assert raw["state"] == 2 and raw["raft_term"] == seen["term"] + 5  # the torn view pysyncobj gives
     assert status["role"] == "leader" and status["term"] == seen["term"]  # ours: consistent
+
+
+async def test_a_stale_snapshot_never_sets_the_applied_state_back(members: list[RecordingNode]) -> None:
+    """Found by the chaos suite (pause-leader, CI smoke): a follower resumed after SIGSTOP drained
+    snapshot transmissions the leader had queued meanwhile and installed each one, setting its
+    applied state back to an older index; its own compaction then emptied its log and every later
+    message raised IndexError. A snapshot not newer than the applied index is ignored, and our own
+    dump file (which the transmission overwrote) is put back."""
+    import os
+
+    leader = wait_for(lambda: next((m for m in members if m._isLeader()), None), 10, "leader")
+    follower = next(m for m in members if m is not leader)
+    for i in range(3):
+        await leader.submit(f"d{i}".encode(), timeout=5)
+    leader.forceLogCompaction()
+    wait_for(lambda: os.path.exists(leader._dump_file), 10, "leader dump")
+    with open(leader._dump_file, "rb") as f:
+        old_dump = f.read()
+    for i in range(5):
+        await leader.submit(f"e{i}".encode(), timeout=5)
+    wait_for(lambda: follower.applied[-1:] == [b"e4"], 5, "follower applied e4")
+    node = follower.recorded[-1][0]
+    own_dump = b"own dump bytes"
+    with open(follower._dump_file, "wb") as f:
+        f.write(own_dump)
+    seen: dict[str, int] = {}
+
+    def deliver(handler: Any) -> None:
+        seen["applied_before"] = follower.raftLastApplied
+        msg = {"type": "append_entries", "term": follower.raftCurrentTerm, "commit_index": follower.raftCommitIndex,
+               "serialized": (old_dump, True, True)}
+        handler(node, msg)
+        seen["applied_after"] = follower.raftLastApplied
+
+    follower.run_on_tick_thread(lambda: deliver(follower._SyncObj__onMessageReceived))
+    assert seen["applied_after"] == seen["applied_before"], "the stale snapshot set the state back"
+    assert follower.stale_snapshots_ignored == 1
+    with open(follower._dump_file, "rb") as f:
+        assert f.read() == own_dump  # our dump still matches our journal
+    await leader.submit(b"f0", timeout=5)
+    wait_for(lambda: follower.applied[-1:] == [b"f0"], 5, "follower keeps applying")
+
+    # Control: pysyncobj's own handler and loader install it and go back.
+    def unpatched(n: Any, m: dict[str, Any]) -> None:
+        follower._SyncObj__loadDumpFile = lambda clearJournal: SyncObj._SyncObj__loadDumpFile(follower, clearJournal)
+        try:
+            SyncObj._SyncObj__onMessageReceived(follower, n, m)
+        finally:
+            del follower._SyncObj__loadDumpFile
+
+    follower.run_on_tick_thread(lambda: deliver(unpatched))
+    assert seen["applied_after"] < seen["applied_before"], "unpatched pysyncobj was expected to go back"
