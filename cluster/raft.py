@@ -377,8 +377,12 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
 
     # -- stale snapshots: never install one that is not newer than what is applied -------------------
     def _backup_own_dump(self) -> None:
+        backup = self._dump_file + ".own"
         if os.path.exists(self._dump_file):
-            shutil.copyfile(self._dump_file, self._dump_file + ".own")
+            shutil.copyfile(self._dump_file, backup)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(backup)
 
     def _SyncObj__loadDumpFile(self, clearJournal: bool) -> None:  # noqa: N802, N803 - pysyncobj's names
         """pysyncobj installs every complete snapshot transmission, also a stale one: after a pause
@@ -400,8 +404,11 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
                 log.warning("ignoring a stale snapshot at index %d (applied %d)", index, self.raftLastApplied)
                 if os.path.exists(backup):
                     os.replace(backup, self._dump_file)
-                    if self.settings.fsync:
-                        fsync_dir(os.path.dirname(self._dump_file) or ".")
+                else:  # we had no dump: our journal holds everything, a foreign older dump must go
+                    os.unlink(self._dump_file)
+                if self.settings.fsync:
+                    fsync_dir(os.path.dirname(self._dump_file) or ".")
+                self.forceLogCompaction()  # and write a dump of what we do have, soon
                 return
         with contextlib.suppress(FileNotFoundError):
             os.unlink(backup)
