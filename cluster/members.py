@@ -34,6 +34,7 @@ from gateway.model import KINDS, check_id
 
 FORWARDED_BY = "X-Gwadm-Forwarded-By"
 MEMBERSHIP_TIMEOUT = 10.0
+LEADER_SETTLE = 3.0  # seconds a non-leader waits for a usable leader view
 MAX_TOKEN_TTL = 10 * 365 * 86400
 _HTTP_ERRORS: dict[int, type[web.HTTPException]] = {
     404: web.HTTPNotFound, 409: web.HTTPConflict, 503: web.HTTPServiceUnavailable,
@@ -174,11 +175,24 @@ async def _forward(request: web.Request, to: Member, body: bytes | None, timeout
 
 
 async def _leader_or_forward(request: web.Request, body: bytes | None, timeout: float) -> web.Response | None:
-    """None on the leader; elsewhere the leader's answer to this request."""
+    """None on the leader; elsewhere the leader's answer to this request.
+
+    While leadership moves, views disagree for a moment: this node may still name as leader the
+    node that just forwarded the request here (which in turn named this one). Rather than bounce
+    the request back or refuse it at once, wait a little (at most LEADER_SETTLE seconds) for a
+    leader this request has not already passed through; nothing has been proposed yet, so waiting
+    is always safe."""
     store = request.app[STORE_KEY]
-    if store.raft.status()["role"] == "leader":
-        return None
-    leader = _leader_member(request)
+    hops = {h for h in request.headers.get(FORWARDED_BY, "").split(",") if h}
+    deadline = time.monotonic() + min(timeout, LEADER_SETTLE)
+    while True:
+        if store.raft.status()["role"] == "leader":
+            return None
+        leader = _leader_member(request)
+        usable = leader is not None and bool(leader.admin_url) and leader.id not in hops
+        if usable or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(0.05)
     if leader is None or not leader.admin_url:
         up = store.raft.reachable_ids()
         every = ", ".join(m.id for m in store.raft.members())
