@@ -155,11 +155,14 @@ def _leader_member(request: web.Request) -> Member | None:
     return next((m for m in request.app[STORE_KEY].raft.members() if m.raft_addr == st["leader"]), None)
 
 
-async def _forward(request: web.Request, to: Member, body: bytes | None, timeout: float) -> web.Response:
-    """The same request, answered by member ``to``. The hops travel along: a request never goes back
-    to a node it came through, and takes two hops at most (follower -> leader -> its successor)."""
+async def _forward(request: web.Request, to: Member, body: bytes | None, timeout: float,
+                   handed_over: bool = False) -> web.Response:
+    """The same request, answered by member ``to``. The hops travel along: a request takes two
+    hops at most (follower -> leader -> its successor) and never goes back to a node it came
+    through, unless this node has just ``handed_over`` leadership to that very node (a leader
+    asked to remove itself, with the request forwarded by the member that became its successor)."""
     hops = [h for h in request.headers.get(FORWARDED_BY, "").split(",") if h]
-    if to.id in hops or len(hops) >= 2:
+    if (to.id in hops and not handed_over) or len(hops) >= 2:
         raise _refuse(503, "unavailable",
                       f"leadership moved while the request went through {', '.join(hops)}; retry")
     headers = {k: v for k in ("Authorization", "Content-Type", "X-Request-Id") if (v := request.headers.get(k))}
@@ -280,7 +283,7 @@ async def remove_member(request: web.Request) -> web.Response:
             if time.monotonic() > deadline:
                 raise _refuse(503, "unavailable", "leadership was handed over but no new leader emerged; retry")
             await asyncio.sleep(0.05)
-        return await _forward(request, leader, None, max(deadline - time.monotonic(), 1.0) + 5)
+        return await _forward(request, leader, None, max(deadline - time.monotonic(), 1.0) + 5, handed_over=True)
 
 
 def _parse_member(raw: bytes) -> Member:

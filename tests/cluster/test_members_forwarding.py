@@ -40,6 +40,10 @@ class FakeRaft:
     def reachable_ids(self) -> set[str]:
         return {m.id for m in self.roster}
 
+    async def transfer_leadership(self, timeout: float) -> None:
+        """Set by a test: what handing leadership over does to the views."""
+        raise AssertionError("this test does not expect a leadership transfer")
+
     async def change_membership(self, action: str, member: Member, timeout: float) -> None:
         self.changes.append((action, member.id))
         self.roster = [m for m in self.roster if m.id != member.id]
@@ -101,6 +105,25 @@ async def test_a_request_bounced_by_a_stale_view_waits_for_the_new_leader(three:
     assert body["removed"]["id"] == "n2" and body["node"] == "n3"
     assert rafts["n3"].changes == [("remove", "n2")]
     assert rafts["n1"].changes == rafts["n2"].changes == []
+
+
+async def test_a_leader_removing_itself_may_send_the_request_back_to_its_successor(three: Any) -> None:
+    """n1 forwards "remove n3" to the leader n3, which hands leadership over, and n1 wins: the
+    request goes back to n1, the node it came through, because n1 now leads (the CI flake of
+    2026-11-26: this was answered 503 "leadership moved while the request went through n1")."""
+    rafts, urls = three
+    leader = {"id": "n3"}
+    for raft in rafts.values():
+        raft.leader_of = lambda: leader["id"]
+
+    async def hand_over(timeout: float) -> None:
+        leader["id"] = "n1"
+
+    rafts["n3"].transfer_leadership = hand_over  # type: ignore[method-assign]
+    status, body = await delete(urls["n1"], "n3")
+    assert status == 200, body
+    assert body["removed"]["id"] == "n3" and body["node"] == "n1"
+    assert rafts["n1"].changes == [("remove", "n3")] and rafts["n3"].changes == []
 
 
 async def test_views_that_never_settle_give_a_retryable_503_and_change_nothing(
