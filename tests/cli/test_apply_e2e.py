@@ -21,7 +21,7 @@ from cli.client import AdminClient
 from cli.commands.apply import PlanConflict, execute, plan_against
 from cli.docfile import load_document
 from cli.plan import bodies_from_data, normalize
-from tests.support.cluster import Cluster
+from tests.support.cluster import Cluster, running_cluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -114,13 +114,8 @@ class Gwadm:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("apply-cluster"), fsync=False)
-    c.start_all()
-    try:
-        c.wait_ready()
+    with running_cluster(tmp_path_factory.mktemp("apply-cluster"), fsync=False) as c:
         yield c
-    finally:
-        c.stop_all()
 
 
 @pytest.fixture

@@ -10,20 +10,15 @@ from pathlib import Path
 import pytest
 
 from tests.cli.test_apply_e2e import BASE, RICH, Gwadm
-from tests.support.cluster import Cluster
+from tests.support.cluster import Cluster, running_cluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("snapshot-cluster"), fsync=False)
-    c.start_all()
-    try:
-        c.wait_ready()
+    with running_cluster(tmp_path_factory.mktemp("snapshot-cluster"), fsync=False) as c:
         yield c
-    finally:
-        c.stop_all()
 
 
 @pytest.fixture

@@ -5,15 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cluster import Cluster
+from tests.support.cluster import Cluster, running_cluster
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path)
-    c.start_all()
-    try:
-        c.wait_ready()
+    with running_cluster(tmp_path) as c:
         yield c
-    finally:
-        c.stop_all()

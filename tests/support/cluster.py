@@ -6,12 +6,14 @@ pytest tmp dir. ``kill`` is SIGKILL (no cleanup, as in a crash); ``stop`` is SIG
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -184,6 +186,18 @@ class Cluster:
     def api(self, node: NodeProc, method: str, path: str, body: Any = None, **kw: Any) -> Response:
         kw.setdefault("token", self.token)
         return request(method, node.url + path, json_body=body, **kw)
+
+
+@contextlib.contextmanager
+def running_cluster(base: Path, **kw: Any) -> Iterator[Cluster]:
+    """A started cluster with a leader, every node stopped by PID on the way out, also on failure."""
+    c = Cluster(base, **kw)
+    c.start_all()
+    try:
+        c.wait_ready()
+        yield c
+    finally:
+        c.stop_all()
 
 
 def upstream_body(port: int = 9001) -> dict[str, Any]:
