@@ -61,6 +61,8 @@ class Store(Protocol):
 
     def raft_status(self) -> dict[str, Any]: ...
 
+    def member_urls(self) -> list[str]: ...
+
 
 def _err(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message, "path": None}}, status=status)
@@ -301,8 +303,8 @@ class PushHub:
                 if problem is not None:  # checked at least every status_interval
                     await self._reject(s.ws, "unauthorized", f"proxy credentials no longer valid: {problem}")
                     return
-                status = self._status or self._read_status()
-                key = (status["leader_id"], status["term"], status["has_quorum"])
+                status = {**(self._status or self._read_status()), "members": self.store.member_urls()}
+                key = (status["leader_id"], status["term"], status["has_quorum"], tuple(status["members"]))
                 if s.status_due or key != s.last_status or time.monotonic() >= next_status:
                     s.status_due = False
                     s.last_status = key

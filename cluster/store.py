@@ -94,6 +94,11 @@ class ConfigStore:
 
         return unsubscribe
 
+    def member_urls(self) -> list[str]:
+        """Admin URLs of the current Raft members: status frames carry them so proxies follow
+        membership changes without a restart (docs/contracts.md §4)."""
+        return sorted(m.admin_url for m in self.raft.members() if m.admin_url)
+
     def raft_status(self) -> dict[str, Any]:
         status = self.raft.status()
         leader_addr = status.pop("leader")

@@ -304,6 +304,18 @@ def _opt_text(value: Any, field: str) -> Any:
     return _str(value, field, nullable=True)
 
 
+MAX_MEMBER_URLS = 64
+
+
+def _urls(value: Any, field: str) -> Any:
+    if not isinstance(value, list) or len(value) > MAX_MEMBER_URLS:
+        raise CodecError(f"field {field!r} must be a list of at most {MAX_MEMBER_URLS} URLs")
+    for url in value:
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise CodecError(f"field {field!r} must hold http(s):// URLs, not {url!r}")
+    return value
+
+
 def _flag(value: Any, field: str) -> Any:
     if not isinstance(value, bool):
         raise CodecError(f"field {field!r} must be true or false")
@@ -362,6 +374,7 @@ FRAME_FIELDS: dict[str, dict[str, _Check]] = {
 # Fields added after v1 shipped: checked when present, so older peers that omit them still talk.
 FRAME_OPTIONAL_FIELDS: dict[str, dict[str, _Check]] = {
     "hello": {"status_address": _opt_text},  # the proxy's /status listener, for fleet views
+    "status": {"members": _urls},  # admin URLs of the current Raft members: proxies follow membership
 }
 """Required fields of every frame type (contracts section 4) and how each is checked."""
 FRAME_TYPES: tuple[str, ...] = tuple(FRAME_FIELDS)

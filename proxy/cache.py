@@ -27,6 +27,7 @@ only: a cache file is data from disk and must never be able to run code (no pick
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import struct
@@ -208,3 +209,24 @@ class ConfigCache:
             except (CacheCorrupt, OSError):
                 self._current_valid = False
         return self._current_valid
+
+
+def load_learned_endpoints(path: Path) -> list[str]:
+    """The control-plane URLs this proxy learned from the cluster's membership (see
+    proxy/endpoints.py), so that a restart can reach nodes added after its ``--cp`` was written.
+    A missing or unreadable file is only a lost hint: the seeds still work, so it yields []."""
+    try:
+        urls = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+        log.warning("ignoring %s: not a list of URLs", path)
+        return []
+    return urls
+
+
+def save_learned_endpoints(path: Path, urls: list[str]) -> None:
+    """Write the learned URLs atomically (tmp file, rename): a crash leaves the old list or the new."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(urls))
+    os.replace(tmp, path)

@@ -3,6 +3,12 @@
 Failed nodes, nodes that said ``has_quorum: false`` and nodes behind the proxy are put on hold for a
 while, so nodes last seen healthy (or not tried yet) come first. Each proxy starts at a node chosen
 by its id, which spreads a fleet over the nodes and sends a restarted proxy back to the same one.
+
+The ring starts from the operator's ``--cp`` URLs (the seeds) and then follows the cluster's
+membership, which healthy nodes announce in their status frames: members added later are learned,
+learned members that were removed are forgotten. Seeds are never dropped: they are the operator's
+configuration and may name the nodes differently (a DNS name, a load balancer) than the cluster
+does.
 """
 
 from __future__ import annotations
@@ -52,11 +58,31 @@ class EndpointRing:
     ) -> None:
         if not urls:
             raise ValueError("at least one control-plane URL is needed")
-        self.endpoints = [Endpoint(u) for u in urls]
+        self.endpoints = [Endpoint(u) for u in dict.fromkeys(urls)]
+        self.seeds = frozenset(urls)
         self.rng = random.Random(seed)
         self.backoff_initial, self.backoff_max, self.hold = backoff_initial, backoff_max, hold
         start = first if first is not None else zlib.crc32(proxy_id.encode())
         self._next = start % len(self.endpoints)
+
+    @property
+    def learned(self) -> list[str]:
+        """URLs known from the cluster's membership rather than from the seeds."""
+        return [e.url for e in self.endpoints if e.url not in self.seeds]
+
+    def learn(self, urls: Sequence[str]) -> bool:
+        """Follow the membership ``urls`` (stream URLs); True if the ring changed. The list is
+        changed in place (callers hold it) and the round-robin position stays on the same node."""
+        wanted = list(dict.fromkeys(urls))
+        current = self.endpoints[self._next % len(self.endpoints)]
+        keep = [e for e in self.endpoints if e.url in self.seeds or e.url in wanted]
+        known = {e.url for e in keep}
+        keep += [Endpoint(u) for u in wanted if u not in known]
+        if [e.url for e in keep] == [e.url for e in self.endpoints]:
+            return False
+        self.endpoints[:] = keep
+        self._next = keep.index(current) if current in keep else self._next % len(keep)
+        return True
 
     def pick(self) -> Endpoint:
         """Round-robin over nodes not on hold; if all are, the one whose hold ends first."""

@@ -27,6 +27,7 @@ from proxy.sync import SyncClient
 log = logging.getLogger("gwadm.proxy")
 
 CACHE_FILE = "config.lkg"
+MEMBERS_FILE = "cp-members.json"  # control-plane URLs learned from the cluster
 ID_FILE = "proxy.id"
 
 
@@ -128,7 +129,8 @@ class ProxyNode:
         self.sync = SyncClient(
             settings.cp_urls, settings.token, settings.proxy_id, self.dp, self.cache,
             address=f"{host}:{port}", source_address=settings.source_address,
-            status_address=f"{status_host}:{status_port}", **sync_options,  # type: ignore[arg-type]
+            status_address=f"{status_host}:{status_port}", members_file=settings.state_dir / MEMBERS_FILE,
+            **sync_options,  # type: ignore[arg-type]
         )  # fmt: skip
         self._runners: list[web.AppRunner] = []
 

@@ -23,6 +23,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -31,7 +32,7 @@ from gateway.codec import PROTOCOL_VERSION, decode, decode_frame, encode_frame
 from gateway.delta import Delta, apply_delta
 from gateway.errors import GatewayError
 from gateway.state import ConfigState
-from proxy.cache import ConfigCache, decode_body
+from proxy.cache import ConfigCache, decode_body, load_learned_endpoints, save_learned_endpoints
 from proxy.endpoints import Endpoint, EndpointRing, stream_url
 
 log = logging.getLogger("gwadm.proxy.sync")
@@ -76,12 +77,16 @@ class SyncClient:
         status_address: str = "",
         build_runtime: Callable[..., Any] | None = None,
         first_endpoint: int | None = None,
+        members_file: Path | None = None,
     ) -> None:
         self.ring = EndpointRing(
             [stream_url(u) for u in cp_urls], proxy_id, seed=seed, backoff_initial=backoff_initial,
             backoff_max=backoff_max, hold=hold, first=first_endpoint,
         )  # fmt: skip
         self.endpoints = self.ring.endpoints
+        self.members_file = members_file  # learned CP URLs, kept across restarts
+        if members_file is not None:
+            self.ring.learn(load_learned_endpoints(members_file))
         self.token, self.proxy_id, self.dp, self.cache = token, proxy_id, dataplane, cache
         self.address = address
         self.status_address = status_address  # told to the CP so fleet views can read our /metrics
@@ -268,10 +273,20 @@ class SyncClient:
         if f["revision"] < self.revision:
             raise _Leave(f"node {f['node_id']} is behind us ({f['revision']} < {self.revision})")
         self._healthy, self.connected_url = True, ep.url
+        if "members" in f and self.ring.learn([stream_url(u) for u in f["members"]]):
+            self._remember_members(f["node_id"])
         self.dp.connected_cp = ep.url
         if f["revision"] == self.revision:
             self._mark_synced()
         self._set_mode()
+
+    def _remember_members(self, node_id: str) -> None:
+        log.info("control-plane members (from %s): %s", node_id, ", ".join(e.url for e in self.endpoints))
+        if self.members_file is not None:
+            try:
+                save_learned_endpoints(self.members_file, self.ring.learned)
+            except OSError as exc:
+                log.warning("could not keep the learned control-plane URLs in %s: %s", self.members_file, exc)
 
     # ---- applying -----------------------------------------------------------------------------
 

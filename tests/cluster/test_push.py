@@ -80,6 +80,7 @@ async def test_hello_at_zero_gets_status_then_snapshot(env: dict[str, Any]) -> N
         "term": 1,
         "has_quorum": True,
         "revision": head,
+        "members": ["http://127.0.0.1:8001"],
     }
     state, frames = await snapshot(c)
     assert len(frames) == 1 and frames[0]["revision"] == head
@@ -148,6 +149,17 @@ async def test_proxy_ahead_gets_status_only(env: dict[str, Any]) -> None:
     env["store"].set_status(leader_id="n2", term=2)
     st = await c.recv()
     assert (st["t"], st["leader_id"]) == ("status", "n2")
+
+
+async def test_status_frames_follow_the_membership(env: dict[str, Any]) -> None:
+    """A member added or removed reaches the proxy with the next status frame (periodic, at the
+    latest), so proxies can fail over to nodes their --cp never named."""
+    head = seed(env["cluster"])
+    c = await env["client"](await env["server"](status_interval=0.2))
+    await c.hello(head, env["store"].state.hash())
+    assert (await c.recv())["members"] == ["http://127.0.0.1:8001"]
+    env["store"].members = ["http://127.0.0.1:8001", "http://127.0.0.1:8004"]  # no notification
+    assert (await c.recv())["members"] == ["http://127.0.0.1:8001", "http://127.0.0.1:8004"]
 
 
 async def test_quorum_loss_is_announced(env: dict[str, Any]) -> None:

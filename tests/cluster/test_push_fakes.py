@@ -49,6 +49,7 @@ class FakeStore:
         self._deltas: list[Delta] = []
         self._subs: list[Callable[[int], None]] = []
         self.status: dict[str, Any] = {"leader_id": "n1", "term": 1, "has_quorum": True}
+        self.members: list[str] = ["http://127.0.0.1:8001"]  # admin URLs in status frames
 
     @property
     def state(self) -> ConfigState:
@@ -68,6 +69,9 @@ class FakeStore:
 
     def raft_status(self) -> dict[str, Any]:
         return {"node_id": self.node_id, "revision": self._state.revision, **self.status}
+
+    def member_urls(self) -> list[str]:
+        return list(self.members)
 
     # -- test controls --------------------------------------------------------------------------
     def install(self, state: ConfigState, delta: Delta) -> None:

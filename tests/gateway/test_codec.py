@@ -234,3 +234,15 @@ def test_hello_status_address_is_optional_but_checked_when_present() -> None:
     assert decode_frame(encode({**hello, "status_address": "127.0.0.1:8081"}))["status_address"] == "127.0.0.1:8081"
     with pytest.raises(CodecError, match="status_address"):
         decode_frame(encode({**hello, "status_address": 8081}))
+
+
+def test_status_members_are_optional_but_checked_when_present() -> None:
+    from gateway.codec import MAX_MEMBER_URLS, decode_frame, encode
+
+    status = {"t": "status", "node_id": "n1", "leader_id": "n1", "term": 3, "has_quorum": True, "revision": 7}
+    assert "members" not in decode_frame(encode(status))  # an older node omits it
+    urls = ["http://127.0.0.1:8000", "https://cp2.example:8443"]
+    assert decode_frame(encode({**status, "members": urls}))["members"] == urls
+    for bad in ("http://a:1", [8000], ["ftp://a:1"], ["http://a:1"] * (MAX_MEMBER_URLS + 1)):
+        with pytest.raises(CodecError, match="members"):
+            decode_frame(encode({**status, "members": bad}))

@@ -7,6 +7,7 @@ of a proxy's CP connection, and a snapshot for a proxy behind the delta window.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -213,3 +214,32 @@ def test_node_without_quorum_is_not_followed(env: DataPlaneEnv) -> None:
     for p in env.proxies:
         p.wait_revision(rev, timeout=30)
         assert p.get("/again").status == 200
+
+
+def test_a_proxy_told_one_node_learns_the_others_and_survives_that_node(tmp_path: Path) -> None:
+    """--cp names only n1: the proxy learns n2 and n3 from n1's status frames (kept in its state
+    dir), so when n1 dies it follows another node instead of going to cached mode, also after a
+    restart with the same --cp."""
+    e = DataPlaneEnv(tmp_path, proxies=1)
+    n1 = e.cluster.nodes[0]
+    p1 = e.proxies[0]
+    p1.cp_urls = [n1.url]
+    try:
+        e.start()
+        rev = serve_hello(e)
+        assert p1.wait_revision(rev)["connected_cp"].startswith(n1.url.replace("http", "ws"))
+        members_file = p1.dir / "state" / "cp-members.json"
+        others = sorted(n.url.replace("http", "ws") + "/v1/stream" for n in e.cluster.nodes[1:])
+        wait_for(lambda: members_file.exists() and sorted(json.loads(members_file.read_text())) == others,
+                 10, "n2 and n3 learned")
+        e.cluster.kill(n1)
+        rev = e.put("routes", "after", {"paths": ["/after"], "upstream": "ua"}, node=1)
+        st = p1.wait_revision(rev, timeout=20)
+        assert not st["connected_cp"].startswith(n1.url.replace("http", "ws"))
+        assert p1.get("/after").status == 200
+        p1.stop()
+        rev = e.put("routes", "after-restart", {"paths": ["/after-restart"], "upstream": "ua"}, node=2)
+        p1.start()
+        p1.wait_revision(rev, timeout=20)
+    finally:
+        e.close()
