@@ -4,13 +4,24 @@ frames, kept across restarts, and forgotten once removed."""
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
+
+import pytest
 
 from proxy.cache import load_learned_endpoints
 from proxy.endpoints import EndpointRing
 from proxy.sync import stream_url
 from tests.cluster.test_push_fakes import put, route, seed, until
-from tests.proxy.test_sync import Env, at, env  # noqa: F401  (env is a fixture)
+from tests.proxy.test_sync import Env, at
+
+
+@pytest.fixture
+async def env(tmp_path: Path) -> AsyncIterator[Env]:
+    e = Env(tmp_path)
+    yield e
+    await e.close()
+
 
 A, B, C, D = (f"ws://127.0.0.1:{p}/v1/stream" for p in (8001, 8002, 8003, 8004))
 
