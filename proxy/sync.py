@@ -29,11 +29,12 @@ from typing import Any
 import aiohttp
 
 from gateway.codec import PROTOCOL_VERSION, decode, decode_frame, encode_frame
-from gateway.delta import Delta, apply_delta
+from gateway.delta import Delta
 from gateway.errors import GatewayError
 from gateway.state import ConfigState
-from proxy.cache import ConfigCache, decode_body, load_learned_endpoints, save_learned_endpoints
+from proxy.cache import ConfigCache, load_learned_endpoints, save_learned_endpoints
 from proxy.endpoints import Endpoint, EndpointRing, stream_url
+from proxy.frames_apply import OutOfSequence, SnapshotAssembler, prepare_delta, prepare_snapshot
 
 log = logging.getLogger("gwadm.proxy.sync")
 
@@ -113,8 +114,7 @@ class SyncClient:
         self._persisting: asyncio.Future[None] | None = None
         self._healthy = False
         self._resync_for: int | None = None
-        self._chunks: list[bytes] = []
-        self._chunk_key: tuple[int, str, int] | None = None
+        self._snapshot = SnapshotAssembler()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -210,7 +210,7 @@ class SyncClient:
             self._put_on_hold(ep, "unreachable")
             return False
         self._ws, self._healthy, self._resync_for = ws, False, None
-        self._chunks, self._chunk_key = [], None
+        self._snapshot.reset()
         queue: asyncio.Queue[Frame] = asyncio.Queue()
         worker = asyncio.create_task(self._worker(ws, queue), name="proxy-sync-apply")
         was_healthy = False
@@ -306,61 +306,28 @@ class SyncClient:
             return
         delta = Delta(f["base"], f["revision"], f["ops"])  # decode_frame checked the ops' shape
         state = self.state if self.state is not None else ConfigState.empty()
-        await self._apply(ws, f["revision"], f["hash"], functools.partial(self._prepare_delta, state, delta))
-
-    def _prepare_delta(
-        self, state: ConfigState, delta: Delta, expected: str
-    ) -> tuple[ConfigState, Any, bytes | None]:
-        """Executor thread: apply, verify the hash, build. No shared state.
-
-        With the runtime of ``state`` at hand only the touched resources are recompiled; the cache
-        body is encoded after the swap (``None`` here), off the path to serving the new config.
-        """
-        new = apply_delta(state, delta)
-        if new.hash() != expected:
-            raise GatewayError(f"config hash mismatch after delta {delta.base}->{delta.revision}")
-        current = self.dp.runtime
-        if self._update is not None and current is not None and current.revision == state.revision:
-            touched = [(op[1], op[2]) for op in delta.ops]
-            runtime = self._update(current, new, touched, revision=new.revision, hash=expected)
-        else:
-            runtime = self._build(new.to_snapshot(), revision=new.revision, hash=expected)
-        return new, runtime, None
+        prepare = functools.partial(
+            prepare_delta, state, delta, current_runtime=self.dp.runtime, update=self._update, build=self._build
+        )
+        await self._apply(ws, f["revision"], f["hash"], prepare)
 
     async def _on_snapshot(self, ws: WS, f: Frame) -> None:
-        key = (f["revision"], f["hash"], f["chunks"])
-        if f["chunk"] == 0:
-            self._chunks, self._chunk_key = [], key
-        if key != self._chunk_key or f["chunk"] != len(self._chunks):
-            self._chunks, self._chunk_key = [], None
-            await self._nack(ws, key[0], f"snapshot chunk {f['chunk']} out of sequence")
+        try:
+            joined = self._snapshot.add(f)
+        except OutOfSequence as exc:
+            await self._nack(ws, f["revision"], str(exc))
             return
-        self._chunks.append(f["data"])
-        if len(self._chunks) < key[2]:
+        if joined is None:
             return
-        data, self._chunks, self._chunk_key = b"".join(self._chunks), [], None
-        revision, config_hash = key[0], key[1]
-        if revision < self.revision:  # never go backwards; tell the node where we are
-            log.warning("ignoring snapshot %d older than our revision %d", revision, self.revision)
+        if joined.revision < self.revision:  # never go backwards; tell the node where we are
+            log.warning("ignoring snapshot %d older than our revision %d", joined.revision, self.revision)
             await ws.send_bytes(encode_frame({"t": "resync", "revision": self.revision}))
-        elif self.state is not None and revision == self.revision and config_hash == self.hash:
+        elif self.state is not None and joined.revision == self.revision and joined.hash == self.hash:
             self._resync_for = None
-            await ws.send_bytes(encode_frame({"t": "ack", "revision": revision}))
+            await ws.send_bytes(encode_frame({"t": "ack", "revision": joined.revision}))
         else:
-            await self._apply(
-                ws, revision, config_hash, functools.partial(self._prepare_snapshot, data, revision)
-            )
-
-    def _prepare_snapshot(
-        self, data: bytes, revision: int, expected: str
-    ) -> tuple[ConfigState, Any, bytes | None]:
-        snapshot = decode_body(data)
-        state = ConfigState.from_snapshot(snapshot)
-        if state.revision != revision:
-            raise GatewayError(f"snapshot body is revision {state.revision}, the frame says {revision}")
-        if state.hash() != expected:
-            raise GatewayError(f"config hash mismatch in snapshot {revision}")
-        return state, self._build(snapshot, revision=revision, hash=expected), data
+            prepare = functools.partial(prepare_snapshot, joined.data, joined.revision, build=self._build)
+            await self._apply(ws, joined.revision, joined.hash, prepare)
 
     async def _apply(self, ws: WS, revision: int, config_hash: str, prepare: Callable[[str], Any]) -> None:
         """Build off the loop, swap, persist, ack; any failure is a nack and the old config stays."""
