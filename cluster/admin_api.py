@@ -23,6 +23,7 @@ from cluster.members import add_routes as add_cluster_admin_routes
 from cluster.members import get_cluster, get_fleet, get_status
 from cluster.raft import CommandRejected, NoQuorum, OutcomeUnknown
 from cluster.store import ConfigStore
+from cluster.tokens_api import add_token_routes
 from gateway.errors import GatewayError, NotFound, ValidationError
 from gateway.model import KINDS, Op, Txn, check_id
 from gateway.state import ConfigState
@@ -349,6 +350,7 @@ def create_admin_app(
     app.router.add_post("/v1/txn", post_txn)
     app.router.add_get("/v1/proxies", get_fleet)
     add_cluster_admin_routes(app)  # /v1/cluster/members, /v1/tokens...: before /v1/{kind}
+    add_token_routes(app)
     if extra_routes is not None:  # fixed paths (/v1/stream, /v1/proxies/local) must precede /v1/{kind}
         extra_routes(app)
     app.router.add_get("/v1/{kind}", list_resources)

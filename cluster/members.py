@@ -1,4 +1,4 @@
-"""Cluster-wide admin endpoints: views across nodes, membership changes, token revocation/rotation.
+"""Cluster-wide admin endpoints: views across nodes and membership changes (tokens: tokens_api.py).
 
 A node knows its own Raft state and its own proxy sessions; ``/v1/cluster`` and ``/v1/proxies``
 ask every current member (``/v1/status``, ``/v1/proxies/local``) with a short-lived viewer token
@@ -8,9 +8,7 @@ show up everywhere and removed ones disappear.
 
 Membership changes are judged and made by the leader (a follower forwards the request to it): only
 the leader knows which members answer it, and one lock there makes "one change at a time" hold
-for requests arriving at any node. Token revocations and rotations are ordinary replicated
-commands; their answer waits until every reachable member has applied them, so that when
-``gwadm token revoke`` returns, every node already rejects the token.
+for requests arriving at any node.
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ import aiohttp
 from aiohttp import web
 
 from cluster.app_keys import SETTINGS_KEY, STORE_KEY
-from cluster.auth import ROLES, AuthError, jti_expiry, mint_token, mint_token_claims, unverified_claims
+from cluster.auth import mint_token
 from cluster.membership import Member, MembershipUnavailable, Refusal, check_add, check_remove
 from cluster.raft import OutcomeUnknown
 from gateway.errors import ValidationError
@@ -35,7 +33,6 @@ from gateway.model import KINDS, check_id
 FORWARDED_BY = "X-Gwadm-Forwarded-By"
 MEMBERSHIP_TIMEOUT = 10.0
 LEADER_SETTLE = 3.0  # seconds a non-leader waits for a usable leader view
-MAX_TOKEN_TTL = 10 * 365 * 86400
 _HTTP_ERRORS: dict[int, type[web.HTTPException]] = {
     404: web.HTTPNotFound, 409: web.HTTPConflict, 503: web.HTTPServiceUnavailable,
 }
@@ -80,7 +77,7 @@ def _session(request: web.Request, timeout: float) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout), connector=connector)
 
 
-async def _fetch_peers(request: web.Request, path: str) -> list[tuple[Member, Any, str | None]]:
+async def fetch_peers(request: web.Request, path: str) -> list[tuple[Member, Any, str | None]]:
     """GET ``path`` on every other member concurrently: ``(member, json or None, error or None)`` each."""
     settings = request.app[SETTINGS_KEY]
     store = request.app[STORE_KEY]
@@ -107,7 +104,7 @@ async def _fetch_peers(request: web.Request, path: str) -> list[tuple[Member, An
 async def get_cluster(request: web.Request) -> web.Response:
     me = _member_status(request)
     members = [me]
-    for peer, data, error in await _fetch_peers(request, "/v1/status"):
+    for peer, data, error in await fetch_peers(request, "/v1/status"):
         if data is not None:
             members.append({**data, "reachable": True})
         else:
@@ -123,7 +120,7 @@ async def get_fleet(request: web.Request) -> web.Response:
     local_fleet = request.app[SETTINGS_KEY]["local_fleet"]
     entries: list[dict[str, Any]] = list(local_fleet()) if local_fleet is not None else []
     unreachable = []
-    for peer, data, error in await _fetch_peers(request, "/v1/proxies/local"):
+    for peer, data, error in await fetch_peers(request, "/v1/proxies/local"):
         if data is None:
             unreachable.append({"id": peer.id, "error": error})
         else:
@@ -287,7 +284,7 @@ async def remove_member(request: web.Request) -> web.Response:
 
 
 def _parse_member(raw: bytes) -> Member:
-    body = _json_object(raw, "member")
+    body = json_object(raw, "member")
     unknown = set(body) - {"id", "raft_addr", "admin_url"}
     if unknown:
         raise ValidationError(f"unknown field {sorted(unknown)[0]!r}", f"member.{sorted(unknown)[0]}")
@@ -305,7 +302,7 @@ def _parse_member(raw: bytes) -> Member:
     return Member(body["id"], body["raft_addr"], url)
 
 
-def _json_object(raw: bytes, what: str) -> dict[str, Any]:
+def json_object(raw: bytes, what: str) -> dict[str, Any]:
     try:
         body = json.loads(raw or b"{}")
     except (ValueError, UnicodeDecodeError) as exc:
@@ -315,98 +312,8 @@ def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     return body
 
 
-# -- tokens ----------------------------------------------------------------------------------------
-async def _applied_everywhere(request: web.Request, timeout: float = 3.0) -> dict[str, list[str]]:
-    """Wait until every member has applied what this node has; who did (``enforced_on``), who not yet."""
-    store = request.app[STORE_KEY]
-    index = store.raft.status()["applied_index"]
-    deadline = time.monotonic() + timeout
-    done = {store.node_id}
-    while True:
-        for peer, data, _error in await _fetch_peers(request, "/v1/status"):
-            if data is not None and int(data.get("applied_index") or 0) >= index:
-                done.add(peer.id)
-        pending = sorted(m.id for m in store.raft.members() if m.id not in done)
-        if not pending or time.monotonic() > deadline:
-            return {"enforced_on": sorted(done), "pending": pending}
-        await asyncio.sleep(0.05)
-
-
-async def get_tokens(request: web.Request) -> web.Response:
-    store = request.app[STORE_KEY]
-    await store.barrier(request.app[SETTINGS_KEY]["read_timeout"])
-    tokens = store.token_state()
-    revoked = [{"jti": j, "exp": e} for j, e in sorted(tokens["revoked"].items())]
-    return web.json_response({"generation": tokens["generation"], "revoked": revoked})
-
-
-async def create_token(request: web.Request) -> web.Response:
-    body = _json_object(await request.read(), "token")
-    unknown = set(body) - {"role", "subject", "ttl_seconds"}
-    if unknown:
-        raise ValidationError(f"unknown field {sorted(unknown)[0]!r}", f"token.{sorted(unknown)[0]}")
-    role, subject, ttl = body.get("role"), body.get("subject", "gwadm-user"), body.get("ttl_seconds", 30 * 86400)
-    if role not in ROLES:
-        raise ValidationError(f"must be one of {', '.join(ROLES)}", "token.role")
-    if not isinstance(subject, str) or not 0 < len(subject) <= 200:
-        raise ValidationError("must be a string of 1 to 200 characters", "token.subject")
-    if isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 < ttl <= MAX_TOKEN_TTL:
-        raise ValidationError(f"must be an integer number of seconds, 1..{MAX_TOKEN_TTL}", "token.ttl_seconds")
-    store = request.app[STORE_KEY]
-    await store.barrier(request.app[SETTINGS_KEY]["read_timeout"])  # mint for the generation as of now
-    return web.json_response(_minted(request, role, subject, ttl), status=201)
-
-
-def _minted(request: web.Request, role: str, subject: str, ttl: int) -> dict[str, Any]:
-    store = request.app[STORE_KEY]
-    token, claims = mint_token_claims(request.app[SETTINGS_KEY]["secret"], role, subject, ttl,
-                                      generation=store.token_generation)
-    return {"token": token, **{k: claims[k] for k in ("jti", "exp", "role")}, "subject": subject,
-            "generation": claims["gen"]}
-
-
-async def revoke_token(request: web.Request) -> web.Response:
-    body = _json_object(await request.read(), "revoke")
-    unknown = set(body) - {"jti", "token", "exp"}
-    if unknown or ("jti" in body) == ("token" in body):
-        raise ValidationError("give either jti or token (and optionally exp)", "revoke")
-    jti, exp = body.get("jti"), body.get("exp")
-    if "token" in body:
-        try:
-            claims = unverified_claims(str(body["token"]))
-        except AuthError as exc:
-            raise ValidationError(exc.reason, "revoke.token") from None
-        jti, exp = claims.get("jti"), exp if exp is not None else claims.get("exp")
-    if not isinstance(jti, str) or not 0 < len(jti) <= 200:
-        raise ValidationError("must be a token id of 1 to 200 characters", "revoke.jti")
-    if exp is not None and (isinstance(exp, bool) or not isinstance(exp, int)):
-        raise ValidationError("must be a Unix time (integer seconds)", "revoke.exp")
-    exp = exp if exp is not None else jti_expiry(jti)
-    store = request.app[STORE_KEY]
-    cmd = {"type": "token_revoke", "jti": jti, "exp": exp, "now": int(time.time())}
-    await store.token_command(cmd, request.app[SETTINGS_KEY]["write_timeout"])
-    return web.json_response({"revoked": jti, "until": exp, **await _applied_everywhere(request)})
-
-
-async def rotate_tokens(request: web.Request) -> web.Response:
-    """Reject every token minted so far; the answer carries a fresh admin token for the caller."""
-    store = request.app[STORE_KEY]
-    request_id = request.headers.get("X-Request-Id") or store.new_request_id()
-    request["request_id"] = request_id
-    cmd = {"type": "token_rotate", "request_id": request_id, "now": int(time.time())}
-    await store.token_command(cmd, request.app[SETTINGS_KEY]["write_timeout"])
-    caller = request["auth"]
-    lifetime = max(int(caller["exp"]) - int(caller["iat"]), 3600)
-    minted = _minted(request, "admin", str(caller.get("sub") or "gwadm-user"), min(lifetime, MAX_TOKEN_TTL))
-    return web.json_response({**minted, **await _applied_everywhere(request)})
-
-
 def add_routes(app: web.Application) -> None:
-    """Membership and token routes; fixed paths, so they must precede ``/v1/{kind}/...``."""
+    """Membership routes; fixed paths, so they must precede ``/v1/{kind}/...``."""
     app.router.add_get("/v1/cluster/members", get_members)
     app.router.add_post("/v1/cluster/members", add_member)
     app.router.add_delete("/v1/cluster/members/{id}", remove_member)
-    app.router.add_get("/v1/tokens", get_tokens)
-    app.router.add_post("/v1/tokens", create_token)
-    app.router.add_post("/v1/tokens/revoke", revoke_token)
-    app.router.add_post("/v1/tokens/rotate", rotate_tokens)
