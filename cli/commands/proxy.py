@@ -24,7 +24,8 @@ def proxy_group() -> None:
     required=True,
     envvar="GWADM_PROXY_CP",
     metavar="URL[,URL...]",
-    help="Admin URLs of the control-plane nodes, comma-separated (any node will do).",
+    help="Admin URLs of control-plane nodes to start from, comma-separated; the proxy learns the "
+    "other members from them and follows membership changes.",
 )
 @click.option(
     "--listen",
