@@ -168,21 +168,24 @@ class Supervisor:
     # ---- up ----------------------------------------------------------------------------------
     def up(
         self,
-        nodes: int = 3,
-        proxies: int = 1,
+        nodes: int | None = None,
+        proxies: int | None = None,
         base_port: int | None = None,
         *,
         timeout: float = 30.0,
         wait: bool = True,
     ) -> UpResult:
+        """Create the cluster (3 nodes and 1 proxy unless told) or restart the one in the directory.
+        Sizes asked for explicitly that differ from an existing cluster's give a warning; without
+        them a cluster grown by ``gwadm node add`` restarts quietly."""
         fresh = not self.layout.exists()
         result_warnings: list[str] = []
         if fresh:
-            cluster = self.create(nodes, proxies, base_port)
+            cluster = self.create(3 if nodes is None else nodes, 1 if proxies is None else proxies, base_port)
         else:
             cluster = self.load()
             have = (len(cluster["nodes"]), len(cluster["proxies"]))
-            if have != (nodes, proxies):
+            if (nodes is not None and nodes != have[0]) or (proxies is not None and proxies != have[1]):
                 result_warnings.append(
                     f"{self.layout.dir} already holds {have[0]} nodes and {have[1]} proxies; "
                     "restarting those (--nodes/--proxies apply to a new directory only)"

@@ -55,20 +55,20 @@ def cluster_group() -> None:
 
 @cluster_group.command("up")
 @dir_option
-@click.option("--nodes", type=int, default=3, show_default=True, help="Control-plane nodes (odd, >= 1).")
-@click.option("--proxies", type=int, default=1, show_default=True, help="Proxies (data plane).")
+@click.option("--nodes", type=int, default=None, help="Control-plane nodes (odd, >= 1) of a new cluster [default: 3].")
+@click.option("--proxies", type=int, default=None, help="Proxies (data plane) of a new cluster [default: 1].")
 @click.option(
     "--base-port", type=int, default=None, help="First of a contiguous port range (default: free ports)."
 )
 @click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait for readiness.")
 @json_option
 def up_cmd(
-    dir_: str | None, nodes: int, proxies: int, base_port: int | None, timeout: float, as_json: bool
+    dir_: str | None, nodes: int | None, proxies: int | None, base_port: int | None, timeout: float, as_json: bool
 ) -> None:
     """Create (or restart) the cluster in DIR and wait until every member is ready."""
-    if nodes < 1 or nodes % 2 == 0:
+    if nodes is not None and (nodes < 1 or nodes % 2 == 0):
         raise click.BadParameter(f"must be odd and >= 1 (got {nodes})", param_hint="--nodes")
-    if proxies < 0:
+    if proxies is not None and proxies < 0:
         raise click.BadParameter(f"must be >= 0 (got {proxies})", param_hint="--proxies")
     with console.ProgressReporter("waiting for") as reporter:
         sup = Supervisor(_dir(dir_), reporter=reporter)

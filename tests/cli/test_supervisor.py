@@ -138,6 +138,8 @@ def test_second_up_with_other_sizes_warns_and_keeps_the_cluster(tmp_path: Path) 
     res = up(tmp_path, FakeSpawner(), nodes=5, proxies=0)
     assert len(res.cluster["nodes"]) == 3 and len(res.cluster["proxies"]) == 1
     assert "already holds 3 nodes and 1 proxies" in res.warnings[0]
+    assert up(tmp_path, FakeSpawner()).warnings == []  # sizes not asked for: the cluster as it is, quietly
+    assert up(tmp_path, FakeSpawner(), nodes=3).warnings == []
 
 
 def test_base_port_layout_and_busy_port(tmp_path: Path) -> None:
