@@ -186,6 +186,11 @@ class Controller:
     def node_status(self, m: Member, timeout: float = 0.5) -> dict[str, Any] | None:
         return get_json(m.admin_url + "/v1/status", self.admin_token, timeout)
 
+    def member_ids(self, m: Member, timeout: float = 2.0) -> list[str]:
+        """The Raft configuration as node ``m`` sees it ([] if it does not answer)."""
+        data = get_json(m.admin_url + "/v1/cluster/members", self.admin_token, timeout)
+        return [str(x["id"]) for x in data.get("members", [])] if data else []
+
     def proxy_status(self, m: Member, timeout: float = 0.5) -> dict[str, Any] | None:
         return get_json(m.status_url, None, timeout)
 

@@ -9,14 +9,17 @@ make every later check meaningless.
 from __future__ import annotations
 
 import itertools
+import json
 import random
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from chaos.controller import Controller, Member
+from chaos.controller import ADMIN_PORT, RAFT_PORT, Controller, Member
 from chaos.net import Net, verify_partition
+from chaos.workload import http_call
 
 
 @dataclass
@@ -139,6 +142,54 @@ def packet_loss(ctx: FaultContext) -> Fault:
     return Fault("packet-loss", {"percent": percent, "between": "all CP nodes"}, ctx.net.heal, touches_network=True)
 
 
+def change_membership(ctx: FaultContext, action: str, node: Member, timeout: float = 20.0) -> list[str]:
+    """Add or remove ``node`` through the admin API of any other live node (followers forward to
+    the leader), retrying what the API calls retryable; returns the member ids it answered with.
+    A change that cannot be made within ``timeout`` in a healthy cluster is a finding: it raises."""
+    body = {"id": node.name, "raft_addr": f"{node.addr}:{RAFT_PORT}", "admin_url": node.admin_url}
+    method, path = ("POST", "/v1/cluster/members") if action == "add" else ("DELETE", f"/v1/cluster/members/{node.name}")
+    deadline = time.monotonic() + timeout
+    last = "no live node to ask"
+    while time.monotonic() < deadline:
+        for via in [n for n in ctx.ctrl.nodes if n is not node and n.alive and not n.paused]:
+            try:
+                status, answer = http_call(via.addr, ADMIN_PORT, method, path, token=ctx.ctrl.admin_token,
+                                           body=body if action == "add" else None, timeout=15.0)
+            except OSError as exc:
+                last = f"{via.name}: {exc}"
+                continue
+            if status in (200, 201) and isinstance(answer, dict):
+                return [m["id"] for m in answer.get("members", [])]
+            if action == "remove" and status == 404:  # a retry whose first attempt went through
+                return [m for m in ctx.ctrl.member_ids(via) if m != node.name]
+            last = f"{via.name}: HTTP {status} {json.dumps(answer)[:300]}"
+        time.sleep(0.2)
+    raise RuntimeError(f"could not {action} {node.name} within {timeout}s: {last}")
+
+
+def member_churn(ctx: FaultContext) -> Fault:
+    """Remove a node (maybe the leader, which then hands over) from the Raft configuration, stop
+    it and wipe its data; at heal add it back and start it empty: it must catch up from a snapshot
+    and the log while the workload runs."""
+    node = ctx.rng.choice(ctx.ctrl.nodes)
+    was_leader = ctx.ctrl.leader() is node
+    started = time.monotonic()
+    after_remove = change_membership(ctx, "remove", node)
+    detail: dict[str, Any] = {"node": node.name, "was_leader": was_leader, "members_after_remove": after_remove,
+                              "remove_s": round(time.monotonic() - started, 3)}
+    ctx.ctrl.kill(node)
+    shutil.rmtree(node.dir / "data", ignore_errors=True)
+    restart = _restart(ctx, [node])
+
+    def undo() -> None:
+        started = time.monotonic()
+        detail["members_after_add"] = change_membership(ctx, "add", node)
+        detail["add_s"] = round(time.monotonic() - started, 3)
+        restart()
+
+    return Fault("member-churn", detail, undo)
+
+
 @dataclass(frozen=True)
 class Nemesis:
     name: str
@@ -166,6 +217,8 @@ NEMESES: dict[str, Nemesis] = {
         Nemesis("cut-cp-proxies", cut_cp_proxies, description="cut every proxy from every CP node",
                 fault_seconds=(4.5, 6.0)),
         Nemesis("packet-loss", packet_loss, description="drop 20-40% of packets between CP nodes"),
+        Nemesis("member-churn", member_churn,
+                description="remove a node from the cluster and wipe it, add it back empty at heal"),
     ]
 }
 NEMESES["mixed"] = Nemesis(

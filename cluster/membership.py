@@ -208,6 +208,9 @@ class MembershipUnavailable(RuntimeError):
     """No definite answer (no leader, leader changed, deadline): the change may or may not commit."""
 
 
+TRANSFER_HOLD = 2.0  # seconds a leader handing over leaves new commands queued, at most
+
+
 class MembershipMixin:
     """Keeps a thread-safe member table in step with pysyncobj and enforces one change at a time.
 
@@ -360,11 +363,36 @@ class MembershipMixin:
                 continue
             raise Refusal(409, "conflict", why)
 
+    _hold_commands_until = 0.0  # monotonic time until which new commands stay queued
+
+    def _checkCommandsToApply(self) -> None:
+        """pysyncobj's tick step that appends queued commands to the log (or forwards them to the
+        leader). Skipped while a leadership transfer holds them: see ``transfer_leadership``."""
+        if time.monotonic() < self._hold_commands_until:
+            return
+        super()._checkCommandsToApply()  # type: ignore[misc]
+
     async def transfer_leadership(self, timeout: float) -> None:
         """Hand leadership to the most caught-up follower (Raft TimeoutNow); returns once this node
-        is no longer leader. pysyncobj's call touches the transport, so it runs on the tick thread."""
+        is no longer leader. pysyncobj's call touches the transport, so it runs on the tick thread.
+
+        pysyncobj only transfers to a follower whose log matches the leader's exactly, which under a
+        steady write load is almost never true at the instant it checks (chaos member-churn waited
+        10 s for it). So, as the Raft thesis (§3.10) prescribes, the leader stops appending new
+        commands during the transfer, for at most TRANSFER_HOLD seconds: the follower catches up
+        within one round trip and the transfer goes through. Held commands stay queued and are then
+        appended, or forwarded to the new leader (a forwarded one is answered NOT_LEADER, which
+        the submitting node retries)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        self._hold_commands_until = time.monotonic() + min(timeout, TRANSFER_HOLD)
+        try:
+            await self._transfer_until(deadline)
+        finally:
+            self._hold_commands_until = 0.0
+
+    async def _transfer_until(self, deadline: float) -> None:
+        loop = asyncio.get_running_loop()
         while self._isLeader():  # type: ignore[attr-defined]
             if loop.time() >= deadline:
                 raise MembershipUnavailable("leadership could not be transferred before the deadline")
@@ -383,7 +411,7 @@ class MembershipMixin:
                 continue
             finally:
                 self.removeOnTickCallback(once)  # type: ignore[attr-defined]
-            await asyncio.sleep(0.05)  # denied (no follower caught up yet) or sent: look again
+            await asyncio.sleep(0.02)  # denied (no follower caught up yet) or sent: look again
 
     def _on_next_tick(self, fn: Callable[[], None]) -> Callable[[], None]:
         """Run ``fn`` once on the tick thread. pysyncobj holds its callback lock while calling, so the

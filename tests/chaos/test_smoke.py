@@ -22,7 +22,7 @@ SEED = 1
 DURATION = 6
 SMOKE = [
     ("kill-leader", 3), ("kill-random", 3), ("kill-all", 3), ("pause-leader", 3), ("isolate-leader", 3),
-    ("random-halves", 3), ("cut-cp-proxies", 3), ("packet-loss", 3), ("mixed", 3),
+    ("random-halves", 3), ("cut-cp-proxies", 3), ("packet-loss", 3), ("member-churn", 3), ("mixed", 3),
     ("majority-ring", 5), ("bridge", 5), ("isolate-leader", 5),
 ]  # fmt: skip
 
@@ -80,5 +80,12 @@ def test_chaos_smoke(tmp_path: Path, scenario: str, nodes: int) -> None:
         cached = {r["proxy"] for r in history if r["type"] == "proxy_status" and start < r["time"] <= end + 0.5
                   and r.get("mode") == "cached"}
         assert cached == {"p1", "p2"}, f"proxies never went cached during {scenario}: {cached}"
+    if scenario == "member-churn":
+        # The membership really changed both ways, and the node that came back empty caught up
+        # (the convergence checker compares every node's final revision and hash).
+        heals = [r["detail"] for r in history if r["type"] == "nemesis" and r["phase"] == "heal"]
+        for d in heals:
+            assert d["node"] not in d["members_after_remove"] and len(d["members_after_remove"]) == nodes - 1, d
+            assert sorted(d["members_after_add"]) == [f"n{i}" for i in range(1, nodes + 1)], d
     if scenario in ("kill-leader", "kill-random", "kill-all"):
         assert all(d.get("node") or d.get("nodes") for _, _, d in faults)
