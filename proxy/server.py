@@ -56,6 +56,7 @@ class DataPlane:
         self.revision = 0
         self.hash: str | None = None
         self.connected_cp: str | None = None
+        self.cp_endpoints: list[str] = []  # every CP stream URL the sync client knows (seeds + learned)
         self.last_sync: float | None = None
         self.last_error: str | None = None
         self.services = services or Services(clock=clock)
@@ -211,6 +212,7 @@ class DataPlane:
             "revision": self.revision,
             "hash": self.hash,
             "connected_cp": self.connected_cp,
+            "cp_endpoints": list(self.cp_endpoints),
             "seconds_since_sync": None if self.last_sync is None else round(self.clock() - self.last_sync, 3),
             "routes": len(rt.router) if rt is not None else 0,
             "upstreams": {uid: pool.health() for uid, pool in sorted(rt.pools.items())} if rt is not None else {},

@@ -88,6 +88,7 @@ class SyncClient:
         self.members_file = members_file  # learned CP URLs, kept across restarts
         if members_file is not None:
             self.ring.learn(load_learned_endpoints(members_file))
+        self._publish_endpoints()
         self.token, self.proxy_id, self.dp, self.cache = token, proxy_id, dataplane, cache
         self.address = address
         self.status_address = status_address  # told to the CP so fleet views can read our /metrics
@@ -280,7 +281,12 @@ class SyncClient:
             self._mark_synced()
         self._set_mode()
 
+    def _publish_endpoints(self) -> None:
+        with contextlib.suppress(AttributeError):  # a test double without the field
+            self.dp.cp_endpoints = [e.url for e in self.endpoints]
+
     def _remember_members(self, node_id: str) -> None:
+        self._publish_endpoints()
         log.info("control-plane members (from %s): %s", node_id, ", ".join(e.url for e in self.endpoints))
         if self.members_file is not None:
             try:

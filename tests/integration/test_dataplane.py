@@ -232,6 +232,7 @@ def test_a_proxy_told_one_node_learns_the_others_and_survives_that_node(tmp_path
         others = sorted(n.url.replace("http", "ws") + "/v1/stream" for n in e.cluster.nodes[1:])
         wait_for(lambda: members_file.exists() and sorted(json.loads(members_file.read_text())) == others,
                  10, "n2 and n3 learned")
+        assert sorted(p1.status()["cp_endpoints"]) == sorted([n1.url.replace("http", "ws") + "/v1/stream", *others])
         e.cluster.kill(n1)
         rev = e.put("routes", "after", {"paths": ["/after"], "upstream": "ua"}, node=1)
         st = p1.wait_revision(rev, timeout=20)

@@ -68,9 +68,11 @@ async def test_a_removed_member_is_forgotten_and_the_file_follows(env: Env) -> N
     c = env.client([h1.url], members_file=members_file)
     c.start()
     await until(lambda: at(c, head)() and len(c.endpoints) == 2, what="n2 learned")
+    assert c.dp.status()["cp_endpoints"] == [stream_url(h1.url), stream_url(h2.url)]
     env.stores[0].members = [h1.url]
     await until(lambda: [e.url for e in c.endpoints] == [stream_url(h1.url)], what="n2 forgotten")
     assert load_learned_endpoints(members_file) == []
+    assert c.dp.status()["cp_endpoints"] == [stream_url(h1.url)]  # what /status shows operators
 
 
 def test_an_unreadable_members_file_is_only_a_lost_hint(tmp_path: Path) -> None:
