@@ -12,14 +12,12 @@ from cluster.auth import AuthError, check_policy, jti_expiry, mint_token_claims,
 from cluster.membership import (
     MEMBERSHIP_COMMAND,
     Member,
-    Refusal,
     boot_members,
-    check_add,
-    check_remove,
     decode_cluster,
     encode_cluster,
     member_of,
 )
+from cluster.membership_policy import Refusal, check_add, check_remove
 
 N = {i: Member(f"n{i}", f"127.0.0.1:70{i:02d}", f"http://127.0.0.1:80{i:02d}") for i in range(1, 7)}
 THREE = [N[1], N[2], N[3]]

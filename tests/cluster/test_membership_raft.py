@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from cluster.membership import Member, MembershipUnavailable, Refusal
+from cluster.membership import Member, MembershipUnavailable
+from cluster.membership_policy import Refusal
 from cluster.raft import RaftNode, RaftSettings
 from tests.support.cluster import free_port
 from tests.support.http import wait_for
