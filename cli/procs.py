@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,12 +24,52 @@ import cli
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
 
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+PICK_FLOOR = 10000  # ports are picked in [PICK_FLOOR, start of the ephemeral range)
+_pick_lock = threading.Lock()
+_next_pick: int | None = None
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(EPHEMERAL_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """``count`` distinct ports that are free right now (all sockets held open until all are picked)."""
+    """``count`` distinct ports that are free right now, for servers to bind a moment later.
+
+    They are picked *below* the kernel's ephemeral range: a port the kernel hands out for
+    ``bind(0)`` comes from that range, and any outgoing connection (Raft peers, proxies, HTTP
+    clients) can take it before the server it was meant for binds it; CI saw exactly that as
+    "cannot bind Raft address ... port busy". Picks walk the range from a pid-dependent start, so a
+    process never hands out a port twice and concurrent processes rarely probe the same ports.
+    """
+    global _next_pick
+    top = _ephemeral_start()
+    span = top - PICK_FLOOR
+    if span < 1000:  # an unusual port layout: let the kernel choose
+        return _kernel_ports(count, host)
+    picked: list[int] = []
+    with _pick_lock:
+        if _next_pick is None:
+            _next_pick = PICK_FLOOR + (os.getpid() * 97) % span
+        for _ in range(span):
+            port = _next_pick
+            _next_pick = PICK_FLOOR + (port + 1 - PICK_FLOOR) % span
+            if not port_in_use(host, port):
+                picked.append(port)
+                if len(picked) == count:
+                    return picked
+    return picked + _kernel_ports(count - len(picked), host)
+
+
+def _kernel_ports(count: int, host: str) -> list[int]:
     socks: list[socket.socket] = []
     try:
         for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
             s.bind((host, 0))
             socks.append(s)
         return [s.getsockname()[1] for s in socks]

@@ -17,8 +17,8 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp import web
@@ -34,6 +34,8 @@ from gateway.model import KINDS, check_id
 FORWARDED_BY = "X-Gwadm-Forwarded-By"
 MEMBERSHIP_TIMEOUT = 10.0
 LEADER_SETTLE = 3.0  # seconds a non-leader waits for a usable leader view
+UNSAFE_GRACE = 1.5  # seconds an "unsafe change" verdict must hold before it is the answer
+T = TypeVar("T")
 _HTTP_ERRORS: dict[int, type[web.HTTPException]] = {
     404: web.HTTPNotFound, 409: web.HTTPConflict, 503: web.HTTPServiceUnavailable,
 }
@@ -235,6 +237,23 @@ def _one_change(request: web.Request, what: str) -> Iterator[None]:
         settings["membership_change"] = None
 
 
+async def _judged(check: Callable[[], T]) -> T:
+    """``check`` (a membership safety check), with a grace period for "unsafe" verdicts.
+
+    Reachability is the leader's view of the last leader_fallback_timeout: right after a start, an
+    election or a reconnection a member that is fine can look unreachable for a moment (CI saw a
+    just-started cluster refuse a safe removal). An unsafe verdict is therefore only final once
+    it has held for UNSAFE_GRACE seconds; a safe one is acted on at once."""
+    deadline = time.monotonic() + UNSAFE_GRACE
+    while True:
+        try:
+            return check()
+        except Refusal as exc:
+            if exc.code != "unsafe_change" or time.monotonic() >= deadline:
+                raise
+        await asyncio.sleep(0.1)
+
+
 def _members_json(request: web.Request) -> dict[str, Any]:
     store = request.app[STORE_KEY]
     return {"members": [m.to_json() for m in store.raft.members()], "leader": store.raft_status()["leader_id"],
@@ -257,7 +276,7 @@ async def add_member(request: web.Request) -> web.Response:
     if new in raft.members():  # a retried add whose first attempt committed
         return web.json_response({"member": new.to_json(), "unchanged": True, **_members_json(request)})
     with _one_change(request, f"adding {new.id}"):
-        check_add(raft.members(), new, raft.reachable_ids())
+        await _judged(lambda: check_add(raft.members(), new, raft.reachable_ids()))
         await raft.change_membership("add", new, timeout)
     return web.json_response({"member": new.to_json(), **_members_json(request)}, status=201)
 
@@ -270,7 +289,7 @@ async def remove_member(request: web.Request) -> web.Response:
     store = request.app[STORE_KEY]
     target_id = request.match_info["id"]
     with _one_change(request, f"removing {target_id}"):
-        target = check_remove(store.raft.members(), target_id, store.raft.reachable_ids())
+        target = await _judged(lambda: check_remove(store.raft.members(), target_id, store.raft.reachable_ids()))
         if target.id != store.node_id:
             await store.raft.change_membership("remove", target, timeout)
             return web.json_response({"removed": target.to_json(), **_members_json(request)})

@@ -58,10 +58,24 @@ def test_is_alive_for_unknown_pids() -> None:
     assert procs.looks_like_ours(2**22 + 7, ["x"]) is False
 
 
-def test_free_ports_are_distinct_and_free() -> None:
+def test_free_ports_are_distinct_and_free_and_never_ephemeral() -> None:
+    """No outgoing connection can take a picked port before its server binds it: the kernel gives
+    outgoing sockets ports from the ephemeral range only (the CI flake "cannot bind Raft address")."""
     ports = procs.free_ports(20)
-    assert len(set(ports)) == 20
+    more = procs.free_ports(20)
+    assert len(set(ports + more)) == 40  # never the same port twice, also across calls
     assert not any(procs.port_in_use("127.0.0.1", p) for p in ports[:3])
+    low = procs._ephemeral_start()
+    assert all(procs.PICK_FLOOR <= p < low for p in ports + more), (low, ports)
+
+
+def test_free_ports_let_the_kernel_choose_when_the_range_is_odd(monkeypatch: pytest.MonkeyPatch,
+                                                               tmp_path: Path) -> None:
+    odd = tmp_path / "range"
+    odd.write_text("10500\t60999\n")  # too little room below the ephemeral range
+    monkeypatch.setattr(procs, "EPHEMERAL_RANGE_FILE", odd)
+    ports = procs.free_ports(3)
+    assert len(set(ports)) == 3 and all(p >= 1024 for p in ports)
 
 
 async def test_demo_upstream_app() -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cli.procs import free_ports
 from cluster.auth import mint_token, new_secret
 from tests.support.http import Response, request, wait_for
 
@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A free port below the ephemeral range (see cli.procs.free_ports: no outgoing connection of
+    another test process can take it before the server binds it)."""
+    return free_ports(1, host)[0]
 
 
 @dataclass
