@@ -88,8 +88,8 @@ class SyncClient:
         self.members_file = members_file  # learned CP URLs, kept across restarts
         if members_file is not None:
             self.ring.learn(load_learned_endpoints(members_file))
-        self._publish_endpoints()
         self.token, self.proxy_id, self.dp, self.cache = token, proxy_id, dataplane, cache
+        self._publish_endpoints()
         self.address = address
         self.status_address = status_address  # told to the CP so fleet views can read our /metrics
         self.software = software or software_version()
@@ -282,8 +282,7 @@ class SyncClient:
         self._set_mode()
 
     def _publish_endpoints(self) -> None:
-        with contextlib.suppress(AttributeError):  # a test double without the field
-            self.dp.cp_endpoints = [e.url for e in self.endpoints]
+        self.dp.cp_endpoints = [e.url for e in self.endpoints]  # shown in the proxy's /status
 
     def _remember_members(self, node_id: str) -> None:
         self._publish_endpoints()

@@ -66,6 +66,7 @@ async def test_a_removed_member_is_forgotten_and_the_file_follows(env: Env) -> N
     env.stores[0].members = [h1.url, h2.url]
     members_file = env.tmp / "cp-members.json"
     c = env.client([h1.url], members_file=members_file)
+    assert c.dp.status()["cp_endpoints"] == [stream_url(h1.url)]  # the seeds, before any stream
     c.start()
     await until(lambda: at(c, head)() and len(c.endpoints) == 2, what="n2 learned")
     assert c.dp.status()["cp_endpoints"] == [stream_url(h1.url), stream_url(h2.url)]
