@@ -241,8 +241,8 @@ async def _judged(check: Callable[[], T]) -> T:
     """``check`` (a membership safety check), with a grace period for "unsafe" verdicts.
 
     Reachability is the leader's view of the last leader_fallback_timeout: right after a start, an
-    election or a reconnection a member that is fine can look unreachable for a moment (CI saw a
-    just-started cluster refuse a safe removal). An unsafe verdict is therefore only final once
+    election or a reconnection a member that is fine can look unreachable for a moment (a test loop
+    saw a just-started cluster refuse a safe removal). An unsafe verdict is therefore only final once
     it has held for UNSAFE_GRACE seconds; a safe one is acted on at once."""
     deadline = time.monotonic() + UNSAFE_GRACE
     while True:

@@ -147,7 +147,7 @@ async def test_views_that_never_settle_give_a_retryable_503_and_change_nothing(
 
 
 async def test_a_momentary_unreachable_member_does_not_refuse_a_safe_change(three: Any) -> None:
-    """Right after a start the leader may not have heard from a member for a moment (seen in CI):
+    """Right after a start the leader may not have heard from a member for a moment (seen in a test loop):
     the "unsafe" verdict must hold for a grace period before it is the answer."""
     rafts, urls = three
     t0 = time.monotonic()
