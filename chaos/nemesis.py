@@ -144,7 +144,8 @@ def packet_loss(ctx: FaultContext) -> Fault:
 
 def change_membership(ctx: FaultContext, action: str, node: Member, timeout: float = 20.0) -> list[str]:
     """Add or remove ``node`` through the admin API of any other live node (followers forward to
-    the leader), retrying what the API calls retryable; returns the member ids it answered with.
+    the leader), retrying any refusal (a 409 while the leader's reachability view settles after
+    the previous fault, a 503 while leadership moves); returns the member ids it answered with.
     A change that cannot be made within ``timeout`` in a healthy cluster is a finding: it raises."""
     body = {"id": node.name, "raft_addr": f"{node.addr}:{RAFT_PORT}", "admin_url": node.admin_url}
     method, path = ("POST", "/v1/cluster/members") if action == "add" else ("DELETE", f"/v1/cluster/members/{node.name}")
