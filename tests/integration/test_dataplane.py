@@ -21,12 +21,8 @@ from tests.support.http import request, wait_for
 
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[DataPlaneEnv]:
-    e = DataPlaneEnv(tmp_path, cp_toml="delta_log_entries = 20\n")
-    try:
-        e.start()
+    with DataPlaneEnv(tmp_path, cp_toml="delta_log_entries = 20\n") as e:
         yield e
-    finally:
-        e.close()
 
 
 def serve_hello(env: DataPlaneEnv) -> int:

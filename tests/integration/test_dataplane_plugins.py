@@ -19,13 +19,9 @@ from tests.support.dataplane import DataPlaneEnv
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataPlaneEnv]:
-    e = DataPlaneEnv(Path(tmp_path_factory.mktemp("dp-plugins")), proxies=1)
-    try:
-        e.start()
+    with DataPlaneEnv(Path(tmp_path_factory.mktemp("dp-plugins")), proxies=1) as e:
         e.put("upstreams", "ua", e.upstream_spec("a"))
         yield e
-    finally:
-        e.close()
 
 
 def apply(env: DataPlaneEnv, kind: str, rid: str, body: dict[str, Any]) -> None:

@@ -20,12 +20,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[DataPlaneEnv]:
-    e = DataPlaneEnv(tmp_path, proxies=1, upstreams=("a",))
-    try:
-        e.start()
+    with DataPlaneEnv(tmp_path, proxies=1, upstreams=("a",)) as e:
         yield e
-    finally:
-        e.close()
 
 
 def test_revoking_the_proxy_token_cuts_its_stream_and_the_proxy_keeps_serving_cached(env: DataPlaneEnv) -> None:

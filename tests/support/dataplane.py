@@ -152,6 +152,18 @@ class DataPlaneEnv:
         for p in self.proxies:
             p.start()
 
+    def __enter__(self) -> DataPlaneEnv:
+        """Started; every process is stopped again if starting fails half-way."""
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         for p in self.proxies:
             p.stop()
