@@ -303,15 +303,18 @@ class PushHub:
                 if problem is not None:  # checked at least every status_interval
                     await self._reject(s.ws, "unauthorized", f"proxy credentials no longer valid: {problem}")
                     return
-                status = {**(self._status or self._read_status()), "members": self.store.member_urls()}
-                key = (status["leader_id"], status["term"], status["has_quorum"], tuple(status["members"]))
+                status = self._status or self._read_status()
+                key = (status["leader_id"], status["term"], status["has_quorum"])
                 if s.status_due or key != s.last_status or time.monotonic() >= next_status:
                     s.status_due = False
                     s.last_status = key
                     next_status = time.monotonic() + self.status_interval
                     # Fresh revision: never below a delta already sent (the cached status may lag
                     # the state, which the Raft thread moves before our callback runs).
-                    status = {**status, "revision": max(status["revision"], self.store.state.revision)}
+                    # Members go out with every status frame (at least each status_interval), so
+                    # proxies follow membership changes; not read on every wake, which each write causes.
+                    status = {**status, "revision": max(status["revision"], self.store.state.revision),
+                              "members": self.store.member_urls()}
                     await s.ws.send_bytes(encode_frame(status))
                     self.frames_sent["status"] += 1
                 await self._pump(s)
