@@ -32,6 +32,7 @@ from typing import Any
 
 import msgpack
 
+from gateway import registry
 from gateway.codec import decode_delta, decode_txn, encode_delta
 from gateway.delta import Delta
 from gateway.errors import GatewayError
@@ -142,6 +143,7 @@ class ReplicatedState:
     dedupe: Dedupe = field(default_factory=Dedupe)
     tokens: Mapping[str, Any] = field(default_factory=lambda: {"generation": 0, "revoked": {}})
     limits: Limits = field(default_factory=Limits)
+    reg_epoch: int = 0  # expiry epoch of service registrations (gateway/registry.py)
 
     @classmethod
     def empty(cls, *, delta_log_entries: int = DELTA_LOG_ENTRIES, delta_log_bytes: int = DELTA_LOG_BYTES,
@@ -199,6 +201,7 @@ class ReplicatedState:
             "deltas": [encode_delta(d) for d, _ in self.deltas],
             "dedupe": [[k, v] for k, v in self.dedupe.items()],
             "tokens": dict(self.tokens),
+            "reg_epoch": self.reg_epoch,
         }
         packed: bytes = msgpack.packb(data, use_bin_type=True)
         return packed
@@ -216,6 +219,7 @@ class ReplicatedState:
             delta_bytes=sum(size for _, size in deltas),
             dedupe=self.dedupe.with_items([(str(k), v) for k, v in data["dedupe"]]),
             tokens={"generation": int(tokens.get("generation", 0)), "revoked": dict(tokens.get("revoked", {}))},
+            reg_epoch=int(data.get("reg_epoch", 0)),
         )
 
 
@@ -268,11 +272,32 @@ def _token(state: ReplicatedState, cmd: dict[str, Any]) -> tuple[ReplicatedState
     return new.remember(request_id, result), result
 
 
+def _registry(state: ReplicatedState, cmd: dict[str, Any]) -> tuple[ReplicatedState, Result]:
+    """Service registrations (gateway/registry.py): resources of a stored kind plus the expiry epoch."""
+    request_id = str(cmd["request_id"]) if cmd.get("request_id") else None
+    seen = state.dedupe_lookup(request_id)
+    if seen is not None:
+        return state, seen
+    try:
+        applied = registry.apply_command(state.config, state.reg_epoch, cmd)
+    except GatewayError as exc:
+        result: Result = {"ok": False, "error": exc.to_dict()}
+        return state.remember(request_id, result), result
+    new = replace(state, reg_epoch=applied.epoch)
+    if applied.delta is not None:
+        new = new.with_config(applied.state, applied.delta)
+    return new.remember(request_id, applied.result), applied.result
+
+
 COMMANDS: dict[str, Handler] = {
     "barrier": _barrier,
     "txn": _txn,
     "token_revoke": _token,
     "token_rotate": _token,
+    "reg_put": _registry,
+    "reg_delete": _registry,
+    "reg_grant": _registry,
+    "reg_expire": _registry,
 }
 
 

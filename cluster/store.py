@@ -181,6 +181,18 @@ class ConfigStore:
         "request_id", "now"}``; returns ``{"ok": True, "generation", "revoked"}``."""
         return await self.command(cmd, timeout)
 
+    @property
+    def registry_epoch(self) -> int:
+        """The epoch (Raft term) of the last applied ``reg_grant``: expiries of other epochs are void."""
+        return self._sm.reg_epoch
+
+    async def registry_command(self, cmd: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Replicate a registry command (gateway/registry.py); ``{"ok": ...}`` like ``write``."""
+        return await self.command(cmd, timeout)
+
+    def has_leader_with_quorum(self) -> bool:
+        return self.raft.has_leader_with_quorum()
+
     @staticmethod
     def new_request_id() -> str:
         return uuid.uuid4().hex
