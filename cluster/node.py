@@ -20,6 +20,7 @@ from aiohttp import web
 
 from cluster.admin_api import create_admin_app
 from cluster.auth import raft_password
+from cluster.changes_api import ChangesAPI
 from cluster.membership import Member
 from cluster.raft import RaftSettings
 from cluster.store import ConfigStore
@@ -181,6 +182,7 @@ async def serve(settings: NodeSettings, stop: asyncio.Event | None = None) -> No
         settings.node_id, settings.raft_settings(), addr_to_id, delta_log_entries=settings.delta_log_entries
     )
     hub = push.PushHub(store, SOFTWARE_VERSION)
+    changes = ChangesAPI(store, sessions=hub.proxies)  # pull, anti-entropy checks, relay fleet reports
     app = create_admin_app(
         store,
         secret=settings.secret,
@@ -188,8 +190,9 @@ async def serve(settings: NodeSettings, stop: asyncio.Event | None = None) -> No
         raft_addr=settings.raft_addr,
         peers=[{"id": p.id, "raft_addr": p.raft_addr, "admin_url": p.admin_url} for p in settings.peers],
         body_limit=settings.body_limit,
-        extra_routes=lambda a: push.add_routes(a, hub, proxies_path="/v1/proxies/local"),
-        local_fleet=hub.proxies,
+        # /v1/proxies/local: the stream sessions merged with pull proxies and relayed ones
+        extra_routes=lambda a: (push.add_routes(a, hub, proxies_path="/v1/proxies/streams"), changes.add_routes(a)),
+        local_fleet=changes.fleet,
         source_address=settings.source_address,
     )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)

@@ -129,6 +129,7 @@ class PushHub:
             "t": "status", "node_id": str(st.get("node_id", self.store.node_id)), "leader_id": st.get("leader_id"),
             "term": int(st.get("term") or 0), "has_quorum": bool(st.get("has_quorum")),
             "revision": int(st.get("revision", self.store.state.revision)),
+            **({"cached": True} if st.get("cached") else {}),  # a relay serving its last-known-good
         }  # fmt: skip
 
     # ---- registry -----------------------------------------------------------------------------
@@ -313,8 +314,10 @@ class PushHub:
                     # the state, which the Raft thread moves before our callback runs).
                     # Members go out with every status frame (at least each status_interval), so
                     # proxies follow membership changes; not read on every wake, which each write causes.
-                    status = {**status, "revision": max(status["revision"], self.store.state.revision),
-                              "members": self.store.member_urls()}
+                    # The hash at that revision lets hybrid proxies check theirs (proxy/antientropy.py).
+                    state = self.store.state
+                    status = {**status, "revision": max(status["revision"], state.revision),
+                              "hash": self._snapshots.state_hash(state), "members": self.store.member_urls()}
                     await s.ws.send_bytes(encode_frame(status))
                     self.frames_sent["status"] += 1
                 await self._pump(s)

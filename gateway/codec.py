@@ -374,7 +374,12 @@ FRAME_FIELDS: dict[str, dict[str, _Check]] = {
 # Fields added after v1 shipped: checked when present, so older peers that omit them still talk.
 FRAME_OPTIONAL_FIELDS: dict[str, dict[str, _Check]] = {
     "hello": {"status_address": _opt_text},  # the proxy's /status listener, for fleet views
-    "status": {"members": _urls},  # admin URLs of the current Raft members: proxies follow membership
+    "status": {
+        "members": _urls,  # admin URLs of the current Raft members: proxies follow membership
+        "hash": _text,  # config hash at ``revision``: hybrid proxies compare theirs (anti-entropy)
+        "cached": _flag,  # a relay cut off from the CP serving its last-known-good revision
+    },
+    "resync": {"hash": _text},  # the proxy's hash at ``revision``: a node with another sends a snapshot
 }
 """Required fields of every frame type (contracts section 4) and how each is checked."""
 FRAME_TYPES: tuple[str, ...] = tuple(FRAME_FIELDS)
