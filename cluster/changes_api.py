@@ -67,9 +67,9 @@ class Store(Protocol):
     def member_urls(self) -> list[str]: ...
 
 
-def _err(status: int, code: str, message: str, path: str | None = None, **extra: Any) -> web.Response:
+def _err(http_status: int, code: str, message: str, path: str | None = None, **extra: Any) -> web.Response:
     return web.json_response(
-        {"error": {"code": code, "message": message, "path": path}, **extra}, status=status
+        {"error": {"code": code, "message": message, "path": path}, **extra}, status=http_status
     )
 
 

@@ -55,6 +55,14 @@ def test_pull_propagates_reports_and_survives_quorum_loss(env: DataPlaneEnv) -> 
     for node in env.cluster.nodes[:2]:
         env.cluster.kill(node)
     wait_for(lambda: p.status()["mode"] == "cached", 20, "pull proxy cached without quorum")
+    last = env.cluster.nodes[2]
+
+    def no_quorum_answer() -> dict[str, Any] | None:
+        r = request("GET", last.url + "/v1/changes?since=0", token=env.cluster.proxy_token)
+        return r.json() if r.status == 503 else None
+
+    answer = wait_for(no_quorum_answer, 20, "no_quorum from the node left alone")
+    assert answer["error"]["code"] == "no_quorum" and answer["status"]["has_quorum"] is False, answer
     assert p.get("/hello").status == 200 and p.status()["revision"] == rev
 
     # Quorum back: synced again, and new changes flow.
