@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from .codec import PROTOCOL_VERSION, decode, decode_snapshot, encode, encode_snapshot
 from .delta import Delta, DeltaOp
 from .errors import CodecError
-from .model import ACTIONS, KINDS, is_valid_id
+from .model import ACTIONS, STORED_KINDS, is_valid_id
 from .state import ConfigState
 
 __all__ = [
@@ -233,8 +233,8 @@ def _delta_op(op: Any, index: int, revision: int) -> DeltaOp:
     action, kind, rid, resource = op
     if action not in ACTIONS:
         raise FrameError(f"action must be one of {', '.join(ACTIONS)}", f"{where}[0]")
-    if kind not in KINDS:
-        raise FrameError(f"kind must be one of {', '.join(KINDS)}", f"{where}[1]")
+    if kind not in STORED_KINDS:
+        raise FrameError(f"kind must be one of {', '.join(STORED_KINDS)}", f"{where}[1]")
     if not isinstance(rid, str) or not is_valid_id(rid):
         raise FrameError("must be a valid resource id", f"{where}[2]")
     if action == "delete":
