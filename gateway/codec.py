@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from .delta import Delta, DeltaOp, resource_bytes
 from .errors import CodecError, GatewayError
-from .model import ACTIONS, KINDS, Op, Txn
+from .model import ACTIONS, STORED_KINDS, Op, Txn
 from .packing import array_header, pack, unpack
 from .state import ConfigState
 
@@ -190,7 +190,7 @@ def _delta_ops(value: Any) -> tuple[DeltaOp, ...]:
         if not isinstance(op, list | tuple) or len(op) != 4:
             raise CodecError(f"delta op {index} must be [action, kind, id, resource|null]")
         action, kind, id, resource = op
-        if action not in ACTIONS or kind not in KINDS or not isinstance(id, str):
+        if action not in ACTIONS or kind not in STORED_KINDS or not isinstance(id, str):
             raise CodecError(f"delta op {index} has a bad action, kind or id")
         if action == "put":
             res = _map(resource, f"delta op {index} resource")
@@ -264,7 +264,7 @@ def decode_packed_state(data: bytes | bytearray | memoryview) -> ConfigState:
         if not isinstance(obj, list) or len(obj) != 2 or not isinstance(obj[1], list):
             raise CodecError("packed state must be [revision, [entries]]")
         revision, entries = obj
-        resources: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
+        resources: dict[str, dict[str, Any]] = {kind: {} for kind in STORED_KINDS}
         for entry in entries:
             if not isinstance(entry, list) or len(entry) != 5 or entry[0] not in resources:
                 raise CodecError("packed state entry must be [kind, id, spec, created, mod]")
