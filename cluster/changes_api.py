@@ -38,8 +38,9 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from cluster.push_session import SnapshotCache, request_claims
-from gateway.codec import encode, encode_frame
+from gateway.codec import encode
 from gateway.delta import Delta, compose
+from gateway.protocol import DeltaFrame, Status, encode_frame
 from gateway.state import ConfigState
 
 MAX_WAIT = 30.0
@@ -135,20 +136,18 @@ class ChangesAPI:
             await asyncio.wait_for(asyncio.shield(self._changed), timeout)
 
     def status(self) -> dict[str, Any]:
-        """The status frame the stream would send now (revision and hash of the applied state)."""
+        """The status frame (wire form) the stream would send now: revision and hash of the applied state."""
         now = time.monotonic()
         if self._status is None or now - self._status[0] > STATUS_TTL:
             st = self.store.raft_status()
+            leader = st.get("leader_id")
             self._status = (now, {
-                "node_id": str(st.get("node_id", self.store.node_id)), "leader_id": st.get("leader_id"),
+                "node_id": str(st.get("node_id", self.store.node_id)), "leader_id": None if leader is None else str(leader),
                 "term": int(st.get("term") or 0), "has_quorum": bool(st.get("has_quorum")),
-                **({"cached": True} if st.get("cached") else {}), "members": self.store.member_urls(),
+                "cached": bool(st.get("cached")), "members": tuple(self.store.member_urls()),
             })  # fmt: skip
         state = self.store.state
-        return {
-            "t": "status", **self._status[1], "revision": state.revision,
-            "hash": self._snapshots.state_hash(state),
-        }  # fmt: skip
+        return Status(**self._status[1], revision=state.revision, hash=self._snapshots.state_hash(state)).wire()
 
     # ---- handlers ----------------------------------------------------------------------------
 
@@ -214,15 +213,13 @@ class ChangesAPI:
             return None, []
         if since and not full and deltas and since < head:
             delta = compose(deltas) if len(deltas) > 1 else deltas[0]
-            frame = encode_frame({"t": "delta", "base": delta.base, "revision": delta.revision,
-                                  "ops": [list(op) for op in delta.ops], "hash": status["hash"]})  # fmt: skip
+            frame = encode_frame(DeltaFrame.of(delta, status["hash"]))
             if len(frame) <= self.max_delta_frame:
                 self.frames_sent["delta"] += 1
                 return "delta", [frame]
-        revision, config_hash, chunks = await self._snapshots.encoded(state)
-        head_frame = {"t": "snapshot", "revision": revision, "hash": config_hash, "chunks": len(chunks)}
+        chunks = await self._snapshots.encoded(state)
         self.frames_sent["snapshot"] += 1
-        return "snapshot", [encode_frame({**head_frame, "chunk": i, "data": c}) for i, c in enumerate(chunks)]
+        return "snapshot", chunks
 
     def _consistent_read(self, since: int) -> tuple[ConfigState, list[Delta] | None]:
         """State and deltas ending at the same revision (see PushHub._consistent_read)."""

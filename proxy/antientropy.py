@@ -26,8 +26,9 @@ from typing import Any
 import aiohttp
 from prometheus_client import Counter
 
+from gateway.protocol import Status
 from proxy.pull import changes_url
-from proxy.sync import Frame, SyncClient, _why
+from proxy.sync import SyncClient, _why
 
 log = logging.getLogger("gwadm.proxy.antientropy")
 
@@ -59,10 +60,10 @@ class AntiEntropy:
 
     # ---- comparing ---------------------------------------------------------------------------
 
-    def on_status(self, frame: Frame) -> None:
+    def on_status(self, frame: Status) -> None:
         """SyncClient hook: each status frame of a healthy node."""
-        if "hash" in frame:
-            self.compare(int(frame["revision"]), str(frame["hash"]), f"status frame of {frame['node_id']}")
+        if frame.hash is not None:
+            self.compare(frame.revision, frame.hash, f"status frame of {frame.node_id}")
 
     def compare(self, revision: int, node_hash: str, source: str) -> bool:
         """True if the hashes agree (or cannot be compared); a mismatch starts a repair."""

@@ -23,10 +23,11 @@ from typing import Any
 
 import aiohttp
 
-from gateway.codec import decode, decode_frame, encode
+from gateway.codec import decode, encode
 from gateway.errors import GatewayError
+from gateway.protocol import DeltaFrame, Nack, SnapshotChunk, Status, decode_frame
 from proxy.endpoints import Endpoint
-from proxy.sync import Frame, SyncClient, _Leave, _why
+from proxy.sync import SyncClient, _Leave, _why
 
 log = logging.getLogger("gwadm.proxy.pull")
 
@@ -55,8 +56,8 @@ class _Outbox:
             frame = decode_frame(data)
         except GatewayError:
             return
-        if frame["t"] == "nack":
-            self.nacked = frame["revision"]
+        if isinstance(frame, Nack):
+            self.nacked = frame.revision
 
 
 class PullClient(SyncClient):
@@ -123,7 +124,8 @@ class PullClient(SyncClient):
                 answer = decode(body)
                 if not isinstance(answer, dict) or not isinstance(answer.get("frames"), list):
                     raise GatewayError("answer is not {status, frames}")
-                status_frame = decode_frame(_encode_status(answer.get("status")))
+                status_frame = decode_frame(_encode_status(answer.get("status")), ("status",))
+                assert isinstance(status_frame, Status)
                 self._on_status(ep, status_frame)
                 was_healthy = was_healthy or self._healthy
                 etag, refreshed = resp.headers.get("ETag"), time.monotonic()
@@ -132,14 +134,14 @@ class PullClient(SyncClient):
                     frame = await self._decode(outbox, raw)  # type: ignore[arg-type]
                     if frame is None:
                         continue
-                    if frame["t"] == "delta":
+                    if isinstance(frame, DeltaFrame):
                         await self._on_delta(outbox, frame)  # type: ignore[arg-type]
-                    elif frame["t"] == "snapshot":
+                    elif isinstance(frame, SnapshotChunk):
                         await self._on_snapshot(outbox, frame)  # type: ignore[arg-type]
                 if outbox.nacked is not None:  # as the hub does: a snapshot next, after a pause
                     full, etag = True, None
                     await self._sleep(max(self.poll_interval, 1.0))
-                elif self._healthy and self.revision == status_frame["revision"]:
+                elif self._healthy and self.revision == status_frame.revision:
                     self._mark_synced()
                     self._set_mode()
         except _Leave as exc:
@@ -165,7 +167,7 @@ def _encode_status(status: Any) -> bytes:
 
 def _no_quorum(body: bytes) -> str:
     try:
-        data: Frame = json.loads(body)
+        data: Any = json.loads(body)
         return str(data["error"]["message"])
     except (ValueError, KeyError, TypeError):
         return "node has no quorum (HTTP 503)"

@@ -30,8 +30,8 @@ DEBUG_ENV = "GWADM_PROXY_DEBUG_HOOKS"
 SYNC_KEY = web.AppKey("sync_client", SyncClient)
 
 
-class HybridClient(SyncClient):
-    """Push stream plus anti-entropy."""
+class HybridMixin(SyncClient):
+    """Push stream plus anti-entropy (mixed into SyncClient or a subclass of it)."""
 
     sync_mode = "hybrid"
 
@@ -57,16 +57,19 @@ class CheckedPullClient(PullClient):
 
 
 def make_sync_client(
-    mode: str, *args: Any, poll_interval: float = DEFAULT_POLL_INTERVAL,
+    mode: str, *args: Any, base: type[SyncClient] = SyncClient, poll_interval: float = DEFAULT_POLL_INTERVAL,
     check_interval: float = DEFAULT_INTERVAL, **kwargs: Any,
 ) -> SyncClient:  # fmt: skip
-    """The client for ``mode`` (one of SYNC_MODES); the arguments are SyncClient's."""
+    """The client for ``mode`` (one of SYNC_MODES), built on ``base`` (SyncClient or a subclass
+    such as the worker hub's); the other arguments are SyncClient's."""
     if mode == "push":
-        return SyncClient(*args, **kwargs)
+        return base(*args, **kwargs)
     if mode == "hybrid":
-        return HybridClient(*args, check_interval=check_interval, **kwargs)
+        cls: type[SyncClient] = type(f"Hybrid{base.__name__}", (HybridMixin, base), {})
+        return cls(*args, check_interval=check_interval, **kwargs)  # type: ignore[call-arg]
     if mode == "pull":
-        return CheckedPullClient(*args, poll_interval=poll_interval, check_interval=check_interval, **kwargs)
+        cls = CheckedPullClient if base is SyncClient else type(f"Pull{base.__name__}", (base, CheckedPullClient), {})
+        return cls(*args, poll_interval=poll_interval, check_interval=check_interval, **kwargs)  # type: ignore[call-arg]
     raise ValueError(f"sync mode must be one of {', '.join(SYNC_MODES)}, not {mode!r}")
 
 

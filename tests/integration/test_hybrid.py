@@ -20,7 +20,7 @@ from tests.support.http import request, wait_for
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[DataPlaneEnv]:
     e = DataPlaneEnv(tmp_path, proxies=1, upstreams=("a",))
-    e.proxies[0].args = ["--check-interval", "2"]  # no --sync: hybrid is the default
+    e.proxies[0].extra_args = ["--check-interval", "2"]  # no --sync: hybrid is the default
     e.proxies[0].env = {"GWADM_PROXY_DEBUG_HOOKS": "1"}
     with e:
         yield e

@@ -22,7 +22,7 @@ PULL = ["--sync", "pull", "--poll-interval", "1"]
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[DataPlaneEnv]:
     e = DataPlaneEnv(tmp_path, proxies=1, upstreams=("a",), cp_toml="delta_log_entries = 5\n")
-    e.proxies[0].args = list(PULL)
+    e.proxies[0].extra_args = list(PULL)
     with e:
         yield e
 

@@ -63,8 +63,8 @@ class ProxyProc:
     port: int = field(default_factory=free_port)
     status_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
-    args: list[str] = field(default_factory=list)  # extra `proxy run` flags (e.g. --sync pull)
-    env: dict[str, str] = field(default_factory=dict)
+    extra_args: list[str] = field(default_factory=list)  # more `proxy run` flags, e.g. --workers 2
+    env: dict[str, str] = field(default_factory=dict)  # more environment, e.g. GWADM_PROXY_DEBUG_HOOKS
 
     @property
     def url(self) -> str:
@@ -84,7 +84,7 @@ class ProxyProc:
         self.proc = _spawn(
             ["proxy", "run", "--cp", ",".join(self.cp_urls), "--listen", f"127.0.0.1:{self.port}",
              "--status-listen", f"127.0.0.1:{self.status_port}", "--state-dir", str(self.dir / "state"),
-             "--token-file", str(self.token_file), "--id", self.id, *self.args],
+             "--token-file", str(self.token_file), "--id", self.id, *self.extra_args],
             self.log_path, self.env,
         )
         wait_for(self._status_up, 20, f"proxy {self.id} status server")
