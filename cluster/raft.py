@@ -36,6 +36,7 @@ import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from time import monotonic
 from typing import Any
 
 import msgpack
@@ -187,6 +188,7 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
         dump_file = os.path.join(settings.data_dir, "raft.dump")
         self._dump_file = dump_file
         self.stale_snapshots_ignored = 0
+        self._stale_burst: tuple[int, float, int, int] = (0, 0.0, 0, 0)  # count, last at, index, applied
         conf = SyncObjConf(
             password=settings.password,
             appendEntriesUseBatch=False,
@@ -327,6 +329,11 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
         before, self._role_snapshot = self._role_snapshot, snap
         if before is not None and before != snap:
             self._role_events(before, snap)
+        count, last, index, applied = self._stale_burst
+        if count and monotonic() - last > 1.0:
+            self._stale_burst = (0, 0.0, 0, 0)
+            self.events.emit("stale_snapshots_ignored", level=logging.WARNING, count=count,
+                             last_index=index, applied=applied)
 
     def _role_events(self, before: tuple[int, int, Any, bool], after: tuple[int, int, Any, bool]) -> None:
         """Elections, leader changes and quorum changes as events (cluster/events.py)."""
@@ -477,7 +484,9 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
                 index = None
             if index is not None and index <= self.raftLastApplied:
                 self.stale_snapshots_ignored += 1
-                log.warning("ignoring a stale snapshot at index %d (applied %d)", index, self.raftLastApplied)
+                # A catching-up follower drains up to ~a dozen of these in a burst: one event per
+                # burst with the count (flushed by _record_role once the burst is over).
+                self._stale_burst = (self._stale_burst[0] + 1, monotonic(), index, self.raftLastApplied)
                 if os.path.exists(backup):
                     os.replace(backup, self._dump_file)
                 else:  # we had no dump: our journal holds everything, a foreign older dump must go
@@ -489,6 +498,8 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
         with contextlib.suppress(FileNotFoundError):
             os.unlink(backup)
         super()._SyncObj__loadDumpFile(clearJournal)
+        if clearJournal:
+            self.events.emit("snapshot_installed", applied=self.raftLastApplied)
 
     def _SyncObj__deleteEntriesTo(self, toIDx: int) -> None:  # noqa: N802, N803
         """Compaction deletes the log up to the index its dump was taken at; if the log no longer
