@@ -20,6 +20,7 @@ from aiohttp import web
 
 from cluster.admin_api import create_admin_app
 from cluster.auth import raft_password
+from cluster.changes_api import ChangesAPI
 from cluster.discovery import Discovery
 from cluster.discovery_api import add_discovery_routes
 from cluster.membership import Member
@@ -191,6 +192,7 @@ async def serve(settings: NodeSettings, stop: asyncio.Event | None = None) -> No
         settings.node_id, settings.raft_settings(), addr_to_id, delta_log_entries=settings.delta_log_entries
     )
     hub = push.PushHub(store, SOFTWARE_VERSION, **settings.push)
+    changes = ChangesAPI(store, sessions=hub.proxies)  # pull, anti-entropy checks, relay fleet reports
     discovery = Discovery(store, settings.secret, source_address=settings.source_address)
     app = create_admin_app(
         store,
@@ -199,9 +201,10 @@ async def serve(settings: NodeSettings, stop: asyncio.Event | None = None) -> No
         raft_addr=settings.raft_addr,
         peers=[{"id": p.id, "raft_addr": p.raft_addr, "admin_url": p.admin_url} for p in settings.peers],
         body_limit=settings.body_limit,
-        extra_routes=lambda a: (push.add_routes(a, hub, proxies_path="/v1/proxies/local"),
-                                add_discovery_routes(a, discovery)),
-        local_fleet=hub.proxies,
+        # /v1/proxies/local: the stream sessions merged with pull proxies and relayed ones
+        extra_routes=lambda a: (push.add_routes(a, hub, proxies_path="/v1/proxies/streams"),
+                                changes.add_routes(a), add_discovery_routes(a, discovery)),
+        local_fleet=changes.fleet,
         source_address=settings.source_address,
     )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)

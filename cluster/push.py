@@ -177,6 +177,7 @@ class PushHub:
             node_id=str(st.get("node_id", self.store.node_id)), leader_id=None if leader is None else str(leader),
             term=int(st.get("term") or 0), has_quorum=bool(st.get("has_quorum")),
             revision=int(st.get("revision", self.store.state.revision)),
+            cached=bool(st.get("cached")),  # a relay serving its last-known-good (proxy/relay.py)
         )  # fmt: skip
 
     # ---- registry -----------------------------------------------------------------------------
@@ -403,7 +404,7 @@ class PushHub:
         elif isinstance(f, Resync | Hello):  # "start again from here"
             rev = f.revision
             s.inflight, s.acked, s.sent = [], rev, rev
-            s.claimed_hash = (f.hash or None) if isinstance(f, Hello) else None
+            s.claimed_hash = f.hash or None  # a resync with a hash: anti-entropy repair
             s.need_snapshot = s.need_snapshot or rev == 0
         elif isinstance(f, Mode):
             s.mode = f.mode
@@ -436,8 +437,10 @@ class PushHub:
                     # the state, which the Raft thread moves before our callback runs).
                     # Members go out with every status frame (at least each status_interval), so
                     # proxies follow membership changes; not read on every wake, which each write causes.
-                    status = replace(status, revision=max(status.revision, self.store.state.revision),
-                                     members=tuple(self.store.member_urls()))
+                    # The hash at that revision lets hybrid proxies check theirs (proxy/antientropy.py).
+                    state = self.store.state
+                    status = replace(status, revision=max(status.revision, state.revision),
+                                     members=tuple(self.store.member_urls()), hash=self._snapshots.state_hash(state))
                     await s.ws.send_bytes(encode_frame(status))
                     self.frames_sent["status"] += 1
                 await self._pump(s)
