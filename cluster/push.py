@@ -83,6 +83,11 @@ class Store(Protocol):
 
     def member_urls(self) -> list[str]: ...
 
+    @property
+    def token_generation(self) -> int: ...  # the store is also the TokenPolicy (cluster/auth.py)
+
+    def token_revoked(self, jti: str) -> bool: ...
+
 
 PUSH_SETTINGS: dict[str, tuple[type, float]] = {
     "hello_timeout": (float, 0.1),  # seconds a new stream may take to send hello
@@ -184,8 +189,8 @@ class PushHub:
 
     @property
     def _token_policy(self) -> TokenPolicy | None:
-        """The store enforces revocation and rotation (test fakes may not: then expiry only)."""
-        return self.store if hasattr(self.store, "token_generation") else None  # type: ignore[return-value]
+        """The store enforces revocation and rotation."""
+        return self.store  # always: a store without a policy does not type-check as a Store
 
     def proxies(self) -> list[dict[str, Any]]:
         """The fleet as this node sees it: connected sessions first, then recently gone ones."""
