@@ -224,15 +224,19 @@ class Discovery:
             self._token = (token, now + 60)
         return self._token[0]
 
-    async def _forward(self, ids: list[str]) -> None:
-        url = self._leader_url()
-        if url is None:
-            raise NotLeader("no leader known")
+    def _http(self) -> aiohttp.ClientSession:
+        """One session to peers, leaving from this node's source address (partition rules know it)."""
         if self._session is None:
             source = self._source_address
             connector = aiohttp.TCPConnector(local_addr=(source, 0) if source else None)
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2.0), connector=connector)
-        async with self._session.post(url.rstrip("/") + "/v1/discovery/heartbeats", json={"ids": ids},
+        return self._session
+
+    async def _forward(self, ids: list[str]) -> None:
+        url = self._leader_url()
+        if url is None:
+            raise NotLeader("no leader known")
+        async with self._http().post(url.rstrip("/") + "/v1/discovery/heartbeats", json={"ids": ids},
                                       headers={"Authorization": f"Bearer {self._bearer()}"}) as resp:
             if resp.status != 200:
                 raise NotLeader(f"leader answered HTTP {resp.status}")
@@ -246,11 +250,7 @@ class Discovery:
         if url is None:
             return dict.fromkeys(rids)
         try:
-            if self._session is None:
-                source = self._source_address
-                connector = aiohttp.TCPConnector(local_addr=(source, 0) if source else None)
-                self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2.0), connector=connector)
-            async with self._session.post(url.rstrip("/") + "/v1/discovery/liveness", json={"ids": rids},
+            async with self._http().post(url.rstrip("/") + "/v1/discovery/liveness", json={"ids": rids},
                                           headers={"Authorization": f"Bearer {self._bearer()}"}) as resp:
                 if resp.status == 200:
                     body = await resp.json()

@@ -3,8 +3,8 @@
 One unix stream socket in a private (0700) directory; each message is a 4-byte big-endian length
 and one msgpack map (``gateway.codec.encode``), never pickle. Config travels as the push
 protocol's own frames: the ``delta`` frames the control plane sent, forwarded as they are, and
-``snapshot`` chunks made by ``gateway.protocol.snapshot_frames``; a worker checks them with
-``gateway.codec.decode_frame`` exactly as the sync client checks the control plane's.
+``snapshot`` chunks made by ``gateway.protocol.snapshot_chunks``, as their wire maps; a worker checks
+them with ``gateway.protocol.decode_frame`` exactly as the sync client checks the control plane's.
 
 Hub -> worker: ``setup`` (listen address, proxy id; once), ``hub`` (mode, connected CP, revision
 of the hub, seconds since the last sync, last error, CP endpoints; on change), ``delta``,
@@ -19,7 +19,8 @@ import asyncio
 import struct
 from typing import Any
 
-from gateway.codec import decode, decode_frame, encode
+from gateway.codec import decode, encode
+from gateway.protocol import decode_frame
 
 HEADER = struct.Struct(">I")
 MAX_MESSAGE = 256 * 1024 * 1024  # a snapshot chunk is 1 MiB; a scrape reply is small
@@ -43,7 +44,7 @@ def unpack(data: bytes) -> dict[str, Any]:
         if not isinstance(obj, dict) or not isinstance(obj.get("t"), str):
             raise FeedError("feed message is not a map with a type")
         if obj["t"] in CONFIG_FRAMES:
-            return decode_frame(data)
+            return decode_frame(data).wire()
         return obj
     except FeedError:
         raise

@@ -23,10 +23,10 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.delta import Delta
+from gateway.protocol import DeltaFrame, Nack, OutOfSequence, SnapshotAssembler, SnapshotChunk
 from gateway.state import ConfigState
 from proxy.feed import KEY_ENV, FeedError, read_message, write_message
-from proxy.frames_apply import OutOfSequence, SnapshotAssembler, prepare_delta, prepare_snapshot
+from proxy.frames_apply import prepare_delta, prepare_snapshot
 from proxy.runtime import build_runtime, update_runtime
 from proxy.server import DataPlane, create_proxy_app
 
@@ -117,36 +117,27 @@ class Worker:
         age = msg["sync_age"]
         dp.last_sync = None if age is None else dp.clock() - float(age)
 
-    async def _on_delta(self, f: dict[str, Any]) -> None:
+    async def _on_delta(self, msg: dict[str, Any]) -> None:
+        f = DeltaFrame.parse(msg)  # the feed checked it; parsing the wire map again is cheap
         state = self.state or ConfigState.empty()
-        if f["base"] != state.revision:  # the hub sends a snapshot when it cannot send a fitting delta
-            self._send(
-                {
-                    "t": "nack",
-                    "revision": f["revision"],
-                    "error": f"delta base {f['base']} != {state.revision}",
-                }
-            )
+        if f.base != state.revision:  # the hub sends a snapshot when it cannot send a fitting delta
+            self._send(Nack(f.revision, f"delta base {f.base} != {state.revision}").wire())
             return
-        delta = Delta(f["base"], f["revision"], f["ops"])
         started = time.perf_counter()
         try:
-            new, runtime, _ = prepare_delta(
-                state, delta, f["hash"], self._runtime_of(state), update_runtime, build_runtime
-            )
+            new, runtime, _ = prepare_delta(state, f, self._runtime_of(state), update_runtime, build_runtime)
         except Exception as exc:
-            self._send(
-                {"t": "nack", "revision": f["revision"], "error": str(exc)[:1000] or type(exc).__name__}
-            )
+            self._send(Nack(f.revision, str(exc)[:1000] or type(exc).__name__).wire())
             return
         self._install(new, runtime, started)
         self.deltas += 1
 
-    async def _on_snapshot(self, f: dict[str, Any]) -> None:
+    async def _on_snapshot(self, msg: dict[str, Any]) -> None:
+        f = SnapshotChunk.parse(msg)
         try:
             joined = self.assembler.add(f)
         except OutOfSequence as exc:
-            self._send({"t": "nack", "revision": f["revision"], "error": str(exc)})
+            self._send(Nack(f.revision, str(exc)).wire())
             return
         if joined is None:
             return
@@ -154,12 +145,10 @@ class Worker:
         loop = asyncio.get_running_loop()
         try:  # a full build can take 100+ ms: off the loop, the old config keeps serving meanwhile
             new, runtime, _ = await loop.run_in_executor(
-                None, prepare_snapshot, joined.data, joined.revision, joined.hash, build_runtime
+                None, prepare_snapshot, joined, build_runtime
             )
         except Exception as exc:
-            self._send(
-                {"t": "nack", "revision": joined.revision, "error": str(exc)[:1000] or type(exc).__name__}
-            )
+            self._send(Nack(joined.revision, str(exc)[:1000] or type(exc).__name__).wire())
             return
         self._install(new, runtime, started)
         self.snapshots += 1

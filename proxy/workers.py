@@ -40,7 +40,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from gateway.protocol import snapshot_frames
+from gateway.protocol import DeltaFrame, snapshot_chunks
 from gateway.state import ConfigState
 from proxy import metrics_merge
 from proxy.feed import KEY_ENV, FeedError, read_message, write_message
@@ -76,9 +76,9 @@ class HubDataPlane(DataPlane):
 class HubSync(SyncClient):
     """The sync client, remembering the delta frame being applied so the hub can forward it."""
 
-    pending_delta: dict[str, Any] | None = None
+    pending_delta: DeltaFrame | None = None
 
-    async def _on_delta(self, ws: Any, f: dict[str, Any]) -> None:
+    async def _on_delta(self, ws: Any, f: DeltaFrame) -> None:
         self.pending_delta = f
         try:
             await super()._on_delta(ws, f)
@@ -303,10 +303,10 @@ class WorkerHub:
             return
         d = self.sync.pending_delta if isinstance(self.sync, HubSync) else None
         if (
-            d is not None and s.sent is not None and d["base"] == s.sent[0]
-            and d["revision"] == state.revision and d["hash"] == digest
+            d is not None and s.sent is not None and d.base == s.sent[0]
+            and d.revision == state.revision and d.hash == digest
         ):  # fmt: skip
-            write_message(s.writer, d)
+            write_message(s.writer, d.wire())
             self.deltas_forwarded += 1
         else:
             for chunk in self._snapshot(state, digest):
@@ -317,7 +317,7 @@ class WorkerHub:
     def _snapshot(self, state: ConfigState, digest: str) -> list[dict[str, Any]]:
         key = (state.revision, digest)
         if self._frames is None or self._frames[0] != key:
-            self._frames = (key, snapshot_frames(state))
+            self._frames = (key, [chunk.wire() for chunk in snapshot_chunks(state)])
         return self._frames[1]
 
     async def _refresh_loop(self) -> None:

@@ -15,7 +15,7 @@ def test_feed_round_trip_and_config_frames_are_checked() -> None:
     delta = {"t": "delta", "base": 1, "revision": 2, "ops": [], "hash": "h"}
     assert unpack(pack(delta)[4:]) == delta
     assert unpack(pack({"t": "scrape", "id": 3})[4:]) == {"t": "scrape", "id": 3}
-    with pytest.raises(FeedError, match="revision must be greater"):
+    with pytest.raises(FeedError, match="must be greater than base"):
         unpack(pack({"t": "delta", "base": 2, "revision": 2, "ops": [], "hash": "h"})[4:])
     with pytest.raises(FeedError):
         unpack(b"\xc1garbage")
