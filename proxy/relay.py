@@ -40,6 +40,7 @@ import aiohttp
 from aiohttp import web
 
 from cluster import push
+from cluster.auth import AuthError, unverified_claims
 from cluster.changes_api import ChangesAPI
 from gateway.delta import Delta, DeltaOp
 from gateway.protocol import Status
@@ -112,6 +113,16 @@ class RelayStore:
 
     def member_urls(self) -> list[str]:
         return []  # downstream proxies must not learn CP URLs they may not reach
+
+    # The hub's TokenPolicy: a relay knows no revocations (it holds no cluster secret); expiry of
+    # a downstream token is still enforced (its claims carry ``exp``), and revoking the relay's
+    # own token cuts the relay off upstream.
+    @property
+    def token_generation(self) -> int:
+        return 0
+
+    def token_revoked(self, jti: str) -> bool:
+        return False
 
     def raft_status(self) -> dict[str, Any]:
         up = self.upstream
@@ -258,7 +269,16 @@ class RelayNode:
                 {"error": {"code": "unauthorized", "message": "unknown or missing bearer token", "path": None}},
                 status=401,
             )
-        request["auth"] = {"role": "proxy", "sub": "relay-downstream"}
+        claims: dict[str, Any] = {"role": "proxy", "sub": "relay-downstream"}
+        with contextlib.suppress(AuthError):  # a known token: its expiry still counts
+            exp = unverified_claims(token).get("exp")
+            if isinstance(exp, int | float):
+                if exp <= time.time():
+                    return web.json_response(
+                        {"error": {"code": "unauthorized", "message": "token expired", "path": None}}, status=401
+                    )
+                claims["exp"] = exp
+        request["auth"] = claims
         return await handler(request)  # type: ignore[no-any-return]
 
     async def _healthz(self, _: web.Request) -> web.Response:
