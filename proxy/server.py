@@ -25,6 +25,7 @@ from multidict import MultiDict
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from proxy.balancer import Pool
+from proxy.dns import DnsTargets
 from proxy.forward import Forwarder, make_session, upstream_headers, upstream_path
 from proxy.jwks import JwksCache
 from proxy.metrics import ProxyMetrics
@@ -61,6 +62,8 @@ class DataPlane:
         self.last_error: str | None = None
         self.services = services or Services(clock=clock)
         self.metrics = ProxyMetrics(self)
+        self.dns = DnsTargets.from_env(source_address)  # named targets -> addresses (proxy/dns.py)
+        self.metrics.registry.register(self.dns.collector())
         self.session: aiohttp.ClientSession | None = None
         self.forwarder: Forwarder | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -74,6 +77,7 @@ class DataPlane:
             return
         self.session = make_session(self.source_address)
         self.forwarder = Forwarder(self.session)
+        self.dns.start()
         if self.services.jwks is None or self._own_jwks:
             self.services.jwks = JwksCache(self.session, clock=self.clock)
             self._own_jwks = True
@@ -83,6 +87,7 @@ class DataPlane:
 
     async def close(self) -> None:
         """Stop health checks, close the session and log files; idempotent."""
+        await self.dns.stop()
         if self.runtime is not None:
             await asyncio.gather(*(p.stop() for p in self.runtime.pools.values()))
         if self._background:
@@ -102,6 +107,7 @@ class DataPlane:
         if mode is not None and mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}")
         installed = runtime.handover(self.runtime)
+        self.dns.attach(installed.pools.values())  # named targets get their known addresses now
         old, self.runtime = self.runtime, installed
         self.revision, self.hash = installed.revision, installed.hash
         if mode is not None:
@@ -218,6 +224,7 @@ class DataPlane:
             "upstreams": {uid: pool.health() for uid, pool in sorted(rt.pools.items())} if rt is not None else {},
             "warnings": list(rt.warnings) if rt is not None else [],
             "last_error": self.last_error,
+            "dns": self.dns.status(),
         }
 
 
