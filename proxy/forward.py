@@ -6,10 +6,11 @@ the response body is copied chunk by chunk, so memory per request stays bounded 
 The session must be created with ``auto_decompress=False`` (see ``make_session``) so encoded bodies
 pass through untouched with their ``Content-Encoding``.
 
-Retries: only a failure to *connect* (refused, unreachable, connect timeout) is retried on another
+Retries: a failure to *connect* (refused, unreachable, connect timeout) is retried on another
 target, up to the upstream's ``retries``; the body has not been read then, so any method is safe.
-A failure after the request was sent is not retried (it may have had effects). aiohttp itself
-retries a stale keep-alive connection once for idempotent methods.
+A failure after the request was sent, before any response header came back, is retried only for
+GET/HEAD/OPTIONS without a body (an instance that died under a request: docs/discovery.md); for
+other methods it may have had effects, so it is a 502. A read timeout is never retried.
 
 Errors are the proxy's JSON bodies: 502 upstream failure, 503 no eligible target, 504 timeout.
 Every failed attempt counts against the target's passive health, as do 502/503/504 answers.
@@ -46,6 +47,7 @@ HOP_BY_HOP = frozenset(
 )
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
 UNHEALTHY_STATUSES = frozenset({502, 503, 504})
+RETRY_AFTER_SEND = frozenset({"GET", "HEAD", "OPTIONS"})
 # Headers aiohttp would otherwise add on its own; the upstream should see what the client sent.
 SKIP_AUTO = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 
@@ -183,6 +185,8 @@ class Forwarder:
                 if not _client_closed(request):  # a client that hung up mid-upload is not the target's fault
                     pool.report_failure(target)
                 log.info("upstream %s: request to %s failed: %s", pool.id, target.address, exc)
+                if ctx.method in RETRY_AFTER_SEND and data is None and not _client_closed(request):
+                    continue  # no response began and the request is idempotent: another target
                 return json_error(502, "upstream_error", f"upstream {pool.id} failed: {type(exc).__name__}")
             return await self._relay(ctx, pool, target, upstream, on_response)
         if not tried:
