@@ -321,6 +321,14 @@ def apply_histogram(p: ProxyProc) -> tuple[float, float]:
     return total, count
 
 
+def wait_revision(p: ProxyProc, revision: int, timeout: float) -> None:
+    def check() -> bool:
+        st = p.status()
+        return bool(st["revision"] >= revision and st["mode"] == "synced")
+
+    wait_for(check, timeout, f"{p.id} serving revision {revision}")
+
+
 def in_process_apply(state: ConfigState, changes: int) -> list[float]:
     """prepare_delta + swap of one-route deltas on ``state``, in this process, uncontended (ms)."""
     from gateway.protocol import DeltaFrame
@@ -387,8 +395,7 @@ def swap_under_load(ctx: Any) -> Section:
         assert p.proc is not None
         pin(p.proc.pid, P1)
     for p in proxies.values():
-        wait_for(lambda p=p: p.status()["revision"] >= revision and p.status()["mode"] == "synced", 120,
-                 f"{p.id} at revision {revision}")  # fmt: skip
+        wait_revision(p, revision, 120)
     reference = in_process_apply(bench_state(upstream.port, 10_000), max(20, changes))
     version = 1000
     for name, p in proxies.items():
@@ -416,7 +423,7 @@ def swap_under_load(ctx: Any) -> Section:
         out, _ = wrk.communicate(timeout=60)
         load = parse_wrk(out)
         last = max(answered)
-        wait_for(lambda p=p, last=last: p.status()["revision"] >= last, 30, f"{p.id} at revision {last}")
+        wait_revision(p, last, 30)
         h1 = apply_histogram(p)
         seen = installed_times(p.log_path)
         e2e = [(t - answered[rev]) * 1000 for rev in answered for t in seen.get(rev, [])]
