@@ -61,6 +61,7 @@ HELLO_TIMEOUT = 10.0
 HEARTBEAT = 10.0
 MAX_DELTA_FRAME = 1024 * 1024  # a composed delta bigger than this goes as a chunked snapshot
 MAX_FRAME = 64 * 1024  # inbound: a proxy sends hello/ack/nack/resync/mode, each far smaller
+MAX_SAME_SNAPSHOT = 3  # snapshots of one revision per session; then wait until the head moves
 GONE_KEEP = 256  # disconnected proxies remembered in the fleet registry
 GONE_TTL = 600.0
 CLOSE_PROTOCOL = 4002  # application close code: the proxy spoke something we cannot serve
@@ -451,6 +452,14 @@ class PushHub:
                 s.deltas_sent += 1
                 return
         # Outside the delta window, unknown, diverged, nacked or too big for a delta frame.
+        repeats = s.snapshot_repeats.get(state.revision, 0)
+        if repeats >= MAX_SAME_SNAPSHOT:  # a resync loop (or flood): no snapshot storm from us
+            if s.blocked_at != state.revision:
+                log.warning("proxy %s asked for snapshot %d %d times in one session; waiting for a newer revision",
+                            s.proxy_id, state.revision, repeats + 1)  # fmt: skip
+            s.blocked_at, s.need_snapshot = state.revision, True
+            return
+        s.snapshot_repeats = {state.revision: repeats + 1}
         chunks = await self._snapshots.encoded(state)
         if s.ws.closed:
             return
