@@ -21,7 +21,7 @@ from pathlib import Path
 from aiohttp import web
 
 from proxy.cache import ConfigCache
-from proxy.server import DataPlane, create_proxy_app, create_status_app
+from proxy.server import DataPlane, TrafficRunner, create_status_app
 from proxy.sync import SyncClient
 
 log = logging.getLogger("gwadm.proxy")
@@ -132,7 +132,7 @@ class ProxyNode:
             status_address=f"{status_host}:{status_port}", members_file=settings.state_dir / MEMBERS_FILE,
             **sync_options,  # type: ignore[arg-type]
         )  # fmt: skip
-        self._runners: list[web.AppRunner] = []
+        self._runners: list[web.AppRunner | TrafficRunner] = []
 
     async def start(self) -> None:
         """Boot from the cache, open both ports, start following the control plane."""
@@ -142,14 +142,21 @@ class ProxyNode:
             log.info("no cached config: serving 503 until the first config arrives")
         try:
             for app, (host, port), name in (
-                (create_proxy_app(self.dp), self.settings.listen, "--listen"),
+                (None, self.settings.listen, "--listen"),
                 (create_status_app(self.dp), self.settings.status_listen, "--status-listen"),
             ):
-                runner = web.AppRunner(app, shutdown_timeout=self.settings.shutdown_timeout, access_log=None)
+                runner: web.AppRunner | TrafficRunner
+                if app is None:
+                    runner = TrafficRunner(self.dp, shutdown_timeout=self.settings.shutdown_timeout)
+                else:
+                    runner = web.AppRunner(app, shutdown_timeout=self.settings.shutdown_timeout, access_log=None)
                 await runner.setup()
                 self._runners.append(runner)
                 try:
-                    await web.TCPSite(runner, host, port).start()
+                    if isinstance(runner, TrafficRunner):
+                        await runner.start(host, port)
+                    else:
+                        await web.TCPSite(runner, host, port).start()
                 except OSError as exc:
                     raise SettingsError(
                         f"{name}: cannot listen on {host}:{port}: {exc.strerror or exc}"
