@@ -20,6 +20,8 @@ from aiohttp import web
 
 from cluster.admin_api import create_admin_app
 from cluster.auth import raft_password
+from cluster.discovery import Discovery
+from cluster.discovery_api import add_discovery_routes
 from cluster.membership import Member
 from cluster.raft import RaftSettings
 from cluster.store import ConfigStore
@@ -181,6 +183,7 @@ async def serve(settings: NodeSettings, stop: asyncio.Event | None = None) -> No
         settings.node_id, settings.raft_settings(), addr_to_id, delta_log_entries=settings.delta_log_entries
     )
     hub = push.PushHub(store, SOFTWARE_VERSION)
+    discovery = Discovery(store, settings.secret, source_address=settings.source_address)
     app = create_admin_app(
         store,
         secret=settings.secret,
@@ -188,7 +191,8 @@ async def serve(settings: NodeSettings, stop: asyncio.Event | None = None) -> No
         raft_addr=settings.raft_addr,
         peers=[{"id": p.id, "raft_addr": p.raft_addr, "admin_url": p.admin_url} for p in settings.peers],
         body_limit=settings.body_limit,
-        extra_routes=lambda a: push.add_routes(a, hub, proxies_path="/v1/proxies/local"),
+        extra_routes=lambda a: (push.add_routes(a, hub, proxies_path="/v1/proxies/local"),
+                                add_discovery_routes(a, discovery)),
         local_fleet=hub.proxies,
         source_address=settings.source_address,
     )
@@ -201,10 +205,13 @@ async def serve(settings: NodeSettings, stop: asyncio.Event | None = None) -> No
             await site.start()
         except OSError as exc:
             raise SettingsError(f"cannot listen on admin address {settings.admin_addr}: {exc.strerror}") from exc
+        discovery.start()
         log.info("node %s ready: admin %s raft %s", settings.node_id, settings.admin_url, settings.raft_addr)
         await stop.wait()
         log.info("node %s stopping", settings.node_id)
     finally:
+        with contextlib.suppress(Exception):
+            await discovery.close()
         with contextlib.suppress(Exception):
             await hub.close()
         await runner.cleanup()

@@ -17,12 +17,14 @@ import signal
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from proxy.cache import ConfigCache
 from proxy.server import DataPlane, TrafficRunner, create_status_app
 from proxy.sync import SyncClient
+from proxy.workers import HubDataPlane, HubSync, WorkerHub, create_hub_status_app, reserve_port
 
 log = logging.getLogger("gwadm.proxy")
 
@@ -65,6 +67,18 @@ def parse_cp_urls(value: str) -> tuple[str, ...]:
         if scheme not in ("http", "https", "ws", "wss") or not url.split("://", 1)[1].strip("/"):
             raise SettingsError(f"--cp: {url!r} is not an http(s):// or ws(s):// URL")
     return urls
+
+
+def parse_workers(value: str) -> int:
+    """``--workers``: a count 1..256 or ``auto`` (the cores this process may use)."""
+    from proxy.workers import cpu_count
+
+    text = value.strip().lower()
+    if text == "auto":
+        return cpu_count()
+    if not text.isdigit() or not 1 <= int(text) <= 256:
+        raise SettingsError(f"--workers: expected a number 1..256 or 'auto', got {value!r}")
+    return int(text)
 
 
 def read_token(path: str) -> str:
@@ -117,6 +131,41 @@ def load_settings(
     return ProxySettings(urls, listen_at, status_at, directory, token, pid, source_address or None)
 
 
+def make_sync(
+    settings: ProxySettings,
+    dp: Any,
+    cache: ConfigCache,
+    listen: tuple[str, int],
+    *,
+    cls: type[SyncClient] = SyncClient,
+    **sync_options: object,
+) -> SyncClient:
+    """The one control-plane stream of a proxy host (``listen`` is the traffic address it reports)."""
+    host, port = listen
+    status_host, status_port = settings.status_listen
+    return cls(
+        settings.cp_urls, settings.token, settings.proxy_id, dp, cache,
+        address=f"{host}:{port}", source_address=settings.source_address,
+        status_address=f"{status_host}:{status_port}", members_file=settings.state_dir / MEMBERS_FILE,
+        **sync_options,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+async def start_site(
+    app: web.Application, listen: tuple[str, int], flag: str, shutdown_timeout: float
+) -> web.AppRunner:
+    """Run ``app`` on ``listen``; a port that cannot be bound is a SettingsError naming ``flag``."""
+    host, port = listen
+    runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise SettingsError(f"{flag}: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return runner
+
+
 class ProxyNode:
     """One running proxy: DataPlane, traffic and status servers, SyncClient."""
 
@@ -124,14 +173,7 @@ class ProxyNode:
         self.settings = settings
         self.dp = DataPlane(proxy_id=settings.proxy_id)
         self.cache = ConfigCache(settings.state_dir / CACHE_FILE)
-        host, port = settings.listen
-        status_host, status_port = settings.status_listen
-        self.sync = SyncClient(
-            settings.cp_urls, settings.token, settings.proxy_id, self.dp, self.cache,
-            address=f"{host}:{port}", source_address=settings.source_address,
-            status_address=f"{status_host}:{status_port}", members_file=settings.state_dir / MEMBERS_FILE,
-            **sync_options,  # type: ignore[arg-type]
-        )  # fmt: skip
+        self.sync = make_sync(settings, self.dp, self.cache, settings.listen, **sync_options)  # type: ignore[arg-type]
         self._runners: list[web.AppRunner | TrafficRunner] = []
 
     async def start(self) -> None:
@@ -177,13 +219,66 @@ class ProxyNode:
             await self._runners.pop(0).cleanup()
 
 
-async def serve(settings: ProxySettings) -> None:
+class WorkersNode:
+    """``--workers N`` (N > 1): this process is the hub (one CP stream, status port), N workers serve."""
+
+    def __init__(
+        self, settings: ProxySettings, workers: int, *, log_level: str = "INFO", **sync_options: object
+    ) -> None:
+        self.settings = settings
+        self.dp = HubDataPlane(proxy_id=settings.proxy_id)
+        self.cache = ConfigCache(settings.state_dir / CACHE_FILE)
+        host, port = settings.listen
+        try:
+            self._reserved = reserve_port(host, port)
+        except OSError as exc:
+            raise SettingsError(f"--listen: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        self.listen = (host, self._reserved.getsockname()[1])
+        sync = make_sync(settings, self.dp, self.cache, self.listen, cls=HubSync, **sync_options)
+        assert isinstance(sync, HubSync)
+        self.sync = sync
+        self.hub = WorkerHub(
+            count=workers, listen=self.listen, proxy_id=settings.proxy_id, sync=sync, dp=self.dp,
+            shutdown_timeout=settings.shutdown_timeout, log_level=log_level,
+        )  # fmt: skip
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        if self.sync.boot_from_cache():
+            log.info("serving cached config revision %d until a control-plane node answers", self.dp.revision)
+        try:
+            await self.hub.start()
+            self._runner = await start_site(
+                create_hub_status_app(self.hub), self.settings.status_listen, "--status-listen",
+                self.settings.shutdown_timeout,
+            )  # fmt: skip
+        except BaseException:
+            await self.stop()
+            raise
+        self.sync.start()
+        log.info(
+            "proxy %s: %d workers on %s:%d (status %s:%d), control plane %s", self.settings.proxy_id,
+            self.hub.count, *self.listen, *self.settings.status_listen, ", ".join(self.settings.cp_urls),
+        )  # fmt: skip
+
+    async def stop(self) -> None:
+        await self.sync.stop()
+        await self.hub.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        self._reserved.close()
+
+
+async def serve(settings: ProxySettings, workers: int = 1, log_level: str = "INFO") -> None:
     """Run until SIGTERM or SIGINT, then shut down cleanly."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    node = ProxyNode(settings)
+    node: ProxyNode | WorkersNode = (
+        ProxyNode(settings) if workers <= 1 else WorkersNode(settings, workers, log_level=log_level)
+    )
     try:
         await node.start()
         await stop.wait()

@@ -67,6 +67,15 @@ def proxy_group() -> None:
     help="Bind outgoing control-plane connections to this local address (chaos harness).",
 )
 @click.option(
+    "--workers",
+    default="1",
+    show_default=True,
+    envvar="GWADM_PROXY_WORKERS",
+    metavar="N|auto",
+    help="Worker processes serving the --listen port (SO_REUSEPORT); 'auto' = one per core. With N > 1 "
+    "this process keeps the one control-plane stream and the status port and feeds the workers.",
+)
+@click.option(
     "--log-level",
     default="INFO",
     show_default=True,
@@ -80,10 +89,11 @@ def run(
     token_file: str,
     proxy_id: str | None,
     source_address: str | None,
+    workers: str,
     log_level: str,
 ) -> None:
     """Run one proxy until SIGTERM/SIGINT: serve the cached config at once, then follow the CP."""
-    from proxy.node import SettingsError, load_settings, serve
+    from proxy.node import SettingsError, load_settings, parse_workers, serve
     from proxy.server import run_loop
 
     try:
@@ -91,13 +101,14 @@ def run(
             cp=cp, listen=listen, status_listen=status_listen, state_dir=state_dir,
             token_file=token_file, proxy_id=proxy_id, source_address=source_address,
         )  # fmt: skip
+        count = parse_workers(workers)
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
     logging.basicConfig(
         level=log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        run_loop(serve(settings))
+        run_loop(serve(settings, count, log_level.upper()))
     except SettingsError as exc:  # e.g. a port already in use
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:

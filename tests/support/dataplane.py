@@ -63,6 +63,7 @@ class ProxyProc:
     port: int = field(default_factory=free_port)
     status_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    extra_args: list[str] = field(default_factory=list)  # more `proxy run` flags, e.g. --workers 2
 
     @property
     def url(self) -> str:
@@ -82,7 +83,7 @@ class ProxyProc:
         self.proc = _spawn(
             ["proxy", "run", "--cp", ",".join(self.cp_urls), "--listen", f"127.0.0.1:{self.port}",
              "--status-listen", f"127.0.0.1:{self.status_port}", "--state-dir", str(self.dir / "state"),
-             "--token-file", str(self.token_file), "--id", self.id],
+             "--token-file", str(self.token_file), "--id", self.id, *self.extra_args],
             self.log_path,
         )
         wait_for(self._status_up, 20, f"proxy {self.id} status server")
