@@ -279,8 +279,7 @@ class HttpProtocol(asyncio.Protocol):
     # -- connection ---------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio.Transport subclasses
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0] if peer else ""
         self.dp.connections.add(self)

@@ -36,8 +36,7 @@ class UpstreamConnection(asyncio.Protocol):
     # -- asyncio ------------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio.Transport subclasses
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
