@@ -94,7 +94,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     except AuthError as exc:
         return _unauthorized(exc.reason)
     role = claims["role"]
-    stream = request.path == "/v1/stream"
+    stream = request.path == "/v1/stream" or request.path.startswith("/v1/changes")  # pull: cluster/changes_api.py
     if stream and role != "proxy":
         return error_response(403, "forbidden", "the config stream needs a proxy token")
     if not stream and role == "proxy":

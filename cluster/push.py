@@ -83,6 +83,32 @@ class Store(Protocol):
 
     def member_urls(self) -> list[str]: ...
 
+    @property
+    def token_generation(self) -> int: ...  # the store is also the TokenPolicy (cluster/auth.py)
+
+    def token_revoked(self, jti: str) -> bool: ...
+
+
+PUSH_SETTINGS: dict[str, tuple[type, float]] = {
+    "hello_timeout": (float, 0.1),  # seconds a new stream may take to send hello
+    "max_frame": (int, 1024),  # bytes of one inbound frame; bigger ones close the stream (1009)
+    "max_streams": (int, 1),  # open streams on this node
+    "max_streams_per_address": (int, 1),  # open streams from one client address
+    "status_interval": (float, 0.1),  # seconds between status frames (and token re-checks)
+}
+"""The ``[push]`` keys of node.toml (docs/contracts.md §4a): type and minimum of each."""
+
+
+def check_push_settings(values: dict[str, Any]) -> None:
+    """``ValueError`` naming the key if a ``[push]`` table has an unknown key or a bad value."""
+    for key, value in values.items():
+        if key not in PUSH_SETTINGS:
+            raise ValueError(f"unknown [push] setting {key!r}; expected some of {', '.join(sorted(PUSH_SETTINGS))}")
+        kind, minimum = PUSH_SETTINGS[key]
+        ok_type = isinstance(value, int | float) if kind is float else isinstance(value, int)
+        if isinstance(value, bool) or not ok_type or value < minimum:
+            raise ValueError(f"[push] {key} must be {'a number' if kind is float else 'an integer'} >= {minimum:g}")
+
 
 def _err(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message, "path": None}}, status=status)
@@ -156,14 +182,15 @@ class PushHub:
             node_id=str(st.get("node_id", self.store.node_id)), leader_id=None if leader is None else str(leader),
             term=int(st.get("term") or 0), has_quorum=bool(st.get("has_quorum")),
             revision=int(st.get("revision", self.store.state.revision)),
+            cached=bool(st.get("cached")),  # a relay serving its last-known-good (proxy/relay.py)
         )  # fmt: skip
 
     # ---- registry -----------------------------------------------------------------------------
 
     @property
     def _token_policy(self) -> TokenPolicy | None:
-        """The store enforces revocation and rotation (test fakes may not: then expiry only)."""
-        return self.store if hasattr(self.store, "token_generation") else None  # type: ignore[return-value]
+        """The store enforces revocation and rotation."""
+        return self.store  # always: a store without a policy does not type-check as a Store
 
     def proxies(self) -> list[dict[str, Any]]:
         """The fleet as this node sees it: connected sessions first, then recently gone ones."""
@@ -294,7 +321,8 @@ class PushHub:
         self._count_refusal(code)
         with contextlib.suppress(Exception):
             await ws.send_bytes(encode_frame(ErrorFrame(code, message)))
-        await ws.close(code=CLOSE_PROTOCOL, message=message.encode()[:120])
+        reason = message.encode()[:120].decode(errors="ignore").encode()  # a close reason is <= 123 bytes of UTF-8
+        await ws.close(code=CLOSE_PROTOCOL, message=reason)
 
     async def _handshake(self, ws: web.WebSocketResponse, remote: str) -> Session | None:
         """Wait for ``hello``; anything else (or a foreign protocol version) is refused clearly."""
@@ -345,6 +373,13 @@ class PushHub:
         self._sessions.pop(s.key, None)
         if self._by_proxy.get(s.proxy_id) is s:
             del self._by_proxy[s.proxy_id]
+            # Another live stream under the same id (a restarted proxy, or a client reusing a
+            # proxy's id) keeps the fleet entry: the proxy that is still streaming stays listed.
+            other = next((o for o in self._sessions.values() if o.proxy_id == s.proxy_id), None)
+            if other is not None:
+                self._by_proxy[s.proxy_id] = other
+                log.info("proxy %s: one of two streams under this id ended", s.proxy_id)
+                return
             entry = self._entry(s, self.store.state.revision)
             entry.update(connected=False, disconnected_at=time.time())
             self._gone[s.proxy_id] = entry
@@ -374,7 +409,7 @@ class PushHub:
         elif isinstance(f, Resync | Hello):  # "start again from here"
             rev = f.revision
             s.inflight, s.acked, s.sent = [], rev, rev
-            s.claimed_hash = (f.hash or None) if isinstance(f, Hello) else None
+            s.claimed_hash = f.hash or None  # a resync with a hash: anti-entropy repair
             s.need_snapshot = s.need_snapshot or rev == 0
         elif isinstance(f, Mode):
             s.mode = f.mode
@@ -407,8 +442,10 @@ class PushHub:
                     # the state, which the Raft thread moves before our callback runs).
                     # Members go out with every status frame (at least each status_interval), so
                     # proxies follow membership changes; not read on every wake, which each write causes.
-                    status = replace(status, revision=max(status.revision, self.store.state.revision),
-                                     members=tuple(self.store.member_urls()))
+                    # The hash at that revision lets hybrid proxies check theirs (proxy/antientropy.py).
+                    state = self.store.state
+                    status = replace(status, revision=max(status.revision, state.revision),
+                                     members=tuple(self.store.member_urls()), hash=self._snapshots.state_hash(state))
                     await s.ws.send_bytes(encode_frame(status))
                     self.frames_sent["status"] += 1
                 await self._pump(s)
@@ -416,11 +453,13 @@ class PushHub:
             log.info("proxy %s stream ended while sending: %s", s.proxy_id, exc)
         except Exception:
             log.exception("push session for proxy %s failed", s.proxy_id)
-        finally:
-            # Ends the receive loop in handle_stream, which then unregisters the session.
-            if not s.ws.closed:
-                with contextlib.suppress(Exception):
-                    await s.ws.close(code=1011, message=b"push session failed")
+        else:
+            return
+        # Ends the receive loop in handle_stream, which then unregisters the session. Not when
+        # cancelled: then handle_stream is ending the session itself (and may still send an error).
+        if not s.ws.closed:
+            with contextlib.suppress(Exception):
+                await s.ws.close(code=1011, message=b"push session failed")
 
     async def _pump(self, s: Session) -> None:
         """Send what the proxy lacks, unless it already has ``max_inflight`` unacked frames."""

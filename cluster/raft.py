@@ -43,8 +43,10 @@ import pysyncobj.syncobj as _syncobj_module
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 
 from cluster.membership import Member, MembershipMixin, encode_cluster, read_dump_cluster
+from cluster.raft_compat import check_attributes, check_overrides
+from cluster.raft_deadline import DeadlineQueue
 from cluster.raft_journal import DurableJournal, fsync_dir
-from cluster.raft_transport import transport_class
+from cluster.raft_transport import BoundTcpConnection, BoundTCPTransport, transport_class
 
 log = logging.getLogger("gwadm.raft")
 
@@ -99,6 +101,10 @@ class RaftSettings:
     max_bind_retries: int = 5
     compaction_min_entries: int = 5000
     compaction_min_time: float = 300.0
+    # Bound on the wall-clock difference between any two members (cluster/raft_deadline.py): a
+    # command's deadline is set this much before its handler's, so the leader never appends it
+    # after the handler answered.
+    max_clock_skew: float = 0.5
     source_address: str | None = None  # bind outgoing peer connections to it (cluster/raft_transport.py)
     # Membership metadata: this node's gwadm id and admin URL, and the peers' (matched to
     # ``partners`` by raft address); a bare address stands in for an unknown id.
@@ -121,6 +127,8 @@ class RaftSettings:
             raise RaftConfigError(
                 f"raft max_timeout ({self.max_timeout}s) must be greater than min_timeout ({self.min_timeout}s)"
             )
+        if self.max_clock_skew < 0:
+            raise RaftConfigError("max_clock_skew must be >= 0 seconds")
         if self.leader_fallback_timeout <= self.append_entries_period:
             raise RaftConfigError("leader_fallback_timeout must be greater than append_entries_period")
         for addr in [self.self_addr, *self.partners]:
@@ -151,6 +159,8 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
         on_state_change: Callable[[], None] | None = None,
     ) -> None:
         settings.validate()
+        for cls in (type(self), BoundTCPTransport, BoundTcpConnection, DurableJournal):
+            check_overrides(cls)  # refuse to start on a pysyncobj whose private names moved
         os.makedirs(settings.data_dir, mode=0o700, exist_ok=True)
         self._apply_fn = apply_fn
         self._snapshot_fn = snapshot_fn
@@ -182,6 +192,8 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
             logCompactionMinTime=settings.compaction_min_time,
             onStateChanged=lambda _old, _new: self._notify_state_change(),
             dynamicMembershipChange=True,
+            # Never keep a command for a leader that may appear later (cluster/raft_deadline.py).
+            commandsWaitLeader=False,
         )
         # The journal is opened before pysyncobj starts so that the boot membership can be read from it.
         journal = DurableJournal(journal_file, settings.fsync)
@@ -204,6 +216,11 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
                 )
             finally:
                 _syncobj_module.createJournal = original
+        check_attributes(self)
+        self.expired_commands = DeadlineQueue(
+            conf.commandsQueueSize, lambda cb: self._SyncObj__callErrCallback(FAIL_REASON.REQUEST_DENIED, cb)
+        )
+        self._SyncObj__commandsQueue = self.expired_commands  # before any command: nothing is lost
         # Role, term, leader and quorum as one consistent tuple, taken on the tick thread between
         # messages: read from another thread they can tear (a leader that just saw a higher term
         # has the new term but not yet the follower role), which looked like two leaders in one
@@ -258,8 +275,8 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
                 raise OutcomeUnknown(last_reason if attempt else "timeout") from None
             if err == FAIL_REASON.SUCCESS:
                 return result
-            if err == FAIL_REASON.REQUEST_DENIED:
-                raise CommandRejected("request denied")
+            if err == FAIL_REASON.REQUEST_DENIED:  # only our deadline check denies an _apply command
+                raise CommandRejected("its deadline passed before the leader appended it: not applied")
             last_reason = _FAIL_NAMES.get(err, str(err))
             if err not in _RETRYABLE:
                 raise OutcomeUnknown(last_reason)
@@ -314,6 +331,7 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
             "partners_connected": partners,
             "stale_append_entries_trimmed": self.stale_append_entries_trimmed,
             "stale_snapshots_ignored": self.stale_snapshots_ignored,
+            "expired_commands": self.expired_commands.expired,
         }
 
     # -- msgpack dump (log compaction snapshot) ----------------------------------------------------

@@ -107,6 +107,14 @@ def _text(obj: Mapping[str, Any], name: str, where: str, *, limit: int = MAX_TEX
     return value
 
 
+def _flag(obj: Mapping[str, Any], name: str, where: str) -> bool:
+    """An optional boolean field, false when absent."""
+    value = obj.get(name, False)
+    if not isinstance(value, bool):
+        raise FrameError("must be true or false", f"{where}.{name}")
+    return value
+
+
 def _get(obj: Mapping[str, Any], name: str, where: str) -> Any:
     if name not in obj:
         raise FrameError("missing required field", f"{where}.{name}")
@@ -163,12 +171,18 @@ class Status:
     has_quorum: bool
     revision: int
     members: tuple[str, ...] | None = None
+    hash: str | None = None  # optional: config hash at ``revision``, hybrid proxies compare theirs
+    cached: bool = False  # optional: a relay cut off from the CP serving its last-known-good revision
 
     def wire(self) -> dict[str, Any]:
         out: dict[str, Any] = {"t": self.T, "node_id": self.node_id, "leader_id": self.leader_id, "term": self.term,
                "has_quorum": self.has_quorum, "revision": self.revision}  # fmt: skip
         if self.members is not None:
             out["members"] = list(self.members)
+        if self.hash is not None:
+            out["hash"] = self.hash
+        if self.cached:
+            out["cached"] = True
         return out
 
     @classmethod
@@ -189,6 +203,7 @@ class Status:
             node_id=_text(obj, "node_id", "status"), leader_id=_text(obj, "leader_id", "status", nullable=True),
             term=_int(obj, "term", "status", minimum=-MAX_INT), has_quorum=has_quorum,
             revision=_int(obj, "revision", "status"), members=members,
+            hash=_text(obj, "hash", "status", nullable=True, optional=True), cached=_flag(obj, "cached", "status"),
         )  # fmt: skip
 
 
@@ -302,13 +317,17 @@ class Resync:
 
     T: ClassVar[str] = "resync"
     revision: int
+    hash: str | None = None  # optional: the proxy's hash at ``revision``; a node with another sends a snapshot
 
     def wire(self) -> dict[str, Any]:
-        return {"t": self.T, "revision": self.revision}
+        out: dict[str, Any] = {"t": self.T, "revision": self.revision}
+        if self.hash is not None:
+            out["hash"] = self.hash
+        return out
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any]) -> Resync:
-        return cls(_int(obj, "revision", cls.T))
+        return cls(_int(obj, "revision", cls.T), _text(obj, "hash", cls.T, nullable=True, optional=True))
 
 
 @dataclass(frozen=True, slots=True)

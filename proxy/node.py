@@ -24,6 +24,7 @@ from aiohttp import web
 from proxy.cache import ConfigCache
 from proxy.server import DataPlane, TrafficRunner, create_status_app
 from proxy.sync import SyncClient
+from proxy.sync_modes import DEFAULT_SYNC, SYNC_MODES, add_status_routes, make_sync_client
 from proxy.workers import HubDataPlane, HubSync, WorkerHub, create_hub_status_app, reserve_port
 
 log = logging.getLogger("gwadm.proxy")
@@ -47,6 +48,9 @@ class ProxySettings:
     proxy_id: str
     source_address: str | None = None
     shutdown_timeout: float = 10.0
+    sync: str = DEFAULT_SYNC  # push | pull | hybrid (proxy/sync_modes.py)
+    poll_interval: float = 10.0  # pull: long-poll wait
+    check_interval: float = 30.0  # hybrid: anti-entropy HTTP check at least this often
 
 
 def parse_hostport(value: str, flag: str) -> tuple[str, int]:
@@ -112,6 +116,9 @@ def load_settings(
     token_file: str,
     proxy_id: str | None = None,
     source_address: str | None = None,
+    sync: str = DEFAULT_SYNC,
+    poll_interval: float = 10.0,
+    check_interval: float = 30.0,
 ) -> ProxySettings:
     """Validate flags into settings; raises SettingsError with a one-line, flag-named message."""
     urls = parse_cp_urls(cp)
@@ -128,7 +135,16 @@ def load_settings(
         pid = proxy_id or stable_proxy_id(directory)
     except OSError as exc:
         raise SettingsError(f"--state-dir: {state_dir}: {exc.strerror or exc}") from None
-    return ProxySettings(urls, listen_at, status_at, directory, token, pid, source_address or None)
+    if sync not in SYNC_MODES:
+        raise SettingsError(f"--sync: expected one of {', '.join(SYNC_MODES)}, got {sync!r}")
+    if not 0.1 <= poll_interval <= 30:
+        raise SettingsError(f"--poll-interval: expected 0.1..30 seconds, got {poll_interval:g}")
+    if not 0.1 <= check_interval <= 3600:
+        raise SettingsError(f"--check-interval: expected 0.1..3600 seconds, got {check_interval:g}")
+    return ProxySettings(
+        urls, listen_at, status_at, directory, token, pid, source_address or None,
+        sync=sync, poll_interval=poll_interval, check_interval=check_interval,
+    )  # fmt: skip
 
 
 def make_sync(
@@ -143,11 +159,11 @@ def make_sync(
     """The one control-plane stream of a proxy host (``listen`` is the traffic address it reports)."""
     host, port = listen
     status_host, status_port = settings.status_listen
-    return cls(
-        settings.cp_urls, settings.token, settings.proxy_id, dp, cache,
+    return make_sync_client(
+        settings.sync, settings.cp_urls, settings.token, settings.proxy_id, dp, cache, base=cls,
         address=f"{host}:{port}", source_address=settings.source_address,
         status_address=f"{status_host}:{status_port}", members_file=settings.state_dir / MEMBERS_FILE,
-        **sync_options,  # type: ignore[arg-type]
+        poll_interval=settings.poll_interval, check_interval=settings.check_interval, **sync_options,
     )  # fmt: skip
 
 
@@ -185,7 +201,7 @@ class ProxyNode:
         try:
             for app, (host, port), name in (
                 (None, self.settings.listen, "--listen"),
-                (create_status_app(self.dp), self.settings.status_listen, "--status-listen"),
+                (self._status_app(), self.settings.status_listen, "--status-listen"),
             ):
                 runner: web.AppRunner | TrafficRunner
                 if app is None:
@@ -211,6 +227,11 @@ class ProxyNode:
             "proxy %s listening on %s:%d (status %s:%d), control plane %s", self.settings.proxy_id,
             *self.settings.listen, *self.settings.status_listen, ", ".join(self.settings.cp_urls),
         )  # fmt: skip
+
+    def _status_app(self) -> web.Application:
+        app = create_status_app(self.dp)
+        add_status_routes(app, self.sync)  # /status/sync (and the test-only debug hook)
+        return app
 
     async def stop(self) -> None:
         """Stop syncing first (no swap during shutdown), then drain traffic, then status."""
@@ -248,8 +269,10 @@ class WorkersNode:
             log.info("serving cached config revision %d until a control-plane node answers", self.dp.revision)
         try:
             await self.hub.start()
+            status_app = create_hub_status_app(self.hub)
+            add_status_routes(status_app, self.sync)
             self._runner = await start_site(
-                create_hub_status_app(self.hub), self.settings.status_listen, "--status-listen",
+                status_app, self.settings.status_listen, "--status-listen",
                 self.settings.shutdown_timeout,
             )  # fmt: skip
         except BaseException:

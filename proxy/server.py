@@ -31,6 +31,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from proxy.balancer import Pool
+from proxy.dns import DnsTargets
 from proxy.forward import Forwarder, upstream_path
 from proxy.http_common import Limits, json_error
 from proxy.http_server import Exchange, HttpProtocol
@@ -95,6 +96,8 @@ class DataPlane:
         self.last_error: str | None = None
         self.services = services or Services(clock=clock)
         self.metrics = ProxyMetrics(self)
+        self.dns = DnsTargets.from_env(source_address)  # named targets -> addresses (proxy/dns.py)
+        self.metrics.registry.register(self.dns.collector())
         self.session: aiohttp.ClientSession | None = None  # health checks and JWKS, not traffic
         self.upstreams: Upstreams | None = None
         self.forwarder: Forwarder | None = None
@@ -115,6 +118,7 @@ class DataPlane:
         self.upstreams = Upstreams(self.limits, self.source_address)
         self.upstreams.start()
         self.forwarder = Forwarder(self.upstreams, lambda: self.draining)
+        self.dns.start()
         if self.services.jwks is None or self._own_jwks:
             self.services.jwks = JwksCache(self.session, clock=self.clock)
             self._own_jwks = True
@@ -180,9 +184,10 @@ class DataPlane:
                 pass
 
     async def close(self) -> None:
-        """Stop listening and health checks, close connections and log files; idempotent."""
+        """Stop listening, DNS and health checks, close connections and log files; idempotent."""
         if self.servers:
             await self.stop_listening(1.0)
+        await self.dns.stop()
         if self.runtime is not None:
             await asyncio.gather(*(p.stop() for p in self.runtime.pools.values()))
         if self._background:
@@ -210,6 +215,7 @@ class DataPlane:
         if mode is not None and mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}")
         installed = runtime.handover(self.runtime)
+        self.dns.attach(installed.pools.values())  # named targets get their known addresses now
         old, self.runtime = self.runtime, installed
         self.revision, self.hash = installed.revision, installed.hash
         if mode is not None:
@@ -337,6 +343,7 @@ class DataPlane:
             "warnings": list(rt.warnings) if rt is not None else [],
             "last_error": self.last_error,
             "loop": loop_name(),
+            "dns": self.dns.status(),
         }
 
 

@@ -136,6 +136,10 @@ class SyncClient:
         self._snapshot = SnapshotAssembler()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Hooks of the sync modes (proxy/antientropy.py, proxy/relay.py): each status frame from a
+        # healthy node, and each installed config.
+        self.on_status: Callable[[Status], None] | None = None
+        self.on_install: Callable[[ConfigState], None] | None = None
 
     @property
     def revision(self) -> int:
@@ -287,6 +291,13 @@ class SyncClient:
 
     def _on_status(self, ep: Endpoint, f: Status) -> None:
         ep.has_quorum, ep.revision = f.has_quorum, f.revision
+        if not f.has_quorum and f.cached and f.revision > self.revision:
+            # A relay cut off from the CP serves its last-known-good config (docs/sync-modes.md):
+            # committed (it holds only what nodes with quorum sent it) and newer than ours, so we
+            # take it, in mode cached; at its revision we leave it like any node without quorum.
+            self._healthy, self.connected_url = False, None
+            self._set_mode()
+            return
         if not f.has_quorum:
             raise _Leave(f"node {f.node_id} has no quorum")
         if f.revision < self.revision:
@@ -298,6 +309,18 @@ class SyncClient:
         if f.revision == self.revision:
             self._mark_synced()
         self._set_mode()
+        if self.on_status is not None:
+            self.on_status(f)
+
+    def request_resync(self) -> bool:
+        """Ask the node for our revision again, telling it our hash: a node whose hash differs sends
+        a snapshot (anti-entropy repair). False if no stream is open."""
+        ws = self._ws
+        if ws is None or ws.closed:
+            return False
+        task = asyncio.get_running_loop().create_task(ws.send_bytes(encode_frame(Resync(self.revision, self.hash))))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return True
 
     def _publish_endpoints(self) -> None:
         self.dp.cp_endpoints = [e.url for e in self.endpoints]  # shown in the proxy's /status
@@ -393,6 +416,8 @@ class SyncClient:
         self.applied.append(state.revision)
         log.info("installed config revision %d", state.revision)
         self._set_mode()
+        if self.on_install is not None:
+            self.on_install(state)
 
     def _mark_synced(self) -> None:
         mark = getattr(self.dp, "mark_synced", None)

@@ -67,6 +67,34 @@ def proxy_group() -> None:
     help="Bind outgoing control-plane connections to this local address (chaos harness).",
 )
 @click.option(
+    "--sync",
+    "sync_mode",
+    default="hybrid",
+    show_default=True,
+    envvar="GWADM_PROXY_SYNC",
+    type=click.Choice(["push", "pull", "hybrid"]),
+    help="How to follow the control plane: websocket push, HTTP long-poll pull (for HTTP-only "
+    "egress), or push plus periodic hash anti-entropy (docs/sync-modes.md).",
+)
+@click.option(
+    "--poll-interval",
+    default=10.0,
+    show_default=True,
+    envvar="GWADM_PROXY_POLL_INTERVAL",
+    type=float,
+    metavar="S",
+    help="Pull: how long one long-poll waits for a change (0.1..30 s).",
+)
+@click.option(
+    "--check-interval",
+    default=30.0,
+    show_default=True,
+    envvar="GWADM_PROXY_CHECK_INTERVAL",
+    type=float,
+    metavar="S",
+    help="Hybrid: anti-entropy hash check over HTTP at least this often, besides every status frame.",
+)
+@click.option(
     "--workers",
     default="1",
     show_default=True,
@@ -89,6 +117,9 @@ def run(
     token_file: str,
     proxy_id: str | None,
     source_address: str | None,
+    sync_mode: str,
+    poll_interval: float,
+    check_interval: float,
     workers: str,
     log_level: str,
 ) -> None:
@@ -100,6 +131,7 @@ def run(
         settings = load_settings(
             cp=cp, listen=listen, status_listen=status_listen, state_dir=state_dir,
             token_file=token_file, proxy_id=proxy_id, source_address=source_address,
+            sync=sync_mode, poll_interval=poll_interval, check_interval=check_interval,
         )  # fmt: skip
         count = parse_workers(workers)
     except SettingsError as exc:
