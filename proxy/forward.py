@@ -14,11 +14,13 @@ stays chunked, a response without a length is re-chunked for HTTP/1.1 clients. `
 requests (websockets) keep their ``Upgrade`` header; after a 101 the connection becomes a byte
 tunnel in both directions.
 
-Retries: only a failure to *connect* (refused, unreachable, connect timeout) is retried on another
-target, up to the upstream's ``retries``; nothing was sent then, so any method is safe. A pooled
+Retries: a failure to *connect* (refused, unreachable, connect timeout) is retried on another
+target, up to the upstream's ``retries``; nothing was sent then, so any method is safe. A failure
+after the request was sent, before any response header came back, is retried only for
+GET/HEAD/OPTIONS without a body (an instance that died under a request: docs/discovery.md); for
+other methods it may have had effects, so it is a 502. A read timeout is never retried. A pooled
 connection the upstream had closed meanwhile (no answer byte) is retried once on a fresh connection
-to the same target when the request has no body. A failure after the request was sent is not
-retried (it may have had effects).
+to the same target when the request has no body, without counting as an attempt.
 
 Errors are the proxy's JSON bodies: 502 upstream failure, 503 no eligible target, 504 timeout; a
 failure after the response head went out cuts the client connection. Every failed attempt counts
@@ -48,6 +50,7 @@ log = logging.getLogger(__name__)
 
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
 UNHEALTHY_STATUSES = frozenset({502, 503, 504})
+RETRY_AFTER_SEND = frozenset({"GET", "HEAD", "OPTIONS"})
 # request headers the proxy sets itself (framing, target Host, forwarding facts)
 _OWN_REQUEST = frozenset(
     {b"host", b"expect", b"content-length", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
@@ -509,8 +512,10 @@ class Forwarder:
                 return json_error(504, "upstream_timeout", f"upstream {pool.id} did not answer in time")
             if not ex.client_closed:  # a client that hung up mid-upload is not the target's fault
                 pool.report_failure(target)
-            exc_name = type(relay.error).__name__ if relay.error is not None else "error"
             log.info("upstream %s: request to %s failed: %r", pool.id, target.address, relay.error)
+            if ctx.method in RETRY_AFTER_SEND and not ex.body_exists and not ex.client_closed:
+                continue  # no response began and the request is idempotent: another target
+            exc_name = type(relay.error).__name__ if relay.error is not None else "error"
             return json_error(502, "upstream_error", f"upstream {pool.id} failed: {exc_name}")
         if tried is None:
             return json_error(503, "no_healthy_target", f"upstream {pool.id} has no healthy target")

@@ -163,7 +163,7 @@ class Worker:
         self.state = state
         self.dp.metrics.apply_duration.observe(time.perf_counter() - started)
         self._send({"t": "ack", "revision": state.revision})
-        log.debug("worker %d: installed config revision %d", self.index, state.revision)
+        log.info("worker %d: installed config revision %d", self.index, state.revision)
 
     async def _open(self) -> None:
         if self.runner is not None or self.dp is None:

@@ -358,7 +358,7 @@ def test_two_thousand_idle_connections_from_one_address_are_limited(world: World
                     ws = await connect(http, world)
                 except aiohttp.WSServerHandshakeError as exc:
                     return exc
-            if say_hello:  # an idle, fully set up stream (session + sender task), the costlier kind
+            if say_hello:  # an idle, fully set up stream (session + sender task)
                 await hello(ws, revision, digest, pid=f"idle-{i}")
             return ws
 
@@ -385,7 +385,8 @@ def test_two_thousand_idle_connections_from_one_address_are_limited(world: World
             await asyncio.sleep(0.5)  # let the node settle before reading its RSS
             during = rss_kib(pid)
             status_a, _, _ = await refusal(http_a)
-            open_b, refused_b = await open_many(http_b, 400, say_hello=False)
+            # With hello (else hello_timeout would free slots while later ones still connect).
+            open_b, refused_b = await open_many(http_b, 400, say_hello=True)
             status_b, body, retry = await refusal(http_b, body=True)
             facts = {
                 "open_a": len(open_a), "refused_a": sorted({e.status for e in refused_a}), "status_a": status_a,
