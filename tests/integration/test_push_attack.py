@@ -204,6 +204,8 @@ def test_malformed_msgpack_ends_only_that_session(world: World, baseline: Any) -
         ({"t": "hello", "proto": 1, "proxy_id": "x" * 10_000, "software": "s", "revision": 0, "hash": ""}, None,
          "at most 256"),
         ({"t": "hello", "proto": 1, "software": "s", "revision": 0, "hash": ""}, None, "hello.proxy_id"),
+        ({"t": "hello", "proto": 1, "proxy_id": "p1\nERROR forged log line", "software": "s", "revision": 0,
+          "hash": ""}, None, "control characters"),
         (None, {"t": "ack", "revision": -5}, "ack.revision"),
         (None, {"t": "ack", "revision": 2**64 - 1}, "ack.revision"),
         (None, {"t": "nack", "revision": 1, "error": 5}, "nack.error"),
