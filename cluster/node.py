@@ -60,6 +60,7 @@ class NodeSettings:
     body_limit: int = 1024 * 1024
     delta_log_entries: int = 1000
     raft: dict[str, Any] = field(default_factory=dict)
+    push: dict[str, Any] = field(default_factory=dict)  # [push]: stream limits, see cluster/push.py
     # Source address for every outgoing connection (Raft peers, peer admin APIs): the address peers
     # and partition rules know this node by (DESIGN.md §6). None = the kernel picks.
     source_address: str | None = None
@@ -85,6 +86,12 @@ class NodeSettings:
             raise SettingsError("data_dir is required")
         if self.delta_log_entries < 1:
             raise SettingsError("delta_log_entries must be at least 1")
+        from cluster.push_limits import check_push_settings
+
+        try:
+            check_push_settings(self.push)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
         unknown = set(self.raft) - RAFT_TUNABLES
         if unknown:
             raise SettingsError(
@@ -140,7 +147,7 @@ def load_settings(config_file: str | None, overrides: dict[str, Any]) -> NodeSet
             raise SettingsError(f"cannot read secret_file {path}: {exc.strerror}") from exc
     peers_raw = data.pop("peers", [])
     peers = [p if isinstance(p, Peer) else parse_peer(p) if isinstance(p, str) else Peer(**p) for p in peers_raw]
-    known = {"node_id", "raft_addr", "admin_addr", "data_dir", "fsync", "body_limit", "delta_log_entries", "raft",
+    known = {"node_id", "raft_addr", "admin_addr", "data_dir", "fsync", "body_limit", "delta_log_entries", "raft", "push",
              "source_address"}
     unknown = set(data) - known
     if unknown:
@@ -162,6 +169,7 @@ def load_settings(config_file: str | None, overrides: dict[str, Any]) -> NodeSet
         body_limit=int(data.get("body_limit", 1024 * 1024)),
         delta_log_entries=int(data.get("delta_log_entries", 1000)),
         raft=dict(data.get("raft", {})),
+        push=dict(data.get("push", {})),
         source_address=str(data["source_address"]) if data.get("source_address") else None,
     )
     settings.validate()
@@ -184,7 +192,7 @@ async def serve(settings: NodeSettings, stop: asyncio.Event | None = None) -> No
     store = ConfigStore(
         settings.node_id, settings.raft_settings(), addr_to_id, delta_log_entries=settings.delta_log_entries
     )
-    hub = push.PushHub(store, SOFTWARE_VERSION)
+    hub = push.PushHub(store, SOFTWARE_VERSION, **settings.push)
     changes = ChangesAPI(store, sessions=hub.proxies)  # pull, anti-entropy checks, relay fleet reports
     discovery = Discovery(store, settings.secret, source_address=settings.source_address)
     app = create_admin_app(
