@@ -61,6 +61,7 @@ def _member_status(request: web.Request) -> dict[str, Any]:
         "log_len": st["log_len"],
         "stale_append_entries_trimmed": st["stale_append_entries_trimmed"],
         "links": st.get("links", {}),  # each peer's Raft link: {"state": up|connecting|down, ...}
+        "link_counters": st.get("link_counters", {}),
         "links_down": sorted(p for p, link in st.get("links", {}).items() if link["state"] != "up"),
         "started_at": settings.get("started_at"),
         "counts": {kind: store.state.count(kind) for kind in KINDS},

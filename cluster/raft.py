@@ -397,6 +397,10 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
             "stale_snapshots_ignored": self.stale_snapshots_ignored,
             "expired_commands": self.expired_commands.expired,
             "links": self.links(),
+            "link_counters": {
+                "connect_deadlines_hit": getattr(self._SyncObj__transport, "connect_deadlines_hit", 0),
+                "idle_links_closed": getattr(self._SyncObj__transport, "idle_links_closed", 0),
+            },
         }
 
     # -- msgpack dump (log compaction snapshot) ----------------------------------------------------
