@@ -203,7 +203,7 @@ async def _leader_or_forward(request: web.Request, body: bytes | None, timeout: 
         raise _refuse(503, "unavailable", f"no leader: {store.node_id} reaches only {', '.join(sorted(up))} of "
                       f"{every}; a membership change needs a leader with a working majority (retry, or bring "
                       "members back)")
-    return await _forward(request, leader, body, timeout + 5)
+    return await _forward(request, leader, body, timeout + request.app[SETTINGS_KEY].get("forward_timeout", 5.0))
 
 
 def _timeout(request: web.Request) -> float:
