@@ -86,7 +86,7 @@ class NodeSettings:
             raise SettingsError("data_dir is required")
         if self.delta_log_entries < 1:
             raise SettingsError("delta_log_entries must be at least 1")
-        from cluster.push import check_push_settings
+        from cluster.push_limits import check_push_settings
 
         try:
             check_push_settings(self.push)
