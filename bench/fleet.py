@@ -226,7 +226,7 @@ def scenario(rig: Rig, n: int, mode: str, s: dict[str, Any], *, relays: int = 0,
         time.sleep(s["idle"])
         row["cp_idle_cpu_pct"] = round((rig.cpu() - c0) / (time.monotonic() - w0) * 100, 2)
         row["cp_idle_us_per_sub_s"] = round((rig.cpu() - c0) / (time.monotonic() - w0) / n * 1e6, 1)
-        b0, c0 = fleet.ask({"cmd": "bytes"})["bytes"], rig.cpu()
+        b0, c0, f0 = fleet.ask({"cmd": "bytes"})["bytes"], rig.cpu(), tree_cpu(fleet.proc.pid)()
         all_acked, each = [], []
         for _ in range(s["changes"]):
             rev, committed = rig.change()
@@ -237,6 +237,9 @@ def scenario(rig: Rig, n: int, mode: str, s: dict[str, Any], *, relays: int = 0,
             all_acked.append((max(res["times"]) - committed) * 1000)
             each += [(t - committed) * 1000 for t in res["times"]]
         row["cp_cpu_ms_per_change"] = round((rig.cpu() - c0) / s["changes"] * 1000, 2)
+        # The fleet is one Python process: its own CPU per change says how much of the latency is it.
+        row["fleet_cpu_ms_per_change"] = round((tree_cpu(fleet.proc.pid)() - f0) / s["changes"] * 1000, 2)
+        row["loadavg"] = round(os.getloadavg()[0], 1)
         row["bytes_per_change"] = round((fleet.ask({"cmd": "bytes"})["bytes"] - b0) / s["changes"])
         row["bytes_per_change_per_sub"] = round(row["bytes_per_change"] / n, 1)
         a, e = latency_summary(all_acked), latency_summary(each)
@@ -338,7 +341,8 @@ def run(ctx: Any) -> list[Section]:
 def table(rows: list[dict[str, Any]]) -> str:
     cols = ["target", "connect_s", "cp_kb_per_sub", "cp_idle_cpu_pct", "cp_idle_us_per_sub_s", "all_acked_p50_ms",
             "all_acked_p99_ms", "each_p99_ms", "bytes_per_change_per_sub", "cp_cpu_ms_per_change",
-            "storm_settle_s", "admin_p99_ms_before", "admin_p99_ms_storm"]  # fmt: skip
+            "fleet_cpu_ms_per_change", "storm_settle_s", "admin_p99_ms_before", "admin_p99_ms_storm",
+            "loadavg"]  # fmt: skip
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
