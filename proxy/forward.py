@@ -178,7 +178,7 @@ class Relay:
 
     def start(self, head: bytes) -> None:
         ex, conn = self.ex, self.conn
-        if ex.client_closed:
+        if ex.client_closed or ex.finished:
             self._done(GONE, True)
             return
         conn.relay = self
