@@ -71,6 +71,11 @@ def markdown(result: dict[str, Any], sections: Sequence[Section], summary_only: 
         "warm-up first. CPU per request = utime+stime from /proc/<pid>/stat (all processes of the target) / "
         "requests. Targets are those of issues 9 and 11; 'met' is computed, not edited.",
         "",
+        *(
+            [f"**The machine was {result['machine_busy_pct_before']} % busy before the start (other jobs): the "
+             "figures below are depressed and noisy; run again on a quiet machine.**", ""]
+            if result["machine_busy_pct_before"] > 20 else []
+        ),
         "## Summary",
         "",
         *figure_rows(sections, with_case=True),

@@ -33,7 +33,7 @@ SOFTWARE_VERSION = "gwadm/0.1.0"
 RAFT_TUNABLES = frozenset({
     "min_timeout", "max_timeout", "append_entries_period", "leader_fallback_timeout",
     "connection_retry_time", "max_bind_retries", "compaction_min_entries", "compaction_min_time",
-    "max_clock_skew",
+    "max_clock_skew", "connect_timeout", "link_timeout", "link_ping_interval",
 })
 
 
@@ -86,7 +86,7 @@ class NodeSettings:
             raise SettingsError("data_dir is required")
         if self.delta_log_entries < 1:
             raise SettingsError("delta_log_entries must be at least 1")
-        from cluster.push import check_push_settings
+        from cluster.push_limits import check_push_settings
 
         try:
             check_push_settings(self.push)

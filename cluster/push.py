@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from aiohttp import WSMsgType, web
 
 from cluster.auth import TokenPolicy, stream_credential_problem
+from cluster.push_limits import MAX_STREAMS, MAX_STREAMS_PER_ADDRESS, Admission
 from cluster.push_session import Session, SnapshotCache, request_claims
 from gateway.delta import Delta, compose
 from gateway.protocol import (
@@ -60,8 +61,7 @@ HELLO_TIMEOUT = 10.0
 HEARTBEAT = 10.0
 MAX_DELTA_FRAME = 1024 * 1024  # a composed delta bigger than this goes as a chunked snapshot
 MAX_FRAME = 64 * 1024  # inbound: a proxy sends hello/ack/nack/resync/mode, each far smaller
-MAX_STREAMS = 4096  # open /v1/stream websockets per node, handshaking or streaming
-MAX_STREAMS_PER_ADDRESS = 256  # of those, from one client IP address
+MAX_SAME_SNAPSHOT = 3  # snapshots of one revision per session; then wait until the head moves
 GONE_KEEP = 256  # disconnected proxies remembered in the fleet registry
 GONE_TTL = 600.0
 CLOSE_PROTOCOL = 4002  # application close code: the proxy spoke something we cannot serve
@@ -89,27 +89,6 @@ class Store(Protocol):
     def token_revoked(self, jti: str) -> bool: ...
 
 
-PUSH_SETTINGS: dict[str, tuple[type, float]] = {
-    "hello_timeout": (float, 0.1),  # seconds a new stream may take to send hello
-    "max_frame": (int, 1024),  # bytes of one inbound frame; bigger ones close the stream (1009)
-    "max_streams": (int, 1),  # open streams on this node
-    "max_streams_per_address": (int, 1),  # open streams from one client address
-    "status_interval": (float, 0.1),  # seconds between status frames (and token re-checks)
-}
-"""The ``[push]`` keys of node.toml (docs/contracts.md §4a): type and minimum of each."""
-
-
-def check_push_settings(values: dict[str, Any]) -> None:
-    """``ValueError`` naming the key if a ``[push]`` table has an unknown key or a bad value."""
-    for key, value in values.items():
-        if key not in PUSH_SETTINGS:
-            raise ValueError(f"unknown [push] setting {key!r}; expected some of {', '.join(sorted(PUSH_SETTINGS))}")
-        kind, minimum = PUSH_SETTINGS[key]
-        ok_type = isinstance(value, int | float) if kind is float else isinstance(value, int)
-        if isinstance(value, bool) or not ok_type or value < minimum:
-            raise ValueError(f"[push] {key} must be {'a number' if kind is float else 'an integer'} >= {minimum:g}")
-
-
 def _err(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message, "path": None}}, status=status)
 
@@ -134,7 +113,8 @@ class PushHub:
     ) -> None:
         self.store, self.software_version = store, software_version
         self.max_frame, self.max_streams, self.max_streams_per_address = max_frame, max_streams, max_streams_per_address
-        self._open: dict[str, int] = {}  # client address -> open streams (from upgrade to close)
+        self.admission = Admission(max_streams, max_streams_per_address)
+        self.refused = self.admission.refused  # reason -> streams refused or closed for it
         self.heartbeat, self.status_interval, self.hello_timeout = heartbeat, status_interval, hello_timeout
         self.max_inflight = max(1, max_inflight)
         self.chunk_size, self.max_delta_frame = chunk_size, max_delta_frame
@@ -145,9 +125,11 @@ class PushHub:
         self._unsubscribe: Any = None
         self._status: Status | None = None
         self._snapshots = SnapshotCache(chunk_size)
+        # Encoded delta frames by (base, head): a change wakes every session, and sessions at the same
+        # base need the same bytes; composing and encoding once per base, not per session.
+        self._delta_frames: dict[tuple[int, int], bytes] = {}
         self._closing = False
         self.frames_sent: dict[str, int] = {"delta": 0, "snapshot": 0, "status": 0}
-        self.refused: dict[str, int] = {}  # reason -> streams refused or closed for it
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
@@ -232,37 +214,15 @@ class PushHub:
         if self._closing:
             return _err(503, "unavailable", "node shutting down")
         remote = request.remote or ""
-        refusal = self._over_limit(remote)
+        refusal = self.admission.refusal(remote)
         if refusal is not None:
-            return refusal
-        self._open[remote] = self._open.get(remote, 0) + 1
-        try:
+            status, reason = refusal
+            response = _err(status, "too_many_streams", reason)
+            response.headers["Retry-After"] = "5"
+            response.force_close()
+            return response
+        with self.admission.holding(remote):
             return await self._serve(request, remote, auth)
-        finally:
-            left = self._open.get(remote, 1) - 1
-            if left > 0:
-                self._open[remote] = left
-            else:
-                self._open.pop(remote, None)
-
-    def _over_limit(self, remote: str) -> web.Response | None:
-        """Refuse a stream beyond the per-address or total limit: HTTP 429/503, JSON, connection closed."""
-        if self._open.get(remote, 0) >= self.max_streams_per_address:
-            status, reason = 429, f"too many push streams from {remote} (limit {self.max_streams_per_address})"
-        elif sum(self._open.values()) >= self.max_streams:
-            status, reason = 503, f"too many push streams on this node (limit {self.max_streams})"
-        else:
-            return None
-        self._count_refusal("too_many_streams")
-        if self.refused["too_many_streams"] in (1, 10, 100) or self.refused["too_many_streams"] % 1000 == 0:
-            log.warning("refusing push stream: %s (%d refused so far)", reason, self.refused["too_many_streams"])
-        response = _err(status, "too_many_streams", reason)
-        response.headers["Retry-After"] = "5"
-        response.force_close()
-        return response
-
-    def _count_refusal(self, reason: str) -> None:
-        self.refused[reason] = self.refused.get(reason, 0) + 1
 
     async def _serve(self, request: web.Request, remote: str, auth: dict[str, Any]) -> web.StreamResponse:
         # Frames over max_frame: aiohttp closes with 1009 (message too big) before buffering them.
@@ -318,7 +278,7 @@ class PushHub:
 
     async def _reject(self, ws: web.WebSocketResponse, code: str, message: str) -> None:
         log.warning("closing proxy stream: %s", message)
-        self._count_refusal(code)
+        self.admission.count(code)
         with contextlib.suppress(Exception):
             await ws.send_bytes(encode_frame(ErrorFrame(code, message)))
         reason = message.encode()[:120].decode(errors="ignore").encode()  # a close reason is <= 123 bytes of UTF-8
@@ -332,7 +292,7 @@ class PushHub:
             await self._reject(ws, "no_hello", f"no hello within {self.hello_timeout:g}s")
             return None
         if msg.type == WSMsgType.ERROR:  # e.g. a first frame over max_frame: closed with 1009
-            self._count_refusal("bad_frame")
+            self.admission.count("bad_frame")
             return None
         if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
             return None
@@ -465,6 +425,11 @@ class PushHub:
         """Send what the proxy lacks, unless it already has ``max_inflight`` unacked frames."""
         if len(s.inflight) >= self.max_inflight:
             return
+        now_head = self.store.state.revision
+        frame = self._delta_frames.get((s.sent, now_head))
+        if frame is not None and not s.need_snapshot and s.blocked_at is None:
+            await self._send_delta(s, now_head, frame)
+            return
         state, deltas = self._consistent_read(s.sent)
         head = state.revision
         if s.blocked_at is not None:
@@ -487,14 +452,20 @@ class PushHub:
             delta = compose(deltas) if len(deltas) > 1 else deltas[0]
             frame = encode_frame(DeltaFrame.of(delta, self._snapshots.state_hash(state)))
             if len(frame) <= self.max_delta_frame:
-                # Book-keeping before the await: an ack/nack handled meanwhile must see this frame.
-                s.sent, s.claimed_hash = delta.revision, None
-                s.inflight.append((delta.revision, "delta"))
-                await s.ws.send_bytes(frame)
-                self.frames_sent["delta"] += 1
-                s.deltas_sent += 1
+                if any(h != delta.revision for _, h in self._delta_frames):
+                    self._delta_frames.clear()  # only the current head's frames are kept
+                self._delta_frames[(delta.base, delta.revision)] = frame
+                await self._send_delta(s, delta.revision, frame)
                 return
         # Outside the delta window, unknown, diverged, nacked or too big for a delta frame.
+        repeats = s.snapshot_repeats.get(state.revision, 0)
+        if repeats >= MAX_SAME_SNAPSHOT:  # a resync loop (or flood): no snapshot storm from us
+            if s.blocked_at != state.revision:
+                log.warning("proxy %s asked for snapshot %d %d times in one session; waiting for a newer revision",
+                            s.proxy_id, state.revision, repeats + 1)  # fmt: skip
+            s.blocked_at, s.need_snapshot = state.revision, True
+            return
+        s.snapshot_repeats = {state.revision: repeats + 1}
         chunks = await self._snapshots.encoded(state)
         if s.ws.closed:
             return
@@ -504,6 +475,14 @@ class PushHub:
             await s.ws.send_bytes(chunk)
         self.frames_sent["snapshot"] += 1
         s.snapshots_sent += 1
+
+    async def _send_delta(self, s: Session, revision: int, frame: bytes) -> None:
+        # Book-keeping before the await: an ack/nack handled meanwhile must see this frame.
+        s.sent, s.claimed_hash = revision, None
+        s.inflight.append((revision, "delta"))
+        await s.ws.send_bytes(frame)
+        self.frames_sent["delta"] += 1
+        s.deltas_sent += 1
 
     def _consistent_read(self, since: int) -> tuple[ConfigState, list[Delta] | None]:
         """State and deltas_since(since) ending at the same revision: the store applies in its Raft

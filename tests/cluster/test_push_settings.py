@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from cluster.node import SettingsError, load_settings
-from cluster.push import PUSH_SETTINGS, PushHub
+from cluster.push import PushHub
+from cluster.push_limits import PUSH_SETTINGS
 
 
 def write(tmp_path: Path, push: str) -> str:
@@ -44,3 +45,18 @@ def test_push_limits_are_read_and_reach_the_hub(tmp_path: Path) -> None:
 def test_bad_push_settings_are_named(tmp_path: Path, push: str, message: str) -> None:
     with pytest.raises(SettingsError, match=message.replace("[", r"\[").replace("]", r"\]")):
         load_settings(write(tmp_path, push), {})
+
+
+def test_admission_counts_per_address_and_in_total_and_gives_slots_back() -> None:
+    from cluster.push_limits import Admission
+
+    adm = Admission(max_streams=3, max_per_address=2)
+    with adm.holding("a"), adm.holding("a"):
+        assert adm.refusal("a") == (429, "too many push streams from a (limit 2)")
+        with adm.holding("b"):
+            assert adm.refusal("c") == (503, "too many push streams on this node (limit 3)")
+        assert adm.refusal("c") is None
+    assert adm.total == 0 and adm.refusal("a") is None and adm.refused == {"too_many_streams": 2}
+    with pytest.raises(RuntimeError), adm.holding("a"):
+        raise RuntimeError("a handler that fails still gives its slot back")
+    assert adm.total == 0
