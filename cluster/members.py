@@ -60,6 +60,8 @@ def _member_status(request: web.Request) -> dict[str, Any]:
         "raft_addr": settings["raft_addr"],
         "log_len": st["log_len"],
         "stale_append_entries_trimmed": st["stale_append_entries_trimmed"],
+        "links": st.get("links", {}),  # each peer's Raft link: {"state": up|connecting|down, ...}
+        "links_down": sorted(p for p, link in st.get("links", {}).items() if link["state"] != "up"),
         "started_at": settings.get("started_at"),
         "counts": {kind: store.state.count(kind) for kind in KINDS},
     }
@@ -330,8 +332,19 @@ def json_object(raw: bytes, what: str) -> dict[str, Any]:
     return body
 
 
+async def get_events(request: web.Request) -> web.Response:
+    """This node's recent events (cluster/events.py), oldest first; ``?since=SEQ`` for newer ones."""
+    raw = request.query.get("since", "0")
+    if not raw.isdigit():
+        raise ValidationError("must be a non-negative integer (an event's seq)", "since")
+    events = request.app[STORE_KEY].events
+    return web.json_response({"node": request.app[STORE_KEY].node_id, "last_seq": events.last_seq,
+                              "items": events.since(int(raw))})
+
+
 def add_routes(app: web.Application) -> None:
     """Membership routes; fixed paths, so they must precede ``/v1/{kind}/...``."""
+    app.router.add_get("/v1/events", get_events)
     app.router.add_get("/v1/cluster/members", get_members)
     app.router.add_post("/v1/cluster/members", add_member)
     app.router.add_delete("/v1/cluster/members/{id}", remove_member)

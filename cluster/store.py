@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from cluster.events import EventLog
 from cluster.membership import Member
 from cluster.raft import RaftNode, RaftSettings
 from cluster.state_machine import (
@@ -101,6 +102,11 @@ class ConfigStore:
     def reachable_ids(self) -> set[str]:
         """Members the leader heard from recently (only meaningful on the leader)."""
         return self.raft.reachable_ids()
+
+    @property
+    def events(self) -> EventLog:
+        """This node's event log (cluster/events.py): elections, links, quorum, snapshots, 503s."""
+        return self.raft.events
 
     def is_leader(self) -> bool:
         return bool(self.raft.status()["role"] == "leader")
