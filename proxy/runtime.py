@@ -244,6 +244,10 @@ def build_runtime(
     )
 
 
+def _targets_key(spec: Mapping[str, Any]) -> list[tuple[Any, Any, Any]]:
+    return [(t.get("host"), t.get("port"), t.get("weight", 1)) for t in spec.get("targets") or ()]
+
+
 def update_runtime(
     old: Runtime,
     state: ConfigState,
@@ -261,10 +265,21 @@ def update_runtime(
     a consumer feeds every chain or the whole credential index, so it takes the full build.
     """
     touched = list(dict.fromkeys(touched))
-    if any(kind not in ("routes", "upstreams") for kind, _ in touched):
+    if any(kind not in ("routes", "upstreams", "registrations") for kind, _ in touched):
         return build_runtime(state, revision=revision, hash=hash, clock=clock)
     b = _Builder()
     pools = dict(old.pools)
+    if any(kind == "registrations" for kind, _ in touched):
+        # Service registrations (gateway/registry.py): a new pool for each upstream whose merged
+        # target list changed (a deleted registration does not tell its upstream, so compare all).
+        registered = registered_targets(r.spec for r in state.list("registrations"))
+        for uid, pool in old.pools.items():
+            res = state.get("upstreams", uid)
+            if res is None:
+                continue
+            merged = with_registered(res.spec, registered.get(uid))
+            if _targets_key(merged) != _targets_key(pool.spec):
+                pools[uid] = Pool(uid, merged, clock=clock)
     for kind, uid in touched:
         if kind != "upstreams":
             continue
