@@ -46,3 +46,18 @@ def test_registrations_merge_into_pools_incrementally() -> None:
         assert new.consumers is rt.consumers  # no full build
         state, rt = out.state, new
     assert _targets(rt, "u1") == [("127.0.0.1", 9001, 1), ("10.0.0.1", 1, 5)]
+
+
+def test_an_upstream_of_registered_targets_only() -> None:
+    state, _ = ConfigState.empty().apply(Txn("t", (
+        Op("put", "upstreams", "u1", {"targets": []}),
+        Op("put", "routes", "r1", {"paths": ["/a"], "upstream": "u1"}),
+    )))
+    rt = build_runtime(state.to_snapshot(), revision=state.revision, hash=state.hash())
+    assert rt.pools["u1"].pick() is None  # 503 until an instance registers
+    out = registry.apply_command(state, 0, _cmd("reg_put", 7))
+    assert out.delta is not None
+    new = update_runtime(rt, out.state, [(op[1], op[2]) for op in out.delta.ops], revision=out.state.revision,
+                         hash=out.state.hash())
+    picked = new.pools["u1"].pick()
+    assert picked is not None and (picked.host, picked.port) == ("10.0.0.1", 7)
