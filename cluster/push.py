@@ -125,6 +125,9 @@ class PushHub:
         self._unsubscribe: Any = None
         self._status: Status | None = None
         self._snapshots = SnapshotCache(chunk_size)
+        # Encoded delta frames by (base, head): a change wakes every session, and sessions at the same
+        # base need the same bytes; composing and encoding once per base, not per session.
+        self._delta_frames: dict[tuple[int, int], bytes] = {}
         self._closing = False
         self.frames_sent: dict[str, int] = {"delta": 0, "snapshot": 0, "status": 0}
 
@@ -422,6 +425,11 @@ class PushHub:
         """Send what the proxy lacks, unless it already has ``max_inflight`` unacked frames."""
         if len(s.inflight) >= self.max_inflight:
             return
+        now_head = self.store.state.revision
+        frame = self._delta_frames.get((s.sent, now_head))
+        if frame is not None and not s.need_snapshot and s.blocked_at is None:
+            await self._send_delta(s, now_head, frame)
+            return
         state, deltas = self._consistent_read(s.sent)
         head = state.revision
         if s.blocked_at is not None:
@@ -444,12 +452,10 @@ class PushHub:
             delta = compose(deltas) if len(deltas) > 1 else deltas[0]
             frame = encode_frame(DeltaFrame.of(delta, self._snapshots.state_hash(state)))
             if len(frame) <= self.max_delta_frame:
-                # Book-keeping before the await: an ack/nack handled meanwhile must see this frame.
-                s.sent, s.claimed_hash = delta.revision, None
-                s.inflight.append((delta.revision, "delta"))
-                await s.ws.send_bytes(frame)
-                self.frames_sent["delta"] += 1
-                s.deltas_sent += 1
+                if any(h != delta.revision for _, h in self._delta_frames):
+                    self._delta_frames.clear()  # only the current head's frames are kept
+                self._delta_frames[(delta.base, delta.revision)] = frame
+                await self._send_delta(s, delta.revision, frame)
                 return
         # Outside the delta window, unknown, diverged, nacked or too big for a delta frame.
         repeats = s.snapshot_repeats.get(state.revision, 0)
@@ -469,6 +475,14 @@ class PushHub:
             await s.ws.send_bytes(chunk)
         self.frames_sent["snapshot"] += 1
         s.snapshots_sent += 1
+
+    async def _send_delta(self, s: Session, revision: int, frame: bytes) -> None:
+        # Book-keeping before the await: an ack/nack handled meanwhile must see this frame.
+        s.sent, s.claimed_hash = revision, None
+        s.inflight.append((revision, "delta"))
+        await s.ws.send_bytes(frame)
+        self.frames_sent["delta"] += 1
+        s.deltas_sent += 1
 
     def _consistent_read(self, since: int) -> tuple[ConfigState, list[Delta] | None]:
         """State and deltas_since(since) ending at the same revision: the store applies in its Raft

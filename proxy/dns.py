@@ -178,6 +178,8 @@ def expand_pool(pool: Pool, resolved: Mapping[str, list[str]]) -> bool:
             target = existing.get(key)
             if target is None or target.weight != weight:
                 target = Target(address, port, weight)
+                if address != host and hasattr(target, "host_header"):  # the upstream sees the name
+                    target.host_header = b"Host: %b:%d\r\n" % (host.encode("idna"), port)
             new.append(target)
     if [id(t) for t in new] == [id(t) for t in pool.targets]:
         return False

@@ -59,6 +59,7 @@ def test_expand_pool_keeps_targets_of_unchanged_addresses() -> None:
     assert expand_pool(pool, {"svc.test": ["10.0.0.1", "10.0.0.2"]})
     assert [(t.host, t.port, t.weight) for t in pool.targets] == [("10.0.0.1", 80, 3), ("10.0.0.2", 80, 3),
                                                                   ("127.0.0.1", 81, 1)]
+    assert pool.targets[0].host_header == b"Host: svc.test:80\r\n"  # the upstream sees the name
     kept = pool.targets[1]
     kept.failures = 2
     assert expand_pool(pool, {"svc.test": ["10.0.0.2", "10.0.0.3"]})
