@@ -20,6 +20,9 @@ from aiohttp import web
 
 from cluster.admin_api import create_admin_app
 from cluster.auth import raft_password
+from cluster.changes_api import ChangesAPI
+from cluster.discovery import Discovery
+from cluster.discovery_api import add_discovery_routes
 from cluster.membership import Member
 from cluster.raft import RaftSettings
 from cluster.store import ConfigStore
@@ -181,6 +184,8 @@ async def serve(settings: NodeSettings, stop: asyncio.Event | None = None) -> No
         settings.node_id, settings.raft_settings(), addr_to_id, delta_log_entries=settings.delta_log_entries
     )
     hub = push.PushHub(store, SOFTWARE_VERSION)
+    changes = ChangesAPI(store, sessions=hub.proxies)  # pull, anti-entropy checks, relay fleet reports
+    discovery = Discovery(store, settings.secret, source_address=settings.source_address)
     app = create_admin_app(
         store,
         secret=settings.secret,
@@ -188,8 +193,10 @@ async def serve(settings: NodeSettings, stop: asyncio.Event | None = None) -> No
         raft_addr=settings.raft_addr,
         peers=[{"id": p.id, "raft_addr": p.raft_addr, "admin_url": p.admin_url} for p in settings.peers],
         body_limit=settings.body_limit,
-        extra_routes=lambda a: push.add_routes(a, hub, proxies_path="/v1/proxies/local"),
-        local_fleet=hub.proxies,
+        # /v1/proxies/local: the stream sessions merged with pull proxies and relayed ones
+        extra_routes=lambda a: (push.add_routes(a, hub, proxies_path="/v1/proxies/streams"),
+                                changes.add_routes(a), add_discovery_routes(a, discovery)),
+        local_fleet=changes.fleet,
         source_address=settings.source_address,
     )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -201,10 +208,13 @@ async def serve(settings: NodeSettings, stop: asyncio.Event | None = None) -> No
             await site.start()
         except OSError as exc:
             raise SettingsError(f"cannot listen on admin address {settings.admin_addr}: {exc.strerror}") from exc
+        discovery.start()
         log.info("node %s ready: admin %s raft %s", settings.node_id, settings.admin_url, settings.raft_addr)
         await stop.wait()
         log.info("node %s stopping", settings.node_id)
     finally:
+        with contextlib.suppress(Exception):
+            await discovery.close()
         with contextlib.suppress(Exception):
             await hub.close()
         await runner.cleanup()

@@ -24,15 +24,32 @@ import itertools
 import logging
 import time
 from collections import OrderedDict
+from dataclasses import replace
 from typing import Any, Protocol
 
 from aiohttp import WSMsgType, web
 
 from cluster.auth import TokenPolicy, stream_credential_problem
 from cluster.push_session import Session, SnapshotCache, request_claims
-from gateway.codec import PROTOCOL_VERSION, decode, decode_frame, encode, encode_frame
 from gateway.delta import Delta, compose
-from gateway.errors import GatewayError
+from gateway.protocol import (
+    DP_FRAMES,
+    PROTOCOL_VERSION,
+    Ack,
+    DeltaFrame,
+    ErrorFrame,
+    Frame,
+    FrameError,
+    Hello,
+    Mode,
+    Nack,
+    Resync,
+    Status,
+    UnknownFrameType,
+    UnsupportedProtocol,
+    decode_frame,
+    encode_frame,
+)
 from gateway.state import ConfigState
 
 log = logging.getLogger("gwadm.push")
@@ -42,6 +59,9 @@ STATUS_INTERVAL = 3.0
 HELLO_TIMEOUT = 10.0
 HEARTBEAT = 10.0
 MAX_DELTA_FRAME = 1024 * 1024  # a composed delta bigger than this goes as a chunked snapshot
+MAX_FRAME = 64 * 1024  # inbound: a proxy sends hello/ack/nack/resync/mode, each far smaller
+MAX_STREAMS = 4096  # open /v1/stream websockets per node, handshaking or streaming
+MAX_STREAMS_PER_ADDRESS = 256  # of those, from one client IP address
 GONE_KEEP = 256  # disconnected proxies remembered in the fleet registry
 GONE_TTL = 600.0
 CLOSE_PROTOCOL = 4002  # application close code: the proxy spoke something we cannot serve
@@ -82,8 +102,13 @@ class PushHub:
         chunk_size: int = SNAPSHOT_CHUNK,
         max_delta_frame: int = MAX_DELTA_FRAME,
         hello_timeout: float = HELLO_TIMEOUT,
+        max_frame: int = MAX_FRAME,
+        max_streams: int = MAX_STREAMS,
+        max_streams_per_address: int = MAX_STREAMS_PER_ADDRESS,
     ) -> None:
         self.store, self.software_version = store, software_version
+        self.max_frame, self.max_streams, self.max_streams_per_address = max_frame, max_streams, max_streams_per_address
+        self._open: dict[str, int] = {}  # client address -> open streams (from upgrade to close)
         self.heartbeat, self.status_interval, self.hello_timeout = heartbeat, status_interval, hello_timeout
         self.max_inflight = max(1, max_inflight)
         self.chunk_size, self.max_delta_frame = chunk_size, max_delta_frame
@@ -92,10 +117,11 @@ class PushHub:
         self._gone: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._keys = itertools.count(1)
         self._unsubscribe: Any = None
-        self._status: dict[str, Any] = {}
+        self._status: Status | None = None
         self._snapshots = SnapshotCache(chunk_size)
         self._closing = False
         self.frames_sent: dict[str, int] = {"delta": 0, "snapshot": 0, "status": 0}
+        self.refused: dict[str, int] = {}  # reason -> streams refused or closed for it
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
@@ -123,13 +149,15 @@ class PushHub:
         for s in self._sessions.values():
             s.wake.set()
 
-    def _read_status(self) -> dict[str, Any]:
+    def _read_status(self) -> Status:
         st = self.store.raft_status()
-        return {
-            "t": "status", "node_id": str(st.get("node_id", self.store.node_id)), "leader_id": st.get("leader_id"),
-            "term": int(st.get("term") or 0), "has_quorum": bool(st.get("has_quorum")),
-            "revision": int(st.get("revision", self.store.state.revision)),
-        }  # fmt: skip
+        leader = st.get("leader_id")
+        return Status(
+            node_id=str(st.get("node_id", self.store.node_id)), leader_id=None if leader is None else str(leader),
+            term=int(st.get("term") or 0), has_quorum=bool(st.get("has_quorum")),
+            revision=int(st.get("revision", self.store.state.revision)),
+            cached=bool(st.get("cached")),  # a relay serving its last-known-good (proxy/relay.py)
+        )  # fmt: skip
 
     # ---- registry -----------------------------------------------------------------------------
 
@@ -177,35 +205,96 @@ class PushHub:
             return _err(403, "forbidden", "role proxy required for /v1/stream")
         if self._closing:
             return _err(503, "unavailable", "node shutting down")
-        ws = web.WebSocketResponse(heartbeat=self.heartbeat, max_msg_size=4 * 1024 * 1024)
+        remote = request.remote or ""
+        refusal = self._over_limit(remote)
+        if refusal is not None:
+            return refusal
+        self._open[remote] = self._open.get(remote, 0) + 1
+        try:
+            return await self._serve(request, remote, auth)
+        finally:
+            left = self._open.get(remote, 1) - 1
+            if left > 0:
+                self._open[remote] = left
+            else:
+                self._open.pop(remote, None)
+
+    def _over_limit(self, remote: str) -> web.Response | None:
+        """Refuse a stream beyond the per-address or total limit: HTTP 429/503, JSON, connection closed."""
+        if self._open.get(remote, 0) >= self.max_streams_per_address:
+            status, reason = 429, f"too many push streams from {remote} (limit {self.max_streams_per_address})"
+        elif sum(self._open.values()) >= self.max_streams:
+            status, reason = 503, f"too many push streams on this node (limit {self.max_streams})"
+        else:
+            return None
+        self._count_refusal("too_many_streams")
+        if self.refused["too_many_streams"] in (1, 10, 100) or self.refused["too_many_streams"] % 1000 == 0:
+            log.warning("refusing push stream: %s (%d refused so far)", reason, self.refused["too_many_streams"])
+        response = _err(status, "too_many_streams", reason)
+        response.headers["Retry-After"] = "5"
+        response.force_close()
+        return response
+
+    def _count_refusal(self, reason: str) -> None:
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+
+    async def _serve(self, request: web.Request, remote: str, auth: dict[str, Any]) -> web.StreamResponse:
+        # Frames over max_frame: aiohttp closes with 1009 (message too big) before buffering them.
+        ws = web.WebSocketResponse(heartbeat=self.heartbeat, max_msg_size=self.max_frame)
         await ws.prepare(request)
         self.start()
-        session = await self._handshake(ws, request.remote or "")
+        session = await self._handshake(ws, remote)
         if session is None:
             return ws
         session.claims = dict(auth)
         sender = asyncio.create_task(self._sender(session), name=f"push-send-{session.proxy_id}")
+        problem: str | None = None
         try:
             async for msg in ws:
-                if msg.type != WSMsgType.BINARY:
-                    continue
-                try:
-                    self._on_frame(session, decode_frame(msg.data))
-                except (GatewayError, KeyError, TypeError, ValueError) as exc:
-                    log.warning("proxy %s sent a bad frame: %s", session.proxy_id, exc)
+                problem = self._receive(session, msg)
+                if problem is not None:
+                    break
         finally:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await sender
             self._drop(session)
+            if problem is not None and not ws.closed:  # the sender is gone: this task may write
+                await self._reject(ws, "bad_frame", f"proxy {session.proxy_id}: {problem}")
             if not ws.closed:
                 await ws.close()
         return ws
 
+    def _receive(self, s: Session, msg: Any) -> str | None:
+        """Handle one message after hello; a reason to end the session if it is not a valid frame.
+
+        Frame types this node does not take (unknown, or CP->DP ones) are skipped: a newer proxy
+        may send frames this node does not know yet. Anything else that fails validation ends the
+        session with ``error {code: bad_frame}`` naming the field: a proxy that sends garbage has
+        lost track of the protocol, and what it says next cannot be trusted either.
+        """
+        if msg.type == WSMsgType.ERROR:
+            return None  # aiohttp has already closed the websocket (1009 for a frame over max_frame)
+        if msg.type != WSMsgType.BINARY:
+            return f"expected binary frames, got a {msg.type.name} message"
+        try:
+            frame = decode_frame(msg.data, DP_FRAMES)
+        except UnknownFrameType as exc:
+            s.skipped += 1
+            level = logging.WARNING if s.skipped == 1 else logging.DEBUG
+            log.log(level, "proxy %s sent a frame this node does not take (skipped): %s", s.proxy_id, exc)
+            return None
+        except FrameError as exc:
+            log.warning("proxy %s sent an invalid frame: %s", s.proxy_id, exc)
+            return f"invalid frame: {exc}"
+        self._on_frame(s, frame)
+        return None
+
     async def _reject(self, ws: web.WebSocketResponse, code: str, message: str) -> None:
         log.warning("closing proxy stream: %s", message)
+        self._count_refusal(code)
         with contextlib.suppress(Exception):
-            await ws.send_bytes(encode({"t": "error", "code": code, "message": message}))
+            await ws.send_bytes(encode_frame(ErrorFrame(code, message)))
         await ws.close(code=CLOSE_PROTOCOL, message=message.encode()[:120])
 
     async def _handshake(self, ws: web.WebSocketResponse, remote: str) -> Session | None:
@@ -215,30 +304,34 @@ class PushHub:
         except TimeoutError:
             await self._reject(ws, "no_hello", f"no hello within {self.hello_timeout:g}s")
             return None
+        if msg.type == WSMsgType.ERROR:  # e.g. a first frame over max_frame: closed with 1009
+            self._count_refusal("bad_frame")
+            return None
         if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
             return None
-        raw = _peek(msg.data) if msg.type == WSMsgType.BINARY else {}
-        if raw.get("t") == "hello" and raw.get("proto") != PROTOCOL_VERSION:
-            proto = raw.get("proto")
-            msg_text = f"unsupported push protocol version {proto!r}; this node speaks {PROTOCOL_VERSION}"
-            await self._reject(ws, "unsupported_protocol", msg_text)
+        if msg.type != WSMsgType.BINARY:
+            await self._reject(ws, "bad_frame", f"expected a binary hello frame, got a {msg.type.name} message")
             return None
         try:
-            hello = decode_frame(msg.data) if msg.type == WSMsgType.BINARY else {}
-        except GatewayError as exc:
+            hello = decode_frame(msg.data, DP_FRAMES)
+        except UnsupportedProtocol as exc:
+            text = f"unsupported push protocol version: {exc.message}; this node speaks {PROTOCOL_VERSION}"
+            await self._reject(ws, "unsupported_protocol", text)
+            return None
+        except FrameError as exc:
             await self._reject(ws, "bad_frame", f"invalid hello: {exc}")
             return None
-        if hello.get("t") != "hello":
-            await self._reject(ws, "bad_frame", f"expected a hello frame, got {hello.get('t')!r}")
+        if not isinstance(hello, Hello):
+            await self._reject(ws, "bad_frame", f"expected a hello frame, got {hello.T!r}")
             return None
         if self._closing:
             await ws.close(code=1001, message=b"control-plane node shutting down")
             return None
-        revision = hello["revision"]
+        revision = hello.revision
         s = Session(
-            key=next(self._keys), ws=ws, proxy_id=str(hello["proxy_id"]), address=str(hello.get("address") or remote),
-            software=str(hello["software"]), acked=revision, sent=revision, claimed_hash=hello["hash"] or None,
-            status_address=str(hello["status_address"]) if hello.get("status_address") else None,
+            key=next(self._keys), ws=ws, proxy_id=hello.proxy_id, address=hello.address or remote,
+            software=hello.software, acked=revision, sent=revision, claimed_hash=hello.hash or None,
+            status_address=hello.status_address or None,
         )  # fmt: skip
         # Revision 0 means "nothing installed": a snapshot is one frame, deltas from 0 could be many.
         s.need_snapshot = revision == 0
@@ -262,29 +355,31 @@ class PushHub:
 
     # ---- frames from the proxy ----------------------------------------------------------------
 
-    def _on_frame(self, s: Session, f: dict[str, Any]) -> None:
+    def _on_frame(self, s: Session, f: Frame) -> None:
         """Book-keeping only (the sender task does all writing), then wake the sender."""
-        t, rev = f["t"], f.get("revision", 0)
-        if t == "ack":
-            if rev > s.sent:
-                log.warning("proxy %s acked %d beyond what was sent (%d)", s.proxy_id, rev, s.sent)
+        if isinstance(f, Ack):
+            if f.revision > s.sent:
+                # Also what a confused or hostile client sends: it moves nothing (the registry's
+                # revision is only ever one this session sent).
+                log.warning("proxy %s acked %d beyond what was sent (%d)", s.proxy_id, f.revision, s.sent)
                 return
-            s.inflight = [(r, k) for r, k in s.inflight if r > rev]
-            s.acked, s.last_error, s.last_ack_at = max(s.acked, rev), None, time.time()
-        elif t == "nack":
-            s.last_error = str(f["error"])[:500]
-            log.warning("proxy %s rejected revision %d: %s", s.proxy_id, rev, s.last_error)
-            if dict(s.inflight).get(rev) == "snapshot":
-                s.blocked_at = rev  # resending the same snapshot would fail the same way
+            s.inflight = [(r, k) for r, k in s.inflight if r > f.revision]
+            s.acked, s.last_error, s.last_ack_at = max(s.acked, f.revision), None, time.time()
+        elif isinstance(f, Nack):
+            s.last_error = f.error[:500]
+            log.warning("proxy %s rejected revision %d: %s", s.proxy_id, f.revision, s.last_error)
+            if dict(s.inflight).get(f.revision) == "snapshot":
+                s.blocked_at = f.revision  # resending the same snapshot would fail the same way
             # The proxy stays at its acked revision; whatever is still in flight will not apply.
             s.inflight, s.sent, s.claimed_hash, s.need_snapshot = [], s.acked, None, True
-        elif t in ("resync", "hello"):  # "start again from here"
-            s.inflight, s.acked, s.sent, s.claimed_hash = [], rev, rev, f.get("hash") or None
+        elif isinstance(f, Resync | Hello):  # "start again from here"
+            rev = f.revision
+            s.inflight, s.acked, s.sent = [], rev, rev
+            s.claimed_hash = f.hash or None  # a resync with a hash: anti-entropy repair
             s.need_snapshot = s.need_snapshot or rev == 0
-        elif t == "mode":
-            s.mode = f["mode"]
-        else:
-            log.warning("proxy %s sent an unexpected %r frame (ignored)", s.proxy_id, t)
+        elif isinstance(f, Mode):
+            s.mode = f.mode
+        else:  # unreachable: decode_frame(..., DP_FRAMES) admits nothing else
             return
         s.wake.set()
 
@@ -304,7 +399,7 @@ class PushHub:
                     await self._reject(s.ws, "unauthorized", f"proxy credentials no longer valid: {problem}")
                     return
                 status = self._status or self._read_status()
-                key = (status["leader_id"], status["term"], status["has_quorum"])
+                key = (status.leader_id, status.term, status.has_quorum)
                 if s.status_due or key != s.last_status or time.monotonic() >= next_status:
                     s.status_due = False
                     s.last_status = key
@@ -313,8 +408,10 @@ class PushHub:
                     # the state, which the Raft thread moves before our callback runs).
                     # Members go out with every status frame (at least each status_interval), so
                     # proxies follow membership changes; not read on every wake, which each write causes.
-                    status = {**status, "revision": max(status["revision"], self.store.state.revision),
-                              "members": self.store.member_urls()}
+                    # The hash at that revision lets hybrid proxies check theirs (proxy/antientropy.py).
+                    state = self.store.state
+                    status = replace(status, revision=max(status.revision, state.revision),
+                                     members=tuple(self.store.member_urls()), hash=self._snapshots.state_hash(state))
                     await s.ws.send_bytes(encode_frame(status))
                     self.frames_sent["status"] += 1
                 await self._pump(s)
@@ -352,10 +449,7 @@ class PushHub:
                 return
         if not s.need_snapshot and deltas:
             delta = compose(deltas) if len(deltas) > 1 else deltas[0]
-            ops, h = [list(op) for op in delta.ops], self._snapshots.state_hash(state)
-            frame = encode_frame(
-                {"t": "delta", "base": delta.base, "revision": delta.revision, "ops": ops, "hash": h}
-            )
+            frame = encode_frame(DeltaFrame.of(delta, self._snapshots.state_hash(state)))
             if len(frame) <= self.max_delta_frame:
                 # Book-keeping before the await: an ack/nack handled meanwhile must see this frame.
                 s.sent, s.claimed_hash = delta.revision, None
@@ -365,14 +459,13 @@ class PushHub:
                 s.deltas_sent += 1
                 return
         # Outside the delta window, unknown, diverged, nacked or too big for a delta frame.
-        revision, config_hash, chunks = await self._snapshots.encoded(state)
+        chunks = await self._snapshots.encoded(state)
         if s.ws.closed:
             return
-        s.sent, s.need_snapshot, s.claimed_hash = revision, False, None
-        s.inflight.append((revision, "snapshot"))
-        head_frame = {"t": "snapshot", "revision": revision, "hash": config_hash, "chunks": len(chunks)}
-        for i, chunk in enumerate(chunks):
-            await s.ws.send_bytes(encode_frame({**head_frame, "chunk": i, "data": chunk}))
+        s.sent, s.need_snapshot, s.claimed_hash = state.revision, False, None
+        s.inflight.append((state.revision, "snapshot"))
+        for chunk in chunks:
+            await s.ws.send_bytes(chunk)
         self.frames_sent["snapshot"] += 1
         s.snapshots_sent += 1
 
@@ -386,14 +479,6 @@ class PushHub:
             if not deltas or deltas[-1].revision == state.revision:
                 return state, deltas
         return self.store.state, None
-
-def _peek(data: bytes) -> dict[str, Any]:
-    try:
-        obj = decode(data)
-    except GatewayError:
-        return {}
-    return obj if isinstance(obj, dict) else {}
-
 
 def add_routes(app: web.Application, hub: PushHub, proxies_path: str = "/v1/proxies") -> None:
     """Mount /v1/stream and this node's registry; subscribe at startup, close sessions at shutdown.

@@ -20,6 +20,7 @@ from typing import Any
 import msgpack
 
 from cluster.raft import RaftNode, RaftSettings
+from gateway import registry
 from gateway.codec import decode_delta, decode_txn, encode_delta, encode_txn
 from gateway.delta import Delta
 from gateway.errors import GatewayError
@@ -59,6 +60,7 @@ class ConfigStore:
         self._dedupe: OrderedDict[str, dict[str, Any]] = OrderedDict()
         # Token policy (cluster/auth.py): replaced whole on change, so readers see one consistent value.
         self._tokens: dict[str, Any] = {"generation": 0, "revoked": {}}
+        self._reg_epoch = 0  # expiry epoch of service registrations (gateway/registry.py)
         self._subscribers: list[Callable[[int], None]] = []
         self._loop = asyncio.get_running_loop()
         self.raft = RaftNode(
@@ -148,6 +150,16 @@ class ConfigStore:
         result: dict[str, Any] = await self.raft.submit(msgpack.packb(cmd, use_bin_type=True), timeout)
         return result
 
+    @property
+    def registry_epoch(self) -> int:
+        """The epoch (Raft term) of the last applied ``reg_grant``: expiries of other epochs are void."""
+        return self._reg_epoch
+
+    async def registry_command(self, cmd: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Replicate a registry command (gateway/registry.py); ``{"ok": ...}`` like ``write``."""
+        result: dict[str, Any] = await self.raft.submit(msgpack.packb(cmd, use_bin_type=True), timeout)
+        return result
+
     @staticmethod
     def new_request_id() -> str:
         return uuid.uuid4().hex
@@ -185,6 +197,8 @@ class ConfigStore:
             return {"ok": True, "revision": self._state.revision}
         if kind in ("token_revoke", "token_rotate"):
             return self._apply_token_command(cmd)
+        if isinstance(kind, str) and kind.startswith("reg_"):
+            return self._apply_registry_command(cmd)
         if kind != "txn":
             return {"ok": False, "error": {"code": "bad_encoding", "message": f"unknown command {kind}"}}
         try:
@@ -230,6 +244,27 @@ class ConfigStore:
             self._remember(str(cmd["request_id"]), result)
         return result
 
+    def _apply_registry_command(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        request_id = cmd.get("request_id")
+        seen = self._dedupe.get(str(request_id)) if request_id else None
+        if seen is not None:
+            return {**seen, "duplicate": True}
+        try:
+            applied = registry.apply_command(self._state, self._reg_epoch, cmd)
+        except GatewayError as exc:
+            result: dict[str, Any] = {"ok": False, "error": exc.to_dict()}
+        except Exception as exc:  # a bug must not wedge the log: reject on every node alike
+            log.exception("registry command %s failed unexpectedly", cmd.get("type"))
+            result = {"ok": False, "error": {"code": "internal", "message": f"internal error: {exc}"}}
+        else:
+            result = applied.result
+            self._reg_epoch = applied.epoch
+            if applied.delta is not None:
+                self._install(applied.state, applied.delta)
+        if request_id:
+            self._remember(str(request_id), result)
+        return result
+
     def _install(self, new_state: ConfigState, delta: Delta) -> None:
         size = len(encode_delta(delta))
         with self._lock:
@@ -273,6 +308,7 @@ class ConfigStore:
             "deltas": deltas,
             "dedupe": [[k, v] for k, v in self._dedupe.items()],
             "tokens": self._tokens,
+            "reg_epoch": self._reg_epoch,
         }
         return msgpack.packb(data, use_bin_type=True)
 
@@ -287,6 +323,7 @@ class ConfigStore:
         self._dedupe = OrderedDict((k, v) for k, v in data["dedupe"])
         tokens = data.get("tokens") or {}  # absent in dumps written before token revocation existed
         self._tokens = {"generation": int(tokens.get("generation", 0)), "revoked": dict(tokens.get("revoked", {}))}
+        self._reg_epoch = int(data.get("reg_epoch", 0))
         self._notify(state.revision)
 
 

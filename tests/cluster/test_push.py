@@ -81,6 +81,7 @@ async def test_hello_at_zero_gets_status_then_snapshot(env: dict[str, Any]) -> N
         "has_quorum": True,
         "revision": head,
         "members": ["http://127.0.0.1:8001"],
+        "hash": env["store"].state.hash(),  # hybrid proxies compare theirs (anti-entropy)
     }
     state, frames = await snapshot(c)
     assert len(frames) == 1 and frames[0]["revision"] == head
