@@ -103,6 +103,9 @@ def _resource_schemas() -> dict[str, Schema]:
         for ro in ("created_revision", "mod_revision", "revision"):
             rprops[ro] = {"type": "integer", "minimum": 0}
         response["required"] = [*response["required"], "id", "created_revision", "mod_revision"]
+        if kind == "upstreams":  # GET of one upstream adds the targets registered by discovery
+            rprops["registered"] = {"type": "array", "items": {"type": "object"},
+                                    "description": "read-only (GET): targets registered via /targets"}
         out[kind] = response
     for name in PLUGIN_NAMES:
         out[f"plugin.{name}"] = field_schema(PLUGIN_SCHEMAS[name], "request")
@@ -293,6 +296,84 @@ def _audit_paths() -> dict[str, Any]:
     }
 
 
+def _discovery_paths() -> dict[str, Any]:
+    """Service registration (cluster/discovery_api.py, docs/discovery.md)."""
+    target = _param("target", "path", {"type": "string", "minLength": 3, "maxLength": 300},
+                    "host:port (IPv6 as [addr]:port)", required=True)
+    registration = {
+        "type": "object", "additionalProperties": False, "required": ["ttl"],
+        "properties": {
+            "weight": {"type": "integer", "minimum": 0, "maximum": 1000, "default": 1},
+            "ttl": {"type": "number", "minimum": 1, "maximum": 86400,
+                    "description": "seconds without a heartbeat before the target expires"},
+            "metadata": {"type": ["object", "null"], "maxProperties": 32, "additionalProperties": _STR,
+                         "propertyNames": {"minLength": 1}, "description": "at most 4096 bytes in all"},
+        },
+    }
+    ids = {"type": "object", "required": ["ids"],
+           "properties": {"ids": {"type": "array", "maxItems": 10_000, "items": _STR}}}
+    registrar = "admin or registrar"
+    return {
+        "/v1/discovery": {"get": _op("This node's discovery counters", "viewer", {200: {"type": "object"}},
+                                     tag="discovery", op_id="discovery")},
+        "/v1/discovery/heartbeats": {"post": _op("A follower's batch of heartbeats, to the leader", "admin",
+                                                 {200: _obj(("renewed",), renewed=_INT)}, errors=_WRITE,
+                                                 body=ids, tag="discovery", op_id="discovery_heartbeats")},
+        "/v1/discovery/liveness": {"post": _op("Seconds since the last heartbeat of each registration", "admin",
+                                               {200: _obj(("ages",), ages={"type": "object"})}, errors=_WRITE,
+                                               body=ids, tag="discovery", op_id="discovery_liveness")},
+        "/v1/upstreams/{id}/targets": {
+            "parameters": [ID],
+            "get": _op("Static and registered targets of an upstream, with liveness", "viewer",
+                       {200: _obj(("upstream", "static", "registered", "revision"), upstream=_STR,
+                                  static={"type": "array"}, registered={"type": "array"}, revision=_INT)},
+                       errors=(400, 404, 422), params=[CONSISTENCY], tag="discovery", op_id="list_targets"),
+        },
+        "/v1/upstreams/{id}/targets/{target}": {
+            "parameters": [ID, target],
+            "put": _op("Register or renew a target", registrar, {200: {"type": "object"}, 201: {"type": "object"}},
+                       errors=(*_WRITE, 404), body=registration, params=[REQUEST_ID], tag="discovery",
+                       op_id="put_target"),
+            "delete": _op("Deregister a target", registrar, {200: _obj(("deregistered", "revision"),
+                                                                       deregistered=_STR, revision=_INT)},
+                          errors=(400, 404, 409, 422), params=[REQUEST_ID], tag="discovery", op_id="delete_target"),
+        },
+        "/v1/upstreams/{id}/targets/{target}/heartbeat": {
+            "parameters": [ID, target],
+            "post": _op("Renew a registration (no Raft entry)", registrar, {200: _obj(("ok", "id"), ok=_BOOL, id=_STR)},
+                        errors=(400, 404, 422), tag="discovery", op_id="heartbeat_target"),
+        },
+    }
+
+
+def _changes_paths() -> dict[str, Any]:
+    """The pull transport of the config protocol (cluster/changes_api.py, docs/contracts.md)."""
+    msgpack = {"application/x-msgpack": {"schema": {"type": "string", "contentMediaType": "application/x-msgpack"}}}
+    changes = _op("Frames a proxy at revision `since` needs (msgpack; long-poll with `wait`)", "proxy", {},
+                  errors=(400, 409), tag="push", op_id="changes", params=[
+                      _param("since", "query", {"type": "integer", "minimum": 0}, "the proxy's revision"),
+                      _param("wait", "query", {"type": "number", "minimum": 0}, "seconds to hold an idle poll"),
+                      _param("hash", "query", _STR, "the proxy's config hash at `since`"),
+                      _param("full", "query", {"type": "string", "enum": ["1", "true", "0", "false"]},
+                             "1: a full snapshot"),
+                  ])
+    changes["responses"]["200"] = {"description": "status and frames", "content": msgpack}
+    changes["responses"]["304"] = {"description": "Not Modified (If-None-Match matched the ETag)"}
+    return {
+        "/v1/changes": {"get": changes},
+        "/v1/changes/head": {"get": _op("Revision and hash of this node (anti-entropy check)", "proxy",
+                                        {200: _obj(("node_id", "revision", "hash", "has_quorum"), node_id=_STR,
+                                                   revision=_INT, hash=_STR, has_quorum=_BOOL)},
+                                        errors=(400,), tag="push", op_id="changes_head")},
+        "/v1/changes/fleet": {"post": _op("A relay reports the proxies it serves", "proxy",
+                                          {200: _obj(("accepted",), accepted=_INT)}, errors=_WRITE,
+                                          body=_obj(("relay", "items"), relay=_STR, items={"type": "array"}),
+                                          tag="push", op_id="changes_fleet")},
+        "/v1/proxies/streams": {"get": _op("Proxies streaming from this node", "viewer", {200: _ref("Proxies")},
+                                           tag="cluster", op_id="proxies_streams")},
+    }
+
+
 def _paths() -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/healthz": {"get": _op("Liveness (no token needed)", "none", {200: _ref("Health")}, tag="node",
@@ -348,6 +429,8 @@ def _paths() -> dict[str, Any]:
                                           {200: _ref("Token")}, tag="tokens", params=[REQUEST_ID],
                                           op_id="rotate_tokens")},
     }
+    paths.update(_discovery_paths())
+    paths.update(_changes_paths())
     for kind in KINDS:
         paths.update(_resource_paths(kind))
     return paths

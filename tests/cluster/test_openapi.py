@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 
 from cluster import push
 from cluster.admin_api import create_admin_app
+from cluster.changes_api import ChangesAPI
+from cluster.discovery_api import add_discovery_routes
 from gateway.errors import GatewayError
 from gateway.openapi import build_openapi
 from gateway.validate import validate_spec
@@ -46,9 +48,13 @@ async def _handler(request: Any) -> Any:
 
 def _app_routes() -> set[tuple[str, str]]:
     hub = SimpleNamespace(handle_stream=_handler, handle_proxies=_handler)
+    changes = SimpleNamespace(handle_changes=_handler, handle_head=_handler, handle_fleet_report=_handler,
+                              handle_local_fleet=_handler)
     app = create_admin_app(
         object(), secret="s", admin_url="http://x:1", raft_addr="x:2", peers=[],  # type: ignore[arg-type]
-        extra_routes=lambda a: push.add_routes(a, hub, proxies_path="/v1/proxies/local"),  # type: ignore[arg-type]
+        extra_routes=lambda a: (push.add_routes(a, hub, proxies_path="/v1/proxies/streams"),  # type: ignore[arg-type]
+                                ChangesAPI.add_routes(changes, a),  # type: ignore[arg-type]
+                                add_discovery_routes(a, object())),  # type: ignore[arg-type]
     )
     routes = set()
     for route in app.router.routes():
@@ -63,9 +69,10 @@ def _app_routes() -> set[tuple[str, str]]:
 def _documented() -> set[tuple[str, str]]:
     out = set()
     for path, item in DOC["paths"].items():
+        parts = path.split("/")
         generic = path
-        for kind in ("upstreams", "routes", "consumers", "plugins"):
-            generic = generic.replace(f"/v1/{kind}", "/v1/{kind}")
+        if len(parts) in (3, 4) and parts[2] in ("upstreams", "routes", "consumers", "plugins"):
+            generic = "/".join([*parts[:2], "{kind}", *parts[3:]])
         for method in item:
             if method in METHODS:
                 out.add((method, generic))
