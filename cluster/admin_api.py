@@ -21,6 +21,7 @@ from aiohttp import web
 from cluster.app_keys import SETTINGS_KEY, STORE_KEY
 from cluster.auth import AuthError, verify_token
 from cluster.discovery_api import DISCOVERY_KEY, registered_view, registrar_allowed
+from cluster.limits import Limits, install, rate_middleware, size_middleware
 from cluster.members import add_routes as add_cluster_admin_routes
 from cluster.members import get_cluster, get_fleet, get_status
 from cluster.openapi import add_openapi_routes, query_middleware
@@ -349,8 +350,11 @@ def create_admin_app(
     extra_routes: Callable[[web.Application], None] | None = None,
     local_fleet: Callable[[], list[dict[str, Any]]] | None = None,
     source_address: str | None = None,
+    limits: Limits | None = None,
 ) -> web.Application:
-    app = web.Application(middlewares=[error_middleware, auth_middleware, query_middleware], client_max_size=body_limit)
+    app = web.Application(middlewares=[error_middleware, size_middleware, auth_middleware, rate_middleware,
+                                       query_middleware], client_max_size=body_limit)
+    install(app, limits or Limits())  # cluster/limits.py: URL, header, connection and per-token rate limits
     app[STORE_KEY] = store
     app[SETTINGS_KEY] = {
         "secret": secret,

@@ -69,4 +69,6 @@ async def query_middleware(request: web.Request, handler: Handler) -> web.Stream
                 if name not in allowed:
                     known = ", ".join(sorted(allowed)) or "none"
                     raise ValidationError(f"unknown query parameter (known: {known})", name[:100])
+        if request.query.get("consistency", "linearizable") not in ("linearizable", "stale"):
+            raise ValidationError("must be linearizable or stale", "consistency")
     return await handler(request)

@@ -433,6 +433,12 @@ def _paths() -> dict[str, Any]:
     paths.update(_changes_paths())
     for kind in KINDS:
         paths.update(_resource_paths(kind))
+    for path, item in paths.items():  # every read takes ?consistency= (gwadm status sends it to /v1/cluster)
+        op = item.get("get")
+        if op is not None and path not in ("/healthz", "/v1/stream", "/v1/changes"):
+            names = [p["name"] for p in op.get("parameters", [])]
+            if "consistency" not in names:
+                op["parameters"] = [*op.get("parameters", []), CONSISTENCY]
     return paths
 
 

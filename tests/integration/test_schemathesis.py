@@ -140,6 +140,7 @@ def test_regression_unknown_query_parameter_is_422(live: Cluster) -> None:
     _error(live.api(live.nodes[0], "GET", "/v1/upstreams?consistensy=stale"), 422, "consistensy")
     _error(live.api(live.nodes[0], "GET", "/v1/config?consistency=bogus"), 422, "consistency")
     assert live.api(live.nodes[0], "GET", "/v1/upstreams?consistency=stale").status == 200
+    assert live.api(live.nodes[0], "GET", "/v1/cluster?consistency=stale").status == 200  # gwadm status sends it
 
 
 def test_regression_bad_request_id_and_preconditions_are_422(live: Cluster) -> None:
