@@ -74,9 +74,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             resp.headers["Allow"] = exc.headers["Allow"]
         return resp
     except NoQuorum as exc:
+        _unavailable_event(request, "no_quorum")
         return error_response(503, "no_quorum", f"{exc}; try another node", retryable=True,
                               request_id=request.get("request_id"))
     except (OutcomeUnknown, CommandRejected) as exc:
+        _unavailable_event(request, "unavailable", str(exc))
         request_id = request.get("request_id")
         return error_response(
             503, "unavailable", f"outcome unknown ({exc}); retry with the same request id",
@@ -87,6 +89,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal", "internal server error")
+
+
+def _unavailable_event(request: web.Request, code: str, detail: str | None = None) -> None:
+    """A 503 as a node event, at most one per reason per second (cluster/events.py)."""
+    events = getattr(request.app[STORE_KEY], "events", None)
+    if events is not None:
+        events.emit("unavailable", level=logging.WARNING, rate_key=f"503:{code}", code=code,
+                    method=request.method, path=request.path, **({"detail": detail} if detail else {}))
 
 
 @web.middleware

@@ -74,8 +74,9 @@ def _err(http_status: int, code: str, message: str, path: str | None = None, **e
     )
 
 
-def etag_of(revision: int, config_hash: str) -> str:
-    return f'"{revision}-{config_hash[:16]}"'
+def etag_of(status: dict[str, Any]) -> str:
+    """``"<revision>-<hash prefix>[-cached]"``: a relay turning cached changes it too."""
+    return f'"{status["revision"]}-{str(status["hash"])[:16]}{"-cached" if status.get("cached") else ""}"'
 
 
 def _header(request: web.Request, name: str, limit: int = 200) -> str | None:
@@ -169,21 +170,26 @@ class ChangesAPI:
         self.requests["changes"] += 1
         self.start()
         deadline = time.monotonic() + min(wait, self.max_wait)
+        conditional = request.headers.get("If-None-Match")
+        health: tuple[bool, bool] | None = None
         while True:
             status = self.status()
-            if not status["has_quorum"] and not status.get("cached"):
+            if not status["has_quorum"] and not status.get("cached", False):
                 self._seen(request, since, status)
                 return _err(503, "no_quorum", f"node {status['node_id']} knows no leader with quorum",
                             retryable=True, status=status)  # fmt: skip
-            head = status["revision"]
-            idle = since == head and not full and (claimed is None or claimed == status["hash"])
+            head, etag = status["revision"], etag_of(status)
+            # Idle: nothing to send, and nothing the caller's ETag or the start of the wait says
+            # differently (a relay losing its upstream must tell, not answer 304).
+            health = health or (status["has_quorum"], status.get("cached", False))
+            idle = (since == head and not full and (claimed is None or claimed == status["hash"])
+                    and conditional in (None, etag) and health == (status["has_quorum"], status.get("cached", False)))  # fmt: skip
             remaining = deadline - time.monotonic()
             if not idle or remaining <= 0:
                 break
             await self._wait_change(remaining)
         self._seen(request, since, status)
-        etag = etag_of(head, status["hash"])
-        if idle and request.headers.get("If-None-Match") == etag:
+        if idle and conditional == etag:
             self.requests["not_modified"] += 1
             return web.Response(status=304, headers={"ETag": etag})
         kind, frames = await self._frames(since, status, full=full, claimed=claimed)
@@ -196,7 +202,7 @@ class ChangesAPI:
         return web.Response(
             body=body,
             content_type=CONTENT_TYPE,
-            headers={"ETag": etag_of(status["revision"], status["hash"])},
+            headers={"ETag": etag_of(status)},
         )
 
     async def _frames(

@@ -34,6 +34,9 @@ from gateway import registry
 log = logging.getLogger("gwadm.discovery")
 
 
+STALL = 0.5  # a round later than this is a stall of this node, not silence of the instances
+
+
 class NotLeader(RuntimeError):
     """Batched heartbeats went to a node that does not lead (any more)."""
 
@@ -65,8 +68,10 @@ class Discovery:
         self._session: aiohttp.ClientSession | None = None
         self._token: tuple[str, float] | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._last_step: float | None = None
+        self.clock = time.monotonic
         self.stats = {"heartbeats": 0, "forwarded": 0, "forward_batches": 0, "forward_errors": 0,
-                      "batched_received": 0, "grants": 0, "expired": 0, "expire_commands": 0}
+                      "batched_received": 0, "grants": 0, "expired": 0, "expire_commands": 0, "stalls": 0}
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -95,7 +100,7 @@ class Discovery:
             return "unknown"
         self.stats["heartbeats"] += 1
         if self._leading:
-            self._last_seen[rid] = time.monotonic()
+            self._last_seen[rid] = self.clock()
             return "ok"
         if not self.store.raft.has_leader_with_quorum():
             return "no_quorum"
@@ -106,7 +111,7 @@ class Discovery:
         """A follower's batch: mark the known ones seen now; raises NotLeader on a non-leader."""
         if not self._leading:
             raise NotLeader("this node does not lead the cluster (or its expiry epoch is not open yet)")
-        state, now, count = self.store.state, time.monotonic(), 0
+        state, now, count = self.store.state, self.clock(), 0
         for rid in ids:
             if state.get(registry.KIND, rid) is not None:
                 self._last_seen[rid] = now
@@ -119,7 +124,7 @@ class Discovery:
         if not self._leading:
             return None
         seen = self._last_seen.get(rid)
-        return 0.0 if seen is None else max(0.0, time.monotonic() - seen)
+        return 0.0 if seen is None else max(0.0, self.clock() - seen)
 
     def liveness(self, rids: list[str]) -> dict[str, float | None]:
         return {rid: self.last_seen_age(rid) for rid in rids}
@@ -145,6 +150,15 @@ class Discovery:
     async def step(self) -> None:
         """One round: open the epoch after an election, then expire what has been silent too long."""
         leader, term = self._role()
+        now = self.clock()
+        gap = 0.0 if self._last_step is None else now - self._last_step
+        self._last_step = now
+        if gap > self._tick + STALL:
+            # This node could not listen for a while (starved, paused, a slow command): that silence
+            # is not the instances'. Heartbeats queued meanwhile may not have been read yet.
+            shift = gap - self._tick
+            self._last_seen = {rid: seen + shift for rid, seen in self._last_seen.items()}
+            self.stats["stalls"] += 1
         if not leader:
             if self._leading or self._last_seen:
                 log.info("discovery: not leading any more; liveness tracking stops")
@@ -156,13 +170,13 @@ class Discovery:
             await self.store.registry_command({"type": "reg_grant", "epoch": term}, self._command_timeout)
             if self.store.registry_epoch != term or self._role() != (True, term):
                 return
-            now = time.monotonic()
+            now = self.clock()
             self._last_seen = {r.id: now for r in self.store.state.list(registry.KIND)}
             self._granted_term, self._leading = term, True
             self.stats["grants"] += 1
             log.info("discovery: leading in term %d; %d registrations granted a fresh TTL", term, len(self._last_seen))
             return
-        now = time.monotonic()
+        now = self.clock()
         expired: list[list[Any]] = []
         seen_now: dict[str, float] = {}
         for reg in self.store.state.list(registry.KIND):
@@ -217,7 +231,7 @@ class Discovery:
         return None
 
     def _bearer(self) -> str:
-        now = time.monotonic()
+        now = self.clock()
         if self._token is None or self._token[1] < now:
             token = mint_token(self._secret, "admin", f"node:{self.store.node_id}", ttl_seconds=120,
                                generation=self.store.token_generation)

@@ -34,6 +34,7 @@ SOFTWARE_VERSION = "gwadm/0.1.0"
 RAFT_TUNABLES = frozenset({
     "min_timeout", "max_timeout", "append_entries_period", "leader_fallback_timeout",
     "connection_retry_time", "max_bind_retries", "compaction_min_entries", "compaction_min_time",
+    "max_clock_skew", "connect_timeout", "link_timeout", "link_ping_interval",
 })
 
 
@@ -61,6 +62,7 @@ class NodeSettings:
     limits: Limits = field(default_factory=Limits)  # [limits] in node.toml (cluster/limits.py)
     delta_log_entries: int = 1000
     raft: dict[str, Any] = field(default_factory=dict)
+    push: dict[str, Any] = field(default_factory=dict)  # [push]: stream limits, see cluster/push.py
     # Source address for every outgoing connection (Raft peers, peer admin APIs): the address peers
     # and partition rules know this node by (DESIGN.md §6). None = the kernel picks.
     source_address: str | None = None
@@ -86,6 +88,12 @@ class NodeSettings:
             raise SettingsError("data_dir is required")
         if self.delta_log_entries < 1:
             raise SettingsError("delta_log_entries must be at least 1")
+        from cluster.push_limits import check_push_settings
+
+        try:
+            check_push_settings(self.push)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
         unknown = set(self.raft) - RAFT_TUNABLES
         if unknown:
             raise SettingsError(
@@ -141,8 +149,8 @@ def load_settings(config_file: str | None, overrides: dict[str, Any]) -> NodeSet
             raise SettingsError(f"cannot read secret_file {path}: {exc.strerror}") from exc
     peers_raw = data.pop("peers", [])
     peers = [p if isinstance(p, Peer) else parse_peer(p) if isinstance(p, str) else Peer(**p) for p in peers_raw]
-    known = {"node_id", "raft_addr", "admin_addr", "data_dir", "fsync", "body_limit", "delta_log_entries", "raft", "limits",
-             "source_address"}
+    known = {"node_id", "raft_addr", "admin_addr", "data_dir", "fsync", "body_limit", "delta_log_entries", "raft", "push",
+             "limits", "source_address"}
     unknown = set(data) - known
     if unknown:
         raise SettingsError(f"unknown setting(s): {', '.join(sorted(unknown))}")
@@ -164,6 +172,7 @@ def load_settings(config_file: str | None, overrides: dict[str, Any]) -> NodeSet
         limits=_limits(data.get("limits", {})),
         delta_log_entries=int(data.get("delta_log_entries", 1000)),
         raft=dict(data.get("raft", {})),
+        push=dict(data.get("push", {})),
         source_address=str(data["source_address"]) if data.get("source_address") else None,
     )
     settings.validate()
@@ -195,7 +204,7 @@ async def serve(settings: NodeSettings, stop: asyncio.Event | None = None) -> No
     store = ConfigStore(
         settings.node_id, settings.raft_settings(), addr_to_id, delta_log_entries=settings.delta_log_entries
     )
-    hub = push.PushHub(store, SOFTWARE_VERSION)
+    hub = push.PushHub(store, SOFTWARE_VERSION, **settings.push)
     changes = ChangesAPI(store, sessions=hub.proxies)  # pull, anti-entropy checks, relay fleet reports
     discovery = Discovery(store, settings.secret, source_address=settings.source_address)
     app = create_admin_app(

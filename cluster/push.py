@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from aiohttp import WSMsgType, web
 
 from cluster.auth import TokenPolicy, stream_credential_problem
+from cluster.push_limits import MAX_STREAMS, MAX_STREAMS_PER_ADDRESS, Admission
 from cluster.push_session import Session, SnapshotCache, request_claims
 from gateway.delta import Delta, compose
 from gateway.protocol import (
@@ -60,8 +61,7 @@ HELLO_TIMEOUT = 10.0
 HEARTBEAT = 10.0
 MAX_DELTA_FRAME = 1024 * 1024  # a composed delta bigger than this goes as a chunked snapshot
 MAX_FRAME = 64 * 1024  # inbound: a proxy sends hello/ack/nack/resync/mode, each far smaller
-MAX_STREAMS = 4096  # open /v1/stream websockets per node, handshaking or streaming
-MAX_STREAMS_PER_ADDRESS = 256  # of those, from one client IP address
+MAX_SAME_SNAPSHOT = 3  # snapshots of one revision per session; then wait until the head moves
 GONE_KEEP = 256  # disconnected proxies remembered in the fleet registry
 GONE_TTL = 600.0
 CLOSE_PROTOCOL = 4002  # application close code: the proxy spoke something we cannot serve
@@ -82,6 +82,11 @@ class Store(Protocol):
     def raft_status(self) -> dict[str, Any]: ...
 
     def member_urls(self) -> list[str]: ...
+
+    @property
+    def token_generation(self) -> int: ...  # the store is also the TokenPolicy (cluster/auth.py)
+
+    def token_revoked(self, jti: str) -> bool: ...
 
 
 def _err(status: int, code: str, message: str) -> web.Response:
@@ -108,7 +113,8 @@ class PushHub:
     ) -> None:
         self.store, self.software_version = store, software_version
         self.max_frame, self.max_streams, self.max_streams_per_address = max_frame, max_streams, max_streams_per_address
-        self._open: dict[str, int] = {}  # client address -> open streams (from upgrade to close)
+        self.admission = Admission(max_streams, max_streams_per_address)
+        self.refused = self.admission.refused  # reason -> streams refused or closed for it
         self.heartbeat, self.status_interval, self.hello_timeout = heartbeat, status_interval, hello_timeout
         self.max_inflight = max(1, max_inflight)
         self.chunk_size, self.max_delta_frame = chunk_size, max_delta_frame
@@ -119,9 +125,11 @@ class PushHub:
         self._unsubscribe: Any = None
         self._status: Status | None = None
         self._snapshots = SnapshotCache(chunk_size)
+        # Encoded delta frames by (base, head): a change wakes every session, and sessions at the same
+        # base need the same bytes; composing and encoding once per base, not per session.
+        self._delta_frames: dict[tuple[int, int], bytes] = {}
         self._closing = False
         self.frames_sent: dict[str, int] = {"delta": 0, "snapshot": 0, "status": 0}
-        self.refused: dict[str, int] = {}  # reason -> streams refused or closed for it
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
@@ -163,8 +171,8 @@ class PushHub:
 
     @property
     def _token_policy(self) -> TokenPolicy | None:
-        """The store enforces revocation and rotation (test fakes may not: then expiry only)."""
-        return self.store if hasattr(self.store, "token_generation") else None  # type: ignore[return-value]
+        """The store enforces revocation and rotation."""
+        return self.store  # always: a store without a policy does not type-check as a Store
 
     def proxies(self) -> list[dict[str, Any]]:
         """The fleet as this node sees it: connected sessions first, then recently gone ones."""
@@ -206,37 +214,15 @@ class PushHub:
         if self._closing:
             return _err(503, "unavailable", "node shutting down")
         remote = request.remote or ""
-        refusal = self._over_limit(remote)
+        refusal = self.admission.refusal(remote)
         if refusal is not None:
-            return refusal
-        self._open[remote] = self._open.get(remote, 0) + 1
-        try:
+            status, reason = refusal
+            response = _err(status, "too_many_streams", reason)
+            response.headers["Retry-After"] = "5"
+            response.force_close()
+            return response
+        with self.admission.holding(remote):
             return await self._serve(request, remote, auth)
-        finally:
-            left = self._open.get(remote, 1) - 1
-            if left > 0:
-                self._open[remote] = left
-            else:
-                self._open.pop(remote, None)
-
-    def _over_limit(self, remote: str) -> web.Response | None:
-        """Refuse a stream beyond the per-address or total limit: HTTP 429/503, JSON, connection closed."""
-        if self._open.get(remote, 0) >= self.max_streams_per_address:
-            status, reason = 429, f"too many push streams from {remote} (limit {self.max_streams_per_address})"
-        elif sum(self._open.values()) >= self.max_streams:
-            status, reason = 503, f"too many push streams on this node (limit {self.max_streams})"
-        else:
-            return None
-        self._count_refusal("too_many_streams")
-        if self.refused["too_many_streams"] in (1, 10, 100) or self.refused["too_many_streams"] % 1000 == 0:
-            log.warning("refusing push stream: %s (%d refused so far)", reason, self.refused["too_many_streams"])
-        response = _err(status, "too_many_streams", reason)
-        response.headers["Retry-After"] = "5"
-        response.force_close()
-        return response
-
-    def _count_refusal(self, reason: str) -> None:
-        self.refused[reason] = self.refused.get(reason, 0) + 1
 
     async def _serve(self, request: web.Request, remote: str, auth: dict[str, Any]) -> web.StreamResponse:
         # Frames over max_frame: aiohttp closes with 1009 (message too big) before buffering them.
@@ -292,10 +278,11 @@ class PushHub:
 
     async def _reject(self, ws: web.WebSocketResponse, code: str, message: str) -> None:
         log.warning("closing proxy stream: %s", message)
-        self._count_refusal(code)
+        self.admission.count(code)
         with contextlib.suppress(Exception):
             await ws.send_bytes(encode_frame(ErrorFrame(code, message)))
-        await ws.close(code=CLOSE_PROTOCOL, message=message.encode()[:120])
+        reason = message.encode()[:120].decode(errors="ignore").encode()  # a close reason is <= 123 bytes of UTF-8
+        await ws.close(code=CLOSE_PROTOCOL, message=reason)
 
     async def _handshake(self, ws: web.WebSocketResponse, remote: str) -> Session | None:
         """Wait for ``hello``; anything else (or a foreign protocol version) is refused clearly."""
@@ -305,7 +292,7 @@ class PushHub:
             await self._reject(ws, "no_hello", f"no hello within {self.hello_timeout:g}s")
             return None
         if msg.type == WSMsgType.ERROR:  # e.g. a first frame over max_frame: closed with 1009
-            self._count_refusal("bad_frame")
+            self.admission.count("bad_frame")
             return None
         if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
             return None
@@ -346,6 +333,13 @@ class PushHub:
         self._sessions.pop(s.key, None)
         if self._by_proxy.get(s.proxy_id) is s:
             del self._by_proxy[s.proxy_id]
+            # Another live stream under the same id (a restarted proxy, or a client reusing a
+            # proxy's id) keeps the fleet entry: the proxy that is still streaming stays listed.
+            other = next((o for o in self._sessions.values() if o.proxy_id == s.proxy_id), None)
+            if other is not None:
+                self._by_proxy[s.proxy_id] = other
+                log.info("proxy %s: one of two streams under this id ended", s.proxy_id)
+                return
             entry = self._entry(s, self.store.state.revision)
             entry.update(connected=False, disconnected_at=time.time())
             self._gone[s.proxy_id] = entry
@@ -419,15 +413,22 @@ class PushHub:
             log.info("proxy %s stream ended while sending: %s", s.proxy_id, exc)
         except Exception:
             log.exception("push session for proxy %s failed", s.proxy_id)
-        finally:
-            # Ends the receive loop in handle_stream, which then unregisters the session.
-            if not s.ws.closed:
-                with contextlib.suppress(Exception):
-                    await s.ws.close(code=1011, message=b"push session failed")
+        else:
+            return
+        # Ends the receive loop in handle_stream, which then unregisters the session. Not when
+        # cancelled: then handle_stream is ending the session itself (and may still send an error).
+        if not s.ws.closed:
+            with contextlib.suppress(Exception):
+                await s.ws.close(code=1011, message=b"push session failed")
 
     async def _pump(self, s: Session) -> None:
         """Send what the proxy lacks, unless it already has ``max_inflight`` unacked frames."""
         if len(s.inflight) >= self.max_inflight:
+            return
+        now_head = self.store.state.revision
+        frame = self._delta_frames.get((s.sent, now_head))
+        if frame is not None and not s.need_snapshot and s.blocked_at is None:
+            await self._send_delta(s, now_head, frame)
             return
         state, deltas = self._consistent_read(s.sent)
         head = state.revision
@@ -451,14 +452,20 @@ class PushHub:
             delta = compose(deltas) if len(deltas) > 1 else deltas[0]
             frame = encode_frame(DeltaFrame.of(delta, self._snapshots.state_hash(state)))
             if len(frame) <= self.max_delta_frame:
-                # Book-keeping before the await: an ack/nack handled meanwhile must see this frame.
-                s.sent, s.claimed_hash = delta.revision, None
-                s.inflight.append((delta.revision, "delta"))
-                await s.ws.send_bytes(frame)
-                self.frames_sent["delta"] += 1
-                s.deltas_sent += 1
+                if any(h != delta.revision for _, h in self._delta_frames):
+                    self._delta_frames.clear()  # only the current head's frames are kept
+                self._delta_frames[(delta.base, delta.revision)] = frame
+                await self._send_delta(s, delta.revision, frame)
                 return
         # Outside the delta window, unknown, diverged, nacked or too big for a delta frame.
+        repeats = s.snapshot_repeats.get(state.revision, 0)
+        if repeats >= MAX_SAME_SNAPSHOT:  # a resync loop (or flood): no snapshot storm from us
+            if s.blocked_at != state.revision:
+                log.warning("proxy %s asked for snapshot %d %d times in one session; waiting for a newer revision",
+                            s.proxy_id, state.revision, repeats + 1)  # fmt: skip
+            s.blocked_at, s.need_snapshot = state.revision, True
+            return
+        s.snapshot_repeats = {state.revision: repeats + 1}
         chunks = await self._snapshots.encoded(state)
         if s.ws.closed:
             return
@@ -468,6 +475,14 @@ class PushHub:
             await s.ws.send_bytes(chunk)
         self.frames_sent["snapshot"] += 1
         s.snapshots_sent += 1
+
+    async def _send_delta(self, s: Session, revision: int, frame: bytes) -> None:
+        # Book-keeping before the await: an ack/nack handled meanwhile must see this frame.
+        s.sent, s.claimed_hash = revision, None
+        s.inflight.append((revision, "delta"))
+        await s.ws.send_bytes(frame)
+        self.frames_sent["delta"] += 1
+        s.deltas_sent += 1
 
     def _consistent_read(self, since: int) -> tuple[ConfigState, list[Delta] | None]:
         """State and deltas_since(since) ending at the same revision: the store applies in its Raft

@@ -43,6 +43,7 @@ class Session:
     status_due: bool = True
     last_status: tuple[Any, ...] | None = None
     skipped: int = 0  # frames of types this node does not take
+    snapshot_repeats: dict[int, int] = field(default_factory=dict)  # {revision: snapshots of it sent}
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 

@@ -94,7 +94,7 @@ def _int(obj: Mapping[str, Any], name: str, where: str, *, minimum: int = 0) -> 
 
 
 def _text(obj: Mapping[str, Any], name: str, where: str, *, limit: int = MAX_TEXT, nullable: bool = False,
-          optional: bool = False) -> Any:  # fmt: skip
+          optional: bool = False, printable: bool = True) -> Any:  # fmt: skip
     if optional and name not in obj:
         return None
     value = _get(obj, name, where)
@@ -104,6 +104,8 @@ def _text(obj: Mapping[str, Any], name: str, where: str, *, limit: int = MAX_TEX
         raise FrameError("must be a string" + (" or null" if nullable else ""), f"{where}.{name}")
     if len(value) > limit:
         raise FrameError(f"must be at most {limit} characters", f"{where}.{name}")
+    if printable and not value.isprintable():  # ids and addresses end up in logs and fleet views
+        raise FrameError("must not contain control characters", f"{where}.{name}")
     return value
 
 
@@ -346,7 +348,7 @@ class Nack:
     def parse(cls, obj: Mapping[str, Any]) -> Nack:
         error = _get(obj, "error", "nack")
         if isinstance(error, dict):
-            error = _text(error, "message", "nack.error", limit=MAX_ERROR)
+            error = _text(error, "message", "nack.error", limit=MAX_ERROR, printable=False)
         elif not isinstance(error, str):
             raise FrameError("must be a string or an error map", "nack.error")
         if len(error) > MAX_ERROR:
@@ -385,7 +387,7 @@ class ErrorFrame:
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any]) -> ErrorFrame:
-        return cls(_text(obj, "code", "error"), _text(obj, "message", "error", limit=MAX_ERROR))
+        return cls(_text(obj, "code", "error"), _text(obj, "message", "error", limit=MAX_ERROR, printable=False))
 
 
 Frame = Hello | Status | DeltaFrame | SnapshotChunk | Ack | Nack | Resync | Mode | ErrorFrame

@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from proxy.cache import ConfigCache
-from proxy.server import DataPlane, create_proxy_app, create_status_app
+from proxy.server import DataPlane, TrafficRunner, create_status_app
 from proxy.sync import SyncClient
 from proxy.sync_modes import DEFAULT_SYNC, SYNC_MODES, add_status_routes, make_sync_client
 from proxy.workers import HubDataPlane, HubSync, WorkerHub, create_hub_status_app, reserve_port
@@ -190,7 +190,7 @@ class ProxyNode:
         self.dp = DataPlane(proxy_id=settings.proxy_id)
         self.cache = ConfigCache(settings.state_dir / CACHE_FILE)
         self.sync = make_sync(settings, self.dp, self.cache, settings.listen, **sync_options)  # type: ignore[arg-type]
-        self._runners: list[web.AppRunner] = []
+        self._runners: list[web.AppRunner | TrafficRunner] = []
 
     async def start(self) -> None:
         """Boot from the cache, open both ports, start following the control plane."""
@@ -200,14 +200,21 @@ class ProxyNode:
             log.info("no cached config: serving 503 until the first config arrives")
         try:
             for app, (host, port), name in (
-                (create_proxy_app(self.dp), self.settings.listen, "--listen"),
+                (None, self.settings.listen, "--listen"),
                 (self._status_app(), self.settings.status_listen, "--status-listen"),
             ):
-                runner = web.AppRunner(app, shutdown_timeout=self.settings.shutdown_timeout, access_log=None)
+                runner: web.AppRunner | TrafficRunner
+                if app is None:
+                    runner = TrafficRunner(self.dp, shutdown_timeout=self.settings.shutdown_timeout)
+                else:
+                    runner = web.AppRunner(app, shutdown_timeout=self.settings.shutdown_timeout, access_log=None)
                 await runner.setup()
                 self._runners.append(runner)
                 try:
-                    await web.TCPSite(runner, host, port).start()
+                    if isinstance(runner, TrafficRunner):
+                        await runner.start(host, port)
+                    else:
+                        await web.TCPSite(runner, host, port).start()
                 except OSError as exc:
                     raise SettingsError(
                         f"{name}: cannot listen on {host}:{port}: {exc.strerror or exc}"

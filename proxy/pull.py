@@ -131,13 +131,13 @@ class PullClient(SyncClient):
                 etag, refreshed = resp.headers.get("ETag"), time.monotonic()
                 outbox.nacked, full = None, False
                 for raw in answer["frames"]:
-                    frame = await self._decode(outbox, raw)  # type: ignore[arg-type]
+                    frame = await self._decode(outbox, raw)
                     if frame is None:
                         continue
                     if isinstance(frame, DeltaFrame):
-                        await self._on_delta(outbox, frame)  # type: ignore[arg-type]
+                        await self._on_delta(outbox, frame)
                     elif isinstance(frame, SnapshotChunk):
-                        await self._on_snapshot(outbox, frame)  # type: ignore[arg-type]
+                        await self._on_snapshot(outbox, frame)
                 if outbox.nacked is not None:  # as the hub does: a snapshot next, after a pause
                     full, etag = True, None
                     await self._sleep(max(self.poll_interval, 1.0))

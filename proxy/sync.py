@@ -13,6 +13,11 @@ Safety rules, and where they are enforced:
 The websocket is read by one loop that also answers pings (aiohttp does that inside ``receive``),
 while config frames are applied by a worker task: a large build in an executor must not make the
 heartbeat miss. Install order: build (executor) -> ``dataplane.swap`` -> persist -> ``ack``.
+
+Applying is separate from the transport: ``_on_status``, ``_on_delta`` and ``_on_snapshot`` take
+typed frames (``gateway.protocol``) and a ``Peer`` to send the replies (ack, nack, resync) to. The
+websocket is one Peer; the pull transport (proxy/pull.py) passes an outbox that turns the replies
+into its next poll, and the worker hub (proxy/workers.py) hooks ``_on_delta`` to forward frames.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -58,6 +63,15 @@ log = logging.getLogger("gwadm.proxy.sync")
 
 WS = aiohttp.ClientWebSocketResponse
 ConfigFrame = DeltaFrame | SnapshotChunk
+
+
+class Peer(Protocol):
+    """Where the replies to applied frames go: the node's websocket, or a transport's stand-in."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    async def send_bytes(self, data: bytes) -> None: ...
 
 
 def software_version() -> str:
@@ -274,7 +288,7 @@ class SyncClient:
             self._set_mode()
         return was_healthy
 
-    async def _decode(self, ws: WS, data: bytes) -> Frame | None:
+    async def _decode(self, ws: Peer, data: bytes) -> Frame | None:
         """Decode one frame; an invalid config frame is nacked when it names its revision (the old
         config keeps serving); frame types a proxy does not take are skipped."""
         try:
@@ -336,12 +350,12 @@ class SyncClient:
 
     # ---- applying -----------------------------------------------------------------------------
 
-    async def _worker(self, ws: WS, queue: asyncio.Queue[ConfigFrame]) -> None:
+    async def _worker(self, ws: Peer, queue: asyncio.Queue[ConfigFrame]) -> None:
         while True:
             frame = await queue.get()
             await (self._on_delta(ws, frame) if isinstance(frame, DeltaFrame) else self._on_snapshot(ws, frame))
 
-    async def _on_delta(self, ws: WS, f: DeltaFrame) -> None:
+    async def _on_delta(self, ws: Peer, f: DeltaFrame) -> None:
         if f.base != self.revision:
             if self._resync_for != self.revision:  # one resync per position, not one per stale frame
                 self._resync_for = self.revision
@@ -354,7 +368,7 @@ class SyncClient:
         )
         await self._apply(ws, f.revision, f.hash, prepare)
 
-    async def _on_snapshot(self, ws: WS, f: SnapshotChunk) -> None:
+    async def _on_snapshot(self, ws: Peer, f: SnapshotChunk) -> None:
         try:
             joined = self._snapshot.add(f)
         except OutOfSequence as exc:
@@ -372,7 +386,7 @@ class SyncClient:
             prepare = functools.partial(prepare_snapshot, joined, build=self._build)
             await self._apply(ws, joined.revision, joined.hash, prepare)
 
-    async def _apply(self, ws: WS, revision: int, config_hash: str, prepare: Callable[[], Any]) -> None:
+    async def _apply(self, ws: Peer, revision: int, config_hash: str, prepare: Callable[[], Any]) -> None:
         """Build off the loop, swap, persist, ack; any failure is a nack and the old config stays."""
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
@@ -426,7 +440,7 @@ class SyncClient:
         else:
             self.dp.last_sync = time.monotonic()
 
-    async def _nack(self, ws: WS, revision: int, error: str) -> None:
+    async def _nack(self, ws: Peer, revision: int, error: str) -> None:
         log.warning(
             "rejecting config revision %d: %s (still serving revision %d)", revision, error, self.revision
         )

@@ -21,26 +21,24 @@ import sys
 import time
 from typing import Any
 
-from aiohttp import web
-
 from gateway.protocol import DeltaFrame, Nack, OutOfSequence, SnapshotAssembler, SnapshotChunk
 from gateway.state import ConfigState
 from proxy.feed import KEY_ENV, FeedError, read_message, write_message
 from proxy.frames_apply import prepare_delta, prepare_snapshot
 from proxy.runtime import build_runtime, update_runtime
-from proxy.server import DataPlane, create_proxy_app
+from proxy.server import DataPlane, TrafficRunner, run_loop
 
 log = logging.getLogger("gwadm.proxy.worker")
 
 
 async def open_traffic_listener(
     dp: DataPlane, host: str, port: int, shutdown_timeout: float
-) -> web.AppRunner:
+) -> TrafficRunner:
     """The traffic port with SO_REUSEPORT (every worker binds the same address)."""
-    runner = web.AppRunner(create_proxy_app(dp), shutdown_timeout=shutdown_timeout, access_log=None)
+    runner = TrafficRunner(dp, shutdown_timeout=shutdown_timeout, reuse_port=True)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port, reuse_port=True).start()
+        await runner.start(host, port)
     except BaseException:
         await runner.cleanup()
         raise
@@ -54,7 +52,7 @@ class Worker:
         self.dp: DataPlane | None = None
         self.state: ConfigState | None = None
         self.assembler = SnapshotAssembler()
-        self.runner: web.AppRunner | None = None
+        self.runner: TrafficRunner | None = None
         self.listen: tuple[str, int] = ("127.0.0.1", 0)
         self.shutdown_timeout = 10.0
         self.deltas = self.snapshots = 0
@@ -165,7 +163,7 @@ class Worker:
         self.state = state
         self.dp.metrics.apply_duration.observe(time.perf_counter() - started)
         self._send({"t": "ack", "revision": state.revision})
-        log.debug("worker %d: installed config revision %d", self.index, state.revision)
+        log.info("worker %d: installed config revision %d", self.index, state.revision)
 
     async def _open(self) -> None:
         if self.runner is not None or self.dp is None:
@@ -210,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         format=f"%(asctime)s %(levelname)s %(name)s[{args.index}]: %(message)s",
     )  # fmt: skip
     try:
-        return asyncio.run(main_async(args.feed, args.index, key))
+        return run_loop(main_async(args.feed, args.index, key))
     except KeyboardInterrupt:
         return 0
 

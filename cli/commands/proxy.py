@@ -6,7 +6,6 @@ Every flag can also come from a GWADM_PROXY_* environment variable. Bad flags en
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 
@@ -126,6 +125,7 @@ def run(
 ) -> None:
     """Run one proxy until SIGTERM/SIGINT: serve the cached config at once, then follow the CP."""
     from proxy.node import SettingsError, load_settings, parse_workers, serve
+    from proxy.server import run_loop
 
     try:
         settings = load_settings(
@@ -140,7 +140,7 @@ def run(
         level=log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        asyncio.run(serve(settings, count, log_level.upper()))
+        run_loop(serve(settings, count, log_level.upper()))
     except SettingsError as exc:  # e.g. a port already in use
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:

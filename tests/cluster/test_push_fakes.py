@@ -64,6 +64,11 @@ class FakeStore:
         self._subs: list[Callable[[int], None]] = []
         self.status: dict[str, Any] = {"leader_id": "n1", "term": 1, "has_quorum": True}
         self.members: list[str] = ["http://127.0.0.1:8001"]  # admin URLs in status frames
+        self.token_generation = 0  # the token policy every Store is (cluster/auth.py TokenPolicy)
+        self.revoked: set[str] = set()
+
+    def token_revoked(self, jti: str) -> bool:
+        return jti in self.revoked
 
     @property
     def state(self) -> ConfigState:
