@@ -6,7 +6,7 @@ limit                      default    answer
 max_url_length             8192       414 ``url_too_long`` (request target, in bytes)
 max_header_size            16384      431 ``headers_too_large`` (all header lines together)
 max_headers                100        431 ``headers_too_large``
-max_connections_per_address 256       429 ``too_many_connections`` written on the new connection,
+max_connections_per_address 1024      429 ``too_many_connections`` written on the new connection,
                                       which is then closed (the others are not touched)
 token_rate / token_burst   1000/s,    429 ``rate_limited`` with ``Retry-After`` (per token ``jti``)
                            2000
@@ -51,7 +51,7 @@ class Limits:
     max_url_length: int = 8192
     max_header_size: int = 16384
     max_headers: int = 100
-    max_connections_per_address: int = 256
+    max_connections_per_address: int = 1024  # above push_limits.MAX_STREAMS_PER_ADDRESS (streams say why)
     token_rate: float = 1000.0  # generous: the chaos workload and benchmarks share one admin token
     token_burst: int = 2000
 

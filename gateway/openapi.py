@@ -41,7 +41,7 @@ _ERROR_TEXT = {
     431: "Request headers over the node's max_header_size",
     503: "No quorum, or outcome unknown: retryable (retry with the same X-Request-Id)",
 }
-_COMMON = (401, 403, 405, 414, 429, 431, 503)
+_COMMON = (401, 403, 405, 414, 422, 429, 431, 503)  # 422: unknown query parameter
 _WRITE = (400, 409, 413, 415, 422)
 
 
@@ -380,6 +380,12 @@ def _paths() -> dict[str, Any]:
                                 op_id="healthz")},
         "/v1/openapi.json": {"get": _op("This document", "viewer", {200: _ref("OpenAPI")}, tag="node",
                                         op_id="openapi")},
+        "/v1/events": {"get": _op("This node's recent events (leader changes, members...), oldest first", "viewer",
+                                  {200: _obj(("node", "last_seq", "items"), node=_STR, last_seq=_INT,
+                                             items={"type": "array", "items": {"type": "object"}})},
+                                  errors=(400,), tag="cluster", op_id="events",
+                                  params=[_param("since", "query", {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                                                 "only events with a greater seq")])},
         "/v1/status": {"get": _op("This node's Raft and config state", "viewer", {200: _ref("NodeStatus")},
                                   tag="cluster", op_id="status")},
         "/v1/cluster": {"get": _op("Every member's status, unreachable ones included", "viewer",

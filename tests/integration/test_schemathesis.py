@@ -179,3 +179,23 @@ def test_openapi_served_to_viewer_not_to_anonymous_or_proxy(live: Cluster) -> No
     assert {k: v for k, v in doc.items() if k != "servers"} == build_openapi()
     assert request("GET", node.url + "/v1/openapi.json").status == 401
     assert live.api(node, "GET", "/v1/openapi.json", token=live.proxy_token).status == 403
+
+
+def test_regression_request_id_reused_for_another_request_is_409(live: Cluster) -> None:
+    # found: DELETE /v1/plugins/x with the X-Request-Id of an earlier consumer write answered that
+    # write's result (a consumer, "deleted") and deleted nothing
+    node = live.nodes[0]
+    body = {"targets": [{"host": "127.0.0.1", "port": 19}]}
+    first = live.api(node, "PUT", "/v1/upstreams/reuse1", body, headers={"X-Request-Id": "reuse-1"})
+    assert first.status == 201
+    again = live.api(node, "PUT", "/v1/upstreams/reuse1", body, headers={"X-Request-Id": "reuse-1"})
+    assert again.status in (200, 201) and again.json()["revision"] == first.json()["revision"]  # a retry
+    before = fingerprint(live)
+    other = live.api(node, "DELETE", "/v1/upstreams/reuse1", headers={"X-Request-Id": "reuse-1"})
+    _error(other, 409, "X-Request-Id")
+    assert fingerprint(live) == before
+    # a retried PATCH (its CAS expectation moved with its own first attempt) is still a retry
+    patch = {"retries": 3}
+    p1 = live.api(node, "PATCH", "/v1/upstreams/reuse1", patch, headers={"X-Request-Id": "reuse-2"})
+    p2 = live.api(node, "PATCH", "/v1/upstreams/reuse1", patch, headers={"X-Request-Id": "reuse-2"})
+    assert p1.status == p2.status == 200 and p1.json()["revision"] == p2.json()["revision"]
