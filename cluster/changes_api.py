@@ -30,7 +30,6 @@ hybrid; ``antientropy_repairs``: resyncs a proxy made because its hash differed)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -133,8 +132,8 @@ class ChangesAPI:
     async def _wait_change(self, timeout: float) -> None:
         if self._changed is None:
             self._changed = asyncio.get_running_loop().create_future()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._changed), timeout)
+        # asyncio.wait leaves the shared future alone on timeout (no shield, no task per waiter).
+        await asyncio.wait((self._changed,), timeout=timeout)
 
     def status(self) -> dict[str, Any]:
         """The status frame (wire form) the stream would send now: revision and hash of the applied state."""

@@ -261,6 +261,7 @@ class HttpProtocol(asyncio.Protocol):
         self.client_ip = ""
         self.closed = False
         self.current: Exchange | None = None  # being received
+        self.last: Exchange | None = None  # the latest request whose head arrived
         self.active: Exchange | None = None  # being answered
         self.queue: deque[Exchange] = deque()
         self.url = b""
@@ -397,7 +398,7 @@ class HttpProtocol(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
-            ex = self.current
+            ex, self.last = self.last, None  # llhttp completed the message before it stopped
             self.current = None
             if ex is None or not ex.upgrade:
                 self._reject(_Reject(400, "bad_request", "unexpected protocol upgrade"))
@@ -483,7 +484,7 @@ class HttpProtocol(asyncio.Protocol):
             )  # fmt: skip
         except (ValueError, UnicodeError) as exc:
             raise _Reject(400, "bad_request", "malformed request") from exc
-        self.current = ex
+        self.current = self.last = ex
         if self.active is None:
             self._start(ex)
         else:

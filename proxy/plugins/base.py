@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from multidict import CIMultiDict, MultiDict
 
+from gateway.errors import ValidationError
+from gateway.plugin_schemas import PLUGIN_SCHEMAS, validate_plugin_config
 from proxy.http_common import Response, json_error
 
 if TYPE_CHECKING:
@@ -237,10 +239,19 @@ class Plugin:
 
     @classmethod
     def parse(cls, config: Mapping[str, Any]) -> dict[str, Any]:
-        """Check and complete a config; raise ValueError with a readable message."""
+        """The config normalized by its schema in ``gateway.plugin_schemas`` (the one the control
+        plane validated it with); ValueError with the field's path when it does not fit.
+
+        Subclasses may derive more from the normalized dict; they do not re-check it by hand.
+        """
         if not isinstance(config, Mapping):
             raise ValueError(f"{cls.name}: config must be an object")
-        return dict(config)
+        if cls.name not in PLUGIN_SCHEMAS:  # a plugin without a schema (tests register some)
+            return dict(config)
+        try:
+            return validate_plugin_config(cls.name, config, cls.name)
+        except ValidationError as exc:
+            raise ValueError(str(exc)) from None
 
     async def access(self, ctx: RequestContext) -> Response | None:
         return None

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Mapping
 from typing import Any
 
 import jwt
 from jwt.warnings import InsecureKeyLengthWarning
 
+from gateway.plugin_schemas import JWT_ALGORITHMS
 from proxy.http_common import Response
 from proxy.jwks import JwksUnavailable
 from proxy.plugins.base import (
@@ -30,15 +30,11 @@ from proxy.plugins.base import (
     Plugin,
     RequestContext,
     json_error,
-    number,
-    opt_str,
-    req_str,
-    str_list,
 )
 
 log = logging.getLogger(__name__)
 
-ALGORITHMS = ("HS256", "RS256", "ES256")
+ALGORITHMS = JWT_ALGORITHMS
 REALM = "gwadm"
 
 
@@ -59,31 +55,6 @@ class JwtAuth(Plugin):
     name = "jwt-auth"
     priority = AUTH_PRIORITY
     is_auth = True
-
-    @classmethod
-    def parse(cls, config: Mapping[str, Any]) -> dict[str, Any]:
-        c = super().parse(config)
-        n = cls.name
-        algorithms = str_list(c, "algorithms", ALGORITHMS, n)
-        if not algorithms or any(a not in ALGORITHMS for a in algorithms):
-            raise ValueError(f"{n}.algorithms: must be a non-empty subset of {list(ALGORITHMS)}")
-        claims = str_list(c, "claims_to_verify", ["exp"], n)
-        if any(x not in ("exp", "nbf") for x in claims):
-            raise ValueError(f"{n}.claims_to_verify: only exp and nbf are supported")
-        jwks_url = opt_str(c, "jwks_url", None, n)
-        if jwks_url is not None and not jwks_url.startswith(("http://", "https://")):
-            raise ValueError(f"{n}.jwks_url: must be an http(s) URL")
-        return {
-            "header": req_str(c, "header", "authorization", n).lower(),
-            "algorithms": algorithms,
-            "claims_to_verify": claims,
-            "issuer": opt_str(c, "issuer", None, n),
-            "audience": opt_str(c, "audience", None, n),
-            "leeway": number(c, "leeway", 0, n),
-            "key_claim": req_str(c, "key_claim", "iss", n),
-            "jwks_url": jwks_url,
-            "jwks_cache_ttl": number(c, "jwks_cache_ttl", 300.0, n, minimum=1e-9),
-        }
 
     def _token(self, ctx: RequestContext) -> str | None:
         raw = ctx.request.headers.get(self.config["header"])

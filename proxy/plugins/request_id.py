@@ -8,11 +8,9 @@ id is also on 401/403/429 answers and in the access log.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
-from typing import Any
 
 from proxy.http_common import Response
-from proxy.plugins.base import Plugin, RequestContext, req_str
+from proxy.plugins.base import Plugin, RequestContext
 
 MAX_LEN = 200
 
@@ -24,14 +22,6 @@ def _acceptable(value: str | None) -> bool:
 class RequestId(Plugin):
     name = "request-id"
     priority = 2000
-
-    @classmethod
-    def parse(cls, config: Mapping[str, Any]) -> dict[str, Any]:
-        c = super().parse(config)
-        return {
-            "header": req_str(c, "header", "x-request-id", cls.name).lower(),
-            "echo_downstream": bool(c.get("echo_downstream", True)),
-        }
 
     async def access(self, ctx: RequestContext) -> Response | None:
         header = self.config["header"]
