@@ -142,6 +142,18 @@ class Exchange:
             )
         return h
 
+    def header(self, name: str) -> str | None:
+        """The first header ``name`` (case-insensitive) by a scan of the raw pairs."""
+        h = self._headers
+        if h is not None:
+            return h.get(name)
+        want = name.lower().encode("latin-1")
+        n = len(want)
+        for key, value in self.raw_headers:
+            if len(key) == n and key.lower() == want:
+                return value.decode("latin-1")
+        return None
+
     def get(self, name: str, default: str | None = None) -> str | None:
         """Header lookup (case-insensitive), so the router can take the exchange as its mapping."""
         return self.headers.get(name, default)

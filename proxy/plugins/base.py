@@ -34,6 +34,7 @@ from multidict import CIMultiDict, MultiDict
 from gateway.errors import ValidationError
 from gateway.plugin_schemas import PLUGIN_SCHEMAS, validate_plugin_config
 from proxy.http_common import Response, json_error
+from proxy.http_server import Exchange
 
 if TYPE_CHECKING:
     from proxy.jwks import JwksCache
@@ -184,6 +185,14 @@ class RequestContext:
     @upstream_query.setter
     def upstream_query(self, value: MultiDict[str]) -> None:
         self._upstream_query = value
+
+    def request_header(self, name: str) -> str | None:
+        """The first request header ``name`` (case-insensitive), without building the multidict."""
+        request = self.request
+        if type(request) is Exchange:
+            return request.header(name)
+        value: str | None = request.headers.get(name)
+        return value
 
     def upstream_headers_if_built(self) -> CIMultiDict[str] | None:
         return self._upstream_headers

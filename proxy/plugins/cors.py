@@ -63,7 +63,7 @@ class Cors(Plugin):
         return resp
 
     def response(self, ctx: RequestContext, resp: Response) -> None:
-        origin = ctx.request.headers.get("Origin")
+        origin = ctx.request_header("Origin")
         if not origin or ctx.data.get("cors-preflight"):
             return
         allowed = self.allowed_origin(origin)

@@ -29,7 +29,7 @@ class KeyAuth(Plugin):
 
     async def access(self, ctx: RequestContext) -> Response | None:
         header, param = self.config["header"], self.config["query_param"]
-        key = ctx.request.headers.get(header)
+        key = ctx.request_header(header)
         if not key and param:
             key = ctx.request.query.get(param)
         if not key:

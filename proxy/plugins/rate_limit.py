@@ -47,7 +47,7 @@ class RateLimit(Plugin):
         if kind == "route" and ctx.route_id is not None:
             return "r:" + ctx.route_id
         if kind == "header":
-            value = ctx.request.headers.get(self.config["header_name"])
+            value = ctx.request_header(self.config["header_name"])
             if value:
                 return "h:" + str(value)
         return "ip:" + ctx.client_ip

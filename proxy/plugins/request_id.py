@@ -25,7 +25,7 @@ class RequestId(Plugin):
 
     async def access(self, ctx: RequestContext) -> Response | None:
         header = self.config["header"]
-        incoming = ctx.request.headers.get(header)
+        incoming = ctx.request_header(header)
         request_id = incoming if incoming is not None and _acceptable(incoming) else uuid.uuid4().hex
         ctx.request_id = request_id
         ctx.set_upstream_header(header, request_id)
