@@ -336,7 +336,7 @@ def json_object(raw: bytes, what: str) -> dict[str, Any]:
 async def get_events(request: web.Request) -> web.Response:
     """This node's recent events (cluster/events.py), oldest first; ``?since=SEQ`` for newer ones."""
     raw = request.query.get("since", "0")
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:  # "²".isdigit() is True, int("²") raises
         raise ValidationError("must be a non-negative integer (an event's seq)", "since")
     events = request.app[STORE_KEY].events
     return web.json_response({"node": request.app[STORE_KEY].node_id, "last_seq": events.last_seq,
