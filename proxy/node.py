@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import secrets
 import signal
 import socket
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
 
+from cluster import tls
 from proxy.cache import ConfigCache
 from proxy.server import DataPlane, create_proxy_app, create_status_app
 from proxy.sync import SyncClient
@@ -45,6 +48,32 @@ class ProxySettings:
     proxy_id: str
     source_address: str | None = None
     shutdown_timeout: float = 10.0
+    # TLS (cluster/tls.py): ca verifies the control plane (wss); tls_cert/tls_key are presented to it
+    # (mutual TLS); listen_tls_cert/listen_tls_key make the traffic listener serve https.
+    ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    listen_tls_cert: str | None = None
+    listen_tls_key: str | None = None
+
+    def cp_ssl_context(self) -> ssl.SSLContext | None:
+        """Client context for wss:// control-plane URLs; None = aiohttp's default (system CAs)."""
+        if not (self.ca or self.tls_cert or self.tls_key):
+            return None
+        try:
+            return tls.client_context(self.ca, self.tls_cert, self.tls_key)
+        except tls.TLSConfigError as exc:
+            raise SettingsError(f"--ca/--tls-cert/--tls-key: {exc}") from None
+
+    def listen_ssl_context(self) -> ssl.SSLContext | None:
+        if not (self.listen_tls_cert or self.listen_tls_key):
+            return None
+        if not (self.listen_tls_cert and self.listen_tls_key):
+            raise SettingsError("--listen-tls-cert and --listen-tls-key go together")
+        try:
+            return tls.server_context(self.listen_tls_cert, self.listen_tls_key)
+        except tls.TLSConfigError as exc:
+            raise SettingsError(f"--listen-tls-cert/--listen-tls-key: {exc}") from None
 
 
 def parse_hostport(value: str, flag: str) -> tuple[str, int]:
@@ -98,6 +127,11 @@ def load_settings(
     token_file: str,
     proxy_id: str | None = None,
     source_address: str | None = None,
+    ca: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    listen_tls_cert: str | None = None,
+    listen_tls_key: str | None = None,
 ) -> ProxySettings:
     """Validate flags into settings; raises SettingsError with a one-line, flag-named message."""
     urls = parse_cp_urls(cp)
@@ -114,7 +148,13 @@ def load_settings(
         pid = proxy_id or stable_proxy_id(directory)
     except OSError as exc:
         raise SettingsError(f"--state-dir: {state_dir}: {exc.strerror or exc}") from None
-    return ProxySettings(urls, listen_at, status_at, directory, token, pid, source_address or None)
+    settings = ProxySettings(
+        urls, listen_at, status_at, directory, token, pid, source_address or None,
+        ca=ca or None, tls_cert=tls_cert or None, tls_key=tls_key or None,
+        listen_tls_cert=listen_tls_cert or None, listen_tls_key=listen_tls_key or None,
+    )  # fmt: skip
+    settings.cp_ssl_context(), settings.listen_ssl_context()  # bad files: a clear error before anything starts
+    return settings
 
 
 class ProxyNode:
@@ -130,6 +170,9 @@ class ProxyNode:
             settings.cp_urls, settings.token, settings.proxy_id, self.dp, self.cache,
             address=f"{host}:{port}", source_address=settings.source_address,
             status_address=f"{status_host}:{status_port}", members_file=settings.state_dir / MEMBERS_FILE,
+            ssl_context=settings.cp_ssl_context(),
+            why_dropped=functools.partial(tls.why_stream_dropped, ca=settings.ca, cert=settings.tls_cert)
+            if settings.tls_cert else None,
             **sync_options,  # type: ignore[arg-type]
         )  # fmt: skip
         self._runners: list[web.AppRunner] = []
@@ -141,15 +184,15 @@ class ProxyNode:
         else:
             log.info("no cached config: serving 503 until the first config arrives")
         try:
-            for app, (host, port), name in (
-                (create_proxy_app(self.dp), self.settings.listen, "--listen"),
-                (create_status_app(self.dp), self.settings.status_listen, "--status-listen"),
+            for app, (host, port), name, ctx in (
+                (create_proxy_app(self.dp), self.settings.listen, "--listen", self.settings.listen_ssl_context()),
+                (create_status_app(self.dp), self.settings.status_listen, "--status-listen", None),
             ):
                 runner = web.AppRunner(app, shutdown_timeout=self.settings.shutdown_timeout, access_log=None)
                 await runner.setup()
                 self._runners.append(runner)
                 try:
-                    await web.TCPSite(runner, host, port).start()
+                    await web.TCPSite(runner, host, port, ssl_context=ctx).start()
                 except OSError as exc:
                     raise SettingsError(
                         f"{name}: cannot listen on {host}:{port}: {exc.strerror or exc}"
