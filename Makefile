@@ -32,8 +32,10 @@ chaos: install
 	$(BIN)/gwadm chaos run --scenario all --nodes 3 --seed 1 --seed 2 --seed 3 --duration 60 --out chaos-out/n3
 	$(BIN)/gwadm chaos run --scenario all --nodes 5 --seed 1 --seed 2 --seed 3 --duration 60 --out chaos-out/n5
 
+# Every benchmark (not part of make test): installs nginx, wrk and etcd from Debian when root, writes
+# bench/results/latest.md and latest.json (~12 min). QUICK=1: a short smoke run (bench/results/quick.*).
 bench: install
-	$(BIN)/python bench/cp_write_latency.py
+	$(BIN)/python -m bench.run $(if $(QUICK),--quick)
 
 clean:
 	rm -rf $(VENV) $(DIR)

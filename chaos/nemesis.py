@@ -226,6 +226,11 @@ NEMESES["mixed"] = Nemesis(
     "mixed", kill_random, description="a random fault from all of the above, each cycle",
     choices=tuple(NEMESES),
 )  # fmt: skip
+# The discovery workload runs with it (chaos/discovery.py, checker chaos/checkers/discovery.py).
+NEMESES["discovery"] = Nemesis(
+    "discovery", kill_leader, choices=("kill-leader", "isolate-leader"),
+    description="kill or isolate the leader while 50 registered instances heartbeat",
+)  # fmt: skip
 
 
 def applicable(nodes: int) -> list[str]:

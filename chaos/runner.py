@@ -18,6 +18,7 @@ from typing import Any
 
 from chaos.checkers import CheckResult, run_all
 from chaos.controller import ADMIN_PORT, Controller, Member
+from chaos.discovery import start_workloads
 from chaos.history import HistoryWriter, read_history
 from chaos.nemesis import NEMESES, FaultContext, pick_fault
 from chaos.net import Net, ProbeListeners, verify_partition
@@ -188,6 +189,7 @@ def run_scenario(opts: RunOptions, log: Log = print, progress: Callable[[float],
             threads = [*background, *clients]
             for t in threads:
                 t.start()
+            extra = start_workloads(opts.scenario, ctrl, record, stop_background, opts.seed, opts.duration, clock)
             ctx = FaultContext(ctrl, net, rng, addresses, log)
             t0 = time.monotonic()
             end = t0 + opts.duration
@@ -216,6 +218,8 @@ def run_scenario(opts: RunOptions, log: Log = print, progress: Callable[[float],
             stop_clients.set()
             for c in clients:
                 c.join(15)
+            for w in extra:  # the discovery workload: let its last expiries commit first
+                w.drain()
             committed_revision, committed_hash = committed_state(ctrl)
             nodes = {n.name: node_final(ctrl, n) for n in ctrl.nodes}
             # Keep sampling until every proxy shows the committed revision (the checker measures
@@ -232,6 +236,8 @@ def run_scenario(opts: RunOptions, log: Log = print, progress: Callable[[float],
             stop_background.set()
             for t in background:
                 t.join(10)
+            for w in extra:
+                w.join(10)
         events = read_history(history_path)
         results = run_all(events, proxy_converge_within=opts.proxy_converge_within,
                           min_success_rate=opts.min_success_rate)

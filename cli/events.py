@@ -105,6 +105,12 @@ def _node_events(prev: Snapshot, cur: Snapshot) -> list[Event]:
             up = _num(n.get("uptime"))
             since = f" (up {up:.0f}s)" if up is not None else ""
             out.append(_ev(t, "warn", nid, f"{nid} restarted{since}"))
+        if p is not None and p.get("reachable") and n.get("reachable"):
+            was, now = set(p.get("links_down") or ()), set(n.get("links_down") or ())
+            for peer in sorted(now - was):
+                out.append(_ev(t, "warn", nid, f"{nid}: Raft link to {peer} down"))
+            for peer in sorted(was - now):
+                out.append(_ev(t, "ok", nid, f"{nid}: Raft link to {peer} up again"))
     for nid in before.keys() - after.keys():
         out.append(_ev(t, "info", nid, f"{nid} left the view"))
     return out
@@ -153,4 +159,23 @@ def _proxy_events(prev: Snapshot, cur: Snapshot) -> list[Event]:
             out.append(_ev(t, "error", pid, f"{pid} rejected a config: {err}"))
     for pid in before.keys() - after.keys():
         out.append(_ev(t, "info", pid, f"{pid} left the view"))
+    return out
+
+
+_NODE_EVENT_LEVELS = {
+    "quorum_lost": "error", "link_down": "warn", "election_started": "warn", "election_lost": "warn",
+    "unavailable": "warn", "stale_snapshots_ignored": "warn", "quorum_regained": "ok", "link_up": "ok",
+    "election_won": "ok",
+}  # fmt: skip
+_NODE_EVENT_SKIP = {"seq", "time", "node", "event"}
+
+
+def node_events(records: Sequence[Mapping[str, Any]]) -> list[Event]:
+    """A node's own events (``GET /v1/events``, cluster/events.py) as view events, oldest first."""
+    out: list[Event] = []
+    for r in records:
+        node, kind = str(r.get("node") or "?"), str(r.get("event") or "?")
+        fields = " ".join(f"{k}={v}" for k, v in r.items() if k not in _NODE_EVENT_SKIP and v is not None)
+        out.append(_ev(r.get("time"), _NODE_EVENT_LEVELS.get(kind, "info"), node,
+                       f"{node}: {kind.replace('_', ' ')}" + (f" ({fields})" if fields else "")))
     return out

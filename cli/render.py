@@ -129,7 +129,13 @@ def _lag(value: Any) -> Text:
 
 
 def _state(row: Mapping[str, Any]) -> Text:
-    return Text("up", style="green") if row.get("reachable") else Text("down", style="bold red")
+    """up / down; a node that answers but whose Raft links to some peers are down says which."""
+    if not row.get("reachable"):
+        return Text("down", style="bold red")
+    links_down = row.get("links_down")
+    if isinstance(links_down, list) and links_down:
+        return Text("up, links down: " + ",".join(map(str, links_down)), style="bold yellow")
+    return Text("up", style="green")
 
 
 def _role_or_why(row: Mapping[str, Any]) -> Text:

@@ -277,7 +277,8 @@ def _leader(rows: Sequence[Mapping[str, Any]]) -> str | None:
 
 
 _NODE_KEYS = (
-    "role", "term", "commit_index", "applied_index", "revision", "has_quorum", "hash", "leader", "started_at"
+    "role", "term", "commit_index", "applied_index", "revision", "has_quorum", "hash", "leader", "started_at",
+    "links_down",
 )  # fmt: skip
 
 

@@ -88,6 +88,9 @@ class Monitor:
         self._config: dict[str, Any] | None = None
         self._config_at = -math.inf
         self._polls = 0
+        self._event_seq: dict[str, int] = {}  # admin URL -> last node event seen
+        self._pending_node_events: list[ev.Event] = []  # filled by the probe threads
+        self._token = ""
 
     def _node_list(self, t: Targets) -> list[dict[str, Any]]:
         if t.nodes:
@@ -101,12 +104,30 @@ class Monitor:
         own = probe_self(None if str(n["id"]).startswith("http") else str(n["id"]), url, token, self.timeout)
         if isinstance(own, str):
             return own, []
+        self._node_events(url)
         try:
             status, body = get_json(url + "/v1/proxies/local", token, self.timeout)
         except ConnectionError:
             return own, []
         items = body.get("items") if status == 200 and isinstance(body, dict) else None
         return own, [i for i in items or [] if isinstance(i, dict)]
+
+    def _node_events(self, url: str) -> None:
+        """The node's own events since the last poll (``GET /v1/events``; the first time only the
+        last few). Older nodes without the endpoint simply have none."""
+        seen = self._event_seq.get(url)
+        try:
+            status, body = get_json(f"{url}/v1/events?since={seen or 0}", self._token, self.timeout)
+        except ConnectionError:
+            return
+        if status != 200 or not isinstance(body, dict) or not isinstance(body.get("items"), list):
+            return
+        items = [i for i in body["items"] if isinstance(i, dict) and isinstance(i.get("seq"), int)]
+        if items:
+            self._event_seq[url] = items[-1]["seq"]
+        elif isinstance(body.get("last_seq"), int) and (seen is None or body["last_seq"] < seen):
+            self._event_seq[url] = body["last_seq"]  # the node restarted: its seq began anew
+        self._pending_node_events.extend(ev.node_events(items if seen is not None else items[-20:]))
 
     def _proxy(self, p: Mapping[str, Any]) -> tuple[dict[str, Any], Scrape | str]:
         row = probe_proxy(p, self.timeout)
@@ -121,6 +142,7 @@ class Monitor:
         """One refresh: every request bounded by ``timeout``; never raises on IO."""
         t = self.targets()
         now = self.wall()
+        self._token = t.token
         nodes = self._node_list(t)
         with ThreadPoolExecutor(max_workers=1) as side:  # proxies meanwhile: a poll costs ~1 timeout
             local = {str(p["id"]) for p in t.proxies}  # scraped through their status_url already
@@ -146,6 +168,8 @@ class Monitor:
         )  # fmt: skip
         snap["upstreams"] = [dict(u) for u in t.upstreams]
         new = ev.diff(self.prev, snap)
+        node_events, self._pending_node_events = self._pending_node_events, []
+        new += sorted(node_events, key=lambda e: e.get("time") or 0)
         self.events.extend(new)
         snap["events"] = new
         self.prev, self._polls = snap, self._polls + 1

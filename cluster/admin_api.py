@@ -19,6 +19,7 @@ from aiohttp import web
 
 from cluster.app_keys import SETTINGS_KEY, STORE_KEY
 from cluster.auth import AuthError, verify_token
+from cluster.discovery_api import DISCOVERY_KEY, registered_view, registrar_allowed
 from cluster.members import add_routes as add_cluster_admin_routes
 from cluster.members import get_cluster, get_fleet, get_status
 from cluster.raft import CommandRejected, NoQuorum, OutcomeUnknown
@@ -65,9 +66,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
     except NoQuorum as exc:
+        _unavailable_event(request, "no_quorum")
         return error_response(503, "no_quorum", f"{exc}; try another node", retryable=True,
                               request_id=request.get("request_id"))
     except (OutcomeUnknown, CommandRejected) as exc:
+        _unavailable_event(request, "unavailable", str(exc))
         request_id = request.get("request_id")
         return error_response(
             503, "unavailable", f"outcome unknown ({exc}); retry with the same request id",
@@ -78,6 +81,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal", "internal server error")
+
+
+def _unavailable_event(request: web.Request, code: str, detail: str | None = None) -> None:
+    """A 503 as a node event, at most one per reason per second (cluster/events.py)."""
+    events = getattr(request.app[STORE_KEY], "events", None)
+    if events is not None:
+        events.emit("unavailable", level=logging.WARNING, rate_key=f"503:{code}", code=code,
+                    method=request.method, path=request.path, **({"detail": detail} if detail else {}))
 
 
 @web.middleware
@@ -93,13 +104,15 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     except AuthError as exc:
         return _unauthorized(exc.reason)
     role = claims["role"]
-    stream = request.path == "/v1/stream"
+    stream = request.path == "/v1/stream" or request.path.startswith("/v1/changes")  # pull: cluster/changes_api.py
     if stream and role != "proxy":
         return error_response(403, "forbidden", "the config stream needs a proxy token")
     if not stream and role == "proxy":
         return error_response(403, "forbidden", "proxy tokens may only open /v1/stream")
     if role == "viewer" and request.method not in READ_ONLY_METHODS:
         return error_response(403, "forbidden", "viewer tokens are read-only")
+    if role == "registrar" and not registrar_allowed(request):
+        return error_response(403, "forbidden", "registrar tokens may only register, heartbeat and deregister targets")
     request["auth"] = claims
     return await handler(request)
 
@@ -184,7 +197,10 @@ async def get_resource(request: web.Request) -> web.Response:
     res = state.get(kind, rid)
     if res is None:
         raise NotFound(f"{kind} {rid!r} does not exist", f"{kind}[{rid}]")
-    return web.json_response({**res.to_json(), "revision": state.revision})
+    body = res.to_json()
+    if kind == "upstreams" and DISCOVERY_KEY in request.app:  # registered targets beside the static ones
+        body["registered"] = await registered_view(request, state, rid)
+    return web.json_response({**body, "revision": state.revision})
 
 
 async def create_resource(request: web.Request) -> web.Response:

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import jwt
 
-ROLES = ("admin", "viewer", "proxy")
+ROLES = ("admin", "viewer", "proxy", "registrar")  # registrar: register/heartbeat/deregister targets only
 ALGORITHM = "HS256"
 ISSUER = "gwadm"
 

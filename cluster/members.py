@@ -60,6 +60,8 @@ def _member_status(request: web.Request) -> dict[str, Any]:
         "raft_addr": settings["raft_addr"],
         "log_len": st["log_len"],
         "stale_append_entries_trimmed": st["stale_append_entries_trimmed"],
+        "links": st.get("links", {}),  # each peer's Raft link: {"state": up|connecting|down, ...}
+        "links_down": sorted(p for p, link in st.get("links", {}).items() if link["state"] != "up"),
         "started_at": settings.get("started_at"),
         "insecure": bool(settings.get("insecure", False)),  # plain HTTP admin API (--insecure)
         "counts": {kind: store.state.count(kind) for kind in KINDS},
@@ -72,7 +74,7 @@ async def get_status(request: web.Request) -> web.Response:
 
 def _peers(request: web.Request) -> list[Member]:
     store = request.app[STORE_KEY]
-    return [m for m in store.raft.members() if m.id != store.node_id]
+    return [m for m in store.members() if m.id != store.node_id]
 
 
 def _session(request: web.Request, timeout: float) -> aiohttp.ClientSession:
@@ -151,10 +153,8 @@ def _refuse(status: int, code: str, message: str) -> web.HTTPException:
 
 
 def _leader_member(request: web.Request) -> Member | None:
-    st = request.app[STORE_KEY].raft.status()
-    if not st["has_quorum"] or not st["leader"]:
-        return None
-    return next((m for m in request.app[STORE_KEY].raft.members() if m.raft_addr == st["leader"]), None)
+    member: Member | None = request.app[STORE_KEY].leader_member()
+    return member
 
 
 async def _forward(request: web.Request, to: Member, body: bytes | None, timeout: float,
@@ -191,7 +191,7 @@ async def _leader_or_forward(request: web.Request, body: bytes | None, timeout: 
     hops = {h for h in request.headers.get(FORWARDED_BY, "").split(",") if h}
     deadline = time.monotonic() + min(timeout, LEADER_SETTLE)
     while True:
-        if store.raft.status()["role"] == "leader":
+        if store.is_leader():
             return None
         leader = _leader_member(request)
         usable = leader is not None and bool(leader.admin_url) and leader.id not in hops
@@ -199,8 +199,8 @@ async def _leader_or_forward(request: web.Request, body: bytes | None, timeout: 
             break
         await asyncio.sleep(0.05)
     if leader is None or not leader.admin_url:
-        up = store.raft.reachable_ids()
-        every = ", ".join(m.id for m in store.raft.members())
+        up = store.reachable_ids()
+        every = ", ".join(m.id for m in store.members())
         raise _refuse(503, "unavailable", f"no leader: {store.node_id} reaches only {', '.join(sorted(up))} of "
                       f"{every}; a membership change needs a leader with a working majority (retry, or bring "
                       "members back)")
@@ -258,7 +258,7 @@ async def _judged(check: Callable[[], T]) -> T:
 
 def _members_json(request: web.Request) -> dict[str, Any]:
     store = request.app[STORE_KEY]
-    return {"members": [m.to_json() for m in store.raft.members()], "leader": store.raft_status()["leader_id"],
+    return {"members": [m.to_json() for m in store.members()], "leader": store.raft_status()["leader_id"],
             "node": store.node_id}
 
 
@@ -274,12 +274,12 @@ async def add_member(request: web.Request) -> web.Response:
     forwarded = await _leader_or_forward(request, raw, timeout)
     if forwarded is not None:
         return forwarded
-    raft = request.app[STORE_KEY].raft
-    if new in raft.members():  # a retried add whose first attempt committed
+    store = request.app[STORE_KEY]
+    if new in store.members():  # a retried add whose first attempt committed
         return web.json_response({"member": new.to_json(), "unchanged": True, **_members_json(request)})
     with _one_change(request, f"adding {new.id}"):
-        await _judged(lambda: check_add(raft.members(), new, raft.reachable_ids()))
-        await raft.change_membership("add", new, timeout)
+        await _judged(lambda: check_add(store.members(), new, store.reachable_ids()))
+        await store.change_membership("add", new, timeout)
     return web.json_response({"member": new.to_json(), **_members_json(request)}, status=201)
 
 
@@ -291,13 +291,13 @@ async def remove_member(request: web.Request) -> web.Response:
     store = request.app[STORE_KEY]
     target_id = request.match_info["id"]
     with _one_change(request, f"removing {target_id}"):
-        target = await _judged(lambda: check_remove(store.raft.members(), target_id, store.raft.reachable_ids()))
+        target = await _judged(lambda: check_remove(store.members(), target_id, store.reachable_ids()))
         if target.id != store.node_id:
-            await store.raft.change_membership("remove", target, timeout)
+            await store.change_membership("remove", target, timeout)
             return web.json_response({"removed": target.to_json(), **_members_json(request)})
         # pysyncobj refuses to remove the leader itself: hand leadership over, let the new leader do it.
         deadline = time.monotonic() + timeout
-        await store.raft.transfer_leadership(timeout)
+        await store.transfer_leadership(timeout)
         while (leader := _leader_member(request)) is None or leader.id == target_id:
             if time.monotonic() > deadline:
                 raise _refuse(503, "unavailable", "leadership was handed over but no new leader emerged; retry")
@@ -334,8 +334,19 @@ def json_object(raw: bytes, what: str) -> dict[str, Any]:
     return body
 
 
+async def get_events(request: web.Request) -> web.Response:
+    """This node's recent events (cluster/events.py), oldest first; ``?since=SEQ`` for newer ones."""
+    raw = request.query.get("since", "0")
+    if not raw.isdigit():
+        raise ValidationError("must be a non-negative integer (an event's seq)", "since")
+    events = request.app[STORE_KEY].events
+    return web.json_response({"node": request.app[STORE_KEY].node_id, "last_seq": events.last_seq,
+                              "items": events.since(int(raw))})
+
+
 def add_routes(app: web.Application) -> None:
     """Membership routes; fixed paths, so they must precede ``/v1/{kind}/...``."""
+    app.router.add_get("/v1/events", get_events)
     app.router.add_get("/v1/cluster/members", get_members)
     app.router.add_post("/v1/cluster/members", add_member)
     app.router.add_delete("/v1/cluster/members/{id}", remove_member)

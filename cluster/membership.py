@@ -211,7 +211,12 @@ class MembershipMixin:
         nodes = [self._SyncObj__selfNode, *self._SyncObj__otherNodes]  # type: ignore[attr-defined]
         members = tuple(member_of(n, self._known) for n in nodes)
         with self._members_lock:
-            self._members = members
+            before, self._members = getattr(self, "_members", ()), members
+        events = getattr(self, "events", None)
+        if before and events is not None and {m.id for m in before} != {m.id for m in members}:
+            events.emit("membership_changed", members=sorted(m.id for m in members),
+                        added=sorted({m.id for m in members} - {m.id for m in before}),
+                        removed=sorted({m.id for m in before} - {m.id for m in members}))
 
     def _take_boot_members(self) -> list[Member] | None:
         """The boot membership, once: the first dump load (at boot) installs it, later ones (snapshots

@@ -23,6 +23,9 @@ from cluster import tls
 from cluster.admin_api import create_admin_app
 from cluster.app_keys import SETTINGS_KEY
 from cluster.auth import raft_password
+from cluster.changes_api import ChangesAPI
+from cluster.discovery import Discovery
+from cluster.discovery_api import add_discovery_routes
 from cluster.membership import Member
 from cluster.raft import RaftSettings
 from cluster.store import ConfigStore
@@ -34,6 +37,7 @@ TLS_KEYS = ("tls_cert", "tls_key", "ca", "mtls", "insecure")
 RAFT_TUNABLES = frozenset({
     "min_timeout", "max_timeout", "append_entries_period", "leader_fallback_timeout",
     "connection_retry_time", "max_bind_retries", "compaction_min_entries", "compaction_min_time",
+    "max_clock_skew", "connect_timeout", "link_timeout", "link_ping_interval",
 })
 
 
@@ -60,6 +64,7 @@ class NodeSettings:
     body_limit: int = 1024 * 1024
     delta_log_entries: int = 1000
     raft: dict[str, Any] = field(default_factory=dict)
+    push: dict[str, Any] = field(default_factory=dict)  # [push]: stream limits, see cluster/push.py
     # Source address for every outgoing connection (Raft peers, peer admin APIs): the address peers
     # and partition rules know this node by (DESIGN.md §6). None = the kernel picks.
     source_address: str | None = None
@@ -96,6 +101,12 @@ class NodeSettings:
             raise SettingsError("data_dir is required")
         if self.delta_log_entries < 1:
             raise SettingsError("delta_log_entries must be at least 1")
+        from cluster.push_limits import check_push_settings
+
+        try:
+            check_push_settings(self.push)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
         unknown = set(self.raft) - RAFT_TUNABLES
         if unknown:
             raise SettingsError(
@@ -160,7 +171,7 @@ def load_settings(config_file: str | None, overrides: dict[str, Any]) -> NodeSet
             raise SettingsError(f"cannot read secret_file {path}: {exc.strerror}") from exc
     peers_raw = data.pop("peers", [])
     peers = [p if isinstance(p, Peer) else parse_peer(p) if isinstance(p, str) else Peer(**p) for p in peers_raw]
-    known = {"node_id", "raft_addr", "admin_addr", "data_dir", "fsync", "body_limit", "delta_log_entries", "raft",
+    known = {"node_id", "raft_addr", "admin_addr", "data_dir", "fsync", "body_limit", "delta_log_entries", "raft", "push",
              "source_address", "bind_host", *TLS_KEYS}
     unknown = set(data) - known
     if unknown:
@@ -183,6 +194,7 @@ def load_settings(config_file: str | None, overrides: dict[str, Any]) -> NodeSet
         body_limit=int(data.get("body_limit", 1024 * 1024)),
         delta_log_entries=int(data.get("delta_log_entries", 1000)),
         raft=dict(data.get("raft", {})),
+        push=dict(data.get("push", {})),
         source_address=str(data["source_address"]) if data.get("source_address") else None,
         bind_host=str(data["bind_host"]) if data.get("bind_host") else None,
         mtls=bool(data.get("mtls", False)),
@@ -226,7 +238,9 @@ async def serve(settings: NodeSettings, stop: asyncio.Event | None = None) -> No
     store = ConfigStore(
         settings.node_id, settings.raft_settings(), addr_to_id, delta_log_entries=settings.delta_log_entries
     )
-    hub = push.PushHub(store, SOFTWARE_VERSION)
+    hub = push.PushHub(store, SOFTWARE_VERSION, **settings.push)
+    changes = ChangesAPI(store, sessions=hub.proxies)  # pull, anti-entropy checks, relay fleet reports
+    discovery = Discovery(store, settings.secret, source_address=settings.source_address)
     app = create_admin_app(
         store,
         secret=settings.secret,
@@ -234,8 +248,10 @@ async def serve(settings: NodeSettings, stop: asyncio.Event | None = None) -> No
         raft_addr=settings.raft_addr,
         peers=[{"id": p.id, "raft_addr": p.raft_addr, "admin_url": p.admin_url} for p in settings.peers],
         body_limit=settings.body_limit,
-        extra_routes=lambda a: push.add_routes(a, hub, proxies_path="/v1/proxies/local"),
-        local_fleet=hub.proxies,
+        # /v1/proxies/local: the stream sessions merged with pull proxies and relayed ones
+        extra_routes=lambda a: (push.add_routes(a, hub, proxies_path="/v1/proxies/streams"),
+                                changes.add_routes(a), add_discovery_routes(a, discovery)),
+        local_fleet=changes.fleet,
         source_address=settings.source_address,
     )
     app[SETTINGS_KEY]["insecure"] = settings.insecure
@@ -257,10 +273,13 @@ async def serve(settings: NodeSettings, stop: asyncio.Event | None = None) -> No
             await site.start()
         except OSError as exc:
             raise SettingsError(f"cannot listen on admin address {settings.admin_addr}: {exc.strerror}") from exc
+        discovery.start()
         log.info("node %s ready: admin %s raft %s", settings.node_id, settings.admin_url, settings.raft_addr)
         await stop.wait()
         log.info("node %s stopping", settings.node_id)
     finally:
+        with contextlib.suppress(Exception):
+            await discovery.close()
         with contextlib.suppress(Exception):
             await hub.close()
         await runner.cleanup()

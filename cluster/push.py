@@ -24,15 +24,33 @@ import itertools
 import logging
 import time
 from collections import OrderedDict
+from dataclasses import replace
 from typing import Any, Protocol
 
 from aiohttp import WSMsgType, web
 
 from cluster.auth import TokenPolicy, stream_credential_problem
+from cluster.push_limits import MAX_STREAMS, MAX_STREAMS_PER_ADDRESS, Admission
 from cluster.push_session import Session, SnapshotCache, request_claims
-from gateway.codec import PROTOCOL_VERSION, decode, decode_frame, encode, encode_frame
 from gateway.delta import Delta, compose
-from gateway.errors import GatewayError
+from gateway.protocol import (
+    DP_FRAMES,
+    PROTOCOL_VERSION,
+    Ack,
+    DeltaFrame,
+    ErrorFrame,
+    Frame,
+    FrameError,
+    Hello,
+    Mode,
+    Nack,
+    Resync,
+    Status,
+    UnknownFrameType,
+    UnsupportedProtocol,
+    decode_frame,
+    encode_frame,
+)
 from gateway.state import ConfigState
 
 log = logging.getLogger("gwadm.push")
@@ -42,6 +60,8 @@ STATUS_INTERVAL = 3.0
 HELLO_TIMEOUT = 10.0
 HEARTBEAT = 10.0
 MAX_DELTA_FRAME = 1024 * 1024  # a composed delta bigger than this goes as a chunked snapshot
+MAX_FRAME = 64 * 1024  # inbound: a proxy sends hello/ack/nack/resync/mode, each far smaller
+MAX_SAME_SNAPSHOT = 3  # snapshots of one revision per session; then wait until the head moves
 GONE_KEEP = 256  # disconnected proxies remembered in the fleet registry
 GONE_TTL = 600.0
 CLOSE_PROTOCOL = 4002  # application close code: the proxy spoke something we cannot serve
@@ -63,6 +83,11 @@ class Store(Protocol):
 
     def member_urls(self) -> list[str]: ...
 
+    @property
+    def token_generation(self) -> int: ...  # the store is also the TokenPolicy (cluster/auth.py)
+
+    def token_revoked(self, jti: str) -> bool: ...
+
 
 def _err(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message, "path": None}}, status=status)
@@ -82,8 +107,14 @@ class PushHub:
         chunk_size: int = SNAPSHOT_CHUNK,
         max_delta_frame: int = MAX_DELTA_FRAME,
         hello_timeout: float = HELLO_TIMEOUT,
+        max_frame: int = MAX_FRAME,
+        max_streams: int = MAX_STREAMS,
+        max_streams_per_address: int = MAX_STREAMS_PER_ADDRESS,
     ) -> None:
         self.store, self.software_version = store, software_version
+        self.max_frame, self.max_streams, self.max_streams_per_address = max_frame, max_streams, max_streams_per_address
+        self.admission = Admission(max_streams, max_streams_per_address)
+        self.refused = self.admission.refused  # reason -> streams refused or closed for it
         self.heartbeat, self.status_interval, self.hello_timeout = heartbeat, status_interval, hello_timeout
         self.max_inflight = max(1, max_inflight)
         self.chunk_size, self.max_delta_frame = chunk_size, max_delta_frame
@@ -92,8 +123,11 @@ class PushHub:
         self._gone: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._keys = itertools.count(1)
         self._unsubscribe: Any = None
-        self._status: dict[str, Any] = {}
+        self._status: Status | None = None
         self._snapshots = SnapshotCache(chunk_size)
+        # Encoded delta frames by (base, head): a change wakes every session, and sessions at the same
+        # base need the same bytes; composing and encoding once per base, not per session.
+        self._delta_frames: dict[tuple[int, int], bytes] = {}
         self._closing = False
         self.frames_sent: dict[str, int] = {"delta": 0, "snapshot": 0, "status": 0}
 
@@ -123,20 +157,22 @@ class PushHub:
         for s in self._sessions.values():
             s.wake.set()
 
-    def _read_status(self) -> dict[str, Any]:
+    def _read_status(self) -> Status:
         st = self.store.raft_status()
-        return {
-            "t": "status", "node_id": str(st.get("node_id", self.store.node_id)), "leader_id": st.get("leader_id"),
-            "term": int(st.get("term") or 0), "has_quorum": bool(st.get("has_quorum")),
-            "revision": int(st.get("revision", self.store.state.revision)),
-        }  # fmt: skip
+        leader = st.get("leader_id")
+        return Status(
+            node_id=str(st.get("node_id", self.store.node_id)), leader_id=None if leader is None else str(leader),
+            term=int(st.get("term") or 0), has_quorum=bool(st.get("has_quorum")),
+            revision=int(st.get("revision", self.store.state.revision)),
+            cached=bool(st.get("cached")),  # a relay serving its last-known-good (proxy/relay.py)
+        )  # fmt: skip
 
     # ---- registry -----------------------------------------------------------------------------
 
     @property
     def _token_policy(self) -> TokenPolicy | None:
-        """The store enforces revocation and rotation (test fakes may not: then expiry only)."""
-        return self.store if hasattr(self.store, "token_generation") else None  # type: ignore[return-value]
+        """The store enforces revocation and rotation."""
+        return self.store  # always: a store without a policy does not type-check as a Store
 
     def proxies(self) -> list[dict[str, Any]]:
         """The fleet as this node sees it: connected sessions first, then recently gone ones."""
@@ -177,36 +213,76 @@ class PushHub:
             return _err(403, "forbidden", "role proxy required for /v1/stream")
         if self._closing:
             return _err(503, "unavailable", "node shutting down")
-        ws = web.WebSocketResponse(heartbeat=self.heartbeat, max_msg_size=4 * 1024 * 1024)
+        remote = request.remote or ""
+        refusal = self.admission.refusal(remote)
+        if refusal is not None:
+            status, reason = refusal
+            response = _err(status, "too_many_streams", reason)
+            response.headers["Retry-After"] = "5"
+            response.force_close()
+            return response
+        with self.admission.holding(remote):
+            return await self._serve(request, remote, auth)
+
+    async def _serve(self, request: web.Request, remote: str, auth: dict[str, Any]) -> web.StreamResponse:
+        # Frames over max_frame: aiohttp closes with 1009 (message too big) before buffering them.
+        ws = web.WebSocketResponse(heartbeat=self.heartbeat, max_msg_size=self.max_frame)
         await ws.prepare(request)
         self.start()
-        session = await self._handshake(ws, request.remote or "")
+        session = await self._handshake(ws, remote)
         if session is None:
             return ws
         session.claims = dict(auth)
         sender = asyncio.create_task(self._sender(session), name=f"push-send-{session.proxy_id}")
+        problem: str | None = None
         try:
             async for msg in ws:
-                if msg.type != WSMsgType.BINARY:
-                    continue
-                try:
-                    self._on_frame(session, decode_frame(msg.data))
-                except (GatewayError, KeyError, TypeError, ValueError) as exc:
-                    log.warning("proxy %s sent a bad frame: %s", session.proxy_id, exc)
+                problem = self._receive(session, msg)
+                if problem is not None:
+                    break
         finally:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await sender
             self._drop(session)
+            if problem is not None and not ws.closed:  # the sender is gone: this task may write
+                await self._reject(ws, "bad_frame", f"proxy {session.proxy_id}: {problem}")
             if not ws.closed:
                 await ws.close()
         return ws
 
+    def _receive(self, s: Session, msg: Any) -> str | None:
+        """Handle one message after hello; a reason to end the session if it is not a valid frame.
+
+        Frame types this node does not take (unknown, or CP->DP ones) are skipped: a newer proxy
+        may send frames this node does not know yet. Anything else that fails validation ends the
+        session with ``error {code: bad_frame}`` naming the field: a proxy that sends garbage has
+        lost track of the protocol, and what it says next cannot be trusted either.
+        """
+        if msg.type == WSMsgType.ERROR:
+            return None  # aiohttp has already closed the websocket (1009 for a frame over max_frame)
+        if msg.type != WSMsgType.BINARY:
+            return f"expected binary frames, got a {msg.type.name} message"
+        try:
+            frame = decode_frame(msg.data, DP_FRAMES)
+        except UnknownFrameType as exc:
+            s.skipped += 1
+            level = logging.WARNING if s.skipped == 1 else logging.DEBUG
+            log.log(level, "proxy %s sent a frame this node does not take (skipped): %s", s.proxy_id, exc)
+            return None
+        except FrameError as exc:
+            log.warning("proxy %s sent an invalid frame: %s", s.proxy_id, exc)
+            return f"invalid frame: {exc}"
+        self._on_frame(s, frame)
+        return None
+
     async def _reject(self, ws: web.WebSocketResponse, code: str, message: str) -> None:
         log.warning("closing proxy stream: %s", message)
+        self.admission.count(code)
         with contextlib.suppress(Exception):
-            await ws.send_bytes(encode({"t": "error", "code": code, "message": message}))
-        await ws.close(code=CLOSE_PROTOCOL, message=message.encode()[:120])
+            await ws.send_bytes(encode_frame(ErrorFrame(code, message)))
+        reason = message.encode()[:120].decode(errors="ignore").encode()  # a close reason is <= 123 bytes of UTF-8
+        await ws.close(code=CLOSE_PROTOCOL, message=reason)
 
     async def _handshake(self, ws: web.WebSocketResponse, remote: str) -> Session | None:
         """Wait for ``hello``; anything else (or a foreign protocol version) is refused clearly."""
@@ -215,30 +291,34 @@ class PushHub:
         except TimeoutError:
             await self._reject(ws, "no_hello", f"no hello within {self.hello_timeout:g}s")
             return None
+        if msg.type == WSMsgType.ERROR:  # e.g. a first frame over max_frame: closed with 1009
+            self.admission.count("bad_frame")
+            return None
         if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
             return None
-        raw = _peek(msg.data) if msg.type == WSMsgType.BINARY else {}
-        if raw.get("t") == "hello" and raw.get("proto") != PROTOCOL_VERSION:
-            proto = raw.get("proto")
-            msg_text = f"unsupported push protocol version {proto!r}; this node speaks {PROTOCOL_VERSION}"
-            await self._reject(ws, "unsupported_protocol", msg_text)
+        if msg.type != WSMsgType.BINARY:
+            await self._reject(ws, "bad_frame", f"expected a binary hello frame, got a {msg.type.name} message")
             return None
         try:
-            hello = decode_frame(msg.data) if msg.type == WSMsgType.BINARY else {}
-        except GatewayError as exc:
+            hello = decode_frame(msg.data, DP_FRAMES)
+        except UnsupportedProtocol as exc:
+            text = f"unsupported push protocol version: {exc.message}; this node speaks {PROTOCOL_VERSION}"
+            await self._reject(ws, "unsupported_protocol", text)
+            return None
+        except FrameError as exc:
             await self._reject(ws, "bad_frame", f"invalid hello: {exc}")
             return None
-        if hello.get("t") != "hello":
-            await self._reject(ws, "bad_frame", f"expected a hello frame, got {hello.get('t')!r}")
+        if not isinstance(hello, Hello):
+            await self._reject(ws, "bad_frame", f"expected a hello frame, got {hello.T!r}")
             return None
         if self._closing:
             await ws.close(code=1001, message=b"control-plane node shutting down")
             return None
-        revision = hello["revision"]
+        revision = hello.revision
         s = Session(
-            key=next(self._keys), ws=ws, proxy_id=str(hello["proxy_id"]), address=str(hello.get("address") or remote),
-            software=str(hello["software"]), acked=revision, sent=revision, claimed_hash=hello["hash"] or None,
-            status_address=str(hello["status_address"]) if hello.get("status_address") else None,
+            key=next(self._keys), ws=ws, proxy_id=hello.proxy_id, address=hello.address or remote,
+            software=hello.software, acked=revision, sent=revision, claimed_hash=hello.hash or None,
+            status_address=hello.status_address or None,
         )  # fmt: skip
         # Revision 0 means "nothing installed": a snapshot is one frame, deltas from 0 could be many.
         s.need_snapshot = revision == 0
@@ -253,6 +333,13 @@ class PushHub:
         self._sessions.pop(s.key, None)
         if self._by_proxy.get(s.proxy_id) is s:
             del self._by_proxy[s.proxy_id]
+            # Another live stream under the same id (a restarted proxy, or a client reusing a
+            # proxy's id) keeps the fleet entry: the proxy that is still streaming stays listed.
+            other = next((o for o in self._sessions.values() if o.proxy_id == s.proxy_id), None)
+            if other is not None:
+                self._by_proxy[s.proxy_id] = other
+                log.info("proxy %s: one of two streams under this id ended", s.proxy_id)
+                return
             entry = self._entry(s, self.store.state.revision)
             entry.update(connected=False, disconnected_at=time.time())
             self._gone[s.proxy_id] = entry
@@ -262,29 +349,31 @@ class PushHub:
 
     # ---- frames from the proxy ----------------------------------------------------------------
 
-    def _on_frame(self, s: Session, f: dict[str, Any]) -> None:
+    def _on_frame(self, s: Session, f: Frame) -> None:
         """Book-keeping only (the sender task does all writing), then wake the sender."""
-        t, rev = f["t"], f.get("revision", 0)
-        if t == "ack":
-            if rev > s.sent:
-                log.warning("proxy %s acked %d beyond what was sent (%d)", s.proxy_id, rev, s.sent)
+        if isinstance(f, Ack):
+            if f.revision > s.sent:
+                # Also what a confused or hostile client sends: it moves nothing (the registry's
+                # revision is only ever one this session sent).
+                log.warning("proxy %s acked %d beyond what was sent (%d)", s.proxy_id, f.revision, s.sent)
                 return
-            s.inflight = [(r, k) for r, k in s.inflight if r > rev]
-            s.acked, s.last_error, s.last_ack_at = max(s.acked, rev), None, time.time()
-        elif t == "nack":
-            s.last_error = str(f["error"])[:500]
-            log.warning("proxy %s rejected revision %d: %s", s.proxy_id, rev, s.last_error)
-            if dict(s.inflight).get(rev) == "snapshot":
-                s.blocked_at = rev  # resending the same snapshot would fail the same way
+            s.inflight = [(r, k) for r, k in s.inflight if r > f.revision]
+            s.acked, s.last_error, s.last_ack_at = max(s.acked, f.revision), None, time.time()
+        elif isinstance(f, Nack):
+            s.last_error = f.error[:500]
+            log.warning("proxy %s rejected revision %d: %s", s.proxy_id, f.revision, s.last_error)
+            if dict(s.inflight).get(f.revision) == "snapshot":
+                s.blocked_at = f.revision  # resending the same snapshot would fail the same way
             # The proxy stays at its acked revision; whatever is still in flight will not apply.
             s.inflight, s.sent, s.claimed_hash, s.need_snapshot = [], s.acked, None, True
-        elif t in ("resync", "hello"):  # "start again from here"
-            s.inflight, s.acked, s.sent, s.claimed_hash = [], rev, rev, f.get("hash") or None
+        elif isinstance(f, Resync | Hello):  # "start again from here"
+            rev = f.revision
+            s.inflight, s.acked, s.sent = [], rev, rev
+            s.claimed_hash = f.hash or None  # a resync with a hash: anti-entropy repair
             s.need_snapshot = s.need_snapshot or rev == 0
-        elif t == "mode":
-            s.mode = f["mode"]
-        else:
-            log.warning("proxy %s sent an unexpected %r frame (ignored)", s.proxy_id, t)
+        elif isinstance(f, Mode):
+            s.mode = f.mode
+        else:  # unreachable: decode_frame(..., DP_FRAMES) admits nothing else
             return
         s.wake.set()
 
@@ -304,7 +393,7 @@ class PushHub:
                     await self._reject(s.ws, "unauthorized", f"proxy credentials no longer valid: {problem}")
                     return
                 status = self._status or self._read_status()
-                key = (status["leader_id"], status["term"], status["has_quorum"])
+                key = (status.leader_id, status.term, status.has_quorum)
                 if s.status_due or key != s.last_status or time.monotonic() >= next_status:
                     s.status_due = False
                     s.last_status = key
@@ -313,8 +402,10 @@ class PushHub:
                     # the state, which the Raft thread moves before our callback runs).
                     # Members go out with every status frame (at least each status_interval), so
                     # proxies follow membership changes; not read on every wake, which each write causes.
-                    status = {**status, "revision": max(status["revision"], self.store.state.revision),
-                              "members": self.store.member_urls()}
+                    # The hash at that revision lets hybrid proxies check theirs (proxy/antientropy.py).
+                    state = self.store.state
+                    status = replace(status, revision=max(status.revision, state.revision),
+                                     members=tuple(self.store.member_urls()), hash=self._snapshots.state_hash(state))
                     await s.ws.send_bytes(encode_frame(status))
                     self.frames_sent["status"] += 1
                 await self._pump(s)
@@ -322,15 +413,22 @@ class PushHub:
             log.info("proxy %s stream ended while sending: %s", s.proxy_id, exc)
         except Exception:
             log.exception("push session for proxy %s failed", s.proxy_id)
-        finally:
-            # Ends the receive loop in handle_stream, which then unregisters the session.
-            if not s.ws.closed:
-                with contextlib.suppress(Exception):
-                    await s.ws.close(code=1011, message=b"push session failed")
+        else:
+            return
+        # Ends the receive loop in handle_stream, which then unregisters the session. Not when
+        # cancelled: then handle_stream is ending the session itself (and may still send an error).
+        if not s.ws.closed:
+            with contextlib.suppress(Exception):
+                await s.ws.close(code=1011, message=b"push session failed")
 
     async def _pump(self, s: Session) -> None:
         """Send what the proxy lacks, unless it already has ``max_inflight`` unacked frames."""
         if len(s.inflight) >= self.max_inflight:
+            return
+        now_head = self.store.state.revision
+        frame = self._delta_frames.get((s.sent, now_head))
+        if frame is not None and not s.need_snapshot and s.blocked_at is None:
+            await self._send_delta(s, now_head, frame)
             return
         state, deltas = self._consistent_read(s.sent)
         head = state.revision
@@ -352,29 +450,39 @@ class PushHub:
                 return
         if not s.need_snapshot and deltas:
             delta = compose(deltas) if len(deltas) > 1 else deltas[0]
-            ops, h = [list(op) for op in delta.ops], self._snapshots.state_hash(state)
-            frame = encode_frame(
-                {"t": "delta", "base": delta.base, "revision": delta.revision, "ops": ops, "hash": h}
-            )
+            frame = encode_frame(DeltaFrame.of(delta, self._snapshots.state_hash(state)))
             if len(frame) <= self.max_delta_frame:
-                # Book-keeping before the await: an ack/nack handled meanwhile must see this frame.
-                s.sent, s.claimed_hash = delta.revision, None
-                s.inflight.append((delta.revision, "delta"))
-                await s.ws.send_bytes(frame)
-                self.frames_sent["delta"] += 1
-                s.deltas_sent += 1
+                if any(h != delta.revision for _, h in self._delta_frames):
+                    self._delta_frames.clear()  # only the current head's frames are kept
+                self._delta_frames[(delta.base, delta.revision)] = frame
+                await self._send_delta(s, delta.revision, frame)
                 return
         # Outside the delta window, unknown, diverged, nacked or too big for a delta frame.
-        revision, config_hash, chunks = await self._snapshots.encoded(state)
+        repeats = s.snapshot_repeats.get(state.revision, 0)
+        if repeats >= MAX_SAME_SNAPSHOT:  # a resync loop (or flood): no snapshot storm from us
+            if s.blocked_at != state.revision:
+                log.warning("proxy %s asked for snapshot %d %d times in one session; waiting for a newer revision",
+                            s.proxy_id, state.revision, repeats + 1)  # fmt: skip
+            s.blocked_at, s.need_snapshot = state.revision, True
+            return
+        s.snapshot_repeats = {state.revision: repeats + 1}
+        chunks = await self._snapshots.encoded(state)
         if s.ws.closed:
             return
-        s.sent, s.need_snapshot, s.claimed_hash = revision, False, None
-        s.inflight.append((revision, "snapshot"))
-        head_frame = {"t": "snapshot", "revision": revision, "hash": config_hash, "chunks": len(chunks)}
-        for i, chunk in enumerate(chunks):
-            await s.ws.send_bytes(encode_frame({**head_frame, "chunk": i, "data": chunk}))
+        s.sent, s.need_snapshot, s.claimed_hash = state.revision, False, None
+        s.inflight.append((state.revision, "snapshot"))
+        for chunk in chunks:
+            await s.ws.send_bytes(chunk)
         self.frames_sent["snapshot"] += 1
         s.snapshots_sent += 1
+
+    async def _send_delta(self, s: Session, revision: int, frame: bytes) -> None:
+        # Book-keeping before the await: an ack/nack handled meanwhile must see this frame.
+        s.sent, s.claimed_hash = revision, None
+        s.inflight.append((revision, "delta"))
+        await s.ws.send_bytes(frame)
+        self.frames_sent["delta"] += 1
+        s.deltas_sent += 1
 
     def _consistent_read(self, since: int) -> tuple[ConfigState, list[Delta] | None]:
         """State and deltas_since(since) ending at the same revision: the store applies in its Raft
@@ -386,14 +494,6 @@ class PushHub:
             if not deltas or deltas[-1].revision == state.revision:
                 return state, deltas
         return self.store.state, None
-
-def _peek(data: bytes) -> dict[str, Any]:
-    try:
-        obj = decode(data)
-    except GatewayError:
-        return {}
-    return obj if isinstance(obj, dict) else {}
-
 
 def add_routes(app: web.Application, hub: PushHub, proxies_path: str = "/v1/proxies") -> None:
     """Mount /v1/stream and this node's registry; subscribe at startup, close sessions at shutdown.

@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.codec import encode_snapshot
+from gateway.protocol import chunk_blob, encode_frame
 from gateway.state import ConfigState
 
 
@@ -41,6 +42,8 @@ class Session:
     snapshots_sent: int = 0
     status_due: bool = True
     last_status: tuple[Any, ...] | None = None
+    skipped: int = 0  # frames of types this node does not take
+    snapshot_repeats: dict[int, int] = field(default_factory=dict)  # {revision: snapshots of it sent}
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -60,12 +63,12 @@ def request_claims(request: web.Request) -> dict[str, Any] | None:
 
 
 class SnapshotCache:
-    """Snapshot chunks and the config hash, computed once per revision and shared by every session
-    (a fleet reconnecting after a restart costs one encoding, done in an executor)."""
+    """Encoded snapshot frames and the config hash, computed once per revision and shared by every
+    session (a fleet reconnecting after a restart costs one encoding, done in an executor)."""
 
     def __init__(self, chunk_size: int) -> None:
         self.chunk_size = chunk_size
-        self._snapshot: tuple[int, asyncio.Future[tuple[int, str, list[bytes]]]] | None = None
+        self._snapshot: tuple[int, asyncio.Future[list[bytes]]] | None = None
         self._hash: tuple[ConfigState, str] | None = None
 
     def state_hash(self, state: ConfigState) -> str:
@@ -73,8 +76,8 @@ class SnapshotCache:
             self._hash = (state, state.hash())
         return self._hash[1]
 
-    async def encoded(self, state: ConfigState) -> tuple[int, str, list[bytes]]:
-        """(revision, hash, chunks of zlib(msgpack(snapshot))) for ``state``."""
+    async def encoded(self, state: ConfigState) -> list[bytes]:
+        """The encoded ``snapshot`` frames (chunks) of ``state``, ready to send."""
         if self._snapshot is None or self._snapshot[0] != state.revision:
             fut = asyncio.get_running_loop().run_in_executor(None, _encode_snapshot, state, self.chunk_size)
             self._snapshot = (state.revision, fut)
@@ -87,7 +90,6 @@ class SnapshotCache:
             raise
 
 
-def _encode_snapshot(state: ConfigState, chunk_size: int) -> tuple[int, str, list[bytes]]:
-    data = encode_snapshot(state)
-    chunks = [data[i : i + chunk_size] for i in range(0, len(data), chunk_size)] or [b""]
-    return state.revision, state.hash(), chunks
+def _encode_snapshot(state: ConfigState, chunk_size: int) -> list[bytes]:
+    chunks = chunk_blob(encode_snapshot(state), state.revision, state.hash(), chunk_size)
+    return [encode_frame(chunk) for chunk in chunks]

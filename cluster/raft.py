@@ -36,15 +36,19 @@ import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from time import monotonic
 from typing import Any
 
 import msgpack
 import pysyncobj.syncobj as _syncobj_module
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 
+from cluster.events import EventLog
 from cluster.membership import Member, MembershipMixin, encode_cluster, read_dump_cluster
+from cluster.raft_compat import check_attributes, check_overrides
+from cluster.raft_deadline import DeadlineQueue
 from cluster.raft_journal import DurableJournal, fsync_dir
-from cluster.raft_transport import transport_class
+from cluster.raft_transport import BoundTcpConnection, BoundTCPTransport, transport_class
 
 log = logging.getLogger("gwadm.raft")
 
@@ -99,6 +103,15 @@ class RaftSettings:
     max_bind_retries: int = 5
     compaction_min_entries: int = 5000
     compaction_min_time: float = 300.0
+    # Bound on the wall-clock difference between any two members (cluster/raft_deadline.py): a
+    # command's deadline is set this much before its handler's, so the leader never appends it
+    # after the handler answered.
+    max_clock_skew: float = 0.5
+    # Peer links (cluster/raft_transport.py): a connect attempt is abandoned and retried after
+    # connect_timeout; a link that heard nothing (not even a ping) for link_timeout is closed.
+    connect_timeout: float = 0.5
+    link_timeout: float = 1.5
+    link_ping_interval: float = 0.25
     source_address: str | None = None  # bind outgoing peer connections to it (cluster/raft_transport.py)
     # Listen on this host (e.g. 0.0.0.0 in a container) with self_addr's port; self_addr stays the
     # address peers know this node by. None = listen on self_addr itself.
@@ -124,6 +137,15 @@ class RaftSettings:
             raise RaftConfigError(
                 f"raft max_timeout ({self.max_timeout}s) must be greater than min_timeout ({self.min_timeout}s)"
             )
+        if self.connect_timeout <= 0:
+            raise RaftConfigError("connect_timeout must be > 0 seconds")
+        if self.link_timeout < 2 * self.link_ping_interval or self.link_ping_interval <= 0:
+            raise RaftConfigError(
+                f"link_timeout ({self.link_timeout}s) must be at least twice link_ping_interval "
+                f"({self.link_ping_interval}s): a healthy idle link would be closed between two pings"
+            )
+        if self.max_clock_skew < 0:
+            raise RaftConfigError("max_clock_skew must be >= 0 seconds")
         if self.leader_fallback_timeout <= self.append_entries_period:
             raise RaftConfigError("leader_fallback_timeout must be greater than append_entries_period")
         for addr in [self.self_addr, *self.partners]:
@@ -152,8 +174,12 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
         snapshot_fn: Callable[[], bytes],
         restore_fn: Callable[[bytes], None],
         on_state_change: Callable[[], None] | None = None,
+        events: EventLog | None = None,
     ) -> None:
         settings.validate()
+        self.events = events or EventLog(settings.node_id or settings.self_addr)
+        for cls in (type(self), BoundTCPTransport, BoundTcpConnection, DurableJournal):
+            check_overrides(cls)  # refuse to start on a pysyncobj whose private names moved
         os.makedirs(settings.data_dir, mode=0o700, exist_ok=True)
         self._apply_fn = apply_fn
         self._snapshot_fn = snapshot_fn
@@ -165,6 +191,7 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
         dump_file = os.path.join(settings.data_dir, "raft.dump")
         self._dump_file = dump_file
         self.stale_snapshots_ignored = 0
+        self._stale_burst: tuple[int, float, int, int] = (0, 0.0, 0, 0)  # count, last at, index, applied
         conf = SyncObjConf(
             password=settings.password,
             appendEntriesUseBatch=False,
@@ -190,6 +217,8 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
             logCompactionMinTime=settings.compaction_min_time,
             onStateChanged=lambda _old, _new: self._notify_state_change(),
             dynamicMembershipChange=True,
+            # Never keep a command for a leader that may appear later (cluster/raft_deadline.py).
+            commandsWaitLeader=False,
         )
         # The journal is opened before pysyncobj starts so that the boot membership can be read from it.
         journal = DurableJournal(journal_file, settings.fsync)
@@ -208,10 +237,21 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
                     settings.self_addr,
                     partners,
                     conf,
-                    transportClass=transport_class(settings.source_address),
+                    transportClass=transport_class(
+                        settings.source_address,
+                        connect_timeout=settings.connect_timeout,
+                        link_timeout=settings.link_timeout,
+                        ping_interval=settings.link_ping_interval,
+                        on_link_change=self._on_link_change,
+                    ),
                 )
             finally:
                 _syncobj_module.createJournal = original
+        check_attributes(self)
+        self.expired_commands = DeadlineQueue(
+            conf.commandsQueueSize, lambda cb: self._SyncObj__callErrCallback(FAIL_REASON.REQUEST_DENIED, cb)
+        )
+        self._SyncObj__commandsQueue = self.expired_commands  # before any command: nothing is lost
         # Role, term, leader and quorum as one consistent tuple, taken on the tick thread between
         # messages: read from another thread they can tear (a leader that just saw a higher term
         # has the new term but not yet the follower role), which looked like two leaders in one
@@ -266,8 +306,8 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
                 raise OutcomeUnknown(last_reason if attempt else "timeout") from None
             if err == FAIL_REASON.SUCCESS:
                 return result
-            if err == FAIL_REASON.REQUEST_DENIED:
-                raise CommandRejected("request denied")
+            if err == FAIL_REASON.REQUEST_DENIED:  # only our deadline check denies an _apply command
+                raise CommandRejected("its deadline passed before the leader appended it: not applied")
             last_reason = _FAIL_NAMES.get(err, str(err))
             if err not in _RETRYABLE:
                 raise OutcomeUnknown(last_reason)
@@ -291,9 +331,50 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
 
     # -- status -------------------------------------------------------------------------------------
     def _record_role(self) -> None:
-        self._role_snapshot = (
+        snap = (
             self._SyncObj__raftState, self._SyncObj__raftCurrentTerm, self._SyncObj__raftLeader, self.hasQuorum,
         )  # fmt: skip
+        before, self._role_snapshot = self._role_snapshot, snap
+        if before is not None and before != snap:
+            self._role_events(before, snap)
+        count, last, index, applied = self._stale_burst
+        if count and monotonic() - last > 1.0:
+            self._stale_burst = (0, 0.0, 0, 0)
+            self.events.emit("stale_snapshots_ignored", level=logging.WARNING, count=count,
+                             last_index=index, applied=applied)
+
+    def _role_events(self, before: tuple[int, int, Any, bool], after: tuple[int, int, Any, bool]) -> None:
+        """Elections, leader changes and quorum changes as events (cluster/events.py)."""
+        (state0, term0, leader0, quorum0), (state1, term1, leader1, quorum1) = before, after
+        emit = self.events.emit
+        if state1 == 1 and (state0 != 1 or term1 != term0):
+            emit("election_started", term=term1)
+        if state0 == 1 and state1 == 2:
+            emit("election_won", term=term1)
+        elif state0 == 1 and state1 == 0:
+            emit("election_lost", term=term1, leader=self._addr_id(leader1))
+        if leader1 != leader0 and leader1 is not None:
+            emit("leader_changed", term=term1, leader=self._addr_id(leader1), previous=self._addr_id(leader0))
+        if quorum0 and not quorum1:
+            emit("quorum_lost", level=logging.WARNING, term=term1)
+        elif quorum1 and not quorum0:
+            emit("quorum_regained", term=term1)
+
+    def _addr_id(self, node: Any) -> str | None:
+        if node is None:
+            return None
+        address = getattr(node, "address", None) or str(node)
+        return self.member_id(address) or address
+
+    def _on_link_change(self, address: str, up: bool, reason: str) -> None:
+        self.events.emit("link_up" if up else "link_down", level=logging.INFO if up else logging.WARNING,
+                         peer=self.member_id(address) or address)
+
+    def links(self) -> dict[str, dict[str, Any]]:
+        """Each peer's link (cluster/raft_transport.py), by member id."""
+        transport = self._SyncObj__transport
+        raw = transport.links() if hasattr(transport, "links") else {}
+        return {self.member_id(addr) or addr: info for addr, info in raw.items()}
 
     def status(self) -> dict[str, Any]:
         for attempt in range(5):  # the tick thread may change the member set while getStatus iterates it
@@ -322,6 +403,8 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
             "partners_connected": partners,
             "stale_append_entries_trimmed": self.stale_append_entries_trimmed,
             "stale_snapshots_ignored": self.stale_snapshots_ignored,
+            "expired_commands": self.expired_commands.expired,
+            "links": self.links(),
         }
 
     # -- msgpack dump (log compaction snapshot) ----------------------------------------------------
@@ -409,7 +492,9 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
                 index = None
             if index is not None and index <= self.raftLastApplied:
                 self.stale_snapshots_ignored += 1
-                log.warning("ignoring a stale snapshot at index %d (applied %d)", index, self.raftLastApplied)
+                # A catching-up follower drains up to ~a dozen of these in a burst: one event per
+                # burst with the count (flushed by _record_role once the burst is over).
+                self._stale_burst = (self._stale_burst[0] + 1, monotonic(), index, self.raftLastApplied)
                 if os.path.exists(backup):
                     os.replace(backup, self._dump_file)
                 else:  # we had no dump: our journal holds everything, a foreign older dump must go
@@ -421,6 +506,8 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
         with contextlib.suppress(FileNotFoundError):
             os.unlink(backup)
         super()._SyncObj__loadDumpFile(clearJournal)
+        if clearJournal:
+            self.events.emit("snapshot_installed", applied=self.raftLastApplied)
 
     def _SyncObj__deleteEntriesTo(self, toIDx: int) -> None:  # noqa: N802, N803
         """Compaction deletes the log up to the index its dump was taken at; if the log no longer

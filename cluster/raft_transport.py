@@ -1,11 +1,22 @@
-"""pysyncobj transport whose outgoing peer connections leave from a chosen source address.
+"""pysyncobj transport with peer-link deadlines, link state, and optional source-address binding.
 
-Why: pysyncobj's ``TcpConnection.connect`` connects without binding, so on loopback every Raft
-connection leaves from 127.0.0.1 whatever address the node listens on. Partition rules written
-per node address (``ip saddr A ip daddr B drop``, DESIGN.md §6) would silently miss that traffic,
-and in production a multi-homed host would pick its source by routing rather than by the address
-peers know it by. With ``source_address`` set, each outgoing connection binds that address (port 0)
-before connecting; everything else is pysyncobj's own code path.
+Why each piece exists:
+
+* **Connect deadline.** pysyncobj checks a connection's timeout only on socket events or sends, so
+  a connect started while a peer was unreachable sits in SYN-SENT and follows the kernel's SYN
+  backoff (1, 3, 7, 15, 31 s): after a 40 s partition a follower<->follower link stayed down, and
+  the next leader loss left the survivors without quorum for ~25 s. Every outgoing connect here
+  has ``connect_timeout``; an attempt past it is closed and retried at once.
+* **Link liveness.** pysyncobj sends nothing between followers, so a dead follower<->follower link
+  looked "connected" indefinitely. Each side pings every up link every ``ping_interval``; a link
+  that has heard nothing for ``link_timeout`` is closed (and redialled by its dialling side). So
+  after any heal every link is up again within about ``link_timeout`` + ``connect_timeout``.
+* **Link state.** ``links()`` reports each peer's link (up / connecting / down, since when, last
+  heard) for ``/v1/status``; ``on_link_change`` feeds the node's event log.
+* **Source address.** ``TcpConnection.connect`` connects without binding, so on loopback every Raft
+  connection leaves from 127.0.0.1 whatever address the node listens on; partition rules written
+  per node address (DESIGN.md §6) would silently miss it. With ``source_address`` set, each
+  outgoing connection binds that address (port 0) before connecting.
 """
 
 from __future__ import annotations
@@ -13,12 +24,15 @@ from __future__ import annotations
 import errno
 import functools
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from pysyncobj.monotonic import monotonic as monotonic_time
 from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.tcp_connection import CONNECTION_STATE, TcpConnection, _getAddrType
 from pysyncobj.transport import TCPTransport
+
+PING = "gwadm_link_ping"
 
 
 class BoundTcpConnection(TcpConnection):  # type: ignore[misc]
@@ -31,6 +45,8 @@ class BoundTcpConnection(TcpConnection):  # type: ignore[misc]
     def connect(self, host: str | None, port: int) -> bool:
         if host is None:
             return False
+        if not self.source_address:
+            return bool(super().connect(host, port))
         self._TcpConnection__state = CONNECTION_STATE.DISCONNECTED
         self._TcpConnection__fileno = None
         sock = socket.socket(_getAddrType(host), socket.SOCK_STREAM)
@@ -65,16 +81,32 @@ class BoundTcpConnection(TcpConnection):  # type: ignore[misc]
 
 
 class BoundTCPTransport(TCPTransport):  # type: ignore[misc]
-    """``TCPTransport`` creating ``BoundTcpConnection``s for the peers it dials."""
+    """``TCPTransport`` with connect deadlines, link pings and link state (see the module docstring);
+    its outgoing connections are ``BoundTcpConnection``s."""
 
     source_address: str = ""
+    connect_timeout: float = 0.5
+    link_timeout: float = 1.5
+    ping_interval: float = 0.25
+    on_link_change: Callable[[str, bool, str], None] | None = None  # (peer address, up, reason)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._link_up: dict[str, bool] = {}
+        self._link_since: dict[str, float] = {}
+        self._last_heard: dict[str, float] = {}
+        self._last_ping: dict[Any, float] = {}
+        self._up_nodes: set[Any] = set()
+        self.connect_deadlines_hit = 0
+        self.idle_links_closed = 0
+        super().__init__(*args, **kwargs)
 
     def addNode(self, node: Any) -> None:  # noqa: N802 - pysyncobj's name
         super().addNode(node)
-        if not self.source_address or node not in self._connections:
+        self._link_since.setdefault(node.address, monotonic_time())
+        if node not in self._connections:
             return
-        # super() built an unbound, not yet connected TcpConnection: replace it by a bound one
-        # wired to the same callbacks (same code as TCPTransport.addNode).
+        # super() built a plain, not yet connected TcpConnection: replace it by ours, wired to the
+        # same callbacks (same code as TCPTransport.addNode).
         conf = self._syncObj.conf
         conn = BoundTcpConnection(
             poller=self._syncObj._poller,
@@ -90,9 +122,103 @@ class BoundTCPTransport(TCPTransport):  # type: ignore[misc]
         conn.setOnDisconnectedCallback(functools.partial(self._onDisconnected, conn))
         self._connections[node] = conn
 
+    def dropNode(self, node: Any) -> None:  # noqa: N802
+        super().dropNode(node)
+        self._up_nodes.discard(node)
+        for table in (self._link_up, self._link_since, self._last_heard):
+            table.pop(getattr(node, "address", None), None)
 
-def transport_class(source_address: str | None) -> type[TCPTransport]:
-    """The transport class for ``SyncObj(transportClass=...)``: bound when an address is given."""
-    if not source_address:
-        return TCPTransport
-    return type("BoundTCPTransportFor", (BoundTCPTransport,), {"source_address": source_address})
+    # -- liveness, on pysyncobj's tick thread ---------------------------------------------------------
+    def _onTick(self) -> None:  # noqa: N802
+        super()._onTick()
+        now = monotonic_time()
+        for node, conn in list(self._connections.items()):
+            state = conn.state
+            if state == CONNECTION_STATE.CONNECTING:
+                started = self._lastConnectAttempt.get(node, now)
+                if now - started > self.connect_timeout:
+                    self.connect_deadlines_hit += 1
+                    conn.disconnect()  # pysyncobj's own callback redials once connectionRetryTime allows
+                    self._lastConnectAttempt.pop(node, None)  # ...which is now: the attempt is over
+                    self._connectIfNecessarySingle(node)
+            elif state == CONNECTION_STATE.CONNECTED:
+                if now - conn._TcpConnection__lastReadTime > self.link_timeout:
+                    self.idle_links_closed += 1
+                    conn.disconnect()
+                elif node in self._up_nodes and now - self._last_ping.get(node, 0.0) >= self.ping_interval:
+                    self._last_ping[node] = now
+                    self.send(node, {"type": PING})
+        for conn in list(self._unknownConnections):  # accepted, handshake not finished
+            if now - conn._TcpConnection__lastReadTime > self.link_timeout:
+                conn.disconnect()
+
+    def _onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802
+        address = getattr(node, "address", None)
+        if address is not None:
+            self._last_heard[address] = monotonic_time()
+        if isinstance(message, dict) and message.get("type") == PING:
+            return
+        super()._onMessageReceived(node, message)
+
+    def _onNodeConnected(self, node: Any) -> None:  # noqa: N802
+        self._up_nodes.add(node)
+        self._set_link(node, True, "connected")
+        super()._onNodeConnected(node)
+
+    def _onNodeDisconnected(self, node: Any) -> None:  # noqa: N802
+        self._up_nodes.discard(node)
+        self._set_link(node, False, "disconnected")
+        super()._onNodeDisconnected(node)
+
+    def _set_link(self, node: Any, up: bool, reason: str) -> None:
+        address = getattr(node, "address", None)
+        if address is None or self._link_up.get(address) == up:
+            return
+        now = monotonic_time()
+        self._link_up[address] = up
+        self._link_since[address] = now
+        if up:
+            self._last_heard[address] = now
+        if self.on_link_change is not None:
+            try:
+                self.on_link_change(address, up, reason)
+            except Exception:  # an observer must never break the transport
+                pass
+
+    def links(self) -> dict[str, dict[str, Any]]:
+        """Per peer address: ``{"state": "up"|"connecting"|"down", "for_s", "last_heard_s"}``."""
+        now = monotonic_time()
+        out: dict[str, dict[str, Any]] = {}
+        for node in list(self._nodes):
+            address = node.address
+            conn = self._connections.get(node)
+            if self._link_up.get(address):
+                state = "up"
+            elif conn is not None and conn.state == CONNECTION_STATE.CONNECTING:
+                state = "connecting"
+            else:
+                state = "down"
+            heard = self._last_heard.get(address)
+            out[address] = {
+                "state": state,
+                "for_s": round(now - self._link_since.get(address, now), 3),
+                "last_heard_s": None if heard is None else round(now - heard, 3),
+            }
+        return out
+
+
+def transport_class(
+    source_address: str | None,
+    *,
+    connect_timeout: float = 0.5,
+    link_timeout: float = 1.5,
+    ping_interval: float = 0.25,
+    on_link_change: Callable[[str, bool, str], None] | None = None,
+) -> type[TCPTransport]:
+    """The transport class for ``SyncObj(transportClass=...)`` (pysyncobj instantiates it)."""
+    attrs: dict[str, Any] = {
+        "source_address": source_address or "", "connect_timeout": connect_timeout,
+        "link_timeout": link_timeout, "ping_interval": ping_interval,
+        "on_link_change": staticmethod(on_link_change) if on_link_change else None,
+    }  # fmt: skip
+    return type("GwadmTCPTransport", (BoundTCPTransport,), attrs)

@@ -24,14 +24,14 @@ MAX_TOKEN_TTL = 10 * 365 * 86400
 async def _applied_everywhere(request: web.Request, timeout: float = 3.0) -> dict[str, list[str]]:
     """Wait until every member has applied what this node has; who did (``enforced_on``), who not yet."""
     store = request.app[STORE_KEY]
-    index = store.raft.status()["applied_index"]
+    index = store.applied_index()
     deadline = time.monotonic() + timeout
     done = {store.node_id}
     while True:
         for peer, data, _error in await fetch_peers(request, "/v1/status"):
             if data is not None and int(data.get("applied_index") or 0) >= index:
                 done.add(peer.id)
-        pending = sorted(m.id for m in store.raft.members() if m.id not in done)
+        pending = sorted(m.id for m in store.members() if m.id not in done)
         if not pending or time.monotonic() > deadline:
             return {"enforced_on": sorted(done), "pending": pending}
         await asyncio.sleep(0.05)

@@ -8,24 +8,21 @@ applies transactions on every Raft node and replays deltas on every proxy, deter
     plugin_schemas  one config schema per plugin
     state           ConfigState.apply(txn) -> (state, delta), all or nothing
     delta           Delta, apply_delta, compose, config_hash
-    codec           msgpack encodings of txns, deltas, snapshots and push-protocol frames
-    protocol        delta / chunked snapshot frame helpers
+    codec           msgpack encodings of txns, deltas and snapshots
+    protocol        push-protocol frames (typed), their wire schema, snapshot chunking
     errors          the exception tree
 """
 
 from __future__ import annotations
 
 from .codec import (
-    FRAME_TYPES,
     PROTOCOL_VERSION,
     decode,
     decode_delta,
-    decode_frame,
     decode_snapshot,
     decode_txn,
     encode,
     encode_delta,
-    encode_frame,
     encode_snapshot,
     encode_txn,
 )
@@ -43,7 +40,7 @@ from .errors import (
 from .frozen import freeze, thaw
 from .model import ID_PATTERN, KINDS, Op, Resource, Txn, check_id, is_valid_id
 from .plugin_schemas import PLUGIN_NAMES, validate_plugin_config
-from .protocol import assemble_snapshot, delta_frame, delta_from_frame, snapshot_frames
+from .protocol import FRAME_TYPES, FrameError, assemble_snapshot, decode_frame, encode_frame, snapshot_chunks
 from .state import ConfigState
 from .validate import validate_spec
 
@@ -76,20 +73,19 @@ __all__ = [
     "decode_frame",
     "decode_snapshot",
     "decode_txn",
-    "delta_frame",
-    "delta_from_frame",
     "encode",
     "encode_delta",
     "encode_frame",
     "encode_snapshot",
     "encode_txn",
-    "snapshot_frames",
+    "snapshot_chunks",
     # frozen values
     "freeze",
     "thaw",
     # errors
     "CodecError",
     "Conflict",
+    "FrameError",
     "DeltaBaseMismatch",
     "GatewayError",
     "InUse",

@@ -1,12 +1,13 @@
-"""Bytes on the wire and on disk: msgpack encodings of transactions, deltas, snapshots and frames.
+"""Bytes on the wire and on disk: msgpack encodings of transactions, deltas and snapshots.
 
 Everything that crosses a process boundary -- the Raft log (transactions), the push protocol
-(frames) and the proxy's cache (snapshots) -- is encoded here, with msgpack only, never pickle.
+(snapshot payloads; the frames themselves are in ``gateway.protocol``) and the proxy's cache
+(snapshots) -- is encoded here, with msgpack only, never pickle.
 Decoding treats its input as untrusted: whatever the bytes are, the decoders either return a value
 of the documented shape or raise ``CodecError`` with a clear message; no other exception escapes.
 
 Unknown extra keys in maps are ignored, so a later protocol revision can add optional fields
-without breaking v1 peers; a different ``proto`` in ``hello`` is rejected.
+without breaking v1 peers.
 """
 
 from __future__ import annotations
@@ -17,25 +18,20 @@ from typing import Any, TypeVar
 
 from .delta import Delta, DeltaOp, resource_bytes
 from .errors import CodecError, GatewayError
-from .model import ACTIONS, KINDS, Op, Txn
+from .model import ACTIONS, STORED_KINDS, Op, Txn
 from .packing import array_header, pack, unpack
 from .state import ConfigState
 
 __all__ = [
-    "FRAME_FIELDS",
-    "FRAME_TYPES",
     "MAX_SNAPSHOT_BYTES",
     "PROTOCOL_VERSION",
-    "PROXY_MODES",
     "decode",
     "decode_delta",
-    "decode_frame",
     "decode_packed_state",
     "decode_snapshot",
     "decode_txn",
     "encode",
     "encode_delta",
-    "encode_frame",
     "encode_packed_state",
     "encode_snapshot",
     "encode_txn",
@@ -44,7 +40,6 @@ __all__ = [
 PROTOCOL_VERSION = 1
 MAX_SNAPSHOT_BYTES = 1 << 30
 """Upper bound for a decompressed snapshot, so a corrupt or hostile blob cannot exhaust memory."""
-PROXY_MODES: tuple[str, ...] = ("synced", "cached", "empty")
 
 _T = TypeVar("_T")
 
@@ -190,7 +185,7 @@ def _delta_ops(value: Any) -> tuple[DeltaOp, ...]:
         if not isinstance(op, list | tuple) or len(op) != 4:
             raise CodecError(f"delta op {index} must be [action, kind, id, resource|null]")
         action, kind, id, resource = op
-        if action not in ACTIONS or kind not in KINDS or not isinstance(id, str):
+        if action not in ACTIONS or kind not in STORED_KINDS or not isinstance(id, str):
             raise CodecError(f"delta op {index} has a bad action, kind or id")
         if action == "put":
             res = _map(resource, f"delta op {index} resource")
@@ -264,7 +259,7 @@ def decode_packed_state(data: bytes | bytearray | memoryview) -> ConfigState:
         if not isinstance(obj, list) or len(obj) != 2 or not isinstance(obj[1], list):
             raise CodecError("packed state must be [revision, [entries]]")
         revision, entries = obj
-        resources: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
+        resources: dict[str, dict[str, Any]] = {kind: {} for kind in STORED_KINDS}
         for entry in entries:
             if not isinstance(entry, list) or len(entry) != 5 or entry[0] not in resources:
                 raise CodecError("packed state entry must be [kind, id, spec, created, mod]")
@@ -273,135 +268,3 @@ def decode_packed_state(data: bytes | bytearray | memoryview) -> ConfigState:
         return ConfigState.from_snapshot({"revision": revision, "resources": resources})
 
     return _guard("packed state", build)
-
-
-# --- push protocol frames ----------------------------------------------------------------------
-
-
-def _proto(value: Any, field: str) -> int:
-    if _int(value, field) != PROTOCOL_VERSION:
-        raise CodecError(f"unsupported protocol version {value!r} (this side speaks {PROTOCOL_VERSION})")
-    return PROTOCOL_VERSION
-
-
-def _rev(value: Any, field: str) -> Any:
-    return _int(value, field)
-
-
-def _any_int(value: Any, field: str) -> Any:
-    return _int(value, field, minimum=None)
-
-
-def _positive(value: Any, field: str) -> Any:
-    return _int(value, field, minimum=1)
-
-
-def _text(value: Any, field: str) -> Any:
-    return _str(value, field)
-
-
-def _opt_text(value: Any, field: str) -> Any:
-    return _str(value, field, nullable=True)
-
-
-MAX_MEMBER_URLS = 64
-
-
-def _urls(value: Any, field: str) -> Any:
-    if not isinstance(value, list) or len(value) > MAX_MEMBER_URLS:
-        raise CodecError(f"field {field!r} must be a list of at most {MAX_MEMBER_URLS} URLs")
-    for url in value:
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise CodecError(f"field {field!r} must hold http(s):// URLs, not {url!r}")
-    return value
-
-
-def _flag(value: Any, field: str) -> Any:
-    if not isinstance(value, bool):
-        raise CodecError(f"field {field!r} must be true or false")
-    return value
-
-
-def _blob(value: Any, field: str) -> Any:
-    if not isinstance(value, bytes):
-        raise CodecError(f"field {field!r} must be binary")
-    return value
-
-
-def _error(value: Any, field: str) -> Any:
-    if not isinstance(value, str | dict):
-        raise CodecError(f"field {field!r} must be a string or an error map")
-    return value
-
-
-def _mode(value: Any, field: str) -> Any:
-    if value not in PROXY_MODES:
-        raise CodecError(f"field {field!r} must be one of {', '.join(PROXY_MODES)}")
-    return value
-
-
-def _ops(value: Any, field: str) -> Any:
-    _delta_ops(value)
-    return value
-
-
-_Check = Callable[[Any, str], Any]
-
-FRAME_FIELDS: dict[str, dict[str, _Check]] = {
-    "hello": {
-        "proto": _proto,
-        "proxy_id": _text,
-        "software": _text,
-        "revision": _rev,
-        "hash": _text,
-        "address": _opt_text,
-    },
-    "delta": {"base": _rev, "revision": _rev, "ops": _ops, "hash": _text},
-    "snapshot": {"revision": _rev, "hash": _text, "chunk": _rev, "chunks": _positive, "data": _blob},
-    "ack": {"revision": _rev},
-    "nack": {"revision": _rev, "error": _error},
-    "status": {
-        "node_id": _text,
-        "leader_id": _opt_text,
-        "term": _any_int,
-        "has_quorum": _flag,
-        "revision": _rev,
-    },
-    "resync": {"revision": _rev},
-    "mode": {"mode": _mode},
-}
-
-# Fields added after v1 shipped: checked when present, so older peers that omit them still talk.
-FRAME_OPTIONAL_FIELDS: dict[str, dict[str, _Check]] = {
-    "hello": {"status_address": _opt_text},  # the proxy's /status listener, for fleet views
-    "status": {"members": _urls},  # admin URLs of the current Raft members: proxies follow membership
-}
-"""Required fields of every frame type (contracts section 4) and how each is checked."""
-FRAME_TYPES: tuple[str, ...] = tuple(FRAME_FIELDS)
-
-
-def _check_frame(frame: Any) -> dict[str, Any]:
-    frame = _map(frame, "frame")
-    kind = frame.get("t")
-    if not isinstance(kind, str) or kind not in FRAME_FIELDS:
-        raise CodecError(f"unknown frame type {kind!r}; expected one of {', '.join(FRAME_TYPES)}")
-    for field, check in FRAME_FIELDS[kind].items():
-        check(_require(frame, field, f"{kind} frame"), field)
-    for field, check in FRAME_OPTIONAL_FIELDS.get(kind, {}).items():
-        if field in frame:
-            check(frame[field], field)
-    if kind == "delta" and frame["revision"] <= frame["base"]:
-        raise CodecError("delta frame: revision must be greater than base")
-    if kind == "snapshot" and frame["chunk"] >= frame["chunks"]:
-        raise CodecError("snapshot frame: chunk must be < chunks")
-    return dict(frame)
-
-
-def encode_frame(frame: Mapping[str, Any]) -> bytes:
-    """Check ``frame`` like ``decode_frame`` would, then encode it (bad frames never leave)."""
-    return encode(_check_frame(frame))
-
-
-def decode_frame(data: bytes) -> dict[str, Any]:
-    """Decode and check one frame: a known ``t`` and every required field of the right type."""
-    return _guard("frame", lambda: _check_frame(decode(data)))

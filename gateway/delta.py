@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from .errors import CodecError, DeltaBaseMismatch
-from .model import ACTIONS, KINDS, Resource, resource_from_dict
+from .model import ACTIONS, STORED_KINDS, Resource, resource_from_dict
 from .packing import canonical, pack
 
 if TYPE_CHECKING:
@@ -121,7 +121,7 @@ def _check_op(op: Any) -> tuple[str, str, str, Any]:
     action, kind, id, data = op
     if action not in ACTIONS:
         raise CodecError(f"delta op action must be put or delete, not {action!r}")
-    if kind not in KINDS:
+    if kind not in STORED_KINDS:
         raise CodecError(f"delta op has unknown kind {kind!r}")
     if not isinstance(id, str):
         raise CodecError("delta op id must be a string")

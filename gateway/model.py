@@ -20,6 +20,7 @@ __all__ = [
     "ACTIONS",
     "ID_PATTERN",
     "KINDS",
+    "STORED_KINDS",
     "MAX_SPEC_DEPTH",
     "Op",
     "Resource",
@@ -31,6 +32,9 @@ __all__ = [
 ]
 
 KINDS: tuple[str, ...] = ("upstreams", "routes", "consumers", "plugins")
+STORED_KINDS: tuple[str, ...] = (*KINDS, "registrations")
+"""What a ``ConfigState`` holds: the config kinds plus service registrations (gateway/registry.py),
+which only registry commands write (a txn, the CRUD API and ``gwadm apply`` see ``KINDS`` only)."""
 ACTIONS: tuple[str, ...] = ("put", "delete")
 
 MAX_SPEC_DEPTH = 32
@@ -63,6 +67,13 @@ def check_kind(kind: object) -> str:
     if isinstance(kind, str) and kind in KINDS:
         return kind
     raise NotFound(f"unknown kind {kind!r}; known kinds: {', '.join(KINDS)}")
+
+
+def check_stored_kind(kind: object) -> str:
+    """Like ``check_kind``, also accepting the kinds only registry commands write."""
+    if isinstance(kind, str) and kind in STORED_KINDS:
+        return kind
+    return check_kind(kind)
 
 
 @dataclass(frozen=True)
@@ -110,7 +121,7 @@ def resource_from_dict(kind: str, id: str, data: object) -> Resource:
     the spec is trusted: it was validated by the node that committed it.
     """
     where = f"{kind}[{id}]"
-    if kind not in KINDS:
+    if kind not in STORED_KINDS:
         raise CodecError(f"unknown kind {kind!r}", where)
     if not is_valid_id(id):
         raise CodecError(f"invalid id {id!r}", kind)

@@ -18,7 +18,16 @@ from typing import Any
 
 from .delta import Delta, DeltaOp, digest_sum, hash_from_sum, updated_sum
 from .errors import CodecError, Conflict, InUse, NotFound, ReferenceViolation, ValidationError
-from .model import KINDS, Op, Resource, Txn, check_id, check_kind, resource_from_dict
+from .model import (
+    STORED_KINDS,
+    Op,
+    Resource,
+    Txn,
+    check_id,
+    check_kind,
+    check_stored_kind,
+    resource_from_dict,
+)
 from .validate import validate_spec
 
 __all__ = ["ConfigState"]
@@ -50,7 +59,7 @@ class ConfigState:
     @classmethod
     def empty(cls) -> ConfigState:
         """The state before the first transaction: revision 0, no resources."""
-        return cls(0, {kind: {} for kind in KINDS})
+        return cls(0, {kind: {} for kind in STORED_KINDS})
 
     @classmethod
     def from_snapshot(cls, data: Any) -> ConfigState:
@@ -66,9 +75,9 @@ class ConfigState:
         resources = data.get("resources", {})
         if not isinstance(resources, Mapping):
             raise CodecError("snapshot resources must be a map of kind -> {id: resource}", "resources")
-        kinds: _Kinds = {kind: {} for kind in KINDS}
+        kinds: _Kinds = {kind: {} for kind in STORED_KINDS}
         for kind, items in resources.items():
-            if kind not in KINDS:
+            if kind not in STORED_KINDS:
                 raise CodecError(f"unknown kind {kind!r} in snapshot", "resources")
             if not isinstance(items, Mapping):
                 raise CodecError("must be a map of id -> resource", f"resources.{kind}")
@@ -88,20 +97,20 @@ class ConfigState:
 
     def get(self, kind: str, id: str) -> Resource | None:
         """The resource, or ``None``; ``NotFound`` if ``kind`` itself is unknown."""
-        return self._kinds[check_kind(kind)].get(id)
+        return self._kinds[check_stored_kind(kind)].get(id)
 
     def list(self, kind: str) -> list[Resource]:
         """All resources of ``kind``, sorted by id; ``NotFound`` if ``kind`` is unknown."""
-        items = self._kinds[check_kind(kind)]
+        items = self._kinds[check_stored_kind(kind)]
         return [items[id] for id in sorted(items)]
 
     def count(self, kind: str) -> int:
         """How many resources of ``kind`` exist."""
-        return len(self._kinds[check_kind(kind)])
+        return len(self._kinds[check_stored_kind(kind)])
 
     def resources(self) -> Iterator[Resource]:
-        """Every resource, in ``KINDS`` order and by id within a kind."""
-        for kind in KINDS:
+        """Every resource, in ``STORED_KINDS`` order and by id within a kind."""
+        for kind in STORED_KINDS:
             yield from self.list(kind)
 
     def resources_unordered(self) -> Iterator[Resource]:
@@ -137,7 +146,9 @@ class ConfigState:
         return {
             "revision": self._revision,
             "resources": {
-                kind: {id: items[id].to_dict() for id in sorted(items)} for kind, items in self._kinds.items()
+                kind: {id: items[id].to_dict() for id in sorted(items)}
+                for kind, items in self._kinds.items()
+                if items or kind != "registrations"  # absent while empty: the v1 snapshot shape
             },
         }
 
@@ -172,6 +183,7 @@ class ConfigState:
             self._apply_op(work, op, index, revision)
         self._check_references(work)
         self._check_key_auth(work)
+        self._drop_orphan_registrations(work)
         ops: list[DeltaOp] = []
         for kind, id in work.touched:
             after = work.kinds[kind].get(id)
@@ -182,6 +194,22 @@ class ConfigState:
             # created and deleted within this transaction: no net change
         digest = self._derived_sum(work.kinds, work.touched)
         return ConfigState(revision, work.kinds, digest), Delta(self._revision, revision, tuple(ops))
+
+    def with_changes(self, changes: Mapping[str, Mapping[str, Resource | None]]) -> tuple[ConfigState, Delta]:
+        """A successor at ``revision + 1`` with ``changes`` (``None`` = delete) and its delta.
+
+        For gateway/registry.py, which validates its commands itself; ``changes`` must be non-empty
+        and its resources must carry the new revision as mod_revision.
+        """
+        revision = self._revision + 1
+        ops: list[DeltaOp] = []
+        for kind, items in changes.items():
+            for id, resource in items.items():
+                if resource is not None:
+                    ops.append(Delta.put(resource))
+                elif id in self._kinds[kind]:
+                    ops.append(Delta.delete(kind, id))
+        return self._with_changes(revision, changes), Delta(self._revision, revision, tuple(ops))
 
     def _with_changes(self, revision: int, changes: Mapping[str, Mapping[str, Resource | None]]) -> ConfigState:
         """Internal (used by ``apply_delta``): a new state with ``changes`` (``None`` = delete)."""
@@ -242,6 +270,17 @@ class ConfigState:
                 names = sorted(users[id])
                 shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
                 raise InUse(f"upstream {id!r} is still used by routes: {shown}", f"upstreams[{id}]")
+
+    @staticmethod
+    def _drop_orphan_registrations(work: _Working) -> None:
+        """Deleting an upstream deregisters its registered targets in the same revision."""
+        upstreams = work.kinds["upstreams"]
+        deleted = {id for kind, id in work.touched if kind == "upstreams" and id not in upstreams}
+        if not deleted:
+            return
+        orphans = [rid for rid, reg in work.kinds["registrations"].items() if reg.spec.get("upstream") in deleted]
+        for rid in sorted(orphans):
+            work.set("registrations", rid, None)
 
     @staticmethod
     def _check_key_auth(work: _Working) -> None:

@@ -31,7 +31,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -56,11 +56,13 @@ class Target:
     active_healthy: bool = True
     active_ok: int = 0
     active_fail: int = 0
+    address: str = field(default="", init=False)
+    host_header: bytes = field(default=b"", init=False)  # the upstream request's Host line, pre-encoded
 
-    @property
-    def address(self) -> str:
+    def __post_init__(self) -> None:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        self.address = f"{host}:{self.port}"
+        self.host_header = b"Host: %b\r\n" % self.address.encode("idna" if not self.host.isascii() else "ascii")
 
 
 def _hash(text: str) -> int:

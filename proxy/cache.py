@@ -13,15 +13,16 @@ Layout of one generation (all integers big-endian)::
     body_sha256  32 bytes  sha256 of the body
     hash_len     u16       length of the config hash that follows
     config_hash  hash_len  ConfigState.hash() of the body, ASCII
-    body                   version 1: zlib(msgpack(ConfigState.to_snapshot())), as received
-                           in a snapshot frame; version 2: gateway.codec.encode_packed_state,
+    body                   version 1: gateway.codec.encode_snapshot (zlib(msgpack(snapshot))),
+                           as received in snapshot frames; version 2: gateway.codec.encode_packed_state,
                            written after deltas because it reuses each resource's cached
                            encoding (a one-route change on 10k routes must not re-encode all)
 
 Writes go to ``<file>.tmp``, are fsynced, the current file is rotated to ``<file>.prev`` and the
 tmp file renamed over ``<file>``; then the directory is fsynced so the renames themselves are
-durable. A crash between the two renames leaves only ``.prev``, which ``load`` then uses. msgpack
-only: a cache file is data from disk and must never be able to run code (no pickle).
+durable. A crash between the two renames leaves only ``.prev``, which ``load`` then uses. Bodies
+are encoded and decoded by ``gateway.codec`` only (the same codec as the wire, never a copy):
+msgpack, never pickle, so a cache file is data from disk that can never run code.
 """
 
 from __future__ import annotations
@@ -32,20 +33,17 @@ import logging
 import os
 import struct
 import threading
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from gateway.codec import decode, decode_packed_state, encode, encode_packed_state
+from gateway.codec import decode_packed_state, decode_snapshot, encode_packed_state, encode_snapshot
+from gateway.errors import CodecError
 from gateway.state import ConfigState
 
 MAGIC = b"GWADMLKG"
 FORMAT_VERSION = 1  # body: zlib(msgpack(snapshot))
 PACKED_VERSION = 2  # body: encode_packed_state(state)
 _FIXED = struct.Struct(">8sHQQ32sH")
-# A decompressed snapshot larger than this is treated as corrupt rather than exhausting memory.
-MAX_SNAPSHOT_BYTES = 1 << 30
 
 log = logging.getLogger(__name__)
 
@@ -56,27 +54,15 @@ class CacheCorrupt(Exception):
 
 @dataclass(frozen=True)
 class CacheEntry:
-    """What a valid generation holds."""
+    """What a valid generation holds: the state and the config hash the header recorded for it
+    (the caller compares it with ``state.hash()``)."""
 
-    snapshot: dict[str, Any]
-    revision: int
+    state: ConfigState
     hash: str
 
-
-def encode_body(snapshot: dict[str, Any]) -> bytes:
-    """zlib(msgpack(snapshot)): the same bytes as a push-protocol snapshot payload."""
-    return zlib.compress(encode(snapshot), 6)
-
-
-def decode_body(body: bytes, max_size: int = MAX_SNAPSHOT_BYTES) -> Any:
-    """Inverse of ``encode_body``; refuses output above ``max_size`` (zip bombs, rot)."""
-    d = zlib.decompressobj()
-    raw = d.decompress(body, max_size)
-    if d.unconsumed_tail:
-        raise ValueError(f"decompressed snapshot exceeds {max_size} bytes")
-    if not d.eof:
-        raise ValueError("compressed body is incomplete")
-    return decode(raw)
+    @property
+    def revision(self) -> int:
+        return self.state.revision
 
 
 def _fsync_dir(path: Path) -> None:
@@ -128,13 +114,13 @@ class ConfigCache:
         body = data[start:]
         if hashlib.sha256(body).digest() != digest:
             raise CacheCorrupt("sha256 checksum mismatch")
-        try:
-            snapshot = decode_body(body) if version == FORMAT_VERSION else decode_packed_state(body).to_snapshot()
-        except Exception as exc:  # zlib.error, CodecError, ValueError
+        try:  # both decoders bound the decompressed size (zip bombs, rot) and raise only CodecError
+            state = decode_snapshot(body) if version == FORMAT_VERSION else decode_packed_state(body)
+        except CodecError as exc:
             raise CacheCorrupt(f"undecodable body: {exc}") from exc
-        if not isinstance(snapshot, dict) or snapshot.get("revision") != revision:
-            raise CacheCorrupt("body is not a snapshot of the header's revision")
-        return CacheEntry(snapshot, revision, config_hash)
+        if state.revision != revision:
+            raise CacheCorrupt(f"body is revision {state.revision}, the header says {revision}")
+        return CacheEntry(state, config_hash)
 
     def load(self) -> CacheEntry | None:
         """The newest valid generation, or None if there is none.
@@ -162,9 +148,9 @@ class ConfigCache:
 
     # ---- writing ----------------------------------------------------------------------------
 
-    def save(self, snapshot: dict[str, Any], revision: int, config_hash: str) -> None:
-        """Persist ``snapshot`` (ConfigState.to_snapshot() output) as the newest generation."""
-        self.save_encoded(encode_body(snapshot), revision, config_hash)
+    def save(self, state: ConfigState, config_hash: str) -> None:
+        """Persist ``state`` as the newest generation (format 1, ``encode_snapshot``)."""
+        self.save_encoded(encode_snapshot(state), state.revision, config_hash)
 
     def save_encoded(self, body: bytes, revision: int, config_hash: str) -> None:
         """Persist an already compressed body (a snapshot received from a CP is reused as is)."""

@@ -1,97 +1,64 @@
-"""Streaming forwarding of one request to an upstream target.
+"""Forwarding one request to an upstream target and relaying the answer, both ways streamed.
 
-Bodies are streamed both ways through one shared ``aiohttp.ClientSession`` (connection reuse,
-no per-request setup): the request body is handed to the client as the server's stream reader and
-the response body is copied chunk by chunk, so memory per request stays bounded whatever the size.
-The session must be created with ``auto_decompress=False`` (see ``make_session``) so encoded bodies
-pass through untouched with their ``Content-Encoding``.
+``Forwarder.forward`` picks a target (balancer), takes a pooled keep-alive connection to it (or
+opens one), sends the request head and hands the connection a ``Relay``: the per-attempt object
+that receives the parsed response and writes it to the client as it arrives (no await per chunk),
+while the request body flows the other way (``Exchange.attach_sink``). Flow control is end to
+end: a full client socket pauses reading from the upstream, a full upstream socket pauses reading
+from the client.
 
-Retries: only a failure to *connect* (refused, unreachable, connect timeout) is retried on another
-target, up to the upstream's ``retries``; the body has not been read then, so any method is safe.
-A failure after the request was sent is not retried (it may have had effects). aiohttp itself
-retries a stale keep-alive connection once for idempotent methods.
+Headers: hop-by-hop headers (RFC 9110 7.6.1, and every header named in ``Connection``) are dropped
+both ways; the upstream gets ``Host`` of the target (pre-encoded per target), and
+``X-Forwarded-For`` (appended), ``-Proto`` and ``-Host``. Framing is the proxy's: a chunked request
+stays chunked, a response without a length is re-chunked for HTTP/1.1 clients. ``Upgrade``
+requests (websockets) keep their ``Upgrade`` header; after a 101 the connection becomes a byte
+tunnel in both directions.
 
-Errors are the proxy's JSON bodies: 502 upstream failure, 503 no eligible target, 504 timeout.
-Every failed attempt counts against the target's passive health, as do 502/503/504 answers.
+Retries: a failure to *connect* (refused, unreachable, connect timeout) is retried on another
+target, up to the upstream's ``retries``; nothing was sent then, so any method is safe. A failure
+after the request was sent, before any response header came back, is retried only for
+GET/HEAD/OPTIONS without a body (an instance that died under a request: docs/discovery.md); for
+other methods it may have had effects, so it is a 502. A read timeout is never retried. A pooled
+connection the upstream had closed meanwhile (no answer byte) is retried once on a fresh connection
+to the same target when the request has no body, without counting as an attempt.
+
+Errors are the proxy's JSON bodies: 502 upstream failure, 503 no eligible target, 504 timeout; a
+failure after the response head went out cuts the client connection. Every failed attempt counts
+against the target's passive health, as do 502/503/504 answers; a client that hangs up does not.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import aiohttp
-from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy
+import httptools
+from multidict import CIMultiDict
 from yarl import URL
 
 from proxy.balancer import Pool, Target
-from proxy.plugins.base import RequestContext, json_error
+from proxy.http_common import HOP_BY_HOP, Response, json_error, status_line
+from proxy.http_server import _P_UPSTREAM, Exchange
+from proxy.upstream import UpstreamConnection, Upstreams
+
+if TYPE_CHECKING:
+    from proxy.plugins.base import PluginChain, RequestContext
 
 log = logging.getLogger(__name__)
 
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
 UNHEALTHY_STATUSES = frozenset({502, 503, 504})
-# Headers aiohttp would otherwise add on its own; the upstream should see what the client sent.
-SKIP_AUTO = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
+RETRY_AFTER_SEND = frozenset({"GET", "HEAD", "OPTIONS"})
+# request headers the proxy sets itself (framing, target Host, forwarding facts)
+_OWN_REQUEST = frozenset(
+    {b"host", b"expect", b"content-length", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
+)
+_DROP_REQUEST = HOP_BY_HOP | _OWN_REQUEST
+_EMPTY: frozenset[Target] = frozenset()
 
-
-def make_session(source_address: str | None = None) -> aiohttp.ClientSession:
-    """The one client session of a proxy: no connection cap, no decompression, no cookies.
-
-    ``source_address`` binds outgoing connections (the chaos harness cuts links by address, and an
-    unbound socket would leave from 127.0.0.1, see DESIGN.md §6).
-    """
-    local_addr = (source_address, 0) if source_address else None
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=10, local_addr=local_addr)
-    return aiohttp.ClientSession(
-        connector=connector,
-        auto_decompress=False,
-        cookie_jar=aiohttp.DummyCookieJar(),
-        timeout=aiohttp.ClientTimeout(total=None),
-    )
-
-
-def hop_by_hop(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
-    """The fixed hop-by-hop names plus those listed in ``Connection`` (lower-cased)."""
-    names = set(HOP_BY_HOP)
-    for value in headers.getall("Connection", []):
-        names.update(token.strip().lower() for token in value.split(",") if token.strip())
-    return names
-
-
-def end_to_end(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
-    """A copy of ``headers`` without hop-by-hop headers (repeated headers kept in order)."""
-    drop = hop_by_hop(headers)
-    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in drop)
-
-
-def upstream_headers(request: web.Request, client_ip: str) -> CIMultiDict[str]:
-    """Headers for the upstream request before plugins run: end-to-end + X-Forwarded-*."""
-    headers = end_to_end(request.headers)
-    for name in ("Host", "Expect", "Content-Length"):
-        headers.popall(name, None)
-    if request.content_length is not None:
-        headers["Content-Length"] = str(request.content_length)
-    prior = ", ".join(request.headers.getall("X-Forwarded-For", []))
-    headers["X-Forwarded-For"] = f"{prior}, {client_ip}" if prior else client_ip
-    headers["X-Forwarded-Proto"] = request.scheme
-    headers["X-Forwarded-Host"] = request.host
-    return headers
+OK, RETRY, FAILED, TIMEOUT, BROKEN, GONE = range(6)
 
 
 def upstream_path(raw: str, decoded: str, matched: str, strip: bool, *, normalized: bool = False) -> str:
@@ -112,151 +79,446 @@ def upstream_path(raw: str, decoded: str, matched: str, strip: bool, *, normaliz
     return rest if rest.startswith("/") else "/" + rest
 
 
-def _query_string(ctx: RequestContext) -> str:
-    if ctx.upstream_query == ctx.request.query:
-        return ctx.request.rel_url.raw_query_string
-    return URL.build(query=ctx.upstream_query).raw_query_string
+def upstream_headers(ex: Exchange, client_ip: str) -> CIMultiDict[str]:
+    """The upstream request headers as an editable multidict (built only when a plugin asks)."""
+    drop = _DROP_REQUEST | ex.connection_tokens
+    headers: CIMultiDict[str] = CIMultiDict()
+    prior: list[str] = []
+    for name, value in ex.raw_headers:
+        low = name.lower()
+        if low in drop:
+            if low == b"x-forwarded-for":
+                prior.append(value.decode("latin-1"))
+            continue
+        headers.add(name.decode("latin-1"), value.decode("latin-1"))
+    joined = ", ".join(prior)
+    headers["X-Forwarded-For"] = f"{joined}, {client_ip}" if joined else client_ip
+    headers["X-Forwarded-Proto"] = ex.scheme
+    headers["X-Forwarded-Host"] = ex.host
+    return headers
+
+
+def _encode(name: str, value: str) -> bytes:
+    return f"{name}: {value}\r\n".encode("latin-1", "replace")
+
+
+def request_head_tail(ctx: RequestContext, ex: Exchange) -> bytes:
+    """Everything of the upstream request head after the ``Host`` line (the same for every target)."""
+    parts: list[bytes] = []
+    edited = ctx.upstream_headers_if_built()
+    if edited is None:
+        drop = _DROP_REQUEST | ex.connection_tokens | ctx.dropped_headers()
+        prior = b""
+        for name, value in ex.raw_headers:
+            low = name.lower()
+            if low in drop:
+                if low == b"x-forwarded-for":
+                    prior = prior + b", " + value if prior else value
+                continue
+            parts += (name, b": ", value, b"\r\n")
+        for added, text in ctx.added_headers():
+            parts.append(_encode(added, text))
+        ip = ctx.client_ip.encode()
+        parts += (b"X-Forwarded-For: ", prior + b", " + ip if prior else ip, b"\r\nX-Forwarded-Proto: ",
+                  ex.scheme.encode(), b"\r\nX-Forwarded-Host: ", ex.host.encode("latin-1"), b"\r\n")  # fmt: skip
+    else:
+        for key, text in edited.items():
+            if key.lower() not in ("content-length", "transfer-encoding", "host"):
+                parts.append(_encode(key, text))
+    if ex.upgrade:
+        parts += (b"Connection: upgrade\r\nUpgrade: ", ex.upgrade_value, b"\r\n")
+    elif ex.chunked:
+        parts.append(b"Transfer-Encoding: chunked\r\n")
+    elif ex.content_length is not None:
+        parts.append(b"Content-Length: %d\r\n" % ex.content_length)
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def _query_string(ctx: RequestContext, ex: Exchange) -> str:
+    query = ctx.upstream_query_if_built()
+    if query is None or query == ex.query:
+        return ex.query_string
+    return URL.build(query=query).raw_query_string
+
+
+class Relay:
+    """One attempt: the request sent on ``conn``, its response relayed to the client."""
+
+    __slots__ = (
+        "fw", "ex", "ctx", "chain", "conn", "reused", "future", "headers", "reason", "status", "head_sent",
+        "out_chunked", "until_close", "skip", "body_sent", "got_bytes", "last_read", "timeout", "tunnel",
+        "outcome", "error",
+    )  # fmt: skip
+
+    def __init__(self, fw: Forwarder, ex: Exchange, ctx: RequestContext, chain: PluginChain,
+                 conn: UpstreamConnection, reused: bool, timeout: float) -> None:  # fmt: skip
+        self.fw = fw
+        self.ex = ex
+        self.ctx = ctx
+        self.chain = chain
+        self.conn = conn
+        self.reused = reused
+        self.future: asyncio.Future[int] = fw.loop.create_future()
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.reason = b""
+        self.status = 0
+        self.head_sent = False
+        self.out_chunked = False
+        self.until_close = False
+        self.skip = False
+        self.body_sent = not ex.body_exists or ex.upgrade
+        self.got_bytes = False
+        self.last_read = 0.0
+        self.timeout = timeout
+        self.tunnel = False
+        self.outcome: int | None = None
+        self.error: BaseException | None = None
+
+    def start(self, head: bytes) -> None:
+        ex, conn = self.ex, self.conn
+        if ex.client_closed:
+            self._done(GONE, True)
+            return
+        conn.relay = self
+        conn.used += 1
+        self.last_read = self.fw.loop.time()
+        self.fw.active.add(self)
+        ex.on_client_lost = self.client_lost
+        proto = ex.proto
+        proto.upstream_reader = conn
+        if proto.write_paused:
+            conn.pause_reading()
+        conn.write(head)
+        if not self.body_sent:
+            ex.attach_sink(self)
+
+    # -- request body (BodySink) ------------------------------------------------------------------
+
+    def body_chunk(self, data: bytes) -> None:
+        if self.outcome is not None:
+            return
+        if self.ex.chunked:
+            self.conn.write(b"%x\r\n%b\r\n" % (len(data), data))
+        else:
+            self.conn.write(data)
+
+    def body_end(self) -> None:
+        if self.outcome is not None:
+            return
+        if self.ex.chunked:
+            self.conn.write(b"0\r\n\r\n")
+        self.body_sent = True
+
+    def upstream_full(self, full: bool) -> None:
+        if full:
+            self.ex.proto.pause(_P_UPSTREAM)
+        else:
+            self.ex.proto.resume(_P_UPSTREAM)
+
+    # -- response -----------------------------------------------------------------------------------
+
+    def received(self, data: bytes) -> None:
+        self.last_read = self.fw.loop.time()
+        self.got_bytes = True
+        if self.tunnel:
+            self.ex.write(data)
+            return
+        try:
+            self.conn.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            if self.status == 101 and self.outcome is None:
+                self._begin_tunnel(data[exc.args[0]:])
+        except httptools.HttpParserError as exc:
+            if self.outcome is None:
+                log.info("upstream %s: unparsable response from %s: %s", self.ctx.upstream, self.ctx.target, exc)
+                self.error = exc
+                if self.head_sent:
+                    self.ex.abort()
+                    self._done(BROKEN, False)
+                else:
+                    self._done(FAILED, False)
+
+    def on_head(self, status: int) -> None:
+        if status < 200 and status != 101:
+            self.skip = True  # 100 Continue and friends: the proxy speaks for itself to the client
+            self.headers = []
+            return
+        self.status = status
+        ex, ctx = self.ex, self.ctx
+        ctx.status = status
+        tokens: frozenset[bytes] | set[bytes] = frozenset()
+        for name, value in self.headers:
+            if len(name) == 10 and name.lower() == b"connection":
+                tokens = {t.strip().lower() for t in value.split(b",")}
+                break
+        kept: list[tuple[bytes, bytes]] = []
+        length: bytes | None = None
+        chunked = False
+        upgrade = b""
+        for name, value in self.headers:
+            low = name.lower()
+            if low in HOP_BY_HOP or low in tokens:
+                if low == b"transfer-encoding":
+                    chunked = b"chunked" in value.lower()
+                elif low == b"upgrade":
+                    upgrade = value
+                continue
+            if low == b"content-length":
+                length = value
+                continue
+            kept.append((name, value))
+        responders = ctx.responders(self.chain)
+        if responders:
+            resp = Response(status)
+            resp.headers.extend((n.decode("latin-1"), v.decode("latin-1")) for n, v in kept)
+            self.chain.response(ctx, resp)
+            parts = [status_line(status, self.reason or None)]
+            for n2, v2 in resp.headers.items():
+                if n2.lower() not in ("content-length", "transfer-encoding", "connection"):
+                    parts.append(_encode(n2, v2))
+        else:
+            parts = [status_line(status, self.reason or None)]
+            for name, value in kept:
+                parts += (name, b": ", value, b"\r\n")
+        no_body = status == 101 or status in (204, 304) or ex.method == "HEAD"
+        if status == 101:
+            parts += (b"Connection: upgrade\r\nUpgrade: ", upgrade, b"\r\n")
+        elif no_body:
+            if length is not None:
+                parts += (b"Content-Length: ", length, b"\r\n")
+        elif length is not None and not chunked:
+            parts += (b"Content-Length: ", length, b"\r\n")
+        else:
+            self.until_close = not chunked
+            if ex.http11:
+                parts.append(b"Transfer-Encoding: chunked\r\n")
+                self.out_chunked = True
+            else:
+                ex.keep_alive = False
+        if status != 101:
+            ex.keep_alive = ex.keep_alive and ex.body_done and not ex.upgrade and not self.fw.draining()
+            if not ex.keep_alive:
+                parts.append(b"Connection: close\r\n")
+            elif not ex.http11:
+                parts.append(b"Connection: keep-alive\r\n")
+        parts.append(b"\r\n")
+        ex.head_sent = self.head_sent = True
+        ex.write(b"".join(parts))
+        if ex.method == "HEAD" and status != 101:
+            # llhttp cannot know that this response has no body: it ends here, the connection too
+            self._done(OK, False)
+            ex.finish()
+
+    def on_body(self, body: bytes) -> None:
+        if self.skip or self.outcome is not None:
+            return
+        if self.out_chunked:
+            self.ex.write(b"%x\r\n%b\r\n" % (len(body), body))
+        else:
+            self.ex.write(body)
+        self.ctx.bytes_sent += len(body)
+
+    def on_complete(self) -> None:
+        if self.skip:
+            self.skip = False
+            return
+        if self.status == 101 or self.outcome is not None:
+            return
+        if self.out_chunked:
+            self.ex.write(b"0\r\n\r\n")
+        reusable = self.body_sent and self.conn.parser.should_keep_alive()
+        self._done(OK, reusable)
+        self.ex.finish()
+
+    def _begin_tunnel(self, tail: bytes) -> None:
+        self.tunnel = True
+        if tail:
+            self.ex.write(tail)
+        self.ex.start_tunnel(self)
+
+    # -- tunnel (after 101) --------------------------------------------------------------------------
+
+    def tunnel_write(self, data: bytes) -> None:
+        self.conn.write(data)
+
+    def tunnel_close(self) -> None:
+        if self.outcome is None:
+            self.conn.close()
+            self._done(OK, False)
+
+    # -- endings --------------------------------------------------------------------------------------
+
+    def upstream_lost(self, exc: Exception | None) -> None:
+        if self.outcome is not None:
+            return
+        if self.tunnel:
+            self.ex.proto.close()
+            self._done(OK, False)
+            return
+        if not self.head_sent:
+            if self.reused and not self.got_bytes and self.body_sent and not self.ex.body_exists:
+                self._done(RETRY, False)
+                return
+            self.error = exc or ConnectionResetError("upstream closed the connection")
+            self._done(FAILED, False)
+            return
+        if self.until_close and exc is None:  # a body delimited by the connection's end is complete
+            if self.out_chunked:
+                self.ex.write(b"0\r\n\r\n")
+            self._done(OK, False)
+            self.ex.finish()
+            return
+        log.info("upstream %s: body from %s broke off: %s", self.ctx.upstream, self.ctx.target, exc)
+        self.ex.abort()
+        self._done(BROKEN, False)
+
+    def client_lost(self) -> None:
+        if self.outcome is None:
+            log.debug("client went away while relaying from %s", self.ctx.target)
+            self.conn.abort()
+            self._done(GONE, False)
+
+    def timed_out(self) -> None:
+        if self.outcome is not None:
+            return
+        self.conn.abort()
+        if self.head_sent:
+            log.info("upstream %s: %s stalled mid-body", self.ctx.upstream, self.ctx.target)
+            self.ex.abort()
+            self._done(BROKEN, False)
+        else:
+            self._done(TIMEOUT, False)
+
+    def _done(self, outcome: int, reusable: bool) -> None:
+        if self.outcome is not None:
+            return
+        self.outcome = outcome
+        self.fw.active.discard(self)
+        ex = self.ex
+        ex.on_client_lost = None
+        if ex.body_sink is self:
+            ex.detach_sink()
+        proto = ex.proto
+        if proto.upstream_reader is self.conn:
+            proto.upstream_reader = None
+        proto.resume(_P_UPSTREAM)
+        if not self.tunnel or outcome != OK:
+            self.conn.release(reusable)
+        if not self.future.done():
+            self.future.set_result(outcome)
 
 
 class Forwarder:
-    """Sends requests upstream with ``session``; one per DataPlane."""
+    """Sends requests upstream over pooled connections; one per DataPlane."""
 
-    def __init__(self, session: aiohttp.ClientSession) -> None:
-        self.session = session
+    def __init__(self, upstreams: Upstreams, draining: Any = None) -> None:
+        self.upstreams = upstreams
+        self.loop = asyncio.get_running_loop()
+        self.active: set[Relay] = set()
+        self._draining = draining
+        self._ticker: asyncio.Task[None] | None = self.loop.create_task(self._tick(), name="upstream-timeouts")
 
-    async def forward(
-        self,
-        ctx: RequestContext,
-        pool: Pool,
-        on_response: Callable[[web.StreamResponse], None],
-    ) -> web.StreamResponse:
+    def draining(self) -> bool:
+        return bool(self._draining is not None and self._draining())
+
+    async def _tick(self) -> None:
+        """Read timeouts: one sweep every 50 ms instead of a timer per request."""
+        while True:
+            await asyncio.sleep(0.05)
+            if self.active:
+                now = self.loop.time()
+                for relay in [r for r in self.active if now - r.last_read >= r.timeout]:
+                    relay.timed_out()
+
+    async def close(self) -> None:
+        task, self._ticker = self._ticker, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        for relay in list(self.active):
+            relay.client_lost()
+
+    async def forward(self, ctx: RequestContext, pool: Pool, chain: PluginChain) -> Response | None:
         """Forward ``ctx`` to a target of ``pool``.
 
-        Returns either a response already streamed to the client (prepared) or an unprepared
-        error response for the caller to finish. ``on_response`` may edit the headers of a
-        streamed response before they are sent.
+        Returns None when a response was relayed (or the client is gone), or an error response
+        for the caller to send.
         """
-        request = ctx.request
+        ex: Exchange = ctx.request
         settings = pool.settings
         ctx.upstream = pool.id
-        timeout = aiohttp.ClientTimeout(
-            total=None, connect=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
-        )
         key = None
         if settings.hash_on is not None:
-            key = pool.hash_key(request.headers, request.cookies, ctx.client_ip)
-        query = _query_string(ctx)
-        path_qs = ctx.upstream_path + (f"?{query}" if query else "")
-        data = request.content if request.body_exists else None
-        tried: set[Target] = set()
+            key = pool.hash_key(ex.headers, ex.cookies, ctx.client_ip)
+        query = _query_string(ctx, ex)
+        line = b"%b %b%b HTTP/1.1\r\n" % (
+            ex.method.encode("latin-1"), ctx.upstream_path.encode("latin-1", "replace"),
+            b"?" + query.encode("latin-1", "replace") if query else b"",
+        )  # fmt: skip
+        tail = request_head_tail(ctx, ex)
+        tried: set[Target] | None = None
         timed_out = False
         for _attempt in range(settings.retries + 1):
-            target = pool.pick(key, tried)
+            target = pool.pick(key, tried or _EMPTY)
             if target is None:
                 break
+            if tried is None:
+                tried = set()
             tried.add(target)
             ctx.target = target.address
-            url = URL(f"http://{target.address}{path_qs}", encoded=True)
             pool.acquire(target)
-            try:
-                upstream = await self.session.request(
-                    ctx.method,
-                    url,
-                    headers=ctx.upstream_headers,
-                    data=data,
-                    allow_redirects=False,
-                    timeout=timeout,
-                    skip_auto_headers=SKIP_AUTO,
-                )
-            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-                pool.release(target)
+            tp = self.upstreams.pool(target.host, target.port)
+            conn = tp.take()
+            reused = conn is not None
+            if conn is None:
+                try:
+                    conn = await tp.connect(settings.connect_timeout)
+                except (OSError, TimeoutError) as exc:
+                    pool.release(target)
+                    pool.report_failure(target)
+                    timed_out = isinstance(exc, TimeoutError)
+                    log.info("upstream %s: connect to %s failed: %r", pool.id, target.address, exc)
+                    continue
+            head = line + target.host_header + tail
+            while True:
+                relay = Relay(self, ex, ctx, chain, conn, reused, settings.read_timeout)
+                relay.start(head)
+                outcome = await relay.future
+                if outcome != RETRY:
+                    break
+                try:
+                    conn = await tp.connect(settings.connect_timeout)
+                    reused = False
+                except (OSError, TimeoutError) as exc:
+                    relay.error = exc
+                    outcome = FAILED
+                    break
+            pool.release(target)
+            if outcome == OK or outcome == GONE:
+                if relay.status in UNHEALTHY_STATUSES:
+                    pool.report_failure(target)
+                else:
+                    pool.report_success(target)
+                return None
+            if outcome == BROKEN:
                 pool.report_failure(target)
-                timed_out = isinstance(exc, aiohttp.ConnectionTimeoutError)
-                log.info("upstream %s: connect to %s failed: %s", pool.id, target.address, exc)
-                continue
-            except (TimeoutError, aiohttp.ServerTimeoutError):
-                pool.release(target)
+                return None
+            if outcome == TIMEOUT:
                 pool.report_failure(target)
                 return json_error(504, "upstream_timeout", f"upstream {pool.id} did not answer in time")
-            except (aiohttp.ClientError, OSError) as exc:
-                pool.release(target)
-                if not _client_closed(request):  # a client that hung up mid-upload is not the target's fault
-                    pool.report_failure(target)
-                log.info("upstream %s: request to %s failed: %s", pool.id, target.address, exc)
-                return json_error(502, "upstream_error", f"upstream {pool.id} failed: {type(exc).__name__}")
-            return await self._relay(ctx, pool, target, upstream, on_response)
-        if not tried:
+            if not ex.client_closed:  # a client that hung up mid-upload is not the target's fault
+                pool.report_failure(target)
+            log.info("upstream %s: request to %s failed: %r", pool.id, target.address, relay.error)
+            if ctx.method in RETRY_AFTER_SEND and not ex.body_exists and not ex.client_closed:
+                continue  # no response began and the request is idempotent: another target
+            exc_name = type(relay.error).__name__ if relay.error is not None else "error"
+            return json_error(502, "upstream_error", f"upstream {pool.id} failed: {exc_name}")
+        if tried is None:
             return json_error(503, "no_healthy_target", f"upstream {pool.id} has no healthy target")
         if timed_out:
             return json_error(504, "upstream_timeout", f"connecting to upstream {pool.id} timed out")
         return json_error(502, "upstream_unavailable", f"upstream {pool.id}: no target accepted the connection")
-
-    async def _relay(
-        self,
-        ctx: RequestContext,
-        pool: Pool,
-        target: Target,
-        upstream: aiohttp.ClientResponse,
-        on_response: Callable[[web.StreamResponse], None],
-    ) -> web.StreamResponse:
-        """Stream the upstream answer to the client, then settle health and counters.
-
-        Read errors (upstream) and write errors (client gone) are told apart: only the former
-        count against the target's health.
-        """
-        ok = upstream.status not in UNHEALTHY_STATUSES
-        resp = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-        try:
-            resp.headers.extend(end_to_end(upstream.headers))
-            on_response(resp)
-            ctx.status = upstream.status
-            try:
-                await resp.prepare(ctx.request)
-            except ConnectionResetError:
-                return _client_gone(ctx, target, resp)
-            while True:
-                try:
-                    chunk = await upstream.content.readany()
-                except (TimeoutError, aiohttp.ClientError) as exc:
-                    # Headers are gone already: the only honest signal left is a broken connection.
-                    ok = False
-                    log.info("upstream %s: body from %s broke off: %s", pool.id, target.address, exc)
-                    _abort(ctx.request)
-                    return resp
-                if not chunk:
-                    break
-                try:
-                    await resp.write(chunk)
-                except ConnectionResetError:  # includes aiohttp.ClientConnectionResetError
-                    return _client_gone(ctx, target, resp)
-                ctx.bytes_sent += len(chunk)
-            try:
-                await resp.write_eof()
-            except ConnectionResetError:
-                return _client_gone(ctx, target, resp)
-            return resp
-        finally:
-            upstream.release()
-            pool.release(target)
-            if ok:
-                pool.report_success(target)
-            else:
-                pool.report_failure(target)
-
-
-def _client_gone(ctx: RequestContext, target: Target, resp: web.StreamResponse) -> web.StreamResponse:
-    log.debug("client went away while streaming from %s", target.address)
-    _abort(ctx.request)
-    return resp
-
-
-def _client_closed(request: web.Request) -> bool:
-    transport = request.transport
-    return transport is None or transport.is_closing()
-
-
-def _abort(request: web.Request) -> None:
-    """Close the client connection so a truncated body cannot pass for a complete one."""
-    transport = request.transport
-    if transport is not None:
-        transport.abort()

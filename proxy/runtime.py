@@ -25,6 +25,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from gateway.registry import registered_targets, with_registered
 from proxy.balancer import Pool
 from proxy.plugins import PLUGINS
 from proxy.plugins.base import Consumer, ConsumerIndex, JwtCredential, Plugin, PluginChain
@@ -189,7 +190,9 @@ def build_runtime(
     resources = snapshot["resources"]
     b = _Builder()
 
-    pools = {uid: Pool(uid, spec, clock=clock) for uid, spec in _items(resources, "upstreams")}
+    registered = registered_targets(spec for _, spec in _items(resources, "registrations"))
+    pools = {uid: Pool(uid, with_registered(spec, registered.get(uid)), clock=clock)
+             for uid, spec in _items(resources, "upstreams")}
 
     global_plugins: dict[str, Plugin] = {}
     for pid, spec in _items(resources, "plugins"):
@@ -257,7 +260,8 @@ def update_runtime(
         if res is None:
             pools.pop(uid, None)
         else:
-            pools[uid] = Pool(uid, res.spec, clock=clock)
+            registered = registered_targets(r.spec for r in state.list("registrations") if r.spec["upstream"] == uid)
+            pools[uid] = Pool(uid, with_registered(res.spec, registered.get(uid)), clock=clock)
     global_plugins = {p.name: p for p in old.global_chain.plugins}
     chains = dict(old.chains)
     instances = dict(old.plugin_instances)

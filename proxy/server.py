@@ -1,10 +1,14 @@
-"""The DataPlane object and its two aiohttp applications (traffic, status).
+"""The DataPlane object, its traffic listener and its status application (aiohttp).
 
 ``DataPlane`` holds the runtime being served and the facts the status endpoints report. Swapping
 the runtime is one reference assignment: a request reads ``dp.runtime`` once at its start and uses
 that runtime to the end, so it is never served by half of one config and half of another. Balancer
 and plugin state move to the new runtime where their config did not change, and the active health
 checkers follow the pools (stopped for pools that went away, started for new ones).
+
+Traffic is served by ``listen`` (an asyncio server of ``proxy.http_server.HttpProtocol``, httptools
+parsing, pooled upstream connections); each request runs ``serve``: route, plugins, forward. The
+status app (``/status /ready /live /metrics``) stays on aiohttp, on its own port.
 
 Modes (DESIGN.md §5): ``empty`` (no runtime: every request gets 503 JSON, /ready is 503),
 ``synced`` and ``cached``; the sync client and the cache loader set the mode, ``swap`` only moves
@@ -14,27 +18,56 @@ an ``empty`` proxy to ``synced`` when none is given.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import socket
+import ssl
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp import web
-from multidict import MultiDict
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from proxy.balancer import Pool
-from proxy.forward import Forwarder, make_session, upstream_headers, upstream_path
+from proxy.dns import DnsTargets
+from proxy.forward import Forwarder, upstream_path
+from proxy.http_common import Limits, json_error
+from proxy.http_server import Exchange, HttpProtocol
 from proxy.jwks import JwksCache
 from proxy.metrics import ProxyMetrics
-from proxy.plugins.base import RequestContext, Services, json_error
+from proxy.plugins.base import RequestContext, Services
 from proxy.router import normalize_path
 from proxy.runtime import Runtime, build_runtime
+from proxy.upstream import Upstreams
 
 log = logging.getLogger(__name__)
 
 MODES = ("synced", "cached", "empty")
+
+
+T = TypeVar("T")
+GC_THRESHOLD = (50_000, 50, 100)  # fewer young-generation collections on the request path
+
+
+def run_loop(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` on uvloop when it is installed (the ``[fast]`` extra), else the stock loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
+
+
+def loop_name() -> str:
+    """``uvloop`` or ``asyncio``: the event loop this process serves on (for /status)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return "none"
+    return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
 
 
 class DataPlane:
@@ -47,10 +80,12 @@ class DataPlane:
         clock: Callable[[], float] = time.monotonic,
         services: Services | None = None,
         source_address: str | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.proxy_id = proxy_id
         self.source_address = source_address
         self.clock = clock
+        self.limits = limits or Limits()
         self.runtime: Runtime | None = None
         self.mode = "empty"
         self.revision = 0
@@ -61,35 +96,113 @@ class DataPlane:
         self.last_error: str | None = None
         self.services = services or Services(clock=clock)
         self.metrics = ProxyMetrics(self)
-        self.session: aiohttp.ClientSession | None = None
+        self.dns = DnsTargets.from_env(source_address)  # named targets -> addresses (proxy/dns.py)
+        self.metrics.registry.register(self.dns.collector())
+        self.session: aiohttp.ClientSession | None = None  # health checks and JWKS, not traffic
+        self.upstreams: Upstreams | None = None
         self.forwarder: Forwarder | None = None
+        self.connections: set[HttpProtocol] = set()
+        self.servers: list[asyncio.Server] = []
+        self.draining = False
         self._background: set[asyncio.Task[None]] = set()
         self._own_jwks = False
+        self._gc_pending: asyncio.TimerHandle | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Create the shared client session and start health checks; idempotent."""
+        """Create the upstream pools and the shared client session, start health checks; idempotent."""
         if self.session is not None:
             return
         self.session = make_session(self.source_address)
-        self.forwarder = Forwarder(self.session)
+        self.upstreams = Upstreams(self.limits, self.source_address)
+        self.upstreams.start()
+        self.forwarder = Forwarder(self.upstreams, lambda: self.draining)
+        self.dns.start()
         if self.services.jwks is None or self._own_jwks:
             self.services.jwks = JwksCache(self.session, clock=self.clock)
             self._own_jwks = True
         if self.runtime is not None:
             for pool in self.runtime.pools.values():
                 pool.start(self.session)
+        gc.set_threshold(*GC_THRESHOLD)
+
+    async def listen(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        reuse_port: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
+        sock: socket.socket | None = None,
+        backlog: int = 1024,
+    ) -> asyncio.Server:
+        """Serve traffic on ``host:port`` (or on ``sock``); starts the DataPlane if needed.
+
+        ``reuse_port`` lets several processes share the port (SO_REUSEPORT); ``ssl_context``
+        makes it an HTTPS listener. Raises OSError when the address cannot be bound.
+        """
+        await self.start()
+        loop = asyncio.get_running_loop()
+        scheme = "https" if ssl_context is not None else "http"
+        limits = self.limits
+
+        def factory() -> HttpProtocol:
+            return HttpProtocol(self, limits, scheme)
+
+        if sock is not None:
+            server = await loop.create_server(factory, sock=sock, ssl=ssl_context, backlog=backlog)
+        else:
+            server = await loop.create_server(
+                factory, host, port, reuse_port=reuse_port or None, ssl=ssl_context, backlog=backlog
+            )
+        self.draining = False
+        self.servers.append(server)
+        return server
+
+    async def stop_listening(self, timeout: float = 5.0) -> None:
+        """Stop accepting, close idle connections, let requests in flight finish for ``timeout``."""
+        self.draining = True
+        servers, self.servers = self.servers, []
+        for server in servers:
+            server.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            for conn in list(self.connections):
+                if conn.idle:
+                    conn.close()
+            if not self.connections or loop.time() >= deadline:
+                break
+            await asyncio.sleep(0.02)
+        for conn in list(self.connections):
+            conn.abort()
+        for server in servers:
+            try:
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+            except TimeoutError:
+                pass
 
     async def close(self) -> None:
-        """Stop health checks, close the session and log files; idempotent."""
+        """Stop listening, DNS and health checks, close connections and log files; idempotent."""
+        if self.servers:
+            await self.stop_listening(1.0)
+        await self.dns.stop()
         if self.runtime is not None:
             await asyncio.gather(*(p.stop() for p in self.runtime.pools.values()))
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        if self._gc_pending is not None:
+            self._gc_pending.cancel()
+            self._gc_pending = None
+        if self.forwarder is not None:
+            forwarder, self.forwarder = self.forwarder, None
+            await forwarder.close()
+        if self.upstreams is not None:
+            upstreams, self.upstreams = self.upstreams, None
+            await upstreams.close()
         if self.session is not None:
             session, self.session = self.session, None
-            self.forwarder = None
             await session.close()
         for sink in self.services.log_sinks.values():
             sink.close()
@@ -102,6 +215,7 @@ class DataPlane:
         if mode is not None and mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}")
         installed = runtime.handover(self.runtime)
+        self.dns.attach(installed.pools.values())  # named targets get their known addresses now
         old, self.runtime = self.runtime, installed
         self.revision, self.hash = installed.revision, installed.hash
         if mode is not None:
@@ -109,7 +223,27 @@ class DataPlane:
         elif self.mode == "empty":
             self.mode = "synced"
         self._reconcile_health(old, installed)
+        self._schedule_gc_freeze()
         return installed
+
+    def _schedule_gc_freeze(self) -> None:
+        """Shortly after a swap (coalesced): collect the old runtime, then freeze what is left.
+
+        Frozen objects (the runtime: routes, plugins, pools) are never scanned again by the cyclic
+        collector, so its collections on the request path stay short however large the config.
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if self._gc_pending is None:
+            self._gc_pending = loop.call_later(0.5, self._gc_freeze)
+
+    def _gc_freeze(self) -> None:
+        self._gc_pending = None
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
 
     def install(
         self, snapshot: Mapping[str, Any], *, revision: int, hash: str, mode: str | None = None
@@ -146,61 +280,51 @@ class DataPlane:
 
     # -- traffic ------------------------------------------------------------------------------------------
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        """Serve one proxied request with the runtime current at its start."""
+    async def serve(self, ex: Exchange) -> None:
+        """Serve one request with the runtime current at its start."""
         start = self.clock()
         runtime = self.runtime
-        if runtime is None or self.forwarder is None:
+        forwarder = self.forwarder
+        if runtime is None or forwarder is None:
+            ex.send_response(json_error(503, "no_config", "the proxy has no configuration yet"))
             self.metrics.observe_request(None, 503, self.clock() - start)
-            return json_error(503, "no_config", "the proxy has no configuration yet")
-        host = request.headers.get("Host", "")
-        path = normalize_path(request.path)
-        match = runtime.router.match(request.method, host, path, request.headers)
-        raw = request.rel_url.raw_path
-        client_ip = request.remote or ""
+            return
+        path = normalize_path(ex.path)
+        match = runtime.router.match(ex.method, ex.host, path, ex)  # type: ignore[arg-type]
+        route = match.route if match is not None else None
+        chain = runtime.global_chain if route is None else runtime.chains.get(route.id, runtime.global_chain)
         ctx = RequestContext(
-            request=request,
-            services=self.services,
-            consumers=runtime.consumers,
-            method=request.method,
-            host=host,
-            path=path,
-            client_ip=client_ip,
-            upstream_path=upstream_path(
-                raw,
-                path,
-                match.matched_path if match else "",
-                bool(match and match.route.strip_prefix),
-                normalized=path != request.path,
-            ),
-            upstream_query=MultiDict(request.query),
-            upstream_headers=upstream_headers(request, client_ip),
-            match=match,
-            start=start,
-            started_at=self.services.wall(),
-        )
-        chain = runtime.chain_for(match.route.id if match else None)
-        resp: web.StreamResponse | None = None
+            ex, self.services, runtime.consumers, ex.method, ex.host, path, ex.proto.client_ip,
+            upstream_path(ex.raw_path, path, match.matched_path if match else "",
+                          bool(route and route.strip_prefix), normalized=path != ex.path),
+            None, None, match, start, self.services.wall(),
+        )  # fmt: skip
+        resp: Any = None
         try:
-            resp = await chain.access(ctx)
+            if chain.plugins:
+                resp = await chain.access(ctx)
             if resp is None:
-                if match is None:
+                if route is None:
                     resp = json_error(404, "no_route", "no route matches this request")
+                elif ex.method == "CONNECT":
+                    resp = json_error(405, "method_not_allowed", "CONNECT is not proxied")
                 else:
-                    pool = runtime.pools[match.route.upstream]
-                    resp = await self.forwarder.forward(ctx, pool, lambda r: chain.response(ctx, r))
+                    resp = await forwarder.forward(ctx, runtime.pools[route.upstream], chain)
         except Exception:
             log.exception("proxy: request failed")
             resp = json_error(500, "internal_error", "the proxy failed to handle this request")
-        finally:
-            if resp is not None and not resp.prepared:
+            if ex.head_sent:
+                ex.abort()
+                resp = None
+        if resp is not None:
+            if chain.responders or ctx.plugins:
                 chain.response(ctx, resp)
-                ctx.status = resp.status
-                body = getattr(resp, "body", None)
-                ctx.bytes_sent = len(body) if isinstance(body, bytes | bytearray) else 0
+            ctx.status = resp.status
+            ctx.bytes_sent = ex.send_response(resp)
+        if chain.loggers or ctx.plugins:
             chain.log(ctx)
-            self.metrics.observe_request(ctx.route_id, ctx.status or 499, self.clock() - start)
-        return resp
+        self.metrics.observe_request(route.id if route is not None else None, ctx.status or 499,
+                                     self.clock() - start)  # fmt: skip
 
     # -- status ---------------------------------------------------------------------------------------------
 
@@ -218,26 +342,55 @@ class DataPlane:
             "upstreams": {uid: pool.health() for uid, pool in sorted(rt.pools.items())} if rt is not None else {},
             "warnings": list(rt.warnings) if rt is not None else [],
             "last_error": self.last_error,
+            "loop": loop_name(),
+            "dns": self.dns.status(),
         }
 
 
-def create_proxy_app(dp: DataPlane) -> web.Application:
-    """The traffic application: every path and method goes to ``dp.handle``.
+def make_session(source_address: str | None = None) -> aiohttp.ClientSession:
+    """The client session for active health checks and JWKS fetches (traffic does not use it).
 
-    It owns the DataPlane's lifecycle: the client session opens on startup and closes on cleanup.
+    ``source_address`` binds outgoing connections (the chaos harness cuts links by address, and an
+    unbound socket would leave from 127.0.0.1, see DESIGN.md §6).
     """
-    app = web.Application(handler_args={"max_field_size": 16384})
+    local_addr = (source_address, 0) if source_address else None
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=10, local_addr=local_addr)
+    return aiohttp.ClientSession(
+        connector=connector,
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        timeout=aiohttp.ClientTimeout(total=None),
+    )
 
-    async def on_startup(_: web.Application) -> None:
-        await dp.start()
 
-    async def on_cleanup(_: web.Application) -> None:
-        await dp.close()
+class TrafficRunner:
+    """The traffic listener with the shape of an aiohttp ``AppRunner`` (setup, addresses, cleanup).
 
-    app.on_startup.append(on_startup)
-    app.on_cleanup.append(on_cleanup)
-    app.router.add_route("*", "/{tail:.*}", dp.handle)
-    return app
+    ``cleanup`` drains: stops accepting, lets requests in flight finish for ``shutdown_timeout``,
+    then closes the DataPlane (health checks, pooled connections).
+    """
+
+    def __init__(self, dp: DataPlane, *, shutdown_timeout: float = 10.0, reuse_port: bool = False,
+                 ssl_context: ssl.SSLContext | None = None) -> None:  # fmt: skip
+        self.dp = dp
+        self.shutdown_timeout = shutdown_timeout
+        self.reuse_port = reuse_port
+        self.ssl_context = ssl_context
+        self.server: asyncio.Server | None = None
+
+    async def setup(self) -> None:
+        await self.dp.start()
+
+    async def start(self, host: str, port: int) -> None:
+        self.server = await self.dp.listen(host, port, reuse_port=self.reuse_port, ssl_context=self.ssl_context)
+
+    @property
+    def addresses(self) -> list[Any]:
+        return [s.getsockname() for s in self.server.sockets] if self.server is not None else []
+
+    async def cleanup(self) -> None:
+        await self.dp.stop_listening(self.shutdown_timeout)
+        await self.dp.close()
 
 
 def create_status_app(dp: DataPlane) -> web.Application:
@@ -248,7 +401,8 @@ def create_status_app(dp: DataPlane) -> web.Application:
 
     async def ready(_: web.Request) -> web.Response:
         if dp.runtime is None:
-            return json_error(503, "not_ready", "no configuration installed yet")
+            err = json_error(503, "not_ready", "no configuration installed yet")
+            return web.Response(status=503, body=err.body, content_type="application/json")
         return web.json_response({"ready": True, "mode": dp.mode, "revision": dp.revision})
 
     async def live(_: web.Request) -> web.Response:

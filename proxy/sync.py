@@ -13,6 +13,11 @@ Safety rules, and where they are enforced:
 The websocket is read by one loop that also answers pings (aiohttp does that inside ``receive``),
 while config frames are applied by a worker task: a large build in an executor must not make the
 heartbeat miss. Install order: build (executor) -> ``dataplane.swap`` -> persist -> ``ack``.
+
+Applying is separate from the transport: ``_on_status``, ``_on_delta`` and ``_on_snapshot`` take
+typed frames (``gateway.protocol``) and a ``Peer`` to send the replies (ack, nack, resync) to. The
+websocket is one Peer; the pull transport (proxy/pull.py) passes an outbox that turns the replies
+into its next poll, and the worker hub (proxy/workers.py) hooks ``_on_delta`` to forward frames.
 """
 
 from __future__ import annotations
@@ -25,22 +30,49 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
-from gateway.codec import PROTOCOL_VERSION, decode, decode_frame, encode_frame
-from gateway.delta import Delta
 from gateway.errors import GatewayError
+from gateway.protocol import (
+    CP_FRAMES,
+    Ack,
+    DeltaFrame,
+    ErrorFrame,
+    Frame,
+    FrameError,
+    Hello,
+    Mode,
+    Nack,
+    OutOfSequence,
+    Resync,
+    SnapshotAssembler,
+    SnapshotChunk,
+    Status,
+    UnknownFrameType,
+    decode_frame,
+    encode_frame,
+    peek_type,
+)
 from gateway.state import ConfigState
 from proxy.cache import ConfigCache, load_learned_endpoints, save_learned_endpoints
 from proxy.endpoints import Endpoint, EndpointRing, stream_url
-from proxy.frames_apply import OutOfSequence, SnapshotAssembler, prepare_delta, prepare_snapshot
+from proxy.frames_apply import build_for, prepare_delta, prepare_snapshot
 
 log = logging.getLogger("gwadm.proxy.sync")
 
-Frame = dict[str, Any]
 WS = aiohttp.ClientWebSocketResponse
+ConfigFrame = DeltaFrame | SnapshotChunk
+
+
+class Peer(Protocol):
+    """Where the replies to applied frames go: the node's websocket, or a transport's stand-in."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    async def send_bytes(self, data: bytes) -> None: ...
 
 
 def software_version() -> str:
@@ -123,6 +155,10 @@ class SyncClient:
         self._snapshot = SnapshotAssembler()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Hooks of the sync modes (proxy/antientropy.py, proxy/relay.py): each status frame from a
+        # healthy node, and each installed config.
+        self.on_status: Callable[[Status], None] | None = None
+        self.on_install: Callable[[ConfigState], None] | None = None
 
     @property
     def revision(self) -> int:
@@ -137,11 +173,11 @@ class SyncClient:
         """
         if self.cache is None or (entry := self.cache.load()) is None:
             return False
+        state = entry.state
         try:
-            state = ConfigState.from_snapshot(entry.snapshot)
             if state.hash() != entry.hash:
                 raise GatewayError("config hash does not match the cache header")
-            runtime = self._build(entry.snapshot, revision=entry.revision, hash=entry.hash)
+            runtime = build_for(self._build, state, entry.hash)
         except Exception as exc:
             log.warning("cached config in %s unusable (%s); starting empty", self.cache.path, _why(exc))
             return False
@@ -220,26 +256,25 @@ class SyncClient:
             return False
         self._ws, self._healthy, self._resync_for = ws, False, None
         self._snapshot.reset()
-        queue: asyncio.Queue[Frame] = asyncio.Queue()
+        queue: asyncio.Queue[ConfigFrame] = asyncio.Queue()
         worker = asyncio.create_task(self._worker(ws, queue), name="proxy-sync-apply")
         was_healthy = False
         try:
-            await ws.send_bytes(encode_frame({
-                "t": "hello", "proto": PROTOCOL_VERSION, "proxy_id": self.proxy_id, "software": self.software,
-                "revision": self.revision, "hash": self.hash, "address": self.address,
-                "status_address": self.status_address,
-            }))  # fmt: skip
+            await ws.send_bytes(encode_frame(Hello(
+                proxy_id=self.proxy_id, software=self.software, revision=self.revision, hash=self.hash,
+                address=self.address, status_address=self.status_address,
+            )))  # fmt: skip
             self._reported_mode = self.dp.mode
-            await ws.send_bytes(encode_frame({"t": "mode", "mode": self.dp.mode}))
+            await ws.send_bytes(encode_frame(Mode(self.dp.mode)))
             async for msg in ws:
                 frame = await self._decode(ws, msg.data) if msg.type == aiohttp.WSMsgType.BINARY else None
-                if frame is None:
-                    continue
-                if frame["t"] == "status":
+                if isinstance(frame, Status):
                     self._on_status(ep, frame)
                     was_healthy = was_healthy or self._healthy
-                elif frame["t"] in ("delta", "snapshot"):
+                elif isinstance(frame, DeltaFrame | SnapshotChunk):
                     queue.put_nowait(frame)
+                elif isinstance(frame, ErrorFrame):
+                    log.error("control-plane refused us: %s (%s)", frame.message, frame.code)
                 if worker.done():
                     break
             log.warning("control-plane %s closed the stream (code %s)", ep.url, ws.close_code)
@@ -261,33 +296,53 @@ class SyncClient:
             self._set_mode()
         return was_healthy
 
-    async def _decode(self, ws: WS, data: bytes) -> Frame | None:
-        """Decode one frame; an undecodable config frame is nacked when it names its revision."""
+    async def _decode(self, ws: Peer, data: bytes) -> Frame | None:
+        """Decode one frame; an invalid config frame is nacked when it names its revision (the old
+        config keeps serving); frame types a proxy does not take are skipped."""
         try:
-            return decode_frame(data)
-        except GatewayError as exc:
-            raw = _peek(data)
-            if raw.get("t") == "error":
-                log.error("control-plane refused us: %s", raw.get("message"))
-            elif raw.get("t") in ("delta", "snapshot") and isinstance(raw.get("revision"), int):
-                await self._nack(ws, raw["revision"], f"invalid frame: {exc}")
+            return decode_frame(data, CP_FRAMES)
+        except UnknownFrameType as exc:
+            log.warning("skipping a frame this proxy does not take: %s", exc)
+        except FrameError as exc:
+            kind, revision = peek_type(data)
+            if kind in ("delta", "snapshot") and revision is not None:
+                await self._nack(ws, revision, f"invalid frame: {exc}")
             else:
                 log.warning("ignoring undecodable frame: %s", exc)
-            return None
+        return None
 
-    def _on_status(self, ep: Endpoint, f: Frame) -> None:
-        ep.has_quorum, ep.revision = f["has_quorum"], f["revision"]
-        if not f["has_quorum"]:
-            raise _Leave(f"node {f['node_id']} has no quorum")
-        if f["revision"] < self.revision:
-            raise _Leave(f"node {f['node_id']} is behind us ({f['revision']} < {self.revision})")
+    def _on_status(self, ep: Endpoint, f: Status) -> None:
+        ep.has_quorum, ep.revision = f.has_quorum, f.revision
+        if not f.has_quorum and f.cached and f.revision > self.revision:
+            # A relay cut off from the CP serves its last-known-good config (docs/sync-modes.md):
+            # committed (it holds only what nodes with quorum sent it) and newer than ours, so we
+            # take it, in mode cached; at its revision we leave it like any node without quorum.
+            self._healthy, self.connected_url = False, None
+            self._set_mode()
+            return
+        if not f.has_quorum:
+            raise _Leave(f"node {f.node_id} has no quorum")
+        if f.revision < self.revision:
+            raise _Leave(f"node {f.node_id} is behind us ({f.revision} < {self.revision})")
         self._healthy, self.connected_url = True, ep.url
-        if "members" in f and self.ring.learn([stream_url(u) for u in f["members"]]):
-            self._remember_members(f["node_id"])
+        if f.members is not None and self.ring.learn([stream_url(u) for u in f.members]):
+            self._remember_members(f.node_id)
         self.dp.connected_cp = ep.url
-        if f["revision"] == self.revision:
+        if f.revision == self.revision:
             self._mark_synced()
         self._set_mode()
+        if self.on_status is not None:
+            self.on_status(f)
+
+    def request_resync(self) -> bool:
+        """Ask the node for our revision again, telling it our hash: a node whose hash differs sends
+        a snapshot (anti-entropy repair). False if no stream is open."""
+        ws = self._ws
+        if ws is None or ws.closed:
+            return False
+        task = asyncio.get_running_loop().create_task(ws.send_bytes(encode_frame(Resync(self.revision, self.hash))))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return True
 
     def _publish_endpoints(self) -> None:
         self.dp.cp_endpoints = [e.url for e in self.endpoints]  # shown in the proxy's /status
@@ -303,51 +358,48 @@ class SyncClient:
 
     # ---- applying -----------------------------------------------------------------------------
 
-    async def _worker(self, ws: WS, queue: asyncio.Queue[Frame]) -> None:
+    async def _worker(self, ws: Peer, queue: asyncio.Queue[ConfigFrame]) -> None:
         while True:
             frame = await queue.get()
-            await (self._on_delta(ws, frame) if frame["t"] == "delta" else self._on_snapshot(ws, frame))
+            await (self._on_delta(ws, frame) if isinstance(frame, DeltaFrame) else self._on_snapshot(ws, frame))
 
-    async def _on_delta(self, ws: WS, f: Frame) -> None:
-        if f["base"] != self.revision:
+    async def _on_delta(self, ws: Peer, f: DeltaFrame) -> None:
+        if f.base != self.revision:
             if self._resync_for != self.revision:  # one resync per position, not one per stale frame
                 self._resync_for = self.revision
-                log.info(
-                    "delta %d->%d does not fit revision %d: resync", f["base"], f["revision"], self.revision
-                )
-                await ws.send_bytes(encode_frame({"t": "resync", "revision": self.revision}))
+                log.info("delta %d->%d does not fit revision %d: resync", f.base, f.revision, self.revision)
+                await ws.send_bytes(encode_frame(Resync(self.revision)))
             return
-        delta = Delta(f["base"], f["revision"], f["ops"])  # decode_frame checked the ops' shape
         state = self.state if self.state is not None else ConfigState.empty()
         prepare = functools.partial(
-            prepare_delta, state, delta, current_runtime=self.dp.runtime, update=self._update, build=self._build
+            prepare_delta, state, f, current_runtime=self.dp.runtime, update=self._update, build=self._build
         )
-        await self._apply(ws, f["revision"], f["hash"], prepare)
+        await self._apply(ws, f.revision, f.hash, prepare)
 
-    async def _on_snapshot(self, ws: WS, f: Frame) -> None:
+    async def _on_snapshot(self, ws: Peer, f: SnapshotChunk) -> None:
         try:
             joined = self._snapshot.add(f)
         except OutOfSequence as exc:
-            await self._nack(ws, f["revision"], str(exc))
+            await self._nack(ws, f.revision, str(exc))
             return
         if joined is None:
             return
         if joined.revision < self.revision:  # never go backwards; tell the node where we are
             log.warning("ignoring snapshot %d older than our revision %d", joined.revision, self.revision)
-            await ws.send_bytes(encode_frame({"t": "resync", "revision": self.revision}))
+            await ws.send_bytes(encode_frame(Resync(self.revision)))
         elif self.state is not None and joined.revision == self.revision and joined.hash == self.hash:
             self._resync_for = None
-            await ws.send_bytes(encode_frame({"t": "ack", "revision": joined.revision}))
+            await ws.send_bytes(encode_frame(Ack(joined.revision)))
         else:
-            prepare = functools.partial(prepare_snapshot, joined.data, joined.revision, build=self._build)
+            prepare = functools.partial(prepare_snapshot, joined, build=self._build)
             await self._apply(ws, joined.revision, joined.hash, prepare)
 
-    async def _apply(self, ws: WS, revision: int, config_hash: str, prepare: Callable[[str], Any]) -> None:
+    async def _apply(self, ws: Peer, revision: int, config_hash: str, prepare: Callable[[], Any]) -> None:
         """Build off the loop, swap, persist, ack; any failure is a nack and the old config stays."""
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         try:
-            state, runtime, body = await loop.run_in_executor(None, prepare, config_hash)
+            state, runtime, body = await loop.run_in_executor(None, prepare)
         except Exception as exc:
             await self._nack(ws, revision, _why(exc))
             return
@@ -365,7 +417,7 @@ class SyncClient:
                 await asyncio.shield(self._persisting)
             except Exception as exc:  # serving matters more than the cache; say so loudly
                 log.error("could not write config cache %s: %s", self.cache.path, _why(exc))
-        await ws.send_bytes(encode_frame({"t": "ack", "revision": state.revision}))
+        await ws.send_bytes(encode_frame(Ack(state.revision)))
 
     def _persist(self, state: ConfigState, body: bytes | None, config_hash: str) -> None:
         """Executor thread: write the cache: a received snapshot as is, a state after a delta packed."""
@@ -386,6 +438,8 @@ class SyncClient:
         self.applied.append(state.revision)
         log.info("installed config revision %d", state.revision)
         self._set_mode()
+        if self.on_install is not None:
+            self.on_install(state)
 
     def _mark_synced(self) -> None:
         mark = getattr(self.dp, "mark_synced", None)
@@ -394,13 +448,13 @@ class SyncClient:
         else:
             self.dp.last_sync = time.monotonic()
 
-    async def _nack(self, ws: WS, revision: int, error: str) -> None:
+    async def _nack(self, ws: Peer, revision: int, error: str) -> None:
         log.warning(
             "rejecting config revision %d: %s (still serving revision %d)", revision, error, self.revision
         )
         self.nacks.append((revision, error))
         self.dp.last_error = f"revision {revision}: {error}"
-        await ws.send_bytes(encode_frame({"t": "nack", "revision": revision, "error": error[:1000]}))
+        await ws.send_bytes(encode_frame(Nack(revision, error[:1000])))
 
     def _set_mode(self) -> None:
         """empty without a config; synced while on a healthy node; cached otherwise (read-only)."""
@@ -412,7 +466,7 @@ class SyncClient:
         if mode != self._reported_mode and ws is not None and not ws.closed:  # for the fleet registry
             self._reported_mode = mode
             task = asyncio.get_running_loop().create_task(
-                ws.send_bytes(encode_frame({"t": "mode", "mode": mode}))
+                ws.send_bytes(encode_frame(Mode(mode)))
             )
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
@@ -420,14 +474,6 @@ class SyncClient:
 def _observe(dp: Any, seconds: float) -> None:
     with contextlib.suppress(AttributeError):
         dp.metrics.apply_duration.observe(seconds)
-
-
-def _peek(data: bytes) -> Frame:
-    try:
-        obj = decode(data)
-    except Exception:
-        return {}
-    return obj if isinstance(obj, dict) else {}
 
 
 def _why(exc: BaseException) -> str:

@@ -16,14 +16,16 @@ from chaos.history import History
 
 from .availability import check_availability
 from .cluster import check_convergence, check_single_leader
+from .discovery import check_discovery
 from .linearizability import check_linearizable
 from .proxies import check_proxies, check_proxy_availability
 from .result import MAX_PROBLEMS, CheckResult
 from .writes import check_no_lost_writes
+from .zombies import check_no_zombie_writes
 
 __all__ = [
-    "CHECKERS", "MAX_PROBLEMS", "CheckResult", "check_availability", "check_convergence", "check_linearizable",
-    "check_no_lost_writes", "check_proxies", "check_proxy_availability", "check_single_leader", "run_all",
+    "CHECKERS", "MAX_PROBLEMS", "CheckResult", "check_availability", "check_convergence", "check_discovery", "check_linearizable",
+    "check_no_lost_writes", "check_no_zombie_writes", "check_proxies", "check_proxy_availability", "check_single_leader", "run_all",
 ]  # fmt: skip
 
 Checker = Callable[..., CheckResult]
@@ -31,11 +33,13 @@ Checker = Callable[..., CheckResult]
 CHECKERS: dict[str, Checker] = {
     "linearizable": check_linearizable,
     "no_lost_writes": check_no_lost_writes,
+    "no_zombie_writes": check_no_zombie_writes,
     "convergence": check_convergence,
     "proxies": check_proxies,
     "proxy_availability": check_proxy_availability,
     "single_leader": check_single_leader,
     "availability": check_availability,
+    "discovery": check_discovery,
 }
 """Name -> checker, in report order. The name equals the ``CheckResult.name`` it returns."""
 

@@ -60,6 +60,8 @@ def node_group() -> None:
               help="Serve plain HTTP (no TLS): tokens cross the network in clear. Tests and loopback only.")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option("--log-format", default="text", show_default=True, type=click.Choice(["text", "json"]),
+              help="json: one JSON object per line, node events with their fields (cluster/events.py).")
 def run(
     config_file: str | None,
     node_id: str | None,
@@ -77,14 +79,19 @@ def run(
     mtls: bool | None,
     insecure: bool | None,
     log_level: str,
+    log_format: str,
 ) -> None:
     """Run one control-plane node in the foreground until SIGTERM/SIGINT."""
+    from cluster.events import JsonFormatter
     from cluster.node import SettingsError, load_settings, parse_peer, serve
 
     logging.basicConfig(
         level=log_level.upper(), stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if log_format == "json":
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
     expanded: list[str] = []
     for item in peers:
         expanded.extend(p for p in item.split(";") if p.strip())

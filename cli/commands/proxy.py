@@ -6,7 +6,6 @@ Every flag can also come from a GWADM_PROXY_* environment variable. Bad flags en
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 
@@ -76,6 +75,43 @@ def proxy_group() -> None:
               help="Serve proxied traffic over TLS with this certificate (no SNI needed).")
 @click.option("--listen-tls-key", envvar="GWADM_PROXY_LISTEN_TLS_KEY", metavar="FILE", help="Key of --listen-tls-cert.")
 @click.option(
+    "--sync",
+    "sync_mode",
+    default="hybrid",
+    show_default=True,
+    envvar="GWADM_PROXY_SYNC",
+    type=click.Choice(["push", "pull", "hybrid"]),
+    help="How to follow the control plane: websocket push, HTTP long-poll pull (for HTTP-only "
+    "egress), or push plus periodic hash anti-entropy (docs/sync-modes.md).",
+)
+@click.option(
+    "--poll-interval",
+    default=10.0,
+    show_default=True,
+    envvar="GWADM_PROXY_POLL_INTERVAL",
+    type=float,
+    metavar="S",
+    help="Pull: how long one long-poll waits for a change (0.1..30 s).",
+)
+@click.option(
+    "--check-interval",
+    default=30.0,
+    show_default=True,
+    envvar="GWADM_PROXY_CHECK_INTERVAL",
+    type=float,
+    metavar="S",
+    help="Hybrid: anti-entropy hash check over HTTP at least this often, besides every status frame.",
+)
+@click.option(
+    "--workers",
+    default="1",
+    show_default=True,
+    envvar="GWADM_PROXY_WORKERS",
+    metavar="N|auto",
+    help="Worker processes serving the --listen port (SO_REUSEPORT); 'auto' = one per core. With N > 1 "
+    "this process keeps the one control-plane stream and the status port and feeds the workers.",
+)
+@click.option(
     "--log-level",
     default="INFO",
     show_default=True,
@@ -89,6 +125,10 @@ def run(
     token_file: str,
     proxy_id: str | None,
     source_address: str | None,
+    sync_mode: str,
+    poll_interval: float,
+    check_interval: float,
+    workers: str,
     ca: str | None,
     tls_cert: str | None,
     tls_key: str | None,
@@ -97,21 +137,24 @@ def run(
     log_level: str,
 ) -> None:
     """Run one proxy until SIGTERM/SIGINT: serve the cached config at once, then follow the CP."""
-    from proxy.node import SettingsError, load_settings, serve
+    from proxy.node import SettingsError, load_settings, parse_workers, serve
+    from proxy.server import run_loop
 
     try:
         settings = load_settings(
             cp=cp, listen=listen, status_listen=status_listen, state_dir=state_dir,
             token_file=token_file, proxy_id=proxy_id, source_address=source_address,
+            sync=sync_mode, poll_interval=poll_interval, check_interval=check_interval,
             ca=ca, tls_cert=tls_cert, tls_key=tls_key, listen_tls_cert=listen_tls_cert, listen_tls_key=listen_tls_key,
         )  # fmt: skip
+        count = parse_workers(workers)
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
     logging.basicConfig(
         level=log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        asyncio.run(serve(settings))
+        run_loop(serve(settings, count, log_level.upper()))
     except SettingsError as exc:  # e.g. a port already in use
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:

@@ -137,3 +137,8 @@ RESOURCE_GROUPS = [make_kind_group(name, kind) for name, kind in KIND_GROUPS.ite
 
 
 COMMANDS: list[click.Command] = list(RESOURCE_GROUPS)
+
+# `gwadm upstream targets ID` (cli/commands/register.py): static and registered targets.
+from cli.commands.register import targets_cmd  # noqa: E402
+
+next(g for g in RESOURCE_GROUPS if g.name == "upstream").add_command(targets_cmd)

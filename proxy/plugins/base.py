@@ -29,24 +29,22 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from aiohttp import web
 from multidict import CIMultiDict, MultiDict
+
+from proxy.http_common import Response, json_error
 
 if TYPE_CHECKING:
     from proxy.jwks import JwksCache
     from proxy.router import Match
 
+__all__ = [
+    "AUTH_PRIORITY", "Consumer", "ConsumerIndex", "JwtCredential", "Plugin", "PluginChain", "RequestContext",
+    "Response", "Services", "json_error",
+]  # fmt: skip
+
 log = logging.getLogger(__name__)
 
 AUTH_PRIORITY = 1000
-
-
-def json_error(
-    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
-) -> web.Response:
-    """The proxy's own error body: ``{"error": {"code", "message"}}``."""
-    body = json.dumps({"error": {"code": code, "message": message}})
-    return web.Response(status=status, text=body, content_type="application/json", headers=headers)
 
 
 @dataclass
@@ -88,35 +86,142 @@ class ConsumerIndex:
     jwt: Mapping[str, tuple[JwtCredential, ...]] = field(default_factory=dict)
 
 
-@dataclass
 class RequestContext:
-    """Everything the plugins and the forwarder know about one request; mutable by design."""
+    """Everything the plugins and the forwarder know about one request; mutable by design.
 
-    request: web.Request
-    services: Services
-    consumers: ConsumerIndex
-    method: str
-    host: str
-    path: str
-    client_ip: str
-    upstream_path: str
-    upstream_query: MultiDict[str]
-    upstream_headers: CIMultiDict[str]
-    match: Match | None = None
-    start: float = 0.0
-    started_at: float = 0.0
-    consumer: Consumer | None = None
-    request_id: str | None = None
-    status: int = 0
-    bytes_sent: int = 0
-    upstream: str | None = None
-    target: str | None = None
-    plugins: Sequence[Plugin] = ()
-    data: dict[str, Any] = field(default_factory=dict)
+    ``upstream_headers`` and ``upstream_query`` (what the upstream will receive) are built on first
+    use: a request no plugin edits is forwarded from the parsed bytes directly. Plugins that only
+    set or remove a header use ``set_upstream_header``/``remove_upstream_header``, which record the
+    edit without building the multidict.
+    """
+
+    __slots__ = (
+        "request", "services", "consumers", "method", "host", "path", "client_ip", "upstream_path",
+        "_upstream_query", "_upstream_headers", "match", "start", "started_at", "consumer", "request_id",
+        "status", "bytes_sent", "upstream", "target", "plugins", "_data", "_drop", "_add",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        request: Any,
+        services: Services,
+        consumers: ConsumerIndex,
+        method: str,
+        host: str,
+        path: str,
+        client_ip: str,
+        upstream_path: str,
+        upstream_query: MultiDict[str] | None = None,
+        upstream_headers: CIMultiDict[str] | None = None,
+        match: Match | None = None,
+        start: float = 0.0,
+        started_at: float = 0.0,
+    ) -> None:
+        self.request = request
+        self.services = services
+        self.consumers = consumers
+        self.method = method
+        self.host = host
+        self.path = path
+        self.client_ip = client_ip
+        self.upstream_path = upstream_path
+        self._upstream_query = upstream_query
+        self._upstream_headers = upstream_headers
+        self.match = match
+        self.start = start
+        self.started_at = started_at
+        self.consumer: Consumer | None = None
+        self.request_id: str | None = None
+        self.status = 0
+        self.bytes_sent = 0
+        self.upstream: str | None = None
+        self.target: str | None = None
+        self.plugins: Sequence[Plugin] = ()
+        self._data: dict[str, Any] | None = None
+        self._drop: set[bytes] | None = None
+        self._add: list[tuple[str, str]] | None = None
 
     @property
     def route_id(self) -> str | None:
         return self.match.route.id if self.match is not None else None
+
+    @property
+    def data(self) -> dict[str, Any]:
+        d = self._data
+        if d is None:
+            d = self._data = {}
+        return d
+
+    # -- what the upstream receives ----------------------------------------------------------------
+
+    @property
+    def upstream_headers(self) -> CIMultiDict[str]:
+        h = self._upstream_headers
+        if h is None:
+            from proxy.forward import upstream_headers
+
+            h = self._upstream_headers = upstream_headers(self.request, self.client_ip)
+            for dropped in self._drop or ():
+                h.popall(dropped.decode("latin-1"), None)
+            for name, value in self._add or ():
+                h.add(name, value)
+            self._drop = self._add = None
+        return h
+
+    @upstream_headers.setter
+    def upstream_headers(self, value: CIMultiDict[str]) -> None:
+        self._upstream_headers = value
+
+    @property
+    def upstream_query(self) -> MultiDict[str]:
+        q = self._upstream_query
+        if q is None:
+            q = self._upstream_query = MultiDict(self.request.query)
+        return q
+
+    @upstream_query.setter
+    def upstream_query(self, value: MultiDict[str]) -> None:
+        self._upstream_query = value
+
+    def upstream_headers_if_built(self) -> CIMultiDict[str] | None:
+        return self._upstream_headers
+
+    def upstream_query_if_built(self) -> MultiDict[str] | None:
+        return self._upstream_query
+
+    def set_upstream_header(self, name: str, value: str) -> None:
+        """Replace every upstream header ``name`` with one ``value``."""
+        if self._upstream_headers is not None:
+            self._upstream_headers[name] = value
+            return
+        self.remove_upstream_header(name)
+        if self._add is None:
+            self._add = []
+        self._add.append((name, value))
+
+    def remove_upstream_header(self, name: str) -> None:
+        if self._upstream_headers is not None:
+            self._upstream_headers.popall(name, None)
+            return
+        low = name.lower()
+        if self._drop is None:
+            self._drop = set()
+        self._drop.add(low.encode("latin-1"))
+        if self._add:
+            self._add = [(n, v) for n, v in self._add if n.lower() != low]
+
+    def dropped_headers(self) -> set[bytes] | frozenset[bytes]:
+        return self._drop or frozenset()
+
+    def added_headers(self) -> list[tuple[str, str]]:
+        return self._add or []
+
+    def responders(self, chain: PluginChain) -> tuple[Plugin, ...]:
+        """The plugins with a response phase for this request (none: headers pass untouched)."""
+        plugins = self.plugins
+        if not plugins or plugins is chain.plugins:
+            return chain.responders
+        return tuple(p for p in plugins if type(p).response is not Plugin.response)
 
 
 class Plugin:
@@ -137,10 +242,10 @@ class Plugin:
             raise ValueError(f"{cls.name}: config must be an object")
         return dict(config)
 
-    async def access(self, ctx: RequestContext) -> web.StreamResponse | None:
+    async def access(self, ctx: RequestContext) -> Response | None:
         return None
 
-    def response(self, ctx: RequestContext, resp: web.StreamResponse) -> None:
+    def response(self, ctx: RequestContext, resp: Response) -> None:
         return None
 
     def log(self, ctx: RequestContext) -> None:
@@ -166,6 +271,8 @@ class PluginChain:
         self.pre = tuple(p for p in ordered if not p.is_auth and p.priority > AUTH_PRIORITY)
         self.auth = tuple(p for p in ordered if p.is_auth)
         self.post = tuple(p for p in ordered if not p.is_auth and p.priority <= AUTH_PRIORITY)
+        self.responders = tuple(p for p in ordered if type(p).response is not Plugin.response)
+        self.loggers = tuple(p for p in ordered if type(p).log is not Plugin.log)
         self._merged: dict[str, tuple[Plugin, ...]] = {}
 
     def __len__(self) -> int:
@@ -183,14 +290,14 @@ class PluginChain:
             self._merged[consumer.id] = cached
         return cached
 
-    async def access(self, ctx: RequestContext) -> web.StreamResponse | None:
+    async def access(self, ctx: RequestContext) -> Response | None:
         ctx.plugins = self.plugins
         for p in self.pre:
             resp = await p.access(ctx)
             if resp is not None:
                 return resp
         if self.auth:
-            refusal: web.StreamResponse | None = None
+            refusal: Response | None = None
             for p in self.auth:
                 resp = await p.access(ctx)
                 if resp is None:
@@ -208,7 +315,7 @@ class PluginChain:
                 return resp
         return None
 
-    def response(self, ctx: RequestContext, resp: web.StreamResponse) -> None:
+    def response(self, ctx: RequestContext, resp: Response) -> None:
         for p in ctx.plugins or self.plugins:
             try:
                 p.response(ctx, resp)
@@ -216,7 +323,8 @@ class PluginChain:
                 log.exception("plugin %s failed in response phase", p.name)
 
     def log(self, ctx: RequestContext) -> None:
-        for p in ctx.plugins or self.plugins:
+        plugins = ctx.plugins
+        for p in self.loggers if not plugins or plugins is self.plugins else plugins:
             try:
                 p.log(ctx)
             except Exception:

@@ -13,14 +13,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from aiohttp import web
-
+from proxy.http_common import Response
 from proxy.plugins.base import Plugin, RequestContext, str_list
 
 DEFAULT_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
-def _add_vary(resp: web.StreamResponse, value: str) -> None:
+def _add_vary(resp: Response, value: str) -> None:
     current = resp.headers.get("Vary")
     if not current:
         resp.headers["Vary"] = value
@@ -55,20 +54,20 @@ class Cors(Plugin):
             return origin if self.config["credentials"] else "*"
         return origin if origin in origins else None
 
-    def _common(self, resp: web.StreamResponse, allowed: str) -> None:
+    def _common(self, resp: Response, allowed: str) -> None:
         resp.headers["Access-Control-Allow-Origin"] = allowed
         if self.config["credentials"]:
             resp.headers["Access-Control-Allow-Credentials"] = "true"
         if allowed != "*":
             _add_vary(resp, "Origin")
 
-    async def access(self, ctx: RequestContext) -> web.StreamResponse | None:
+    async def access(self, ctx: RequestContext) -> Response | None:
         headers = ctx.request.headers
         origin = headers.get("Origin")
         if ctx.method != "OPTIONS" or not origin or "Access-Control-Request-Method" not in headers:
             return None
         ctx.data["cors-preflight"] = True
-        resp = web.Response(status=204)
+        resp = Response(204)
         allowed = self.allowed_origin(origin)
         if allowed is None:
             _add_vary(resp, "Origin")
@@ -84,7 +83,7 @@ class Cors(Plugin):
         resp.headers["Access-Control-Max-Age"] = str(self.config["max_age"])
         return resp
 
-    def response(self, ctx: RequestContext, resp: web.StreamResponse) -> None:
+    def response(self, ctx: RequestContext, resp: Response) -> None:
         origin = ctx.request.headers.get("Origin")
         if not origin or ctx.data.get("cors-preflight"):
             return

@@ -11,8 +11,7 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
-from aiohttp import web
-
+from proxy.http_common import Response
 from proxy.plugins.base import Plugin, RequestContext, json_error, str_list
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -56,7 +55,7 @@ class IpRestriction(Plugin):
             return False
         return not self.allow or any(ip in net for net in self.allow)
 
-    async def access(self, ctx: RequestContext) -> web.StreamResponse | None:
+    async def access(self, ctx: RequestContext) -> Response | None:
         if self.permits(ctx.client_ip):
             return None
         return json_error(403, "forbidden", "your IP address is not allowed")

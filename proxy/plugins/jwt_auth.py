@@ -20,9 +20,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import jwt
-from aiohttp import web
 from jwt.warnings import InsecureKeyLengthWarning
 
+from proxy.http_common import Response
 from proxy.jwks import JwksUnavailable
 from proxy.plugins.base import (
     AUTH_PRIORITY,
@@ -51,7 +51,7 @@ def _challenge(error: str | None = None, description: str | None = None) -> str:
     return "Bearer " + ", ".join(parts)
 
 
-def unauthorized(message: str, *, error: str | None = "invalid_token") -> web.Response:
+def unauthorized(message: str, *, error: str | None = "invalid_token") -> Response:
     return json_error(401, "unauthorized", message, {"WWW-Authenticate": _challenge(error, message if error else None)})
 
 
@@ -113,7 +113,7 @@ class JwtAuth(Plugin):
                 },
             )
 
-    async def access(self, ctx: RequestContext) -> web.StreamResponse | None:
+    async def access(self, ctx: RequestContext) -> Response | None:
         token = self._token(ctx)
         if token is None:
             return unauthorized("missing bearer token", error=None)
@@ -154,7 +154,7 @@ class JwtAuth(Plugin):
 
     async def _access_jwks(
         self, ctx: RequestContext, token: str, alg: str, kid: str | None, claim: str | None
-    ) -> web.StreamResponse | None:
+    ) -> Response | None:
         cache = ctx.services.jwks
         if cache is None:
             log.error("jwt-auth: jwks_url configured but no JWKS cache is available")

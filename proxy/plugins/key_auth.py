@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from aiohttp import web
-
+from proxy.http_common import Response
 from proxy.plugins.base import AUTH_PRIORITY, Plugin, RequestContext, json_error, opt_str, req_str
 
 CHALLENGE = 'Key realm="gwadm"'
@@ -31,7 +30,7 @@ class KeyAuth(Plugin):
             "hide_credentials": bool(c.get("hide_credentials", False)),
         }
 
-    async def access(self, ctx: RequestContext) -> web.StreamResponse | None:
+    async def access(self, ctx: RequestContext) -> Response | None:
         header, param = self.config["header"], self.config["query_param"]
         key = ctx.request.headers.get(header)
         if not key and param:
@@ -43,7 +42,7 @@ class KeyAuth(Plugin):
             return json_error(401, "unauthorized", "invalid API key", {"WWW-Authenticate": CHALLENGE})
         ctx.consumer = consumer
         if self.config["hide_credentials"]:
-            ctx.upstream_headers.popall(header, None)
+            ctx.remove_upstream_header(header)
             if param:
                 ctx.upstream_query.popall(param, None)
         return None

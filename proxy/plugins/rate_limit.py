@@ -18,8 +18,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
-from aiohttp import web
-
+from proxy.http_common import Response
 from proxy.plugins.base import Plugin, RequestContext, json_error, number
 
 MAX_BUCKETS = 100_000
@@ -71,7 +70,7 @@ class RateLimit(Plugin):
         if kind == "header":
             value = ctx.request.headers.get(self.config["header_name"])
             if value:
-                return "h:" + value
+                return "h:" + str(value)
         return "ip:" + ctx.client_ip
 
     def take(self, key: str, now: float) -> tuple[bool, float]:
@@ -93,7 +92,7 @@ class RateLimit(Plugin):
         while len(self.buckets) > MAX_BUCKETS:
             self.buckets.popitem(last=False)
 
-    async def access(self, ctx: RequestContext) -> web.StreamResponse | None:
+    async def access(self, ctx: RequestContext) -> Response | None:
         allowed, tokens = self.take(self.bucket_key(ctx), ctx.services.clock())
         ctx.data[self._slot] = tokens
         if allowed:
@@ -101,7 +100,7 @@ class RateLimit(Plugin):
         retry_after = max(1, math.ceil((1.0 - tokens) / self.rate))
         return json_error(429, "rate_limited", "rate limit exceeded", {"Retry-After": str(retry_after)})
 
-    def response(self, ctx: RequestContext, resp: web.StreamResponse) -> None:
+    def response(self, ctx: RequestContext, resp: Response) -> None:
         tokens = ctx.data.get(self._slot)
         if tokens is None:
             return

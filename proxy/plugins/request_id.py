@@ -11,8 +11,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from aiohttp import web
-
+from proxy.http_common import Response
 from proxy.plugins.base import Plugin, RequestContext, req_str
 
 MAX_LEN = 200
@@ -34,14 +33,14 @@ class RequestId(Plugin):
             "echo_downstream": bool(c.get("echo_downstream", True)),
         }
 
-    async def access(self, ctx: RequestContext) -> web.StreamResponse | None:
+    async def access(self, ctx: RequestContext) -> Response | None:
         header = self.config["header"]
         incoming = ctx.request.headers.get(header)
         request_id = incoming if incoming is not None and _acceptable(incoming) else uuid.uuid4().hex
         ctx.request_id = request_id
-        ctx.upstream_headers[header] = request_id
+        ctx.set_upstream_header(header, request_id)
         return None
 
-    def response(self, ctx: RequestContext, resp: web.StreamResponse) -> None:
+    def response(self, ctx: RequestContext, resp: Response) -> None:
         if self.config["echo_downstream"] and ctx.request_id:
             resp.headers[self.config["header"]] = ctx.request_id

@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from aiohttp import web
-
+from proxy.http_common import Response
 from proxy.plugins.base import Plugin, RequestContext, opt_str, str_list
 
 
@@ -34,11 +33,11 @@ class RequestTransformer(Plugin):
             "rewrite_path": rewrite,
         }
 
-    async def access(self, ctx: RequestContext) -> web.StreamResponse | None:
+    async def access(self, ctx: RequestContext) -> Response | None:
         for name in self.config["remove_headers"]:
-            ctx.upstream_headers.popall(name, None)
+            ctx.remove_upstream_header(name)
         for name, value in self.config["add_headers"].items():
-            ctx.upstream_headers[name] = value
+            ctx.set_upstream_header(name, value)
         if self.config["rewrite_path"] is not None:
             ctx.upstream_path = self.config["rewrite_path"]
         return None

@@ -152,3 +152,25 @@ def test_failover_of_the_node_the_view_reads_from() -> None:
     moved = snap(source={"id": "n2", "url": "http://n2"})
     assert messages(diff(snap(), moved)) == ["reading cluster data from n2 (was n1)"]
     assert messages(diff(snap(), snap(source=None))) == ["reading cluster data from no node (was n1)"]
+
+
+def test_raft_links_going_down_and_up_are_events() -> None:
+    from cli.events import diff as d
+
+    before = snap(nodes=[node("n1", "leader"), node("n2"), node("n3")])
+    cut = snap(time=101.0, nodes=[node("n1", "leader", links_down=["n3"]), node("n2"), node("n3", links_down=["n1"])])
+    assert messages(d(before, cut)) == ["n1: Raft link to n3 down", "n3: Raft link to n1 down"]
+    assert messages(d(cut, before)) == ["n1: Raft link to n3 up again", "n3: Raft link to n1 up again"]
+
+
+def test_node_events_from_the_nodes_themselves() -> None:
+    from cli.events import node_events
+
+    out = node_events([
+        {"seq": 4, "time": 10.0, "node": "n2", "event": "election_won", "term": 7},
+        {"seq": 5, "time": 11.0, "node": "n2", "event": "quorum_lost", "term": 7},
+        {"seq": 6, "time": 12.0, "node": "n2", "event": "unavailable", "code": "no_quorum", "suppressed": 3},
+    ])  # fmt: skip
+    assert messages(out) == ["n2: election won (term=7)", "n2: quorum lost (term=7)",
+                             "n2: unavailable (code=no_quorum suppressed=3)"]
+    assert [e["level"] for e in out] == ["ok", "error", "warn"] and out[0]["time"] == 10.0

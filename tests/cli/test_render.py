@@ -257,3 +257,14 @@ def test_render_does_not_mutate_input() -> None:
     frozen = copy.deepcopy(snap)
     view_text(render.live_view(snap, [], 60), 60)
     assert snap == frozen
+
+
+def test_a_node_whose_raft_links_are_down_says_which() -> None:
+    nodes = [{"id": "n1", "admin_url": "http://a"}, {"id": "n2", "admin_url": "http://b"}]
+    probes = {
+        "n1": {"role": "leader", "term": 3, "has_quorum": True, "leader": "n1", "links_down": ["n2"]},
+        "n2": {"role": "follower", "term": 3, "has_quorum": True, "leader": "n1", "links_down": []},
+    }
+    out = text(render.nodes_table(assemble(now=0.0, nodes=nodes, probes=probes)))
+    assert "links down: n2" in out
+    assert out.count("links down") == 1

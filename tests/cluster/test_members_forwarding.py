@@ -58,10 +58,30 @@ class FakeStore:
 
     def __init__(self, node_id: str) -> None:
         self.node_id = node_id
-        self.raft: FakeRaft
+        self.raft: FakeRaft  # private to this fake: handlers only use the methods below
 
     def raft_status(self) -> dict[str, Any]:
         return {"leader_id": self.raft.leader_of()}
+
+    # The ConfigStore surface the handlers use (they never reach into ``store.raft``).
+    def members(self) -> list[Member]:
+        return self.raft.members()
+
+    def reachable_ids(self) -> set[str]:
+        return self.raft.reachable_ids()
+
+    def is_leader(self) -> bool:
+        return bool(self.raft.status()["role"] == "leader")
+
+    def leader_member(self) -> Member | None:
+        addr = self.raft.status()["leader"]
+        return next((m for m in self.raft.members() if m.raft_addr == addr), None)
+
+    async def change_membership(self, action: str, member: Member, timeout: float) -> None:
+        await self.raft.change_membership(action, member, timeout)
+
+    async def transfer_leadership(self, timeout: float) -> None:
+        await self.raft.transfer_leadership(timeout)
 
 
 @pytest.fixture

@@ -81,6 +81,7 @@ async def test_hello_at_zero_gets_status_then_snapshot(env: dict[str, Any]) -> N
         "has_quorum": True,
         "revision": head,
         "members": ["http://127.0.0.1:8001"],
+        "hash": env["store"].state.hash(),  # hybrid proxies compare theirs (anti-entropy)
     }
     state, frames = await snapshot(c)
     assert len(frames) == 1 and frames[0]["revision"] == head
@@ -349,3 +350,22 @@ def test_claims_from_request_key_or_string_key() -> None:
         warnings.simplefilter("ignore")
         req2["auth"] = {"role": "viewer"}
     assert request_claims(req2) == {"role": "viewer"}
+
+
+async def test_a_resync_loop_gets_at_most_three_snapshots_of_one_revision(env: dict[str, Any]) -> None:
+    cluster = env["cluster"]
+    head = seed(cluster)
+    srv = await env["server"]()
+    c = await env["client"](srv)
+    await c.hello(0)
+    for _ in range(3):
+        state, _ = await snapshot(c)
+        assert state.revision == head
+        await c.send({"t": "resync", "revision": 0})  # "give me everything again", over and over
+    for _ in range(5):
+        await c.send({"t": "resync", "revision": 0})
+    await until(lambda: any(s.blocked_at == head for s in srv.hub._sessions.values()), what="session blocked")
+    assert srv.hub.frames_sent["snapshot"] == 3
+    newer = cluster.write(put("routes", "n", route("/n")))  # the head moves: served again
+    state, _ = await snapshot(c)
+    assert state is not None and state.revision == newer and srv.hub.frames_sent["snapshot"] == 4

@@ -20,10 +20,24 @@ from aiohttp import web
 
 from cluster.auth import AuthError, mint_token, verify_token
 from cluster.push import PushHub, add_routes
-from gateway.codec import decode, decode_frame, encode_frame
+from gateway.codec import decode, encode
 from gateway.delta import Delta
 from gateway.model import Op, Txn
+from gateway.protocol import decode_frame
 from gateway.state import ConfigState
+
+
+def wire_encode(frame: dict[str, Any]) -> bytes:
+    """A frame written as its wire dict, checked by the real schema (no test sends what no peer could)."""
+    data = encode(frame)
+    decode_frame(data)
+    return data
+
+
+def wire_decode(data: bytes) -> dict[str, Any]:
+    """The wire dict of a valid frame (``FrameError`` otherwise)."""
+    return decode_frame(data).wire()
+
 
 SECRET = "test-secret-0123456789"
 PROXY_TOKEN = mint_token(SECRET, "proxy", "p1")
@@ -50,6 +64,11 @@ class FakeStore:
         self._subs: list[Callable[[int], None]] = []
         self.status: dict[str, Any] = {"leader_id": "n1", "term": 1, "has_quorum": True}
         self.members: list[str] = ["http://127.0.0.1:8001"]  # admin URLs in status frames
+        self.token_generation = 0  # the token policy every Store is (cluster/auth.py TokenPolicy)
+        self.revoked: set[str] = set()
+
+    def token_revoked(self, jti: str) -> bool:
+        return jti in self.revoked
 
     @property
     def state(self) -> ConfigState:
@@ -198,11 +217,9 @@ class RawProxy:
         )
 
     async def send(self, frame: dict[str, Any]) -> None:
-        await self.ws.send_bytes(encode_frame(frame))
+        await self.ws.send_bytes(wire_encode(frame))
 
     async def send_raw(self, frame: dict[str, Any]) -> None:
-        from gateway.codec import encode
-
         await self.ws.send_bytes(encode(frame))
 
     async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
@@ -210,7 +227,7 @@ class RawProxy:
         if msg.type != aiohttp.WSMsgType.BINARY:
             return {"t": "_closed", "type": msg.type, "code": self.ws.close_code, "extra": msg.extra}
         try:
-            return decode_frame(msg.data)
+            return wire_decode(msg.data)
         except Exception:
             obj: dict[str, Any] = decode(msg.data)
             return obj

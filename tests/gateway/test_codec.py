@@ -1,4 +1,4 @@
-"""msgpack codec: raw values, txns, deltas, snapshots and push-protocol frames."""
+"""msgpack codec: raw values, txns, deltas and snapshots (frames: tests/gateway/test_protocol.py)."""
 
 from __future__ import annotations
 
@@ -9,20 +9,15 @@ import msgpack  # type: ignore[import-untyped]
 import pytest
 
 from gateway import (
-    FRAME_TYPES,
-    PROTOCOL_VERSION,
     CodecError,
     ConfigState,
-    Delta,
     Txn,
     decode,
     decode_delta,
-    decode_frame,
     decode_snapshot,
     decode_txn,
     encode,
     encode_delta,
-    encode_frame,
     encode_snapshot,
     encode_txn,
 )
@@ -152,97 +147,3 @@ def test_snapshot_corruption() -> None:
         decode_snapshot(zlib.compress(b"\x00" * 10_000), max_bytes=1000)
     with pytest.raises(CodecError):
         decode_snapshot("text")  # type: ignore[arg-type]
-
-
-VALID_FRAMES: dict[str, dict[str, Any]] = {
-    "hello": {"t": "hello", "proto": 1, "proxy_id": "p1", "software": "gwadm/0.1", "revision": 0, "hash": "", "address": None},
-    "delta": {"t": "delta", "base": 1, "revision": 2, "ops": [["delete", "routes", "r1", None]], "hash": "h"},
-    "snapshot": {"t": "snapshot", "revision": 3, "hash": "h", "chunk": 0, "chunks": 2, "data": b"\x00"},
-    "ack": {"t": "ack", "revision": 3},
-    "nack": {"t": "nack", "revision": 3, "error": {"code": "invalid", "message": "m", "path": None}},
-    "status": {"t": "status", "node_id": "n1", "leader_id": None, "term": 4, "has_quorum": True, "revision": 3},
-    "resync": {"t": "resync", "revision": 0},
-    "mode": {"t": "mode", "mode": "cached"},
-}
-
-
-def test_frame_types_match_the_contract() -> None:
-    assert set(FRAME_TYPES) == set(VALID_FRAMES) and PROTOCOL_VERSION == 1
-
-
-@pytest.mark.parametrize("kind", sorted(VALID_FRAMES))
-def test_valid_frames_round_trip(kind: str) -> None:
-    frame = VALID_FRAMES[kind]
-    assert decode_frame(encode_frame(frame)) == frame
-    assert decode_frame(raw({**frame, "future_field": 1}))["t"] == kind  # forward compatible
-
-
-@pytest.mark.parametrize(
-    ("kind", "field"), [(kind, field) for kind, frame in sorted(VALID_FRAMES.items()) for field in frame if field != "t"]
-)
-def test_every_required_field_is_checked(kind: str, field: str) -> None:
-    frame = {k: v for k, v in VALID_FRAMES[kind].items() if k != field}
-    with pytest.raises(CodecError, match=f"missing required field '{field}'"):
-        decode_frame(raw(frame))
-    with pytest.raises(CodecError):
-        encode_frame(frame)
-
-
-@pytest.mark.parametrize(
-    ("frame", "message"),
-    [
-        ({"revision": 1}, "unknown frame type"),
-        ({"t": "bogus"}, "unknown frame type"),
-        ({"t": 5}, "unknown frame type"),
-        ({**VALID_FRAMES["hello"], "proto": 2}, "unsupported protocol version 2"),
-        ({**VALID_FRAMES["hello"], "revision": True}, "'revision' must be an integer"),
-        ({**VALID_FRAMES["hello"], "proxy_id": 1}, "'proxy_id' must be a string"),
-        ({**VALID_FRAMES["ack"], "revision": -1}, "'revision' must be >= 0"),
-        ({**VALID_FRAMES["delta"], "revision": 1}, "greater than base"),
-        ({**VALID_FRAMES["delta"], "ops": [["merge", "routes", "r1", None]]}, "bad action"),
-        ({**VALID_FRAMES["snapshot"], "chunk": 2}, "chunk must be < chunks"),
-        ({**VALID_FRAMES["snapshot"], "chunks": 0}, "'chunks' must be >= 1"),
-        ({**VALID_FRAMES["snapshot"], "data": "text"}, "must be binary"),
-        ({**VALID_FRAMES["nack"], "error": 5}, "'error'"),
-        ({**VALID_FRAMES["status"], "has_quorum": 1}, "true or false"),
-        ({**VALID_FRAMES["mode"], "mode": "happy"}, "'mode' must be one of"),
-    ],
-)
-def test_bad_frames(frame: dict[str, Any], message: str) -> None:
-    with pytest.raises(CodecError, match=message):
-        decode_frame(raw(frame))
-
-
-def test_decode_frame_rejects_non_maps() -> None:
-    for data in (raw([1]), raw("hello"), b"\xc1", b""):
-        with pytest.raises(CodecError):
-            decode_frame(data)
-
-
-def test_delta_objects_encode_in_frames() -> None:
-    delta = Delta(0, 1, (("delete", "routes", "r1", None),))
-    frame = {"t": "delta", "base": delta.base, "revision": delta.revision, "ops": delta.ops, "hash": "h"}
-    assert decode_frame(encode_frame(frame))["ops"] == [["delete", "routes", "r1", None]]
-
-
-def test_hello_status_address_is_optional_but_checked_when_present() -> None:
-    from gateway.codec import PROTOCOL_VERSION, decode_frame, encode
-
-    hello = {"t": "hello", "proto": PROTOCOL_VERSION, "proxy_id": "p1", "software": "x", "revision": 0,
-             "hash": "", "address": None}
-    assert "status_address" not in decode_frame(encode(hello))  # an older proxy omits it
-    assert decode_frame(encode({**hello, "status_address": "127.0.0.1:8081"}))["status_address"] == "127.0.0.1:8081"
-    with pytest.raises(CodecError, match="status_address"):
-        decode_frame(encode({**hello, "status_address": 8081}))
-
-
-def test_status_members_are_optional_but_checked_when_present() -> None:
-    from gateway.codec import MAX_MEMBER_URLS, decode_frame, encode
-
-    status = {"t": "status", "node_id": "n1", "leader_id": "n1", "term": 3, "has_quorum": True, "revision": 7}
-    assert "members" not in decode_frame(encode(status))  # an older node omits it
-    urls = ["http://127.0.0.1:8000", "https://cp2.example:8443"]
-    assert decode_frame(encode({**status, "members": urls}))["members"] == urls
-    for bad in ("http://a:1", [8000], ["ftp://a:1"], ["http://a:1"] * (MAX_MEMBER_URLS + 1)):
-        with pytest.raises(CodecError, match="members"):
-            decode_frame(encode({**status, "members": bad}))

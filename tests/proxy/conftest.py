@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from proxy.server import DataPlane, create_proxy_app, create_status_app
+from proxy.server import DataPlane, create_status_app
 
 PLUGIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "key-auth": {"header": "apikey", "query_param": "apikey", "hide_credentials": False},
@@ -170,10 +170,29 @@ class Proxy:
         self.dp.install(snap, revision=rev, hash=f"h{rev}")
 
 
+ListenFn = Callable[[DataPlane], Awaitable[int]]
+
+
 @pytest.fixture
-async def proxy(serve: ServeFn) -> Proxy:
+async def listen() -> AsyncIterator[ListenFn]:
+    """Start a DataPlane's traffic listener on 127.0.0.1:<ephemeral>; closed at teardown."""
+    planes: list[DataPlane] = []
+
+    async def start(dp: DataPlane) -> int:
+        server = await dp.listen("127.0.0.1", 0)
+        planes.append(dp)
+        port: int = server.sockets[0].getsockname()[1]
+        return port
+
+    yield start
+    for dp in reversed(planes):
+        await dp.close()
+
+
+@pytest.fixture
+async def proxy(serve: ServeFn, listen: ListenFn) -> Proxy:
     dp = DataPlane(proxy_id="test-proxy")
-    port = await serve(create_proxy_app(dp))
+    port = await listen(dp)
     status_port = await serve(create_status_app(dp))
     return Proxy(dp, port, status_port)
 

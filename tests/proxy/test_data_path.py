@@ -9,7 +9,7 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from tests.proxy.conftest import Proxy, ServeFn, echo_app, free_dead_port, route, snapshot, upstream
+from tests.proxy.conftest import ListenFn, Proxy, ServeFn, echo_app, free_dead_port, route, snapshot, upstream
 
 
 async def start_echo(serve: ServeFn, name: str = "up") -> int:
@@ -385,8 +385,10 @@ async def test_client_going_away_mid_stream_does_not_blame_the_target(
     assert target.inflight == 0 and target.failures == 0 and target.ejected_until == 0
 
 
-async def test_source_address_binds_outgoing_connections(serve: ServeFn, http: aiohttp.ClientSession) -> None:
-    from proxy.server import DataPlane, create_proxy_app
+async def test_source_address_binds_outgoing_connections(
+    serve: ServeFn, listen: ListenFn, http: aiohttp.ClientSession
+) -> None:
+    from proxy.server import DataPlane
 
     async def who(request: web.Request) -> web.Response:
         return web.Response(text=request.remote or "")
@@ -395,7 +397,7 @@ async def test_source_address_binds_outgoing_connections(serve: ServeFn, http: a
     app.router.add_get("/", who)
     port = await serve(app)
     dp = DataPlane(source_address="127.0.0.2")  # any 127/8 address is local on Linux
-    proxy_port = await serve(create_proxy_app(dp))
+    proxy_port = await listen(dp)
     dp.install(snapshot(upstreams={"u1": upstream(("127.0.0.1", port))}, routes={"a": route(paths=["/"])}),
                revision=1, hash="h")
     async with http.get(f"http://127.0.0.1:{proxy_port}/") as resp:

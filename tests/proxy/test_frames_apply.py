@@ -1,4 +1,4 @@
-"""Joining snapshot chunks: only an unbroken transmission yields a snapshot."""
+"""Preparing the next config from a frame: verified against the frame's hash, built off the loop."""
 
 from __future__ import annotations
 
@@ -6,35 +6,43 @@ from typing import Any
 
 import pytest
 
-from proxy.frames_apply import OutOfSequence, SnapshotAssembler
+from gateway import CodecError, ConfigState, GatewayError, Op, Txn
+from gateway.codec import encode_snapshot
+from gateway.protocol import DeltaFrame, JoinedSnapshot
+from proxy.frames_apply import prepare_delta, prepare_snapshot
 
 
-def chunk(i: int, n: int = 3, revision: int = 5, data: bytes | None = None) -> dict[str, Any]:
-    return {"revision": revision, "hash": f"h{revision}", "chunk": i, "chunks": n,
-            "data": data if data is not None else bytes([65 + i])}
+def states() -> tuple[ConfigState, ConfigState, DeltaFrame]:
+    one, _ = ConfigState.empty().apply(Txn("a", (Op("put", "upstreams", "u", {"targets": [{"host": "h", "port": 1}]}),)))
+    two, delta = one.apply(Txn("b", (Op("put", "routes", "r", {"paths": ["/r"], "upstream": "u"}),)))
+    return one, two, DeltaFrame.of(delta, two.hash())
 
 
-def test_chunks_in_order_join_into_one_snapshot() -> None:
-    a = SnapshotAssembler()
-    assert a.add(chunk(0)) is None and a.add(chunk(1)) is None
-    joined = a.add(chunk(2))
-    assert joined is not None and (joined.revision, joined.hash, joined.data) == (5, "h5", b"ABC")
-    one = a.add(chunk(0, n=1, revision=6, data=b"x"))  # the assembler is ready for the next one
-    assert one is not None and one.data == b"x"
+def recording_build(calls: list[Any]) -> Any:
+    def build(snapshot: Any, *, revision: int, hash: str) -> Any:
+        calls.append((snapshot, revision, hash))
+        return ("runtime", revision)
+
+    return build
 
 
-def test_a_gap_a_repeat_or_a_foreign_chunk_drops_the_transmission() -> None:
-    a = SnapshotAssembler()
-    a.add(chunk(0))
-    with pytest.raises(OutOfSequence, match="chunk 2 out of sequence"):
-        a.add(chunk(2))
-    with pytest.raises(OutOfSequence):  # what was collected is gone: chunk 1 no longer fits
-        a.add(chunk(1))
-    a.add(chunk(0))
-    with pytest.raises(OutOfSequence):
-        a.add(chunk(1, revision=6))  # another transmission's chunk
-    a.add(chunk(0))
-    a.add(chunk(1))
-    with pytest.raises(OutOfSequence):
-        a.add(chunk(1))  # a repeat
-    assert a.add(chunk(0, n=2)) is None and a.add(chunk(1, n=2)) is not None  # a new start works
+def test_prepare_delta_verifies_the_hash_and_builds_the_new_state() -> None:
+    one, two, frame = states()
+    calls: list[Any] = []
+    new, runtime, body = prepare_delta(one, frame, None, None, recording_build(calls))
+    assert new == two and runtime == ("runtime", two.revision) and body is None
+    assert calls == [(two.to_snapshot(), two.revision, two.hash())]
+    with pytest.raises(GatewayError, match="hash mismatch"):
+        prepare_delta(one, DeltaFrame(frame.base, frame.revision, frame.ops, "0" * 64), None, None,
+                      recording_build([]))  # fmt: skip
+
+
+def test_prepare_snapshot_keeps_the_received_bytes_and_refuses_a_wrong_hash() -> None:
+    _, two, _ = states()
+    data = encode_snapshot(two)
+    calls: list[Any] = []
+    state, runtime, body = prepare_snapshot(JoinedSnapshot(two.revision, two.hash(), data), recording_build(calls))
+    assert state == two and body == data and calls[0][1:] == (two.revision, two.hash())
+    with pytest.raises(CodecError, match="hash mismatch"):
+        prepare_snapshot(JoinedSnapshot(two.revision, "0" * 64, data), recording_build([]))
+    assert len(calls) == 1  # nothing is built from a snapshot that fails verification

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from aiohttp import WSMsgType, web
 
-from gateway.codec import decode_frame, encode_frame
 from proxy.cache import ConfigCache
 from proxy.runtime import build_runtime
 from proxy.server import DataPlane
@@ -26,6 +25,8 @@ from tests.cluster.test_push_fakes import (
     seed,
     until,
 )
+from tests.cluster.test_push_fakes import wire_decode as decode_frame
+from tests.cluster.test_push_fakes import wire_encode as encode_frame
 
 
 class Env:

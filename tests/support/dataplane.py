@@ -14,12 +14,12 @@ from tests.support.cluster import ROOT, Cluster, free_port
 from tests.support.http import Response, request, wait_for
 
 
-def _spawn(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+def _spawn(args: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     log = open(log_path, "ab")
     try:
         return subprocess.Popen(
             [sys.executable, "-m", "cli", *args], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}, start_new_session=True,
         )
     finally:
         log.close()
@@ -63,6 +63,8 @@ class ProxyProc:
     port: int = field(default_factory=free_port)
     status_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    extra_args: list[str] = field(default_factory=list)  # more `proxy run` flags, e.g. --workers 2
+    env: dict[str, str] = field(default_factory=dict)  # more environment, e.g. GWADM_PROXY_DEBUG_HOOKS
 
     @property
     def url(self) -> str:
@@ -82,8 +84,8 @@ class ProxyProc:
         self.proc = _spawn(
             ["proxy", "run", "--cp", ",".join(self.cp_urls), "--listen", f"127.0.0.1:{self.port}",
              "--status-listen", f"127.0.0.1:{self.status_port}", "--state-dir", str(self.dir / "state"),
-             "--token-file", str(self.token_file), "--id", self.id],
-            self.log_path,
+             "--token-file", str(self.token_file), "--id", self.id, *self.extra_args],
+            self.log_path, self.env,
         )
         wait_for(self._status_up, 20, f"proxy {self.id} status server")
 

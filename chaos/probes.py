@@ -1,0 +1,156 @@
+"""Targeted fault probes: one precise sequence of faults and requests each, on real processes in the
+run's private namespace, reporting what was observed (the tests in tests/chaos assert on it).
+
+``python -m chaos.probes zombie-write --out DIR`` (re-executes itself under ``unshare`` when it is
+not in a private namespace yet) prints one JSON object.
+
+zombie-write (issue 11, item 2): cut one follower off, send it PUTs of one key while it still
+believes it has a leader, let them be answered with errors, acknowledge a newer value through the
+majority, heal, and watch the key: an old value must never come back. The history is written in
+the chaos format and judged by the ``no_zombie_writes`` and ``linearizable`` checkers too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from chaos.controller import ADMIN_PORT, Controller, Member
+from chaos.history import HistoryWriter, read_history
+from chaos.net import Net, ProbeListeners, in_private_netns, setup_namespace, unshare_argv, verify_partition
+from chaos.workload import http_call, register_spec, register_value
+
+KEY = "zombie"
+
+
+def _put(ctrl: Controller, hist: HistoryWriter, process: int, node: Member, value: str,
+         timeout: float) -> dict[str, Any]:
+    hist.record("invoke", process=process, f="write", key=KEY, value=value, node=node.name)
+    try:
+        status, body = http_call(node.addr, ADMIN_PORT, "PUT", f"/v1/consumers/{KEY}", token=ctrl.admin_token,
+                                 body=register_spec(value), timeout=timeout)
+    except OSError as exc:
+        hist.record("info", process=process, f="write", key=KEY, value=value, node=node.name,
+                    error=f"{type(exc).__name__}: {exc}")
+        return {"value": value, "status": None, "error": str(exc)}
+    if 200 <= status < 300:
+        hist.record("ok", process=process, f="write", key=KEY, value=value, node=node.name)
+        return {"value": value, "status": status}
+    err = body.get("error", {}) if isinstance(body, dict) else {}
+    definite = 400 <= status < 500 or err.get("code") == "no_quorum"
+    hist.record("fail" if definite else "info", process=process, f="write", key=KEY, value=value,
+                node=node.name, error=f"HTTP {status} {err.get('code', '')}: {err.get('message', '')}")
+    return {"value": value, "status": status, "code": err.get("code")}
+
+
+def _read(ctrl: Controller, hist: HistoryWriter, process: int, node: Member) -> str | None:
+    hist.record("invoke", process=process, f="read", key=KEY, value=None, node=node.name)
+    try:
+        status, body = http_call(node.addr, ADMIN_PORT, "GET", f"/v1/consumers/{KEY}", token=ctrl.admin_token,
+                                 timeout=3.0)
+    except OSError as exc:
+        hist.record("fail", process=process, f="read", key=KEY, value=None, node=node.name, error=str(exc))
+        return None
+    if status != 200:
+        hist.record("fail", process=process, f="read", key=KEY, value=None, node=node.name, error=f"HTTP {status}")
+        return None
+    value = register_value(body)
+    hist.record("ok", process=process, f="read", key=KEY, value=value, node=node.name)
+    return value
+
+
+def zombie_write(out: Path, cut_seconds: float = 7.0, watch_seconds: float = 12.0) -> dict[str, Any]:
+    from chaos.checkers import check_linearizable, check_no_zombie_writes
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "history.jsonl").unlink(missing_ok=True)
+    ctrl = Controller(out / "members", 3, 0)
+    net = Net()
+    addresses = [n.addr for n in ctrl.nodes]
+    listeners = ProbeListeners(addresses)
+    result: dict[str, Any] = {}
+    start = time.monotonic()
+    try:
+        net.heal()
+        ctrl.start_all()
+        leader = ctrl.wait_leader()
+        follower = next(n for n in ctrl.nodes if n is not leader)
+        others = [n for n in ctrl.nodes if n is not follower]
+        with HistoryWriter(out / "history.jsonl", clock=lambda: time.monotonic() - start) as hist:
+            first = _put(ctrl, hist, 0, leader, "zombie-v0", 10.0)
+            if first["status"] not in (200, 201):
+                raise RuntimeError(f"the first write failed: {first}")
+            # Writers hammer the follower before and through the cut, so that some PUTs are in
+            # flight when it happens: accepted while the follower still has a leader, forwarded
+            # into the dead link. Each writer stops at its first error answer.
+            answers: list[dict[str, Any]] = []
+            lock = threading.Lock()
+
+            def writer(w: int) -> None:
+                for n in range(10_000):
+                    answer = _put(ctrl, hist, 10 + w, follower, f"zombie-old-{w}-{n}", 15.0)
+                    if answer["status"] not in (200, 201):
+                        with lock:
+                            answers.append(answer)
+                        return
+
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                for w in range(8):
+                    pool.submit(writer, w)
+                time.sleep(0.5)
+                net.cut([(follower.addr, o.addr) for o in others])
+                cut_at = time.monotonic()
+            newer = _put(ctrl, hist, 1, leader, "zombie-new", 10.0)  # after every old PUT was answered
+            verify_partition(net, addresses)  # after the PUTs: proving it takes time
+            time.sleep(max(0.0, cut_seconds - (time.monotonic() - cut_at)))
+            net.heal()
+            verify_partition(net, addresses)
+            healed = time.monotonic()
+            seen: list[str | None] = []
+            until = healed + watch_seconds
+            while time.monotonic() < until:
+                for node in ctrl.nodes:
+                    seen.append(_read(ctrl, hist, 2, node))
+                time.sleep(0.2)
+        history = read_history(out / "history.jsonl")
+        zombies = check_no_zombie_writes(history)
+        linear = check_linearizable(history)
+        result = {
+            "follower": follower.name, "leader": leader.name, "old_answers": answers, "newer": newer,
+            "reads_after_heal": len(seen), "values_after_heal": sorted({v for v in seen if v is not None}),
+            "old_values_after_heal": sorted({v for v in seen if v is not None and v.startswith("zombie-old-")}),
+            "checkers": {c.name: {"ok": c.ok, "problems": c.problems[:5], "figures": c.figures}
+                         for c in (zombies, linear)},
+        }  # fmt: skip
+    finally:
+        listeners.close()
+        net.heal()
+        ctrl.close()
+    return result
+
+
+PROBES = {"zombie-write": zombie_write}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m chaos.probes")
+    parser.add_argument("probe", choices=sorted(PROBES))
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    if not in_private_netns():
+        import subprocess
+
+        return subprocess.call(unshare_argv([sys.executable, "-m", "chaos.probes", *(argv or sys.argv[1:])]))
+    setup_namespace()
+    print(json.dumps(PROBES[args.probe](Path(args.out)), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

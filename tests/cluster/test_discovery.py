@@ -1,0 +1,141 @@
+"""cluster/discovery.py's expiry rules on a store stand-in that applies registry commands for real
+(gateway/registry.py) and a raft status the test sets; the clock is the test's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cluster.discovery import Discovery, NotLeader
+from gateway import registry
+from gateway.model import Op, Txn
+from gateway.state import ConfigState
+
+
+class FakeRaft:
+    def __init__(self) -> None:
+        self.role, self.term, self.has_quorum = "leader", 1, True
+
+    def status(self) -> dict[str, Any]:
+        return {"role": self.role, "term": self.term, "has_quorum": self.has_quorum}
+
+    def has_leader_with_quorum(self) -> bool:
+        return self.has_quorum
+
+
+class FakeStore:
+    node_id = "n1"
+    token_generation = 0
+
+    def __init__(self) -> None:
+        self.raft = FakeRaft()
+        self.state, _ = ConfigState.empty().apply(
+            Txn("t", (Op("put", "upstreams", "u", {"targets": [{"host": "127.0.0.1", "port": 1}]}),)))
+        self.registry_epoch = 0
+        self.commands: list[dict[str, Any]] = []
+
+    async def registry_command(self, cmd: dict[str, Any], timeout: float) -> dict[str, Any]:
+        self.commands.append(cmd)
+        out = registry.apply_command(self.state, self.registry_epoch, cmd)
+        self.state, self.registry_epoch = out.state, out.epoch
+        return out.result
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def setup() -> tuple[FakeStore, Discovery, Clock]:
+    store = FakeStore()
+    d = Discovery(store, "secret", tick=0.2)  # type: ignore[arg-type]
+    clock = Clock()
+    d.clock = clock
+    return store, d, clock
+
+
+async def _register(store: FakeStore, port: int, ttl: float = 3.0) -> str:
+    result = await store.registry_command({"type": "reg_put", "upstream": "u", "host": "10.0.0.1", "port": port,
+                                           "ttl": ttl, "now": 0.0}, 1.0)
+    return str(result["id"])
+
+
+async def _run(d: Discovery, clock: Clock, seconds: float, beat: list[str] = ()) -> None:  # type: ignore[assignment]
+    """Rounds every 0.2 s for ``seconds``, heartbeating ``beat`` every round."""
+    end = clock.now + seconds
+    while clock.now < end:
+        clock.now += 0.2
+        for rid in beat:
+            d.heartbeat(rid)
+        await d.step()
+
+
+async def test_grant_first_then_expire_only_the_silent(setup: tuple[FakeStore, Discovery, Clock]) -> None:
+    store, d, clock = setup
+    live, silent = await _register(store, 1), await _register(store, 2)
+    await d.step()
+    assert store.commands[-1] == {"type": "reg_grant", "epoch": 1} and d.leading
+    await _run(d, clock, 2.8, beat=[live])
+    assert store.state.count("registrations") == 2  # full TTL from the grant
+    await _run(d, clock, 0.6, beat=[live])
+    assert [r.id for r in store.state.list("registrations")] == [live]
+    expire = [c for c in store.commands if c["type"] == "reg_expire"]
+    assert expire and expire[0]["epoch"] == 1 and expire[0]["items"][0][0] == silent
+
+
+async def test_no_quorum_never_expires_and_new_term_grants_a_fresh_ttl(setup: tuple[FakeStore, Discovery, Clock]) -> None:
+    store, d, clock = setup
+    rid = await _register(store, 1)
+    await d.step()
+    store.raft.has_quorum = False  # cut off: not leading any more
+    await _run(d, clock, 10.0)
+    assert store.state.count("registrations") == 1 and not d.leading
+    assert not [c for c in store.commands if c["type"] == "reg_expire"]
+    store.raft.has_quorum, store.raft.term = True, 5  # elected again in a later term
+    await _run(d, clock, 2.5)
+    assert store.registry_epoch == 5 and store.state.count("registrations") == 1
+    await _run(d, clock, 1.0)
+    assert store.state.get("registrations", rid) is None
+
+
+async def test_follower_answers_from_local_state_and_batches(setup: tuple[FakeStore, Discovery, Clock]) -> None:
+    store, d, clock = setup
+    rid = await _register(store, 1)
+    store.raft.role = "follower"
+    await d.step()
+    assert d.heartbeat(rid) == "ok" and d._pending == {rid}
+    assert d.heartbeat("reg-unknown") == "unknown"
+    store.raft.has_quorum = False
+    assert d.heartbeat(rid) == "no_quorum"
+    with pytest.raises(NotLeader):
+        d.leader_heartbeats([rid])
+
+
+async def test_a_stall_of_the_leader_is_not_silence_of_the_instances(setup: tuple[FakeStore, Discovery, Clock]) -> None:
+    store, d, clock = setup
+    rid = await _register(store, 1)
+    await d.step()
+    await _run(d, clock, 1.0, beat=[rid])
+    clock.now += 5.0  # the node's loop was starved for 5 s (heartbeats queued, unread)
+    await d.step()
+    assert store.state.get("registrations", rid) is not None and d.stats["stalls"] == 1
+    d.heartbeat(rid)  # the queued heartbeat is read
+    await _run(d, clock, 2.0, beat=[rid])
+    assert store.state.get("registrations", rid) is not None
+
+
+async def test_batched_heartbeats_on_the_leader(setup: tuple[FakeStore, Discovery, Clock]) -> None:
+    store, d, clock = setup
+    rid = await _register(store, 1)
+    await d.step()
+    for _ in range(20):  # 4 s, heartbeats only through a follower's batches
+        clock.now += 0.2
+        assert d.leader_heartbeats([rid, "reg-unknown"]) == 1
+        await d.step()
+    assert store.state.get("registrations", rid) is not None
+    assert d.last_seen_age(rid) == 0.0
