@@ -132,6 +132,7 @@ class SyncClient:
         self.source_address = source_address
         self.ssl_context = ssl_context
         self.why_dropped = why_dropped
+        self._last_why: dict[str, str] = {}  # endpoint -> the reason last logged for it
         self._update: Callable[..., Any] | None = None
         if build_runtime is None:
             from proxy.runtime import build_runtime as default_build
@@ -246,12 +247,14 @@ class SyncClient:
             self._put_on_hold(ep, f"HTTP {exc.status}")
             return False
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            # Once per outage at WARNING; the retries of a node that stays down only at DEBUG.
-            level = logging.DEBUG if ep.reason == "unreachable" else logging.WARNING
+            # Once per outage (and reason) at WARNING; the retries of a node that stays down only at DEBUG.
             why = _why(exc)
-            if self.why_dropped is not None and isinstance(exc, aiohttp.ServerDisconnectedError):
-                why = await self.why_dropped(ep.url) or why
-            log.log(level, "control-plane %s unreachable: %s", ep.url, why)
+            if self.why_dropped is not None and isinstance(exc, aiohttp.ClientOSError | aiohttp.ServerDisconnectedError) \
+                    and not isinstance(exc, aiohttp.ClientConnectorError):
+                why = await self.why_dropped(ep.url) or why  # a TLS peer that hung up on our certificate?
+            same = ep.reason == "unreachable" and self._last_why.get(ep.url) == why
+            self._last_why[ep.url] = why
+            log.log(logging.DEBUG if same else logging.WARNING, "control-plane %s unreachable: %s", ep.url, why)
             self._put_on_hold(ep, "unreachable")
             return False
         self._ws, self._healthy, self._resync_for = ws, False, None

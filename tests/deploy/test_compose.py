@@ -227,12 +227,21 @@ def test_compose_deployment_survives_the_faults_of_a_multi_host_cluster(project:
     p.ca_file = tmp_path / "ca.pem"
     p.ca_file.write_text(p.exec("n1", "cat", "/gwadm/cp/ca.pem").stdout)
     assert len(secret) >= 40
+    again = p.compose("run", "--rm", "init")  # idempotent: what exists is kept
+    assert "issued nothing new" in again.stdout, again.stdout
+    assert p.exec("n1", "cat", "/gwadm/cp/secret").stdout.strip() == secret
+    assert p.exec("n1", "cat", "/gwadm/cp/admin.token").stdout.strip() == p.token
     for svc in (*NODES, *PROXIES, "upstream", "init"):
         c = p.inspect(svc)
         assert secret not in json.dumps(c["Args"]) + json.dumps(c["Config"]["Env"]) + json.dumps(c["Config"]["Cmd"])
     image = p.inspect("n1")["Config"]["Image"]
     assert secret not in run(["docker", "history", "--no-trunc", image]).stdout
     assert run(["docker", "run", "--rm", "--entrypoint", "ls", image, "-A", "/gwadm/cp"]).stdout.strip() == ""
+    config = json.loads(run(["docker", "image", "inspect", image]).stdout)[0]["Config"]
+    assert config["User"] == "gwadm" and config["Entrypoint"] == ["gwadm"] and config["Healthcheck"]["Test"]
+    compilers = run(["docker", "run", "--rm", "--entrypoint", "sh", image, "-c", "command -v gcc cc c++ clang"],
+                    check=False)
+    assert compilers.stdout.strip() == "", f"the runtime image has a compiler: {compilers.stdout}"
 
     # -- up -> a leader; the published admin endpoint is TLS (and talks to the CLI) ---------------------
     leader = wait_for("a leader", p.leader)

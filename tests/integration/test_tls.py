@@ -135,8 +135,11 @@ def test_mtls_refuses_a_proxy_with_a_certificate_of_another_ca(
         wait_for(reasons, 30, "the node to log both refusals")
         node_text = node_log.read_text(errors="replace")
         assert "TLS handshake with 127.0.0.1:" in node_text
-        wait_for(lambda: "refused our client certificate" in foreign_log.read_text(errors="replace"), 30,
-                 "the intruder to log the reason")
+        try:
+            wait_for(lambda: "refused our client certificate" in foreign_log.read_text(errors="replace"), 60,
+                     "the intruder to log the reason")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nits log:\n{foreign_log.read_text(errors='replace')[-3000:]}") from None
         wait_for(lambda: "HTTP 403" in bare_log.read_text(errors="replace"), 30, "the bare proxy to log the 403")
         for status_url in (foreign_status, bare_status):
             st = get_json(status_url + "/status", None, 2.0)
