@@ -52,6 +52,7 @@ class DiscoveryWorkload:
         self.threads: list[threading.Thread] = []
         self.done = threading.Event()  # set by the view loop once the run is over
         self.latest: set[int] = set()  # the instances present in the latest view
+        self.last_expiry_seen = 0.0  # history time of the last view that showed a stopped one gone
 
     # -- http ------------------------------------------------------------------------------------------
     def _call(self, node: Member, method: str, path: str, body: Any = None, timeout: float = 1.0) -> tuple[int, Any]:
@@ -151,38 +152,51 @@ class DiscoveryWorkload:
             self.done.wait(max(0.0, self.interval - (time.monotonic() - started)))
 
     def _view_loop(self) -> None:
-        """Linearizable views of the registrations every 0.25 s until ``stop``; then the instances
-        stop heartbeating too (``done``)."""
+        """Linearizable views of the registrations every 0.25 s until ``stop`` (each round asks the
+        nodes in turn until one answers); then the instances stop heartbeating too (``done``)."""
         by_target = {_target(i): i for i in range(self.instances)}
         turn = 0
         while not self.stop.is_set():
-            node = self.ctrl.nodes[turn % len(self.ctrl.nodes)]
-            turn += 1
-            if node.alive and not node.paused:
-                invoked = self.clock()
-                try:
-                    status, data = self._call(node, "GET", f"/v1/upstreams/{UPSTREAM}/targets?consistency=linearizable",
-                                              timeout=1.0)
-                except OSError:
-                    status, data = 0, None
-                if status == 200 and isinstance(data, dict):
-                    present = sorted(by_target[k] for t in data.get("registered", [])
-                                     if (k := f"{t['host']}:{t['port']}") in by_target)
-                    self.record("disco_view", node=node.name, present=present, invoked=invoked)
-                    with self.lock:
-                        self.latest = set(present)
+            for _ in range(len(self.ctrl.nodes)):
+                node = self.ctrl.nodes[turn % len(self.ctrl.nodes)]
+                turn += 1
+                if node.alive and not node.paused and self._view(node, by_target):
+                    break
             self.stop.wait(0.25)
         self.done.set()
 
-    def drain(self, timeout: float | None = None) -> None:
-        """After the last fault, before the runner reads the committed state: wait (at most ttl + 5 s)
-        until every stopped instance has expired, so that no expiry commits after that read."""
-        deadline = time.monotonic() + (self.ttl + 5.0 if timeout is None else timeout)
+    def _view(self, node: Member, by_target: dict[str, int]) -> bool:
+        invoked = self.clock()
+        try:
+            status, data = self._call(node, "GET", f"/v1/upstreams/{UPSTREAM}/targets?consistency=linearizable",
+                                      timeout=1.5)
+        except OSError:
+            return False
+        if status != 200 or not isinstance(data, dict):
+            return False
+        present = sorted(by_target[k] for t in data.get("registered", [])
+                         if (k := f"{t['host']}:{t['port']}") in by_target)
+        self.record("disco_view", node=node.name, present=present, invoked=invoked)
+        with self.lock:
+            if (self.latest - set(present)) & self.stopped:  # an expiry we caused
+                self.last_expiry_seen = self.clock()
+            self.latest = set(present)
+        return True
+
+    def drain(self, timeout: float | None = None) -> float:
+        """After the last fault, before the runner reads the committed state: wait (at most 2 ttl + 5 s)
+        until every stopped instance has expired, so that no expiry commits after that read.
+
+        Returns the (history clock) time the last expiry was seen: like an admin write, it is a
+        config change the proxies must then converge to, so the runner measures from it."""
+        deadline = time.monotonic() + (2 * self.ttl + 5.0 if timeout is None else timeout)
         while time.monotonic() < deadline:
             with self.lock:
                 if not self.stopped & self.latest:
-                    return
+                    break
             time.sleep(0.1)
+        with self.lock:
+            return self.last_expiry_seen
 
     def _stopper(self) -> None:
         """Two groups of instances stop heartbeating, at 30% and 60% of the fault period."""

@@ -226,10 +226,19 @@ NEMESES["mixed"] = Nemesis(
     "mixed", kill_random, description="a random fault from all of the above, each cycle",
     choices=tuple(NEMESES),
 )  # fmt: skip
+
+
+def _isolate_or_kill_leader(ctx: FaultContext) -> Fault:
+    """Isolate the leader, then kill it, alternately (a short run still gets a minority leader)."""
+    turn = getattr(ctx, "discovery_turn", 0)
+    ctx.discovery_turn = turn + 1  # type: ignore[attr-defined]
+    return (isolate_leader if turn % 2 == 0 else kill_leader)(ctx)
+
+
 # The discovery workload runs with it (chaos/discovery.py, checker chaos/checkers/discovery.py).
 NEMESES["discovery"] = Nemesis(
-    "discovery", kill_leader, choices=("kill-leader", "isolate-leader"),
-    description="kill or isolate the leader while 50 registered instances heartbeat",
+    "discovery", _isolate_or_kill_leader,
+    description="isolate, then kill, the leader (alternately) while 50 registered instances heartbeat",
 )  # fmt: skip
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,10 +21,13 @@ from aiohttp import web
 from cluster.app_keys import SETTINGS_KEY, STORE_KEY
 from cluster.auth import AuthError, verify_token
 from cluster.discovery_api import DISCOVERY_KEY, registered_view, registrar_allowed
+from cluster.limits import Limits, install, rate_middleware, size_middleware
 from cluster.members import add_routes as add_cluster_admin_routes
 from cluster.members import get_cluster, get_fleet, get_status
+from cluster.openapi import add_openapi_routes, query_middleware
 from cluster.raft import CommandRejected, NoQuorum, OutcomeUnknown
 from cluster.store import ConfigStore
+from cluster.timeouts import request_timeout
 from cluster.tokens_api import add_token_routes
 from gateway.errors import GatewayError, NotFound, ValidationError
 from gateway.model import KINDS, Op, Txn, check_id
@@ -43,6 +47,8 @@ STATUS_BY_CODE = {
     "internal": 500,
 }
 READ_ONLY_METHODS = {"GET", "HEAD", "OPTIONS"}
+_DIGITS = re.compile(r"[0-9]{1,18}")  # str.isdigit() also accepts "²", which int() refuses
+_REQUEST_ID = re.compile(r"[!-~]{1,128}")  # printable ASCII: it is logged and stored in the dedupe table
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -64,7 +70,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
+        resp = error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
+        if "Allow" in exc.headers:  # 405: say which methods the path has
+            resp.headers["Allow"] = exc.headers["Allow"]
+        return resp
     except NoQuorum as exc:
         _unavailable_event(request, "no_quorum")
         return error_response(503, "no_quorum", f"{exc}; try another node", retryable=True,
@@ -150,35 +159,44 @@ async def _json_body(request: web.Request) -> Any:
 
 
 def _if_match(request: web.Request) -> int | None:
-    if request.headers.get("If-None-Match", "").strip() == "*":
+    none_match = request.headers.get("If-None-Match")
+    if none_match is not None:
+        if none_match.strip() != "*":
+            raise ValidationError('only "If-None-Match: *" (create only) is supported', "If-None-Match")
         return 0
     value = request.headers.get("If-Match")
     if value is None:
         return None
     value = value.strip().strip('"')
-    if not value.isdigit():
+    if not _DIGITS.fullmatch(value):
         raise ValidationError("If-Match must be a mod_revision (a non-negative integer)", "If-Match")
     return int(value)
 
 
 async def _read_state(request: web.Request) -> ConfigState:
     store = request.app[STORE_KEY]
-    if request.query.get("consistency", "linearizable") == "stale":
+    consistency = request.query.get("consistency", "linearizable")
+    if consistency not in ("linearizable", "stale"):
+        raise ValidationError("must be linearizable or stale", "consistency")
+    if consistency == "stale":
         return store.state
-    return await store.barrier(request.app[SETTINGS_KEY]["read_timeout"])
+    return await store.barrier(request_timeout(request, request.app[SETTINGS_KEY]["read_timeout"]))
 
 
 async def _commit(
     request: web.Request, ops: list[Op], expect_revision: int | None = None, request_id: str | None = None
 ) -> dict[str, Any]:
     store = request.app[STORE_KEY]
-    request_id = request.headers.get("X-Request-Id") or request_id or store.new_request_id()
+    header = request.headers.get("X-Request-Id")
+    request_id = header if header is not None else request_id or store.new_request_id()
+    if not _REQUEST_ID.fullmatch(request_id):
+        raise ValidationError("must be 1 to 128 printable ASCII characters", "X-Request-Id")
     request["request_id"] = request_id
     for op in ops:
         if op.action == "put":
             validate_spec(op.kind, op.id, op.body or {})
     txn = Txn(request_id=request_id, ops=tuple(ops), expect_revision=expect_revision)
-    result = await store.write(txn, request.app[SETTINGS_KEY]["write_timeout"])
+    result = await store.write(txn, request_timeout(request, request.app[SETTINGS_KEY]["write_timeout"]))
     if not result.get("ok"):
         raise GatewayError.from_dict(result["error"])
     return result
@@ -300,7 +318,7 @@ async def get_config(request: web.Request) -> web.Response:
     wanted = request.query.get("revision")
     state = await _read_state(request)
     if wanted is not None:
-        if not wanted.isdigit():
+        if not _DIGITS.fullmatch(wanted):
             raise ValidationError("must be a non-negative integer", "revision")
         if int(wanted) != state.revision:
             raise GatewayError.from_dict({
@@ -340,11 +358,15 @@ def create_admin_app(
     write_timeout: float = 5.0,
     read_timeout: float = 5.0,
     peer_timeout: float = 1.0,
+    forward_timeout: float = 5.0,
     extra_routes: Callable[[web.Application], None] | None = None,
     local_fleet: Callable[[], list[dict[str, Any]]] | None = None,
     source_address: str | None = None,
+    limits: Limits | None = None,
 ) -> web.Application:
-    app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=body_limit)
+    app = web.Application(middlewares=[error_middleware, size_middleware, auth_middleware, rate_middleware,
+                                       query_middleware], client_max_size=body_limit)
+    install(app, limits or Limits())  # cluster/limits.py: URL, header, connection and per-token rate limits
     app[STORE_KEY] = store
     app[SETTINGS_KEY] = {
         "secret": secret,
@@ -354,6 +376,7 @@ def create_admin_app(
         "write_timeout": write_timeout,
         "read_timeout": read_timeout,
         "peer_timeout": peer_timeout,
+        "forward_timeout": forward_timeout,
         "body_limit": body_limit,
         "local_fleet": local_fleet,
         "source_address": source_address,
@@ -367,6 +390,7 @@ def create_admin_app(
     app.router.add_get("/v1/proxies", get_fleet)
     add_cluster_admin_routes(app)  # /v1/cluster/members, /v1/tokens...: before /v1/{kind}
     add_token_routes(app)
+    add_openapi_routes(app)
     if extra_routes is not None:  # fixed paths (/v1/stream, /v1/proxies/local) must precede /v1/{kind}
         extra_routes(app)
     app.router.add_get("/v1/{kind}", list_resources)

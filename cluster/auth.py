@@ -13,11 +13,13 @@ so that revoking by id alone still tells the cluster when the deny-list entry ma
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
 import time
 import uuid
+from collections import OrderedDict
 from typing import Any, Protocol
 
 import jwt
@@ -40,6 +42,7 @@ def new_secret() -> str:
     return secrets.token_urlsafe(32)
 
 
+@functools.lru_cache(maxsize=8)  # pure; every request verifies a token with it
 def token_key(secret: str) -> bytes:
     return hmac.new(secret.encode(), b"gwadm-token-signing-v1", hashlib.sha256).digest()
 
@@ -113,22 +116,40 @@ def check_policy(claims: dict[str, Any], policy: TokenPolicy) -> None:
         raise AuthError("token revoked")
 
 
+VERIFIED_MEMO = 4096  # tokens whose signature was checked, kept for reuse (a pull fleet re-sends its token each second)
+_verified: OrderedDict[tuple[bytes, str], dict[str, Any]] = OrderedDict()
+
+
 def verify_token(secret: str, token: str, policy: TokenPolicy | None = None) -> dict[str, Any]:
     """Return the claims of a valid token or raise AuthError naming what is wrong.
 
-    Without ``policy`` only signature, expiry and role are checked (no revocation)."""
-    try:
-        claims: dict[str, Any] = jwt.decode(
-            token,
-            token_key(secret),
-            algorithms=[ALGORITHM],
-            issuer=ISSUER,
-            options={"require": ["exp", "iat", "sub", "iss"]},
-        )
-    except jwt.ExpiredSignatureError as exc:
-        raise AuthError("token expired") from exc
-    except jwt.InvalidTokenError as exc:
-        raise AuthError(f"invalid token: {exc}") from exc
+    Without ``policy`` only signature, expiry and role are checked (no revocation). The signature
+    check of a token seen before is remembered (bounded, by exact token and key); expiry, role and
+    the policy are checked on every call."""
+    key = (token_key(secret), token)
+    memo = _verified.get(key)
+    if memo is not None and memo["exp"] <= time.time():
+        del _verified[key]  # expired: decoding again says so
+        memo = None
+    if memo is not None:
+        claims: dict[str, Any] = dict(memo)
+    else:
+        try:
+            claims = jwt.decode(
+                token,
+                key[0],
+                algorithms=[ALGORITHM],
+                issuer=ISSUER,
+                options={"require": ["exp", "iat", "sub", "iss"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise AuthError("token expired") from exc
+        except jwt.InvalidTokenError as exc:
+            raise AuthError(f"invalid token: {exc}") from exc
+        if isinstance(claims.get("exp"), int | float):
+            _verified[key] = dict(claims)
+            while len(_verified) > VERIFIED_MEMO:
+                _verified.popitem(last=False)
     if claims.get("role") not in ROLES:
         raise AuthError("invalid token: unknown role")
     if policy is not None:

@@ -30,7 +30,6 @@ hybrid; ``antientropy_repairs``: resyncs a proxy made because its hash differed)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -51,6 +50,7 @@ SEEN_TTL = 10.0  # a poller not heard from for wait + this is shown disconnected
 GONE_TTL = 600.0
 MAX_ITEMS = 10_000  # entries of one relay report
 CONTENT_TYPE = "application/x-msgpack"
+ANSWERS = 64  # encoded answers kept for the current head
 
 
 class Store(Protocol):
@@ -105,6 +105,7 @@ class ChangesAPI:
         self._pullers: dict[str, dict[str, Any]] = {}  # proxy id -> fleet entry (sync: pull)
         self._checks: dict[str, dict[str, Any]] = {}  # proxy id -> last anti-entropy check
         self._relayed: dict[str, dict[str, Any]] = {}  # relay id -> {"at", "items"}
+        self._answers: dict[tuple[Any, ...], tuple[str | None, bytes, str]] = {}  # (kind, body, ETag)
         self.requests = {"changes": 0, "not_modified": 0, "head": 0, "fleet": 0}
         self.frames_sent = {"delta": 0, "snapshot": 0}
         self.bytes_sent = 0
@@ -133,8 +134,8 @@ class ChangesAPI:
     async def _wait_change(self, timeout: float) -> None:
         if self._changed is None:
             self._changed = asyncio.get_running_loop().create_future()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._changed), timeout)
+        # asyncio.wait leaves the shared future alone on timeout (no shield, no task per waiter).
+        await asyncio.wait((self._changed,), timeout=timeout)
 
     def status(self) -> dict[str, Any]:
         """The status frame (wire form) the stream would send now: revision and hash of the applied state."""
@@ -192,18 +193,26 @@ class ChangesAPI:
         if idle and conditional == etag:
             self.requests["not_modified"] += 1
             return web.Response(status=304, headers={"ETag": etag})
-        kind, frames = await self._frames(since, status, full=full, claimed=claimed)
-        body = encode({"status": status, "frames": frames})
+        # A change answers every poller at one revision with the same bytes: built once per key.
+        key = (since, head, full, claimed is not None and claimed != status["hash"], status["has_quorum"],
+               status.get("cached", False), status["leader_id"], status["term"], tuple(status.get("members") or ()))  # fmt: skip
+        answer = self._answers.get(key)
+        if answer is None:
+            kind, frames = await self._frames(since, status, full=full, claimed=claimed)
+            answer = (kind, encode({"status": status, "frames": frames}), etag_of(status))
+            if status["revision"] == head:
+                if len(self._answers) >= ANSWERS or any(k[1] != head for k in self._answers):
+                    self._answers.clear()
+                self._answers[key] = answer
+        elif answer[0] is not None:
+            self.frames_sent[answer[0]] += 1
+        kind, body, answer_etag = answer
         self.bytes_sent += len(body)
         entry = self._pullers.get(_header(request, "X-Gwadm-Proxy") or "")
         if entry is not None and kind is not None:
             entry[f"{kind}s_sent"] += 1
         # The ETag names the head the caller reaches by applying this answer.
-        return web.Response(
-            body=body,
-            content_type=CONTENT_TYPE,
-            headers={"ETag": etag_of(status)},
-        )
+        return web.Response(body=body, content_type=CONTENT_TYPE, headers={"ETag": answer_etag})
 
     async def _frames(
         self, since: int, status: dict[str, Any], *, full: bool, claimed: str | None

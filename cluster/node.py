@@ -26,9 +26,11 @@ from cluster.auth import raft_password
 from cluster.changes_api import ChangesAPI
 from cluster.discovery import Discovery
 from cluster.discovery_api import add_discovery_routes
+from cluster.limits import Limits, make_runner
 from cluster.membership import Member
 from cluster.raft import RaftSettings
 from cluster.store import ConfigStore
+from cluster.timeouts import Timeouts
 
 log = logging.getLogger("gwadm.node")
 SOFTWARE_VERSION = "gwadm/0.1.0"
@@ -62,9 +64,11 @@ class NodeSettings:
     peers: list[Peer] = field(default_factory=list)
     fsync: bool = True
     body_limit: int = 1024 * 1024
+    limits: Limits = field(default_factory=Limits)  # [limits] in node.toml (cluster/limits.py)
     delta_log_entries: int = 1000
     raft: dict[str, Any] = field(default_factory=dict)
     push: dict[str, Any] = field(default_factory=dict)  # [push]: stream limits, see cluster/push.py
+    timeouts: Timeouts = field(default_factory=Timeouts)  # [timeouts]: see cluster/timeouts.py
     # Source address for every outgoing connection (Raft peers, peer admin APIs): the address peers
     # and partition rules know this node by (DESIGN.md §6). None = the kernel picks.
     source_address: str | None = None
@@ -138,6 +142,13 @@ class NodeSettings:
         )
 
 
+def _timeouts(raw: Any) -> Timeouts:
+    try:
+        return Timeouts.from_toml(raw)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+
+
 def parse_peer(text: str) -> Peer:
     """``ID,RAFT_ADDR,ADMIN_URL`` as given on the command line or in GWADM_PEERS."""
     parts = [p.strip() for p in text.split(",")]
@@ -172,7 +183,7 @@ def load_settings(config_file: str | None, overrides: dict[str, Any]) -> NodeSet
     peers_raw = data.pop("peers", [])
     peers = [p if isinstance(p, Peer) else parse_peer(p) if isinstance(p, str) else Peer(**p) for p in peers_raw]
     known = {"node_id", "raft_addr", "admin_addr", "data_dir", "fsync", "body_limit", "delta_log_entries", "raft", "push",
-             "source_address", "bind_host", *TLS_KEYS}
+             "limits", "source_address", "timeouts", "bind_host", *TLS_KEYS}
     unknown = set(data) - known
     if unknown:
         raise SettingsError(f"unknown setting(s): {', '.join(sorted(unknown))}")
@@ -192,9 +203,11 @@ def load_settings(config_file: str | None, overrides: dict[str, Any]) -> NodeSet
         peers=peers,
         fsync=bool(data.get("fsync", True)),
         body_limit=int(data.get("body_limit", 1024 * 1024)),
+        limits=_limits(data.get("limits", {})),
         delta_log_entries=int(data.get("delta_log_entries", 1000)),
         raft=dict(data.get("raft", {})),
         push=dict(data.get("push", {})),
+        timeouts=_timeouts(data.get("timeouts")),
         source_address=str(data["source_address"]) if data.get("source_address") else None,
         bind_host=str(data["bind_host"]) if data.get("bind_host") else None,
         mtls=bool(data.get("mtls", False)),
@@ -221,6 +234,15 @@ def tls_contexts(settings: NodeSettings) -> tuple[ssl.SSLContext, ssl.SSLContext
         raise SettingsError(str(exc)) from None
 
 
+def _limits(table: Any) -> Limits:
+    if not isinstance(table, dict):
+        raise SettingsError("[limits] must be a table")
+    try:
+        return Limits.from_dict(table)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+
+
 async def serve(settings: NodeSettings, stop: asyncio.Event | None = None) -> None:
     """Run one node until ``stop`` is set or SIGTERM/SIGINT arrives."""
     from cluster import push  # imported late: the hub is optional while it is being built
@@ -238,6 +260,7 @@ async def serve(settings: NodeSettings, stop: asyncio.Event | None = None) -> No
     store = ConfigStore(
         settings.node_id, settings.raft_settings(), addr_to_id, delta_log_entries=settings.delta_log_entries
     )
+    store.no_leader_wait = settings.timeouts.no_leader_wait
     hub = push.PushHub(store, SOFTWARE_VERSION, **settings.push)
     changes = ChangesAPI(store, sessions=hub.proxies)  # pull, anti-entropy checks, relay fleet reports
     discovery = Discovery(store, settings.secret, source_address=settings.source_address)
@@ -248,6 +271,10 @@ async def serve(settings: NodeSettings, stop: asyncio.Event | None = None) -> No
         raft_addr=settings.raft_addr,
         peers=[{"id": p.id, "raft_addr": p.raft_addr, "admin_url": p.admin_url} for p in settings.peers],
         body_limit=settings.body_limit,
+        write_timeout=settings.timeouts.request,
+        read_timeout=settings.timeouts.request,
+        forward_timeout=settings.timeouts.forward,
+        limits=settings.limits,
         # /v1/proxies/local: the stream sessions merged with pull proxies and relayed ones
         extra_routes=lambda a: (push.add_routes(a, hub, proxies_path="/v1/proxies/streams"),
                                 changes.add_routes(a), add_discovery_routes(a, discovery)),
@@ -260,7 +287,7 @@ async def serve(settings: NodeSettings, stop: asyncio.Event | None = None) -> No
         server_ssl, app[SETTINGS_KEY]["peer_ssl"] = contexts
         if settings.mtls:
             app.middlewares.append(tls.client_cert_required())
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = make_runner(app, settings.limits, access_log=None, handle_signals=False)
     await runner.setup()
     host, _, port = settings.admin_addr.rpartition(":")
     host = settings.bind_host or host

@@ -25,6 +25,7 @@ without the prefix (older journals) have no deadline.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -36,6 +37,7 @@ from gateway import registry
 from gateway.codec import decode_delta, decode_txn, encode_delta
 from gateway.delta import Delta
 from gateway.errors import GatewayError
+from gateway.frozen import thaw
 from gateway.model import Txn
 from gateway.state import ConfigState
 
@@ -237,16 +239,29 @@ def _txn(state: ReplicatedState, cmd: dict[str, Any]) -> tuple[ReplicatedState, 
         txn = decode_txn(cmd["txn"])
     except GatewayError as exc:
         return state, {"ok": False, "error": exc.to_dict()}
+    fingerprint = txn_fingerprint(txn)
     seen = state.dedupe_lookup(txn.request_id)
     if seen is not None:
+        if seen.get("fingerprint", fingerprint) != fingerprint:  # found by schemathesis: another request's result
+            return state, {"ok": False, "error": {
+                "code": "conflict", "path": "X-Request-Id",
+                "message": f"request id {txn.request_id!r} was already used for a different request"}}
         return state, seen
     try:
         config, delta = state.config.apply(txn)
     except GatewayError as exc:
-        return state.remember(txn.request_id, {"ok": False, "error": exc.to_dict()}), {
-            "ok": False, "error": exc.to_dict()}  # fmt: skip
-    result = {"ok": True, "revision": config.revision, "results": op_results(txn, state.config, config)}
+        failed = {"ok": False, "error": exc.to_dict(), "fingerprint": fingerprint}
+        return state.remember(txn.request_id, failed), failed
+    result = {"ok": True, "revision": config.revision, "results": op_results(txn, state.config, config),
+              "fingerprint": fingerprint}
     return state.with_config(config, delta).remember(txn.request_id, result), result
+
+
+def txn_fingerprint(txn: Txn) -> str:
+    """What a retry must repeat: the ops' action, kind, id and body (not the CAS expectations: a
+    retried PATCH expects the mod_revision its first attempt produced)."""
+    ops = [[op.action, op.kind, op.id, thaw(op.body) if op.body is not None else None] for op in txn.ops]
+    return hashlib.sha256(msgpack.packb(ops, use_bin_type=True)).hexdigest()[:32]
 
 
 def _token(state: ReplicatedState, cmd: dict[str, Any]) -> tuple[ReplicatedState, Result]:

@@ -125,6 +125,9 @@ class Str(Field):
     def convert(self, value: Any, path: str) -> Any:
         if not isinstance(value, str):
             raise ValidationError("must be a string", path)
+        if (self.lower or self.upper) and not value.isascii():
+            # case-folded fields are ASCII tokens; folding would turn "poſt" into "POST", "\u212a" into "k"
+            raise ValidationError("must be ASCII", path)
         if self.lower:
             value = value.lower()
         if self.upper:

@@ -69,7 +69,7 @@ UPSTREAM = Obj(
                     "weight": Int(default=1, min=0, max=1000),
                 }
             ),
-            min_items=1,
+            min_items=0,  # none: every target registers itself (gateway/registry.py)
             max_items=256,
         ),
         "lb": Str(default="round_robin", choices=("round_robin", "least_conn", "consistent_hash")),

@@ -146,8 +146,8 @@ class Pool:
         self.settings = UpstreamSettings.from_spec(upstream_id, spec)
         self.clock = clock
         targets = spec.get("targets")
-        if not isinstance(targets, list) or not targets:
-            raise ValueError(f"upstreams[{upstream_id}].targets: must be a non-empty list")
+        if not isinstance(targets, list):  # may be empty: registered targets only (503 until one registers)
+            raise ValueError(f"upstreams[{upstream_id}].targets: must be a list")
         self.targets: list[Target] = []
         for i, t in enumerate(targets):
             if not isinstance(t, Mapping) or not isinstance(t.get("host"), str):

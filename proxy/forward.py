@@ -148,7 +148,7 @@ class Relay:
     __slots__ = (
         "fw", "ex", "ctx", "chain", "conn", "reused", "future", "headers", "reason", "status", "head_sent",
         "out_chunked", "until_close", "skip", "body_sent", "got_bytes", "last_read", "timeout", "tunnel",
-        "outcome", "error",
+        "outcome", "error", "out",
     )  # fmt: skip
 
     def __init__(self, fw: Forwarder, ex: Exchange, ctx: RequestContext, chain: PluginChain,
@@ -174,10 +174,11 @@ class Relay:
         self.tunnel = False
         self.outcome: int | None = None
         self.error: BaseException | None = None
+        self.out: list[bytes] | None = None  # client output of one upstream read, sent in one write
 
     def start(self, head: bytes) -> None:
         ex, conn = self.ex, self.conn
-        if ex.client_closed:
+        if ex.client_closed or ex.finished:
             self._done(GONE, True)
             return
         conn.relay = self
@@ -224,12 +225,16 @@ class Relay:
         if self.tunnel:
             self.ex.write(data)
             return
+        self.out = []
         try:
             self.conn.parser.feed_data(data)
+            self._flush()
         except httptools.HttpParserUpgrade as exc:
+            self._flush()
             if self.status == 101 and self.outcome is None:
                 self._begin_tunnel(data[exc.args[0]:])
         except httptools.HttpParserError as exc:
+            self._flush()
             if self.outcome is None:
                 log.info("upstream %s: unparsable response from %s: %s", self.ctx.upstream, self.ctx.target, exc)
                 self.error = exc
@@ -304,9 +309,10 @@ class Relay:
                 parts.append(b"Connection: keep-alive\r\n")
         parts.append(b"\r\n")
         ex.head_sent = self.head_sent = True
-        ex.write(b"".join(parts))
+        self._emit(b"".join(parts))
         if ex.method == "HEAD" and status != 101:
             # llhttp cannot know that this response has no body: it ends here, the connection too
+            self._flush()
             self._done(OK, False)
             ex.finish()
 
@@ -314,9 +320,9 @@ class Relay:
         if self.skip or self.outcome is not None:
             return
         if self.out_chunked:
-            self.ex.write(b"%x\r\n%b\r\n" % (len(body), body))
+            self._emit(b"%x\r\n%b\r\n" % (len(body), body))
         else:
-            self.ex.write(body)
+            self._emit(body)
         self.ctx.bytes_sent += len(body)
 
     def on_complete(self) -> None:
@@ -326,10 +332,23 @@ class Relay:
         if self.status == 101 or self.outcome is not None:
             return
         if self.out_chunked:
-            self.ex.write(b"0\r\n\r\n")
+            self._emit(b"0\r\n\r\n")
+        self._flush()
         reusable = self.body_sent and self.conn.parser.should_keep_alive()
         self._done(OK, reusable)
         self.ex.finish()
+
+    def _emit(self, data: bytes) -> None:
+        out = self.out
+        if out is None:
+            self.ex.write(data)
+        else:
+            out.append(data)
+
+    def _flush(self) -> None:
+        out, self.out = self.out, None
+        if out:
+            self.ex.write(out[0] if len(out) == 1 else b"".join(out))
 
     def _begin_tunnel(self, tail: bytes) -> None:
         self.tunnel = True

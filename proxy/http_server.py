@@ -40,7 +40,8 @@ BUFFER_HIGH = 256 * 1024  # request body bytes buffered before the socket is pau
 PIPELINE_MAX = 32  # queued pipelined requests before the socket is paused
 # reasons for a paused socket (bit mask)
 _P_BUFFER, _P_UPSTREAM, _P_PIPELINE = 1, 2, 4
-_HEADER, _IDLE = 1, 2
+_HEADER, _IDLE, _LINGER = 1, 2, 3
+LINGER = 2.0  # seconds to keep reading (and dropping) input after an error answer, so it is not lost to a RST
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -141,6 +142,18 @@ class Exchange:
             )
         return h
 
+    def header(self, name: str) -> str | None:
+        """The first header ``name`` (case-insensitive) by a scan of the raw pairs."""
+        h = self._headers
+        if h is not None:
+            return h.get(name)
+        want = name.lower().encode("latin-1")
+        n = len(want)
+        for key, value in self.raw_headers:
+            if len(key) == n and key.lower() == want:
+                return value.decode("latin-1")
+        return None
+
     def get(self, name: str, default: str | None = None) -> str | None:
         """Header lookup (case-insensitive), so the router can take the exchange as its mapping."""
         return self.headers.get(name, default)
@@ -219,6 +232,8 @@ class Exchange:
 
     def send_response(self, resp: Any) -> int:
         """Send a complete proxy-made response and finish; returns the body bytes sent."""
+        if self.finished:
+            return 0
         self.keep_alive = self.keep_alive and self.body_done and not self.upgrade
         data = encode_response(resp, keep_alive=self.keep_alive, head_only=self.method == "HEAD")
         self.head_sent = True
@@ -258,6 +273,7 @@ class HttpProtocol(asyncio.Protocol):
         self.client_ip = ""
         self.closed = False
         self.current: Exchange | None = None  # being received
+        self.last: Exchange | None = None  # the latest request whose head arrived
         self.active: Exchange | None = None  # being answered
         self.queue: deque[Exchange] = deque()
         self.url = b""
@@ -271,6 +287,7 @@ class HttpProtocol(asyncio.Protocol):
         self.tunnel: Tunnel | None = None
         self.tunnel_pending: list[bytes] | None = None
         self.pending_error: bytes | None = None
+        self.lingering = False
         self.deadline: float | None = None
         self.timer_kind = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -334,6 +351,22 @@ class HttpProtocol(asyncio.Protocol):
         if self.transport is not None and not self.closed:
             self.transport.close()
 
+    def linger(self) -> None:
+        """Close after an answer to input that was not (all) read: send FIN, drop what still comes
+        in for a moment, then close. Closing at once would make the kernel answer the unread bytes
+        with a RST, and a RST may destroy the answer before the client has read it."""
+        if self.transport is None or self.closed or self.lingering:
+            return
+        self.lingering = True
+        self.resume(self.paused)
+        try:
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+        except (OSError, RuntimeError):
+            self.close()
+            return
+        self._arm(LINGER, _LINGER)
+
     @property
     def idle(self) -> bool:
         return self.active is None and not self.in_headers and self.tunnel is None
@@ -354,7 +387,9 @@ class HttpProtocol(asyncio.Protocol):
             self._timer = self.loop.call_at(self.deadline, self._on_timer)
             return
         self.deadline = None
-        if self.timer_kind == _HEADER and self.active is None:
+        if self.timer_kind == _LINGER:
+            self.abort()
+        elif self.timer_kind == _HEADER and self.active is None:
             self._reject(_Reject(408, "request_timeout", "the request headers did not arrive in time"))
         elif self.active is None:
             self.close()
@@ -362,6 +397,8 @@ class HttpProtocol(asyncio.Protocol):
     # -- input --------------------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            return
         if self.tunnel is not None:
             self.tunnel.tunnel_write(data)
             return
@@ -373,7 +410,7 @@ class HttpProtocol(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
-            ex = self.current
+            ex, self.last = self.last, None  # llhttp completed the message before it stopped
             self.current = None
             if ex is None or not ex.upgrade:
                 self._reject(_Reject(400, "bad_request", "unexpected protocol upgrade"))
@@ -404,13 +441,25 @@ class HttpProtocol(asyncio.Protocol):
         body = json_error(err.status, err.code, err.message)
         data = encode_response(body, keep_alive=False)
         self.in_headers = False
+        ex = self.current
+        if ex is not None and ex is self.active and not ex.body_done:  # its body is garbage: it ends here
+            self.current = self.active = None
+            ex.finished = True
+            if ex.on_client_lost is not None:
+                ex.on_client_lost()
+            if ex.head_sent:
+                self.abort()
+                return
+            self.write(data)
+            self.linger()
+            return
         if self.current is not None and self.current is not self.active and self.current not in self.queue:
             self.current = None
         self.pause(_P_PIPELINE)
         if self.active is None and not self.queue:
             self.dp.metrics.observe_request(None, err.status, 0.0)
             self.write(data)
-            self.close()
+            self.linger()
         else:
             self.pending_error = data
 
@@ -447,7 +496,7 @@ class HttpProtocol(asyncio.Protocol):
             )  # fmt: skip
         except (ValueError, UnicodeError) as exc:
             raise _Reject(400, "bad_request", "malformed request") from exc
-        self.current = ex
+        self.current = self.last = ex
         if self.active is None:
             self._start(ex)
         else:
@@ -483,11 +532,14 @@ class HttpProtocol(asyncio.Protocol):
         self.upstream_reader = None
         if self.pending_error is not None:
             self.write(self.pending_error)
-            self.close()
+            self.linger()
             return
         if self.closed:
             return
-        if not ex.keep_alive or not ex.body_done:
+        if not ex.body_done:
+            self.linger()
+            return
+        if not ex.keep_alive:
             self.close()
             return
         if self.queue:

@@ -1,7 +1,10 @@
 """Prometheus metrics of one DataPlane, in a registry of its own.
 
 A registry per DataPlane (not the global default) keeps tests and multiple proxies in one process
-apart. Request counters and histograms are updated on the request path; everything that describes
+apart. Request counts and latencies are plain integers in dicts on the request path (one dict
+update and one bisect per request, no locks: the proxy is one thread) and become the
+``gwadm_proxy_requests_total`` counter and ``gwadm_proxy_request_duration_seconds`` histogram at
+scrape time. Everything that describes
 the current state (config revision, mode, sync lag, per-target health) is read from the DataPlane
 at scrape time by a custom collector, so it can never go stale or keep label sets of targets that
 were removed from the config.
@@ -9,12 +12,13 @@ were removed from the config.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -58,19 +62,51 @@ class _StateCollector(Collector):
         yield health
 
 
+class _RequestCollector(Collector):
+    """Request counts and latency histograms kept as plain numbers, exposed when scraped."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, int], int] = {}
+        self.buckets: dict[str, list[int]] = {}  # route -> per-bucket (not cumulative) counts, +Inf last
+        self.sums: dict[str, float] = {}
+
+    def observe(self, route: str, status: int, seconds: float) -> None:
+        key = (route, status)
+        counts = self.counts
+        counts[key] = counts.get(key, 0) + 1
+        hist = self.buckets.get(route)
+        if hist is None:
+            hist = self.buckets[route] = [0] * (len(LATENCY_BUCKETS) + 1)
+            self.sums[route] = 0.0
+        hist[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.sums[route] += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "gwadm_proxy_requests", "Proxied requests by route and status", labels=["route", "status"]
+        )
+        for (route, status), n in sorted(self.counts.items()):
+            requests.add_metric([route, str(status)], float(n))
+        yield requests
+        latency = HistogramMetricFamily(
+            "gwadm_proxy_request_duration_seconds", "Time to the end of the response, by route", labels=["route"]
+        )
+        for route, hist in sorted(self.buckets.items()):
+            cumulative, acc = [], 0
+            for bound, n in zip((*LATENCY_BUCKETS, math.inf), hist, strict=True):
+                acc += n
+                cumulative.append(("+Inf" if bound == math.inf else repr(float(bound)), float(acc)))
+            latency.add_metric([route], cumulative, sum_value=self.sums[route])
+        yield latency
+
+
 class ProxyMetrics:
     """The metric objects; ``render()`` produces the text exposition for /metrics."""
 
     def __init__(self, dp: DataPlane) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter(
-            "gwadm_proxy_requests_total", "Proxied requests by route and status", ["route", "status"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "gwadm_proxy_request_duration_seconds", "Time to the end of the response, by route", ["route"],
-            buckets=LATENCY_BUCKETS, registry=self.registry,
-        )
+        self._requests = _RequestCollector()
+        self.registry.register(self._requests)
         self.apply_duration = Histogram(
             "gwadm_proxy_config_apply_duration_seconds", "Time to build and install a runtime",
             buckets=APPLY_BUCKETS, registry=self.registry,
@@ -78,9 +114,7 @@ class ProxyMetrics:
         self.registry.register(_StateCollector(dp))
 
     def observe_request(self, route: str | None, status: int, seconds: float) -> None:
-        label = route or ""
-        self.requests.labels(route=label, status=str(status)).inc()
-        self.latency.labels(route=label).observe(seconds)
+        self._requests.observe(route or "", status, seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -16,6 +16,7 @@ refusing the whole revision for them would block every later config change as we
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -26,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from gateway.registry import registered_targets, with_registered
+from gateway.state import ConfigState
 from proxy.balancer import Pool
 from proxy.plugins import PLUGINS
 from proxy.plugins.base import Consumer, ConsumerIndex, JwtCredential, Plugin, PluginChain
@@ -171,31 +173,41 @@ class _Builder:
         return ConsumerIndex(by_id=by_id, key_auth=key_auth, jwt={k: tuple(v) for k, v in jwt.items()})
 
 
+def _state_items(state: ConfigState, kind: str) -> list[tuple[str, Mapping[str, Any]]]:
+    return [(r.id, r.spec) for r in state.list(kind)]
+
+
 def build_runtime(
-    snapshot: Mapping[str, Any],
+    snapshot: ConfigState | Mapping[str, Any],
     *,
     revision: int,
     hash: str,
     clock: Callable[[], float] = time.monotonic,
 ) -> Runtime:
-    """Compile ``ConfigState.to_snapshot()`` output; raises ValueError on a malformed config.
+    """Compile a ``ConfigState`` (or its ``to_snapshot()`` dict); ValueError on a malformed config.
 
     ``clock`` drives passive-health cooldowns (injectable for tests).
     """
-    if not isinstance(snapshot, Mapping) or not isinstance(snapshot.get("resources"), Mapping):
-        raise ValueError("snapshot: must be an object with a 'resources' object")
-    snap_rev = snapshot.get("revision")
-    if snap_rev is not None and snap_rev != revision:
-        raise ValueError(f"snapshot: revision {snap_rev} does not match the expected {revision}")
-    resources = snapshot["resources"]
+    items: Callable[[str], list[tuple[str, Mapping[str, Any]]]]
+    if isinstance(snapshot, ConfigState):
+        if snapshot.revision != revision:
+            raise ValueError(f"snapshot: revision {snapshot.revision} does not match the expected {revision}")
+        items = functools.partial(_state_items, snapshot)
+    else:
+        if not isinstance(snapshot, Mapping) or not isinstance(snapshot.get("resources"), Mapping):
+            raise ValueError("snapshot: must be an object with a 'resources' object")
+        snap_rev = snapshot.get("revision")
+        if snap_rev is not None and snap_rev != revision:
+            raise ValueError(f"snapshot: revision {snap_rev} does not match the expected {revision}")
+        items = functools.partial(_items, snapshot["resources"])
     b = _Builder()
 
-    registered = registered_targets(spec for _, spec in _items(resources, "registrations"))
+    registered = registered_targets(spec for _, spec in items("registrations"))
     pools = {uid: Pool(uid, with_registered(spec, registered.get(uid)), clock=clock)
-             for uid, spec in _items(resources, "upstreams")}
+             for uid, spec in items("upstreams")}
 
     global_plugins: dict[str, Plugin] = {}
-    for pid, spec in _items(resources, "plugins"):
+    for pid, spec in items("plugins"):
         if not spec.get("enabled", True):
             continue
         name = spec.get("name")
@@ -206,11 +218,11 @@ def build_runtime(
         global_plugins[plugin.name] = plugin
     global_chain = PluginChain(list(global_plugins.values()))
 
-    consumers = b.consumers(_items(resources, "consumers"))
+    consumers = b.consumers(items("consumers"))
 
     routes: list[Route] = []
     chains: dict[str, PluginChain] = {}
-    for rid, spec in _items(resources, "routes"):
+    for rid, spec in items("routes"):
         route = Route.from_spec(rid, spec)
         if route.upstream not in pools:
             raise ValueError(f"routes[{rid}].upstream: upstream {route.upstream!r} does not exist")
@@ -232,9 +244,13 @@ def build_runtime(
     )
 
 
+def _targets_key(spec: Mapping[str, Any]) -> list[tuple[Any, Any, Any]]:
+    return [(t.get("host"), t.get("port"), t.get("weight", 1)) for t in spec.get("targets") or ()]
+
+
 def update_runtime(
     old: Runtime,
-    state: Any,
+    state: ConfigState,
     touched: Iterable[tuple[str, str]],
     *,
     revision: int,
@@ -249,10 +265,21 @@ def update_runtime(
     a consumer feeds every chain or the whole credential index, so it takes the full build.
     """
     touched = list(dict.fromkeys(touched))
-    if any(kind not in ("routes", "upstreams") for kind, _ in touched):
-        return build_runtime(state.to_snapshot(), revision=revision, hash=hash, clock=clock)
+    if any(kind not in ("routes", "upstreams", "registrations") for kind, _ in touched):
+        return build_runtime(state, revision=revision, hash=hash, clock=clock)
     b = _Builder()
     pools = dict(old.pools)
+    if any(kind == "registrations" for kind, _ in touched):
+        # Service registrations (gateway/registry.py): a new pool for each upstream whose merged
+        # target list changed (a deleted registration does not tell its upstream, so compare all).
+        registered = registered_targets(r.spec for r in state.list("registrations"))
+        for uid, pool in old.pools.items():
+            res = state.get("upstreams", uid)
+            if res is None:
+                continue
+            merged = with_registered(res.spec, registered.get(uid))
+            if _targets_key(merged) != _targets_key(pool.spec):
+                pools[uid] = Pool(uid, merged, clock=clock)
     for kind, uid in touched:
         if kind != "upstreams":
             continue

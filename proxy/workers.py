@@ -44,13 +44,13 @@ from gateway.protocol import DeltaFrame, snapshot_chunks
 from gateway.state import ConfigState
 from proxy import metrics_merge
 from proxy.feed import KEY_ENV, FeedError, read_message, write_message
-from proxy.plugins.base import json_error
 from proxy.server import DataPlane
 from proxy.sync import SyncClient
 
 log = logging.getLogger("gwadm.proxy.workers")
 
 RESTART_MIN, RESTART_MAX, YOUNG = 0.2, 5.0, 10.0
+MAX_BACKLOG = 64 << 20  # bytes queued to one worker before its feed is dropped
 
 
 def cpu_count() -> int:
@@ -292,6 +292,13 @@ class WorkerHub:
 
     def _feed(self, s: Session) -> None:
         """Bring one worker up to date: the hub facts if they changed, then the config."""
+        if s.writer.is_closing():
+            return
+        if s.writer.transport.get_write_buffer_size() > MAX_BACKLOG:  # a stopped or stuck worker
+            log.error("worker feed backlog above %d MiB: dropping the feed (the worker exits and is restarted)",
+                      MAX_BACKLOG >> 20)  # fmt: skip
+            s.writer.close()
+            return
         frame = self._hub_frame()
         facts = (frame["mode"], frame["connected_cp"], tuple(frame["cp_endpoints"]), frame["last_error"],
                  self.dp.last_sync, frame["revision"])  # fmt: skip
@@ -417,7 +424,8 @@ def create_hub_status_app(hub: WorkerHub) -> web.Application:
     async def ready(_: web.Request) -> web.Response:
         doc = await aggregate_status(hub)
         if hub.dp.runtime is None or not any(w["listening"] and w["revision"] for w in doc["workers"]):
-            return json_error(503, "not_ready", "no worker serves a configuration yet")
+            err = {"error": {"code": "not_ready", "message": "no worker serves a configuration yet", "path": None}}
+            return web.json_response(err, status=503)
         return web.json_response({"ready": True, "mode": doc["mode"], "revision": doc["revision"],
                                   "workers_serving": doc["workers_serving"]})  # fmt: skip
 

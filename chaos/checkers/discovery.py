@@ -79,7 +79,8 @@ def check_discovery(history: History, *, discovery_slack: float = SLACK) -> Chec
         late = gone_at - bound - ttl
         worst = max(worst, late + ttl)
         if i in final_present:
-            problems.add(f"stopped instance {i} (last heartbeat t={last_beat}) never expired")
+            problems.add(f"stopped instance {i} (last heartbeat t={last_beat}) never expired "
+                         f"(last view at t={float(views[-1]['time']):.2f}s)")
         elif late > discovery_slack:
             problems.add(f"stopped instance {i}: still registered at t={gone_at:.2f}s, {gone_at - bound:.2f}s after "
                          f"its last heartbeat/leader change at t={bound:.2f}s (ttl {ttl:g}s + {discovery_slack:g}s)")

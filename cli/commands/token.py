@@ -49,7 +49,8 @@ def token_group() -> None:
 @token_group.command("create")
 @conn_options
 @click.option("--role", type=click.Choice(ROLES), default="viewer", show_default=True,
-              help="admin: read and write; viewer: read only; proxy: the config stream only.")
+              help="admin: read and write; viewer: read only; proxy: the config stream only; "
+                   "registrar: register, heartbeat and deregister targets only (gwadm register).")
 @click.option("--subject", default="gwadm-user", show_default=True, help="Who the token is for (the JWT sub).")
 @click.option("--ttl", default="30d", show_default=True, help="Lifetime: seconds or 15m, 12h, 30d, 1y.")
 @click.option("--secret-file", type=click.Path(dir_okay=False), envvar="GWADM_SECRET_FILE",

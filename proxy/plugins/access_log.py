@@ -13,34 +13,19 @@ import datetime as dt
 import json
 import logging
 import sys
-from collections.abc import Mapping
 from typing import Any, TextIO
 
-from proxy.plugins.base import Plugin, RequestContext, number, opt_str, str_list
+from gateway.plugin_schemas import ACCESS_LOG_FIELDS
+from proxy.plugins.base import Plugin, RequestContext
 
 log = logging.getLogger(__name__)
 
-FIELDS = (
-    "time", "request_id", "client_ip", "method", "host", "path", "status", "latency_ms",
-    "route", "upstream", "target", "consumer", "bytes_sent",
-)
+FIELDS = ACCESS_LOG_FIELDS  # the schema's list is the one list
 
 
 class AccessLog(Plugin):
     name = "access-log"
     priority = 100
-
-    @classmethod
-    def parse(cls, config: Mapping[str, Any]) -> dict[str, Any]:
-        c = super().parse(config)
-        fields = str_list(c, "fields", FIELDS, cls.name)
-        unknown = [f for f in fields if f not in FIELDS]
-        if unknown:
-            raise ValueError(f"{cls.name}.fields: unknown fields {unknown}")
-        rate = number(c, "sample_rate", 1.0, cls.name)
-        if rate > 1:
-            raise ValueError(f"{cls.name}.sample_rate: must be within 0..1")
-        return {"path": opt_str(c, "path", None, cls.name), "sample_rate": rate, "fields": fields}
 
     def record(self, ctx: RequestContext) -> dict[str, Any]:
         values: dict[str, Any] = {

@@ -31,7 +31,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from multidict import CIMultiDict, MultiDict
 
+from gateway.errors import ValidationError
+from gateway.plugin_schemas import PLUGIN_SCHEMAS, validate_plugin_config
 from proxy.http_common import Response, json_error
+from proxy.http_server import Exchange
 
 if TYPE_CHECKING:
     from proxy.jwks import JwksCache
@@ -183,6 +186,14 @@ class RequestContext:
     def upstream_query(self, value: MultiDict[str]) -> None:
         self._upstream_query = value
 
+    def request_header(self, name: str) -> str | None:
+        """The first request header ``name`` (case-insensitive), without building the multidict."""
+        request = self.request
+        if type(request) is Exchange:
+            return request.header(name)
+        value: str | None = request.headers.get(name)
+        return value
+
     def upstream_headers_if_built(self) -> CIMultiDict[str] | None:
         return self._upstream_headers
 
@@ -237,10 +248,19 @@ class Plugin:
 
     @classmethod
     def parse(cls, config: Mapping[str, Any]) -> dict[str, Any]:
-        """Check and complete a config; raise ValueError with a readable message."""
+        """The config normalized by its schema in ``gateway.plugin_schemas`` (the one the control
+        plane validated it with); ValueError with the field's path when it does not fit.
+
+        Subclasses may derive more from the normalized dict; they do not re-check it by hand.
+        """
         if not isinstance(config, Mapping):
             raise ValueError(f"{cls.name}: config must be an object")
-        return dict(config)
+        if cls.name not in PLUGIN_SCHEMAS:  # a plugin without a schema (tests register some)
+            return dict(config)
+        try:
+            return validate_plugin_config(cls.name, config, cls.name)
+        except ValidationError as exc:
+            raise ValueError(str(exc)) from None
 
     async def access(self, ctx: RequestContext) -> Response | None:
         return None

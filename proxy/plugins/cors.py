@@ -10,13 +10,8 @@ is added so caches keep answers apart.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from proxy.http_common import Response
-from proxy.plugins.base import Plugin, RequestContext, str_list
-
-DEFAULT_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+from proxy.plugins.base import Plugin, RequestContext
 
 
 def _add_vary(resp: Response, value: str) -> None:
@@ -30,22 +25,6 @@ def _add_vary(resp: Response, value: str) -> None:
 class Cors(Plugin):
     name = "cors"
     priority = 1800
-
-    @classmethod
-    def parse(cls, config: Mapping[str, Any]) -> dict[str, Any]:
-        c = super().parse(config)
-        n = cls.name
-        max_age = c.get("max_age", 3600)
-        if isinstance(max_age, bool) or not isinstance(max_age, int) or max_age < 0:
-            raise ValueError(f"{n}.max_age: must be an integer >= 0")
-        return {
-            "origins": str_list(c, "origins", ["*"], n),
-            "methods": [m.upper() for m in str_list(c, "methods", DEFAULT_METHODS, n)],
-            "headers": str_list(c, "headers", [], n),
-            "exposed_headers": str_list(c, "exposed_headers", [], n),
-            "credentials": bool(c.get("credentials", False)),
-            "max_age": max_age,
-        }
 
     def allowed_origin(self, origin: str) -> str | None:
         """The value for Access-Control-Allow-Origin, or None when the origin is not allowed."""
@@ -84,7 +63,7 @@ class Cors(Plugin):
         return resp
 
     def response(self, ctx: RequestContext, resp: Response) -> None:
-        origin = ctx.request.headers.get("Origin")
+        origin = ctx.request_header("Origin")
         if not origin or ctx.data.get("cors-preflight"):
             return
         allowed = self.allowed_origin(origin)

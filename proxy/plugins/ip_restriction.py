@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from proxy.http_common import Response
-from proxy.plugins.base import Plugin, RequestContext, json_error, str_list
+from proxy.plugins.base import Plugin, RequestContext, json_error
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -35,14 +35,6 @@ class IpRestriction(Plugin):
         super().__init__(config, scope=scope)
         self.allow = _networks(self.config["allow"], f"{self.name}.allow")
         self.deny = _networks(self.config["deny"], f"{self.name}.deny")
-
-    @classmethod
-    def parse(cls, config: Mapping[str, Any]) -> dict[str, Any]:
-        c = super().parse(config)
-        allow, deny = str_list(c, "allow", [], cls.name), str_list(c, "deny", [], cls.name)
-        if not allow and not deny:
-            raise ValueError(f"{cls.name}: allow or deny must be non-empty")
-        return {"allow": allow, "deny": deny}
 
     def permits(self, address: str) -> bool:
         try:

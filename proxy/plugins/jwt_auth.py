@@ -15,6 +15,7 @@ RFC 6750 ``WWW-Authenticate: Bearer`` challenge.
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -22,23 +23,22 @@ from typing import Any
 import jwt
 from jwt.warnings import InsecureKeyLengthWarning
 
+from gateway.plugin_schemas import JWT_ALGORITHMS
 from proxy.http_common import Response
 from proxy.jwks import JwksUnavailable
 from proxy.plugins.base import (
     AUTH_PRIORITY,
+    Consumer,
     JwtCredential,
     Plugin,
     RequestContext,
     json_error,
-    number,
-    opt_str,
-    req_str,
-    str_list,
 )
 
 log = logging.getLogger(__name__)
 
-ALGORITHMS = ("HS256", "RS256", "ES256")
+ALGORITHMS = JWT_ALGORITHMS
+VERIFIED_CACHE = 10_000  # verified tokens remembered per plugin (JWKS-verified ones are not)
 REALM = "gwadm"
 
 
@@ -60,33 +60,8 @@ class JwtAuth(Plugin):
     priority = AUTH_PRIORITY
     is_auth = True
 
-    @classmethod
-    def parse(cls, config: Mapping[str, Any]) -> dict[str, Any]:
-        c = super().parse(config)
-        n = cls.name
-        algorithms = str_list(c, "algorithms", ALGORITHMS, n)
-        if not algorithms or any(a not in ALGORITHMS for a in algorithms):
-            raise ValueError(f"{n}.algorithms: must be a non-empty subset of {list(ALGORITHMS)}")
-        claims = str_list(c, "claims_to_verify", ["exp"], n)
-        if any(x not in ("exp", "nbf") for x in claims):
-            raise ValueError(f"{n}.claims_to_verify: only exp and nbf are supported")
-        jwks_url = opt_str(c, "jwks_url", None, n)
-        if jwks_url is not None and not jwks_url.startswith(("http://", "https://")):
-            raise ValueError(f"{n}.jwks_url: must be an http(s) URL")
-        return {
-            "header": req_str(c, "header", "authorization", n).lower(),
-            "algorithms": algorithms,
-            "claims_to_verify": claims,
-            "issuer": opt_str(c, "issuer", None, n),
-            "audience": opt_str(c, "audience", None, n),
-            "leeway": number(c, "leeway", 0, n),
-            "key_claim": req_str(c, "key_claim", "iss", n),
-            "jwks_url": jwks_url,
-            "jwks_cache_ttl": number(c, "jwks_cache_ttl", 300.0, n, minimum=1e-9),
-        }
-
     def _token(self, ctx: RequestContext) -> str | None:
-        raw = ctx.request.headers.get(self.config["header"])
+        raw = ctx.request_header(self.config["header"])
         if not raw:
             return None
         scheme, _, rest = raw.strip().partition(" ")
@@ -113,10 +88,41 @@ class JwtAuth(Plugin):
                 },
             )
 
+    def __init__(self, config: Mapping[str, Any], *, scope: str = "global") -> None:
+        super().__init__(config, scope=scope)
+        # token -> (consumer, claims, exp, nbf/iat): tokens whose signature this plugin verified
+        # against a consumer credential of the runtime it belongs to (a new config builds a new
+        # plugin, so the cache never outlives the credentials). Hits re-check the time claims.
+        self._verified: dict[str, tuple[Consumer, dict[str, Any], float | None, float | None]] = {}
+
+    def _cached(self, ctx: RequestContext, token: str) -> bool:
+        hit = self._verified.get(token)
+        if hit is None:
+            return False
+        consumer, claims, exp, not_before = hit
+        now, leeway = time.time(), self.config["leeway"]
+        if (exp is not None and exp <= now - leeway) or (not_before is not None and not_before > now + leeway):
+            del self._verified[token]  # the full check gives the precise error
+            return False
+        ctx.consumer = consumer
+        ctx.data["jwt_claims"] = claims
+        return True
+
+    def _remember(self, token: str, consumer: Consumer, claims: dict[str, Any]) -> None:
+        if len(self._verified) >= VERIFIED_CACHE:
+            self._verified.pop(next(iter(self._verified)))
+        exp = claims.get("exp")
+        starts = [float(v) for k in ("nbf", "iat") if isinstance(v := claims.get(k), int | float)]
+        self._verified[token] = (
+            consumer, claims, float(exp) if isinstance(exp, int | float) else None, max(starts) if starts else None
+        )
+
     async def access(self, ctx: RequestContext) -> Response | None:
         token = self._token(ctx)
         if token is None:
             return unauthorized("missing bearer token", error=None)
+        if self._cached(ctx, token):
+            return None
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
@@ -149,6 +155,7 @@ class JwtAuth(Plugin):
                 continue
             ctx.consumer = cred.consumer
             ctx.data["jwt_claims"] = claims
+            self._remember(token, cred.consumer, claims)
             return None
         return unauthorized(last_error)
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from proxy.http_common import Response
-from proxy.plugins.base import AUTH_PRIORITY, Plugin, RequestContext, json_error, opt_str, req_str
+from proxy.plugins.base import AUTH_PRIORITY, Plugin, RequestContext, json_error
 
 CHALLENGE = 'Key realm="gwadm"'
 
@@ -24,15 +24,12 @@ class KeyAuth(Plugin):
     @classmethod
     def parse(cls, config: Mapping[str, Any]) -> dict[str, Any]:
         c = super().parse(config)
-        return {
-            "header": req_str(c, "header", "apikey", cls.name).lower(),
-            "query_param": opt_str(c, "query_param", "apikey", cls.name) or None,
-            "hide_credentials": bool(c.get("hide_credentials", False)),
-        }
+        c["query_param"] = c["query_param"] or None  # "" means: no query parameter
+        return c
 
     async def access(self, ctx: RequestContext) -> Response | None:
         header, param = self.config["header"], self.config["query_param"]
-        key = ctx.request.headers.get(header)
+        key = ctx.request_header(header)
         if not key and param:
             key = ctx.request.query.get(param)
         if not key:

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from proxy.http_common import Response
-from proxy.plugins.base import Plugin, RequestContext, json_error, number
+from proxy.plugins.base import Plugin, RequestContext, json_error
 
 MAX_BUCKETS = 100_000
 KEYS = ("consumer", "ip", "route", "header")
@@ -36,27 +36,6 @@ class RateLimit(Plugin):
         self.buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (tokens, at)
         self._slot = f"rate-limit:{id(self)}"
 
-    @classmethod
-    def parse(cls, config: Mapping[str, Any]) -> dict[str, Any]:
-        c = super().parse(config)
-        n = cls.name
-        limit = c.get("limit")
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"{n}.limit: must be an integer >= 1")
-        burst = c.get("burst")
-        if burst is not None and (isinstance(burst, bool) or not isinstance(burst, int) or burst < 0):
-            raise ValueError(f"{n}.burst: must be an integer >= 0 or null (0 and null mean limit)")
-        key = c.get("key", "ip")
-        if key not in KEYS:
-            raise ValueError(f"{n}.key: must be one of {list(KEYS)}")
-        header_name = c.get("header_name")
-        if key == "header" and not isinstance(header_name, str):
-            raise ValueError(f"{n}.header_name: required when key is header")
-        window = number(c, "window", 1.0, n)
-        if window <= 0:
-            raise ValueError(f"{n}.window: must be > 0")
-        return {"limit": limit, "window": window, "burst": burst, "key": key, "header_name": header_name}
-
     def inherit(self, old: Plugin) -> None:
         if isinstance(old, RateLimit):
             self.buckets = old.buckets
@@ -68,7 +47,7 @@ class RateLimit(Plugin):
         if kind == "route" and ctx.route_id is not None:
             return "r:" + ctx.route_id
         if kind == "header":
-            value = ctx.request.headers.get(self.config["header_name"])
+            value = ctx.request_header(self.config["header_name"])
             if value:
                 return "h:" + str(value)
         return "ip:" + ctx.client_ip

@@ -8,11 +8,9 @@ id is also on 401/403/429 answers and in the access log.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
-from typing import Any
 
 from proxy.http_common import Response
-from proxy.plugins.base import Plugin, RequestContext, req_str
+from proxy.plugins.base import Plugin, RequestContext
 
 MAX_LEN = 200
 
@@ -25,17 +23,9 @@ class RequestId(Plugin):
     name = "request-id"
     priority = 2000
 
-    @classmethod
-    def parse(cls, config: Mapping[str, Any]) -> dict[str, Any]:
-        c = super().parse(config)
-        return {
-            "header": req_str(c, "header", "x-request-id", cls.name).lower(),
-            "echo_downstream": bool(c.get("echo_downstream", True)),
-        }
-
     async def access(self, ctx: RequestContext) -> Response | None:
         header = self.config["header"]
-        incoming = ctx.request.headers.get(header)
+        incoming = ctx.request_header(header)
         request_id = incoming if incoming is not None and _acceptable(incoming) else uuid.uuid4().hex
         ctx.request_id = request_id
         ctx.set_upstream_header(header, request_id)

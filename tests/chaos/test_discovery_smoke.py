@@ -15,7 +15,15 @@ from tests.chaos.test_smoke import run_chaos, windows
 def test_discovery_scenario_3_nodes(tmp_path: Path) -> None:
     require_namespace()
     report, history = run_chaos(tmp_path, "discovery", 3)
-    assert windows(history), "no fault was injected"
+    faults = windows(history)
+    assert faults, "no fault was injected"
+    # The first fault isolates the leader: a minority leader, which must expire nothing (checked by
+    # the discovery checker), while the others elect a new one.
+    start, end, detail = faults[0]
+    assert "cut" in detail, detail
+    leaders = {r["node"] for r in history if r["type"] == "node_status" and start < r["time"] <= end + 0.5
+               and r.get("role") == "leader" and r.get("has_quorum")}
+    assert leaders - {detail["node"]}, f"no other leader while {detail['node']} was isolated"
     disco = next(c for c in report["checkers"] if c["name"] == "discovery")
     figures = disco["figures"]
     # The scenario really ran: instances registered, some stopped, leadership changed under them.

@@ -144,3 +144,16 @@ async def test_fleet_lists_pull_proxies_hybrid_checks_and_relayed_proxies(env: d
     assert fleet["streamer"]["sync"] == "hybrid" and fleet["streamer"]["antientropy_repairs"] == 2
     assert fleet["streamer"]["role"] == "relay"
     assert fleet["far"]["via"] == "streamer" and fleet["far"]["lag"] == 0
+
+
+async def test_pollers_at_one_revision_share_one_answer_until_the_head_moves(env: dict[str, Any]) -> None:
+    head = seed(env["cluster"])
+    answers = [await changes(env, since=head - 1) for _ in range(3)]
+    assert [f.revision for f in frames(answers[0][2])] == [head]
+    assert answers[0][2] == answers[1][2] == answers[2][2]
+    assert env["api"].frames_sent["delta"] == 3 and len(env["api"]._answers) == 1
+    new = env["cluster"].write(put("routes", "n", route("/n")))
+    await asyncio.sleep(0.05)
+    (f,) = frames((await changes(env, since=head - 1))[2])
+    assert (f.base, f.revision) == (head - 1, new) and f.hash == env["store"].state.hash()
+    assert all(k[1] == new for k in env["api"]._answers)

@@ -34,8 +34,10 @@ def test_apply_is_pure_and_deterministic() -> None:
 
 def test_dedupe_returns_first_result_and_does_not_reapply() -> None:
     s1, r1 = ReplicatedState.empty().apply(txn_cmd("req-1", put("u1")))
-    s2, r2 = s1.apply(txn_cmd("req-1", put("u1", 9002)))  # a retry carrying the same request id
+    s2, r2 = s1.apply(txn_cmd("req-1", put("u1")))  # a retry carrying the same request id
     assert r2 == {**r1, "duplicate": True}
+    s2, reused = s2.apply(txn_cmd("req-1", put("u1", 9002)))  # the same id for another request: refused
+    assert reused["error"]["code"] == "conflict" and reused["error"]["path"] == "X-Request-Id"
     assert s2.config.revision == 1 and s2.config.get("upstreams", "u1").spec["targets"][0]["port"] == 9001  # type: ignore[union-attr]
     s3, r3 = s2.apply(txn_cmd("req-2", put("u1", 9002)))
     assert r3["ok"] and s3.config.revision == 2
@@ -106,7 +108,7 @@ def test_dump_and_restore_round_trip() -> None:
     assert restored.config == s.config and restored.config.hash() == s.config.hash()
     assert [d for d, _ in restored.deltas] == [d for d, _ in s.deltas] and restored.delta_bytes == s.delta_bytes
     assert restored.dedupe.items() == s.dedupe.items() and dict(restored.tokens) == dict(s.tokens)
-    _, dup = restored.apply(txn_cmd("r2", put("u2", 9999)))
+    _, dup = restored.apply(txn_cmd("r2", put("u2")))
     assert dup["duplicate"]
 
 

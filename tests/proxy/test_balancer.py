@@ -137,7 +137,7 @@ def test_all_ejected_gives_none(clock: FakeClock) -> None:
         ({"lb": "random"}, "lb"),
         ({"lb": "consistent_hash", "hash_on": None}, "hash_on"),
         ({"lb": "consistent_hash", "hash_on": {"type": "header", "name": None}}, "name"),
-        ({"targets": []}, "targets"),
+        ({"targets": "a:1"}, "targets"),
         ({"retries": -1}, "retries"),
         ({"timeouts": {"connect": 0, "read": 1}}, "connect"),
     ],

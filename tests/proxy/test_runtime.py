@@ -124,3 +124,30 @@ def test_handover_reuses_unchanged_pools_and_plugin_state() -> None:
     changed_rl = dict(base, routes={"r": route(paths=["/"], plugins=plugins(rate_limit={"limit": 2}))})
     fresh = build(snapshot(3, **changed_rl)).handover(new)
     assert not fresh.chain_for("r").plugins[0].buckets  # config changed: state starts over
+
+
+def test_a_dropped_runtime_leaves_no_reference_cycles() -> None:
+    """DataPlane freezes the heap after swaps without collecting first (proxy/server.py): that is only
+    safe while a runtime is freed by reference counting alone."""
+    import gc
+
+    from tests.proxy.conftest import consumer, global_plugin, plugins
+
+    snap = snapshot(
+        upstreams={"u1": upstream(("127.0.0.1", 1), lb="consistent_hash", hash_on={"type": "ip", "name": None})},
+        routes={f"r{i}": route(paths=[f"/p{i}"], plugins=plugins(rate_limit={"limit": 5}, key_auth={}, cors={}))
+                for i in range(20)},
+        consumers={"c": consumer(key_auth=["k-1"], plugins=plugins(rate_limit={"limit": 3}))},
+        plugins={"g": global_plugin("request-id"), "l": global_plugin("access-log")},
+    )  # fmt: skip
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        runtime = build_runtime(snap, revision=1, hash="h")
+        assert len(runtime.router) == 20
+        del runtime
+        assert gc.collect() == 0
+    finally:
+        if enabled:
+            gc.enable()

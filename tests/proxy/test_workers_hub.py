@@ -78,3 +78,22 @@ async def test_the_feed_refuses_a_wrong_key_and_a_stranger_pid() -> None:
         finally:
             server.close()
             hub._dir = None
+
+
+async def test_hub_status_port_without_serving_workers() -> None:
+    """No worker is up yet: /ready is a 503 JSON error, /status and /metrics still answer."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from proxy.workers import create_hub_status_app
+
+    dp = HubDataPlane(proxy_id="p")
+    sync = SimpleNamespace(state=None, hash="", revision=0, pending_delta=None)
+    hub = WorkerHub(count=2, listen=("127.0.0.1", 1), proxy_id="p", sync=sync, dp=dp)  # type: ignore[arg-type]
+    async with TestClient(TestServer(create_hub_status_app(hub))) as client:
+        ready = await client.get("/ready")
+        assert ready.status == 503 and (await ready.json())["error"]["code"] == "not_ready"
+        status = await (await client.get("/status")).json()
+        assert status["workers_serving"] == 0 and status["revision"] == 0 and len(status["workers"]) == 2
+        assert not any(w["alive"] for w in status["workers"])
+        metrics = await (await client.get("/metrics")).text()
+        assert 'gwadm_proxy_workers{state="configured"} 2.0' in metrics
