@@ -8,7 +8,7 @@ DIR ?= .gwadm
 $(BIN)/gwadm: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[test,chaos]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,chaos,fast]'
 	touch $(BIN)/gwadm
 
 install: $(BIN)/gwadm

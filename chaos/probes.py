@@ -1,7 +1,7 @@
 """Targeted fault probes: one precise sequence of faults and requests each, on real processes in the
 run's private namespace, reporting what was observed (the tests in tests/chaos assert on it).
 
-``python -m chaos.probes zombie-write --out DIR`` (re-executes itself under ``unshare`` when it is
+``python -m chaos.probes zombie-write|link-heal --out DIR`` (re-executes itself under ``unshare`` when it is
 not in a private namespace yet) prints one JSON object.
 
 zombie-write (issue 11, item 2): cut one follower off, send it PUTs of one key while it still
@@ -135,7 +135,76 @@ def zombie_write(out: Path, cut_seconds: float = 7.0, watch_seconds: float = 12.
     return result
 
 
-PROBES = {"zombie-write": zombie_write}
+def _links_down(ctrl: Controller) -> dict[str, list[str] | None]:
+    """Each node's ``links_down`` from its /v1/status (None: the node did not answer)."""
+    out: dict[str, list[str] | None] = {}
+    for node in ctrl.nodes:
+        st = ctrl.node_status(node, timeout=0.5)
+        out[node.name] = list(st.get("links_down", [])) if st else None
+    return out
+
+
+def link_heal(out: Path, cut_seconds: float = 10.0) -> dict[str, Any]:
+    """Cut one follower off for ``cut_seconds`` (long enough for the kernel's SYN backoff to exceed
+    several seconds), heal, and time until every node reports every Raft link up; then isolate the
+    leader and time the first write acknowledged by the two others (issue 11, item 1: a stuck link
+    had turned this into a ~25 s outage)."""
+    out.mkdir(parents=True, exist_ok=True)
+    ctrl = Controller(out / "members", 3, 0)
+    net = Net()
+    addresses = [n.addr for n in ctrl.nodes]
+    listeners = ProbeListeners(addresses)
+    try:
+        net.heal()
+        ctrl.start_all()
+        leader = ctrl.wait_leader()
+        follower = next(n for n in ctrl.nodes if n is not leader)
+        others = [n for n in ctrl.nodes if n is not follower]
+        net.cut([(follower.addr, o.addr) for o in others])
+        verify_partition(net, addresses)
+        time.sleep(2.0)
+        during = _links_down(ctrl)
+        counters = {n.name: (ctrl.node_status(n, timeout=0.5) or {}).get("link_counters") for n in ctrl.nodes}
+        time.sleep(max(0.0, cut_seconds - 2.0))
+        net.heal()
+        healed = time.monotonic()
+        links_up_after = None
+        samples: list[dict[str, list[str] | None]] = []
+        while time.monotonic() - healed < 20.0:
+            sample = _links_down(ctrl)
+            samples.append({"t": round(time.monotonic() - healed, 3), **sample})
+            if all(v == [] for v in sample.values()):
+                links_up_after = round(time.monotonic() - healed, 3)
+                break
+            time.sleep(0.1)
+        verify_partition(net, addresses)
+        time.sleep(1.0)  # settle: the healed follower catches up
+        leader = ctrl.wait_leader()
+        rest = [n for n in ctrl.nodes if n is not leader]
+        net.cut([(leader.addr, o.addr) for o in rest])
+        isolated = time.monotonic()
+        first_write_after = None
+        attempts = 0
+        with HistoryWriter(out / "history.jsonl", clock=lambda: time.monotonic() - isolated) as hist:
+            while time.monotonic() - isolated < 30.0:
+                attempts += 1
+                answer = _put(ctrl, hist, 0, rest[attempts % 2], f"linkheal-{attempts:04d}", 2.0)
+                if answer["status"] in (200, 201):
+                    first_write_after = round(time.monotonic() - isolated, 3)
+                    break
+                time.sleep(0.05)
+        return {
+            "cut_follower": follower.name, "links_down_during_cut": during, "counters_during_cut": counters, "links_up_after_heal_s": links_up_after,
+            "samples": samples[-3:], "isolated_leader": leader.name,
+            "first_write_after_isolation_s": first_write_after, "write_attempts": attempts,
+        }  # fmt: skip
+    finally:
+        listeners.close()
+        net.heal()
+        ctrl.close()
+
+
+PROBES = {"zombie-write": zombie_write, "link-heal": link_heal}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,7 @@ from cluster.members import get_cluster, get_fleet, get_status
 from cluster.openapi import add_openapi_routes, query_middleware
 from cluster.raft import CommandRejected, NoQuorum, OutcomeUnknown
 from cluster.store import ConfigStore
+from cluster.timeouts import request_timeout
 from cluster.tokens_api import add_token_routes
 from gateway.errors import GatewayError, NotFound, ValidationError
 from gateway.model import KINDS, Op, Txn, check_id
@@ -180,7 +181,7 @@ async def _read_state(request: web.Request) -> ConfigState:
         raise ValidationError("must be linearizable or stale", "consistency")
     if consistency == "stale":
         return store.state
-    return await store.barrier(request.app[SETTINGS_KEY]["read_timeout"])
+    return await store.barrier(request_timeout(request, request.app[SETTINGS_KEY]["read_timeout"]))
 
 
 async def _commit(
@@ -196,7 +197,7 @@ async def _commit(
         if op.action == "put":
             validate_spec(op.kind, op.id, op.body or {})
     txn = Txn(request_id=request_id, ops=tuple(ops), expect_revision=expect_revision)
-    result = await store.write(txn, request.app[SETTINGS_KEY]["write_timeout"])
+    result = await store.write(txn, request_timeout(request, request.app[SETTINGS_KEY]["write_timeout"]))
     if not result.get("ok"):
         raise GatewayError.from_dict(result["error"])
     return result
@@ -358,6 +359,7 @@ def create_admin_app(
     write_timeout: float = 5.0,
     read_timeout: float = 5.0,
     peer_timeout: float = 1.0,
+    forward_timeout: float = 5.0,
     extra_routes: Callable[[web.Application], None] | None = None,
     local_fleet: Callable[[], list[dict[str, Any]]] | None = None,
     source_address: str | None = None,
@@ -375,6 +377,7 @@ def create_admin_app(
         "write_timeout": write_timeout,
         "read_timeout": read_timeout,
         "peer_timeout": peer_timeout,
+        "forward_timeout": forward_timeout,
         "body_limit": body_limit,
         "local_fleet": local_fleet,
         "source_address": source_address,

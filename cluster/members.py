@@ -61,6 +61,7 @@ def _member_status(request: web.Request) -> dict[str, Any]:
         "log_len": st["log_len"],
         "stale_append_entries_trimmed": st["stale_append_entries_trimmed"],
         "links": st.get("links", {}),  # each peer's Raft link: {"state": up|connecting|down, ...}
+        "link_counters": st.get("link_counters", {}),
         "links_down": sorted(p for p, link in st.get("links", {}).items() if link["state"] != "up"),
         "started_at": settings.get("started_at"),
         "counts": {kind: store.state.count(kind) for kind in KINDS},
@@ -202,7 +203,7 @@ async def _leader_or_forward(request: web.Request, body: bytes | None, timeout: 
         raise _refuse(503, "unavailable", f"no leader: {store.node_id} reaches only {', '.join(sorted(up))} of "
                       f"{every}; a membership change needs a leader with a working majority (retry, or bring "
                       "members back)")
-    return await _forward(request, leader, body, timeout + 5)
+    return await _forward(request, leader, body, timeout + request.app[SETTINGS_KEY].get("forward_timeout", 5.0))
 
 
 def _timeout(request: web.Request) -> float:

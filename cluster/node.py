@@ -27,6 +27,7 @@ from cluster.limits import Limits, make_runner
 from cluster.membership import Member
 from cluster.raft import RaftSettings
 from cluster.store import ConfigStore
+from cluster.timeouts import Timeouts
 
 log = logging.getLogger("gwadm.node")
 SOFTWARE_VERSION = "gwadm/0.1.0"
@@ -63,6 +64,7 @@ class NodeSettings:
     delta_log_entries: int = 1000
     raft: dict[str, Any] = field(default_factory=dict)
     push: dict[str, Any] = field(default_factory=dict)  # [push]: stream limits, see cluster/push.py
+    timeouts: Timeouts = field(default_factory=Timeouts)  # [timeouts]: see cluster/timeouts.py
     # Source address for every outgoing connection (Raft peers, peer admin APIs): the address peers
     # and partition rules know this node by (DESIGN.md §6). None = the kernel picks.
     source_address: str | None = None
@@ -116,6 +118,13 @@ class NodeSettings:
         )
 
 
+def _timeouts(raw: Any) -> Timeouts:
+    try:
+        return Timeouts.from_toml(raw)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+
+
 def parse_peer(text: str) -> Peer:
     """``ID,RAFT_ADDR,ADMIN_URL`` as given on the command line or in GWADM_PEERS."""
     parts = [p.strip() for p in text.split(",")]
@@ -150,7 +159,7 @@ def load_settings(config_file: str | None, overrides: dict[str, Any]) -> NodeSet
     peers_raw = data.pop("peers", [])
     peers = [p if isinstance(p, Peer) else parse_peer(p) if isinstance(p, str) else Peer(**p) for p in peers_raw]
     known = {"node_id", "raft_addr", "admin_addr", "data_dir", "fsync", "body_limit", "delta_log_entries", "raft", "push",
-             "limits", "source_address"}
+             "limits", "source_address", "timeouts"}
     unknown = set(data) - known
     if unknown:
         raise SettingsError(f"unknown setting(s): {', '.join(sorted(unknown))}")
@@ -173,6 +182,7 @@ def load_settings(config_file: str | None, overrides: dict[str, Any]) -> NodeSet
         delta_log_entries=int(data.get("delta_log_entries", 1000)),
         raft=dict(data.get("raft", {})),
         push=dict(data.get("push", {})),
+        timeouts=_timeouts(data.get("timeouts")),
         source_address=str(data["source_address"]) if data.get("source_address") else None,
     )
     settings.validate()
@@ -204,6 +214,7 @@ async def serve(settings: NodeSettings, stop: asyncio.Event | None = None) -> No
     store = ConfigStore(
         settings.node_id, settings.raft_settings(), addr_to_id, delta_log_entries=settings.delta_log_entries
     )
+    store.no_leader_wait = settings.timeouts.no_leader_wait
     hub = push.PushHub(store, SOFTWARE_VERSION, **settings.push)
     changes = ChangesAPI(store, sessions=hub.proxies)  # pull, anti-entropy checks, relay fleet reports
     discovery = Discovery(store, settings.secret, source_address=settings.source_address)
@@ -214,6 +225,9 @@ async def serve(settings: NodeSettings, stop: asyncio.Event | None = None) -> No
         raft_addr=settings.raft_addr,
         peers=[{"id": p.id, "raft_addr": p.raft_addr, "admin_url": p.admin_url} for p in settings.peers],
         body_limit=settings.body_limit,
+        write_timeout=settings.timeouts.request,
+        read_timeout=settings.timeouts.request,
+        forward_timeout=settings.timeouts.forward,
         limits=settings.limits,
         # /v1/proxies/local: the stream sessions merged with pull proxies and relayed ones
         extra_routes=lambda a: (push.add_routes(a, hub, proxies_path="/v1/proxies/streams"),

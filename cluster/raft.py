@@ -267,7 +267,8 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
         if self._on_state_change is not None:
             self._on_state_change()
 
-    async def submit(self, payload: bytes, timeout: float, quorum_wait: float = 1.0) -> Any:
+    async def submit(self, payload: bytes, timeout: float, quorum_wait: float = 0.5,
+                     abort_without_quorum: bool = False) -> Any:
         """Replicate ``payload`` and return ``apply_fn``'s result once applied on THIS node.
 
         A node that knows no leader with quorum waits up to ``quorum_wait`` for one (an election
@@ -276,6 +277,8 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
         it cannot reach and leaving the client with an unknown outcome after the whole timeout.
         Retries transient failures with the same payload until ``timeout``; raises OutcomeUnknown
         if no definite answer came in time and CommandRejected if pysyncobj refused it for good.
+        With ``abort_without_quorum`` (commands without effect: read barriers) it also gives up
+        with NoQuorum once this node has had no leader with quorum for ``quorum_wait`` while waiting.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -293,7 +296,10 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
 
             self._apply(payload, callback=callback)
             try:
-                result, err = await asyncio.wait_for(asyncio.shield(fut), remaining)
+                if abort_without_quorum:
+                    result, err = await self._await_with_quorum(fut, deadline, quorum_wait)
+                else:
+                    result, err = await asyncio.wait_for(asyncio.shield(fut), remaining)
             except TimeoutError:
                 raise OutcomeUnknown(last_reason if attempt else "timeout") from None
             if err == FAIL_REASON.SUCCESS:
@@ -305,6 +311,24 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
                 raise OutcomeUnknown(last_reason)
             attempt += 1
             await asyncio.sleep(min(0.02 * attempt, 0.1, max(deadline - loop.time(), 0)))
+
+    async def _await_with_quorum(self, fut: asyncio.Future[tuple[Any, int]], deadline: float,
+                                 quorum_wait: float) -> tuple[Any, int]:
+        loop = asyncio.get_running_loop()
+        lost_since: float | None = None
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError
+            done, _ = await asyncio.wait([fut], timeout=min(0.05, remaining))
+            if done:
+                return fut.result()
+            if self.has_leader_with_quorum():
+                lost_since = None
+            elif lost_since is None:
+                lost_since = loop.time()
+            elif loop.time() - lost_since >= quorum_wait:
+                raise NoQuorum("this node lost its quorum while the request waited; nothing was changed")
 
     def has_leader_with_quorum(self) -> bool:
         snap = self._role_snapshot
@@ -397,6 +421,10 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
             "stale_snapshots_ignored": self.stale_snapshots_ignored,
             "expired_commands": self.expired_commands.expired,
             "links": self.links(),
+            "link_counters": {
+                "connect_deadlines_hit": getattr(self._SyncObj__transport, "connect_deadlines_hit", 0),
+                "idle_links_closed": getattr(self._SyncObj__transport, "idle_links_closed", 0),
+            },
         }
 
     # -- msgpack dump (log compaction snapshot) ----------------------------------------------------

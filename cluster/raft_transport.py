@@ -41,10 +41,12 @@ class BoundTcpConnection(TcpConnection):  # type: ignore[misc]
     def __init__(self, *args: Any, source_address: str, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.source_address = source_address
+        self.connect_started: float | None = None
 
     def connect(self, host: str | None, port: int) -> bool:
         if host is None:
             return False
+        self.connect_started = monotonic_time()
         if not self.source_address:
             return bool(super().connect(host, port))
         self._TcpConnection__state = CONNECTION_STATE.DISCONNECTED
@@ -135,12 +137,13 @@ class BoundTCPTransport(TCPTransport):  # type: ignore[misc]
         for node, conn in list(self._connections.items()):
             state = conn.state
             if state == CONNECTION_STATE.CONNECTING:
-                started = self._lastConnectAttempt.get(node, now)
+                started = getattr(conn, "connect_started", None) or self._lastConnectAttempt.get(node, now)
                 if now - started > self.connect_timeout:
                     self.connect_deadlines_hit += 1
-                    conn.disconnect()  # pysyncobj's own callback redials once connectionRetryTime allows
-                    self._lastConnectAttempt.pop(node, None)  # ...which is now: the attempt is over
-                    self._connectIfNecessarySingle(node)
+                    conn.disconnect()  # pysyncobj's callback redials if connectionRetryTime allows...
+                    if conn.state == CONNECTION_STATE.DISCONNECTED:  # ...else we do: the attempt is over
+                        self._lastConnectAttempt.pop(node, None)
+                        self._connectIfNecessarySingle(node)
             elif state == CONNECTION_STATE.CONNECTED:
                 if now - conn._TcpConnection__lastReadTime > self.link_timeout:
                     self.idle_links_closed += 1

@@ -147,17 +147,20 @@ class ConfigStore:
         return status
 
     # -- commands ------------------------------------------------------------------------------------
-    async def _submit(self, cmd: dict[str, Any], timeout: float) -> Any:
+    no_leader_wait = 0.5  # seconds (cluster/timeouts.py): set by the node from node.toml
+
+    async def _submit(self, cmd: dict[str, Any], timeout: float, read_only: bool = False) -> Any:
         """Replicate ``cmd`` with its deadline inside: the leader drops it once that has passed, which
         is ``max_clock_skew`` before we give up here (cluster/raft_deadline.py)."""
         cmd = stamp(cmd)  # an admin write: who, from where, when (cluster/audit_api.py)
         skew = self.raft.settings.max_clock_skew
         margin = skew if timeout > 2 * skew else timeout / 2
-        return await self.raft.submit(encode_command(cmd, time.time() + timeout - margin), timeout)
+        return await self.raft.submit(encode_command(cmd, time.time() + timeout - margin), timeout,
+                                      quorum_wait=min(self.no_leader_wait, timeout), abort_without_quorum=read_only)
 
     async def barrier(self, timeout: float) -> ConfigState:
         """Linearizable read: a replicated no-op; once it applied here, local state is up to date."""
-        await self._submit({"type": "barrier"}, timeout)
+        await self._submit({"type": "barrier"}, timeout, read_only=True)
         return self._sm.config
 
     async def write(self, txn: Txn, timeout: float) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from aiohttp import web
 from cluster.app_keys import SETTINGS_KEY, STORE_KEY
 from cluster.auth import ROLES, AuthError, jti_expiry, mint_token_claims, unverified_claims
 from cluster.members import fetch_peers, json_object
+from cluster.timeouts import request_timeout
 from gateway.errors import ValidationError
 
 MAX_TOKEN_TTL = 10 * 365 * 86400
@@ -39,7 +40,7 @@ async def _applied_everywhere(request: web.Request, timeout: float = 3.0) -> dic
 
 async def get_tokens(request: web.Request) -> web.Response:
     store = request.app[STORE_KEY]
-    await store.barrier(request.app[SETTINGS_KEY]["read_timeout"])
+    await store.barrier(request_timeout(request, request.app[SETTINGS_KEY]["read_timeout"]))
     tokens = store.token_state()
     revoked = [{"jti": j, "exp": e} for j, e in sorted(tokens["revoked"].items())]
     return web.json_response({"generation": tokens["generation"], "revoked": revoked})
@@ -58,7 +59,7 @@ async def create_token(request: web.Request) -> web.Response:
     if isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 < ttl <= MAX_TOKEN_TTL:
         raise ValidationError(f"must be an integer number of seconds, 1..{MAX_TOKEN_TTL}", "token.ttl_seconds")
     store = request.app[STORE_KEY]
-    await store.barrier(request.app[SETTINGS_KEY]["read_timeout"])  # mint for the generation as of now
+    await store.barrier(request_timeout(request, request.app[SETTINGS_KEY]["read_timeout"]))  # mint for the generation as of now
     return web.json_response(_minted(request, role, subject, ttl), status=201)
 
 
@@ -89,7 +90,7 @@ async def revoke_token(request: web.Request) -> web.Response:
     exp = exp if exp is not None else jti_expiry(jti)
     store = request.app[STORE_KEY]
     cmd = {"type": "token_revoke", "jti": jti, "exp": exp, "now": int(time.time())}
-    await store.token_command(cmd, request.app[SETTINGS_KEY]["write_timeout"])
+    await store.token_command(cmd, request_timeout(request, request.app[SETTINGS_KEY]["write_timeout"]))
     return web.json_response({"revoked": jti, "until": exp, **await _applied_everywhere(request)})
 
 
@@ -99,7 +100,7 @@ async def rotate_tokens(request: web.Request) -> web.Response:
     request_id = request.headers.get("X-Request-Id") or store.new_request_id()
     request["request_id"] = request_id
     cmd = {"type": "token_rotate", "request_id": request_id, "now": int(time.time())}
-    await store.token_command(cmd, request.app[SETTINGS_KEY]["write_timeout"])
+    await store.token_command(cmd, request_timeout(request, request.app[SETTINGS_KEY]["write_timeout"]))
     caller = request["auth"]
     lifetime = max(int(caller["exp"]) - int(caller["iat"]), 3600)
     minted = _minted(request, "admin", str(caller.get("sub") or "gwadm-user"), min(lifetime, MAX_TOKEN_TTL))
