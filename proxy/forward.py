@@ -475,7 +475,7 @@ class Forwarder:
             key = pool.hash_key(ex.headers, ex.cookies, ctx.client_ip)
         query = _query_string(ctx, ex)
         line = b"%b %b%b HTTP/1.1\r\n" % (
-            ex.method.encode("latin-1"), ctx.upstream_path.encode("latin-1", "replace"),
+            ex.method_bytes, ctx.upstream_path.encode("latin-1", "replace"),
             b"?" + query.encode("latin-1", "replace") if query else b"",
         )  # fmt: skip
         tail = request_head_tail(ctx, ex)
