@@ -54,6 +54,11 @@ def connection_tokens(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
     return frozenset(tokens)
 
 
+def encode_header(name: str, value: str) -> bytes:
+    """One header line, ``name: value\\r\\n`` (latin-1; what cannot be encoded becomes ``?``)."""
+    return f"{name}: {value}\r\n".encode("latin-1", "replace")
+
+
 @dataclass(frozen=True)
 class Limits:
     """Limits and timeouts of the proxy listener (also what ``proxy run`` may configure)."""
