@@ -74,13 +74,14 @@ class Exchange:
         "proto", "method", "raw_url", "raw_headers", "http11", "keep_alive", "upgrade", "expect_continue",
         "content_length", "chunked", "host", "body_buf", "body_buffered", "body_done", "body_sink",
         "head_sent", "finished", "on_client_lost", "tunnel_buf", "_headers", "_query", "_cookies",
-        "raw_path", "query_string", "path", "connection_tokens", "upgrade_value",
+        "raw_path", "query_string", "path", "connection_tokens", "upgrade_value", "method_bytes",
     )  # fmt: skip
 
     def __init__(self, proto: HttpProtocol, method: str, raw_url: bytes, raw_headers: list[tuple[bytes, bytes]],
                  http11: bool, keep_alive: bool, upgrade: bool) -> None:  # fmt: skip
         self.proto = proto
         self.method = method
+        self.method_bytes = method.encode("latin-1")
         self.raw_url = raw_url
         self.raw_headers = raw_headers
         self.http11 = http11
