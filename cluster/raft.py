@@ -112,7 +112,11 @@ class RaftSettings:
     connect_timeout: float = 0.5
     link_timeout: float = 1.5
     link_ping_interval: float = 0.25
+    group_commit: bool = True  # concurrent writes share one journal flush (cluster/raft_journal.py)
     source_address: str | None = None  # bind outgoing peer connections to it (cluster/raft_transport.py)
+    # Listen on this host (e.g. 0.0.0.0 in a container) with self_addr's port; self_addr stays the
+    # address peers know this node by. None = listen on self_addr itself.
+    bind_host: str | None = None
     # Membership metadata: this node's gwadm id and admin URL, and the peers' (matched to
     # ``partners`` by raft address); a bare address stands in for an unknown id.
     node_id: str = ""
@@ -199,7 +203,12 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
             connectionRetryTime=settings.connection_retry_time,
             maxBindRetries=settings.max_bind_retries,
             # pysyncobj binds 0.0.0.0:<port> unless told otherwise: listen only where peers dial us.
-            bindAddress=settings.self_addr,
+            bindAddress=f"{settings.bind_host}:{settings.self_addr.rpartition(':')[2]}" if settings.bind_host
+            else settings.self_addr,
+            # peers addressed by DNS name (compose services, hosts) may change address: re-resolve
+            # often, and do not remember a failed lookup of a peer that is still starting for 30 s
+            dnsCacheTime=5.0,
+            dnsFailCacheTime=1.0,
             bindRetryTime=0.2,
             journalFile=journal_file,
             fullDumpFile=dump_file,
@@ -213,7 +222,7 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
             commandsWaitLeader=False,
         )
         # The journal is opened before pysyncobj starts so that the boot membership can be read from it.
-        journal = DurableJournal(journal_file, settings.fsync)
+        journal = DurableJournal(journal_file, settings.fsync, group=False)
         known = {m.raft_addr: m for m in settings.peer_members}
         partners = self._membership_init(
             Member(settings.node_id or settings.self_addr, settings.self_addr, settings.admin_url),
@@ -240,6 +249,8 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
             finally:
                 _syncobj_module.createJournal = original
         check_attributes(self)
+        self._journal = journal
+        self._SyncObj__transport.before_ack = journal.flush_pending  # group commit (raft_journal.py)...
         self.expired_commands = DeadlineQueue(
             conf.commandsQueueSize, lambda cb: self._SyncObj__callErrCallback(FAIL_REASON.REQUEST_DENIED, cb)
         )
@@ -250,6 +261,8 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
         # term to the chaos suite's single-leader checker.
         self._role_snapshot: tuple[int, int, Any, bool] | None = None
         self.addOnTickCallback(self._record_role)
+        self.addOnTickCallback(journal.flush_pending)
+        journal.group = settings.group_commit  # ...armed only now that every flush point is hooked
         try:
             self.waitBinded()
         except Exception as exc:

@@ -155,6 +155,13 @@ class BoundTCPTransport(TCPTransport):  # type: ignore[misc]
             if now - conn._TcpConnection__lastReadTime > self.link_timeout:
                 conn.disconnect()
 
+    before_ack: Callable[[], None] | None = None  # group commit: flush the journal first
+
+    def send(self, node: Any, message: Any) -> bool:
+        if self.before_ack is not None and isinstance(message, dict) and message.get("type") == "next_node_idx":
+            self.before_ack()  # an acknowledgement promises the entries are on disk
+        return bool(super().send(node, message))
+
     def _onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802
         address = getattr(node, "address", None)
         if address is not None:
