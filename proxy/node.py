@@ -25,6 +25,7 @@ from aiohttp import web
 
 from cluster import tls
 from proxy.cache import ConfigCache
+from proxy.http_common import Limits
 from proxy.server import DataPlane, TrafficRunner, create_status_app
 from proxy.sync import SyncClient
 from proxy.sync_modes import DEFAULT_SYNC, SYNC_MODES, add_status_routes, make_sync_client
@@ -169,6 +170,10 @@ def load_settings(
         pid = proxy_id or stable_proxy_id(directory)
     except OSError as exc:
         raise SettingsError(f"--state-dir: {state_dir}: {exc.strerror or exc}") from None
+    try:
+        Limits.from_env()  # the listener's limits (GWADM_PROXY_MAX_HEADER_BYTES...): fail here, not later
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
     if sync not in SYNC_MODES:
         raise SettingsError(f"--sync: expected one of {', '.join(SYNC_MODES)}, got {sync!r}")
     if not 0.1 <= poll_interval <= 30:
