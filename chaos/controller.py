@@ -98,7 +98,8 @@ class Controller:
         raft_lines = "".join(f"{k} = {v!r}\n" for k, v in raft.items())
         (node_dir / "node.toml").write_text(
             f'node_id = "n{i}"\nraft_addr = "{addr}:{RAFT_PORT}"\nadmin_addr = "{addr}:{ADMIN_PORT}"\n'
-            f'source_address = "{addr}"\ndata_dir = "data"\nsecret_file = "{secret_file}"\n\n'
+            f'source_address = "{addr}"\ndata_dir = "data"\nsecret_file = "{secret_file}"\n'
+            "insecure = true\n\n"  # plain HTTP inside the run's private namespace: faults, not TLS, are tested
             + peers
             + (f"[raft]\n{raft_lines}" if raft_lines else "")
         )

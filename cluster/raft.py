@@ -115,6 +115,9 @@ class RaftSettings:
     link_ping_interval: float = 0.25
     group_commit: bool = True  # concurrent writes share one journal flush (cluster/raft_journal.py)
     source_address: str | None = None  # bind outgoing peer connections to it (cluster/raft_transport.py)
+    # Listen on this host (e.g. 0.0.0.0 in a container) with self_addr's port; self_addr stays the
+    # address peers know this node by. None = listen on self_addr itself.
+    bind_host: str | None = None
     # Membership metadata: this node's gwadm id and admin URL, and the peers' (matched to
     # ``partners`` by raft address); a bare address stands in for an unknown id.
     node_id: str = ""
@@ -201,7 +204,12 @@ class RaftNode(ReadIndexMixin, MembershipMixin, SyncObj):  # type: ignore[misc]
             connectionRetryTime=settings.connection_retry_time,
             maxBindRetries=settings.max_bind_retries,
             # pysyncobj binds 0.0.0.0:<port> unless told otherwise: listen only where peers dial us.
-            bindAddress=settings.self_addr,
+            bindAddress=f"{settings.bind_host}:{settings.self_addr.rpartition(':')[2]}" if settings.bind_host
+            else settings.self_addr,
+            # peers addressed by DNS name (compose services, hosts) may change address: re-resolve
+            # often, and do not remember a failed lookup of a peer that is still starting for 30 s
+            dnsCacheTime=5.0,
+            dnsFailCacheTime=1.0,
             bindRetryTime=0.2,
             journalFile=journal_file,
             fullDumpFile=dump_file,

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from cluster.audit_api import stamp
 from cluster.events import EventLog
 from cluster.membership import Member
 from cluster.raft import OutcomeUnknown, RaftNode, RaftSettings
@@ -152,6 +153,7 @@ class ConfigStore:
     async def _submit(self, cmd: dict[str, Any], timeout: float, read_only: bool = False) -> Any:
         """Replicate ``cmd`` with its deadline inside: the leader drops it once that has passed, which
         is ``max_clock_skew`` before we give up here (cluster/raft_deadline.py)."""
+        cmd = stamp(cmd)  # an admin write: who, from where, when (cluster/audit_api.py)
         skew = self.raft.settings.max_clock_skew
         margin = skew if timeout > 2 * skew else timeout / 2
         return await self.raft.submit(encode_command(cmd, time.time() + timeout - margin), timeout,
