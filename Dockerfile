@@ -2,6 +2,7 @@
 #
 #   pip wheel -c constraints.txt -w wheels .        # on the host: the project and its dependencies
 #   docker build -t gwadm .                          # no network needed inside the build
+#   (without ./wheels the build installs from the package index instead)
 #   docker build --build-arg BASE_IMAGE=gwadm-base:bookworm -t gwadm .   # a locally built base (.ci/run)
 #
 # The base needs python3 with venv (python:3.11-slim, or Debian bookworm + python3-venv). No
@@ -10,9 +11,15 @@
 ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS build
-COPY wheels/ /tmp/wheels/
+COPY . /src/
+# With ./wheels (built on the host): offline, exactly those versions. Without: from the package
+# index, pinned by constraints.txt (a fresh checkout on a machine that reaches PyPI).
 RUN python3 -m venv /opt/gwadm \
- && /opt/gwadm/bin/pip install --no-cache-dir --no-index --find-links /tmp/wheels gwadm \
+ && if ls /src/wheels/gwadm-*.whl >/dev/null 2>&1; then \
+      /opt/gwadm/bin/pip install --no-cache-dir --no-index --find-links /src/wheels gwadm; \
+    else \
+      /opt/gwadm/bin/pip install --no-cache-dir -c /src/constraints.txt /src; \
+    fi \
  && /opt/gwadm/bin/python -c "import cli.main, cluster.node, proxy.node"
 
 FROM ${BASE_IMAGE} AS runtime

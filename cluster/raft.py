@@ -48,6 +48,7 @@ from cluster.membership import Member, MembershipMixin, encode_cluster, read_dum
 from cluster.raft_compat import check_attributes, check_overrides
 from cluster.raft_deadline import DeadlineQueue
 from cluster.raft_journal import DurableJournal, fsync_dir
+from cluster.raft_read import ReadIndexMixin
 from cluster.raft_transport import BoundTcpConnection, BoundTCPTransport, transport_class
 
 log = logging.getLogger("gwadm.raft")
@@ -160,7 +161,7 @@ class RaftSettings:
 _journal_lock = threading.Lock()
 
 
-class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
+class RaftNode(ReadIndexMixin, MembershipMixin, SyncObj):  # type: ignore[misc]
     """One Raft member whose only replicated operation is ``_apply(payload: bytes)``.
 
     ``apply_fn(payload) -> result`` runs in pysyncobj's tick thread for every committed command, in
@@ -249,6 +250,7 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
             finally:
                 _syncobj_module.createJournal = original
         check_attributes(self)
+        self._read_init()
         self._journal = journal
         self._SyncObj__transport.before_ack = journal.flush_pending  # group commit (raft_journal.py)...
         self.expired_commands = DeadlineQueue(
@@ -465,6 +467,8 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
 
     # -- Raft §5.3 fix: never truncate on a stale AppendEntries ----------------------------------
     def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:  # noqa: N802
+        if self._handle_read_message(node, message):  # ReadIndex traffic (cluster/raft_read.py)
+            return
         if (
             message.get("type") == "append_entries"
             and "prevLogIdx" not in message

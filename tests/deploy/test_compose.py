@@ -205,7 +205,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
         yield p
     finally:
         if os.environ.get("GWADM_KEEP_COMPOSE") != "1":
-            p.compose("down", "-v", "--remove-orphans", "-t", "5", check=False, timeout=180)
+            p.compose("--profile", "scale", "down", "-v", "--remove-orphans", "-t", "5", check=False, timeout=180)
 
 
 def test_compose_deployment_survives_the_faults_of_a_multi_host_cluster(project: Project, tmp_path: Path) -> None:
@@ -295,6 +295,13 @@ def test_compose_deployment_survives_the_faults_of_a_multi_host_cluster(project:
     code, _ = p.api(current, "GET", "/v1/routes/minority")
     assert code == 404, "a write refused by the minority took effect later"
 
+    # -- more proxies from the scalable service (profile "scale"), beside the two named ones -------------
+    p.compose("--profile", "scale", "up", "-d", "--no-build", "--scale", "proxy=2", "proxy", timeout=180)
+    for index in (1, 2):
+        port = int(p.compose("--profile", "scale", "port", "--index", str(index), "proxy", "8000").stdout
+                   .strip().rsplit(":", 1)[1])
+        wait_for(f"scaled proxy #{index} serving", lambda port=port: p.proxy_get(port, "/majority")[0] == 200)  # type: ignore[misc]
+
     # -- all three CP containers stopped: both proxies keep serving, mode cached ------------------------
     p.compose("stop", "-t", "5", *NODES)
     for svc, port in zip(PROXIES, (p.p1_port, p.p2_port), strict=True):
@@ -313,7 +320,7 @@ def test_compose_deployment_survives_the_faults_of_a_multi_host_cluster(project:
     assert logs and secret not in logs and p.token not in logs
 
     # -- down -v leaves nothing behind ------------------------------------------------------------------
-    p.compose("down", "-v", "--remove-orphans", "-t", "5", timeout=180)
+    p.compose("--profile", "scale", "down", "-v", "--remove-orphans", "-t", "5", timeout=180)
     label = f"label=com.docker.compose.project={p.name}"
     assert run(["docker", "ps", "-aq", "--filter", label]).stdout.strip() == ""
     assert run(["docker", "volume", "ls", "-q", "--filter", label]).stdout.strip() == ""
