@@ -169,7 +169,8 @@ class Monitor:
         snap["upstreams"] = [dict(u) for u in t.upstreams]
         new = ev.diff(self.prev, snap)
         node_events, self._pending_node_events = self._pending_node_events, []
-        new += sorted(node_events, key=lambda e: e.get("time") or 0)
+        # The nodes' own events first, this view's summary of the step last (shown on top: newest first).
+        new = sorted(node_events, key=lambda e: e.get("time") or 0) + new
         self.events.extend(new)
         snap["events"] = new
         self.prev, self._polls = snap, self._polls + 1
