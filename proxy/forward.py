@@ -351,6 +351,7 @@ class Relay:
 
     def _begin_tunnel(self, tail: bytes) -> None:
         self.tunnel = True
+        self.fw.active.discard(self)  # a quiet websocket is not a stalled response: no read timeout
         if tail:
             self.ex.write(tail)
         self.ex.start_tunnel(self)

@@ -289,6 +289,7 @@ class HttpProtocol(asyncio.Protocol):
         self.tunnel_pending: list[bytes] | None = None
         self.pending_error: bytes | None = None
         self.lingering = False
+        self.eof = False
         self.deadline: float | None = None
         self.timer_kind = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -317,6 +318,13 @@ class HttpProtocol(asyncio.Protocol):
             self.tunnel.tunnel_close()
             self.tunnel = None
         self.queue.clear()
+
+    def eof_received(self) -> bool | None:
+        """The client half-closed: answer what it asked for, then close (no further requests)."""
+        self.eof = True
+        if self.active is not None or self.queue or self.tunnel is not None:
+            return True  # keep the transport open for writing
+        return None
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -540,7 +548,7 @@ class HttpProtocol(asyncio.Protocol):
         if not ex.body_done:
             self.linger()
             return
-        if not ex.keep_alive:
+        if not ex.keep_alive or (self.eof and not self.queue):
             self.close()
             return
         if self.queue:
