@@ -341,7 +341,7 @@ def in_process_apply(state: ConfigState, changes: int) -> list[float]:
     from proxy.server import DataPlane
 
     dp = DataPlane()
-    dp.swap(build_runtime(state.to_snapshot(), revision=state.revision, hash=state.hash()))
+    dp.swap(build_runtime(state, revision=state.revision, hash=state.hash()))
     out = []
     for i in range(changes):
         new, delta = state.apply(Txn(f"c{i}", (filler(i % 9000, i + 1),)))

@@ -12,9 +12,11 @@ Errors: ``ApiError`` for an HTTP error answer (the JSON body ``{"error": {code, 
 
 from __future__ import annotations
 
+import functools
 import http.client
 import json
 import socket
+import ssl
 import time
 import uuid
 from collections.abc import Sequence
@@ -22,6 +24,34 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 KINDS = ("upstreams", "routes", "consumers", "plugins")
+# The CA that https:// endpoints must chain to when a caller names none: set once per command by
+# cli/connection.py (DIR/tls/ca.pem of a local cluster, --ca, $GWADM_CA). None = the system's CAs.
+_default_ca: str | None = None
+
+
+def use_ca(path: str | None) -> None:
+    """Make ``path`` the CA of every https:// call that does not name one (get_json, AdminClient)."""
+    global _default_ca
+    _default_ca = path
+
+
+@functools.lru_cache(maxsize=8)
+def _ssl_context(ca: str | None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+def _connection(url: str, timeout: float, ca: str | None) -> http.client.HTTPConnection:
+    parts = urlsplit(url)
+    host = parts.hostname or "127.0.0.1"
+    if parts.scheme == "https":
+        try:
+            ctx = _ssl_context(ca or _default_ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise _Unreachable(f"cannot load CA certificate {ca or _default_ca}: {exc}") from exc
+        return http.client.HTTPSConnection(host, parts.port, timeout=timeout, context=ctx)
+    return http.client.HTTPConnection(host, parts.port, timeout=timeout)
 _SINGULAR = {k[:-1]: k for k in KINDS}
 
 
@@ -126,7 +156,9 @@ class AdminClient:
         *,
         retry_for: float = 3.0,
         retry_pause: float = 0.25,
+        ca: str | None = None,
     ) -> None:
+        self.ca = ca  # https:// endpoints must chain to it (default: use_ca's, else the system's)
         self.endpoints = split_endpoints(endpoints)
         if not self.endpoints:
             raise ValueError("AdminClient needs at least one endpoint")
@@ -142,8 +174,7 @@ class AdminClient:
         self, endpoint: str, method: str, path: str, body: bytes | None, headers: dict[str, str]
     ) -> tuple[int, bytes]:
         parts = urlsplit(endpoint)
-        conn_cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        conn = conn_cls(parts.hostname or "127.0.0.1", parts.port, timeout=self.timeout)
+        conn = _connection(endpoint, self.timeout, self.ca)
         try:
             conn.request(method, (parts.path or "") + path, body=body, headers=headers)
             resp = conn.getresponse()
@@ -274,6 +305,10 @@ class AdminClient:
 
 
 def _describe_oserror(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS: certificate verify failed: {exc.verify_message} (is the cluster's CA given? --ca, $GWADM_CA)"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {exc.reason or exc}".replace("_", " ")
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     if isinstance(exc, TimeoutError | socket.timeout):
@@ -287,13 +322,16 @@ def _describe_oserror(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".rstrip(": ")
 
 
-def get_json(url: str, token: str | None = None, timeout: float = 1.0) -> tuple[int, Any]:
+def get_json(url: str, token: str | None = None, timeout: float = 1.0, ca: str | None = None) -> tuple[int, Any]:
     """One plain GET without failover (status pages of proxies, per-node probes).
 
     Returns ``(status, decoded JSON or None)``; raises ``ConnectionError`` when unreachable.
     """
     parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
+    try:
+        conn = _connection(url, timeout, ca)
+    except _Unreachable as exc:
+        raise ConnectionError(f"{url}: {exc}") from exc
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query

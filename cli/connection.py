@@ -6,6 +6,8 @@ Order, first found wins:
   token:     ``--token``, ``--token-file``, ``$GWADM_TOKEN``, ``$GWADM_TOKEN_FILE``,
              the ``token_file`` of ``DIR/cluster.json`` (DIR/admin.token)
   DIR:       ``--dir``, ``$GWADM_DIR``, ``.gwadm``
+  CA:        ``--ca``, ``$GWADM_CA``, ``DIR/tls/ca.pem`` when it exists, else the system's CAs:
+             every https:// endpoint's certificate must chain to it (cli/client.py ``use_ca``)
 
 The options are accepted on the root group (``gwadm -e URL route list``) and on every command that
 talks to the API (``gwadm route list -e URL``); the command's own value wins.
@@ -21,7 +23,8 @@ from typing import Any, TypeVar
 
 import click
 
-from cli.client import AdminClient, split_endpoints
+from cli import certs
+from cli.client import AdminClient, split_endpoints, use_ca
 from cli.layout import ClusterDirError, Layout, load_cluster, token_path
 
 DEFAULT_DIR = ".gwadm"
@@ -39,6 +42,7 @@ class ConnOptions:
     endpoints: tuple[str, ...] = ()
     token: str | None = None
     token_file: str | None = None
+    ca: str | None = None
 
 
 def _store(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -63,6 +67,8 @@ def conn_options(f: F) -> F:
                      help="Admin token (default $GWADM_TOKEN or DIR/admin.token)."),
         click.option("--token-file", "token_file", metavar="FILE", expose_value=False, callback=_store,
                      help="File holding the admin token."),
+        click.option("--ca", "ca", metavar="FILE", expose_value=False, callback=_store,
+                     help="CA certificate of the cluster (default $GWADM_CA or DIR/tls/ca.pem)."),
     ]  # fmt: skip
     for opt in reversed(opts):
         f = opt(f)
@@ -80,9 +86,23 @@ def resolve_dir(opts: ConnOptions | None = None) -> Path:
     return Path(opts.dir or os.environ.get("GWADM_DIR") or DEFAULT_DIR)
 
 
-def resolve(opts: ConnOptions, env: dict[str, str] | None = None) -> tuple[list[str], str]:
-    """Return ``(endpoints, token)`` or raise ConnectionConfigError naming what is missing."""
+def resolve_ca(opts: ConnOptions, env: dict[str, str] | None = None) -> str | None:
+    """The CA file https:// endpoints are verified against (None: the system's CAs)."""
     env = dict(os.environ) if env is None else env
+    explicit = opts.ca or env.get("GWADM_CA")
+    if explicit:
+        if not Path(explicit).expanduser().is_file():
+            raise ConnectionConfigError(f"CA certificate {explicit} does not exist")
+        return str(Path(explicit).expanduser())
+    local = certs.ca_paths(Layout.of(opts.dir or env.get("GWADM_DIR") or DEFAULT_DIR).dir).cert
+    return str(local) if local.is_file() else None
+
+
+def resolve(opts: ConnOptions, env: dict[str, str] | None = None) -> tuple[list[str], str]:
+    """Return ``(endpoints, token)`` or raise ConnectionConfigError naming what is missing.
+    Also makes the cluster's CA (``resolve_ca``) the one every https:// call of this command uses."""
+    env = dict(os.environ) if env is None else env
+    use_ca(resolve_ca(opts, env))
     layout = Layout.of(opts.dir or env.get("GWADM_DIR") or DEFAULT_DIR)
     cluster: dict[str, Any] | None = None
     cluster_error: str | None = None

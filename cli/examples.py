@@ -9,8 +9,9 @@ from __future__ import annotations
 import click
 
 EXAMPLES: dict[str, list[str]] = {
-    "cluster up": ["gwadm cluster up                      # 3 nodes, 1 proxy, demo upstream in .gwadm/",
-                   "gwadm cluster up --nodes 5 --proxies 2 --dir /tmp/gw"],
+    "cluster up": ["gwadm cluster up                      # 3 nodes, 1 proxy, demo upstream in .gwadm/ (TLS)",
+                   "gwadm cluster up --nodes 5 --proxies 2 --dir /tmp/gw --mtls",
+                   "gwadm cluster up --insecure          # plain HTTP (tests)"],
     "cluster down": ["gwadm cluster down --dir /tmp/gw"],
     "cluster stop": ["gwadm cluster stop n2                 # SIGTERM one member", "gwadm cluster stop"],
     "cluster kill": ["gwadm cluster kill n1                 # SIGKILL, as in a crash"],
@@ -22,12 +23,13 @@ EXAMPLES: dict[str, list[str]] = {
     "node run": ["gwadm node run --config /etc/gwadm/node.toml",
                  "gwadm node run --id n1 --raft-addr 10.0.0.1:7000 --admin-addr 10.0.0.1:8000 \\",
                  "    --data-dir /var/lib/gwadm --secret-file /etc/gwadm/secret \\",
-                 "    --peer n2,10.0.0.2:7000,http://10.0.0.2:8000 --peer n3,10.0.0.3:7000,http://10.0.0.3:8000"],
+                 "    --tls-cert /etc/gwadm/n1.pem --tls-key /etc/gwadm/n1.key --ca /etc/gwadm/ca.pem \\",
+                 "    --peer n2,10.0.0.2:7000,https://10.0.0.2:8000 --peer n3,10.0.0.3:7000,https://10.0.0.3:8000"],
     "node add": ["gwadm node add n4                     # local cluster: picks ports, starts it",
                  "gwadm node add n4 --raft-addr 10.0.0.4:7000 --admin-addr 10.0.0.4:8000 -e http://cp1:8000"],
     "node remove": ["gwadm node remove n4"],
-    "proxy run": ["gwadm proxy run --cp http://cp1:8000,http://cp2:8000,http://cp3:8000 \\",
-                  "    --listen 0.0.0.0:8080 --status-listen 127.0.0.1:8081 \\",
+    "proxy run": ["gwadm proxy run --cp https://cp1:8000,https://cp2:8000,https://cp3:8000 \\",
+                  "    --listen 0.0.0.0:8080 --status-listen 127.0.0.1:8081 --ca /etc/gwadm/ca.pem \\",
                   "    --state-dir /var/lib/gwadm-proxy --token-file /etc/gwadm/proxy.token",
                   "gwadm proxy run ... --workers auto      # one worker process per core, one CP stream",
                   "gwadm proxy run ... --sync pull --poll-interval 10   # HTTP-only egress: long-polls"],
@@ -40,6 +42,13 @@ EXAMPLES: dict[str, list[str]] = {
                      "gwadm token revoke \"$(cat leaked.token)\""],
     "token rotate": ["gwadm token rotate                    # every older token stops working"],
     "token status": ["gwadm token status --json"],
+    "cert init": ["gwadm cert init --dir /etc/gwadm        # the CA, once"],
+    "cert issue": ["gwadm cert issue n1 --san 10.0.0.1 --san cp1.example.org",
+                   "gwadm cert issue p1 --san 10.0.1.1 --client   # a proxy (mutual TLS)"],
+    "cert renew": ["gwadm cert renew                      # those expiring within 30 days", "gwadm cert renew --all"],
+    "cert list": ["gwadm cert list --json"],
+    "cert bootstrap": ["gwadm cert bootstrap --ca-dir /gwadm/ca --cp-dir /gwadm/cp --dp-dir /gwadm/dp \\",
+                       "    --node n1 --node n2 --node n3 --proxy-san proxy1 --proxy-san proxy2"],
     "demo-upstream": ["gwadm demo-upstream --listen 127.0.0.1:9001 --name a"],
 }
 

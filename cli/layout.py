@@ -120,6 +120,8 @@ def load_cluster(layout: Layout) -> dict[str, Any]:
 def save_cluster(layout: Layout, data: dict[str, Any]) -> None:
     ordered = {g: data.get(g, []) for g in MEMBER_GROUPS}
     ordered["token_file"] = data.get("token_file", str(layout.admin_token))
+    if data.get("tls"):
+        ordered["tls"] = data["tls"]  # {"ca": DIR/tls/ca.pem, "mtls": bool} (cli/certs.py); absent = --insecure
     write_atomic(layout.cluster_json, json.dumps(ordered, indent=2) + "\n")
 
 
@@ -152,6 +154,13 @@ def node_toml_text(layout: Layout, cluster: dict[str, Any], node_id: str, fsync:
         "secret_file": str(layout.secret),
         "fsync": fsync,
     }
+    tls = cluster.get("tls")
+    if tls:  # certificates of cli/certs.py: DIR/tls/<id>.pem + .key, the CA DIR/tls/ca.pem
+        tls_dir = layout.dir / "tls"
+        top.update({"tls_cert": str(tls_dir / f"{node_id}.pem"), "tls_key": str(tls_dir / f"{node_id}.key"),
+                    "ca": str(tls["ca"]), "mtls": bool(tls.get("mtls"))})
+    else:
+        top["insecure"] = True
     lines = ["# written by `gwadm cluster up`; read by `gwadm node run --config`"]
     lines += [f"{k} = {_toml_value(v)}" for k, v in top.items()]
     for peer in cluster["nodes"]:
@@ -254,9 +263,16 @@ def member_argv(layout: Layout, group: str, m: Mapping[str, Any], cluster: Mappi
     if group == "proxies":
         cps = ",".join(n["admin_url"] for n in cluster["nodes"])
         listen, status = _hostport(m["url"]), _hostport(m["status_url"])
+        tls: list[str] = []
+        if cluster.get("tls"):
+            cert, key = (str(layout.dir / "tls" / f"{m['id']}{ext}") for ext in (".pem", ".key"))
+            tls = ["--ca", str(cluster["tls"]["ca"]), "--tls-cert", cert, "--tls-key", key]
+            if str(m["url"]).startswith("https://"):
+                tls += ["--listen-tls-cert", cert, "--listen-tls-key", key]
         return python_argv(
             "proxy", "run", "--cp", cps, "--listen", listen, "--status-listen", status,
             "--state-dir", str(layout.proxy_dir(m["id"])), "--token-file", str(layout.proxy_token), "--id", m["id"],
+            *tls,
         )  # fmt: skip
     return python_argv("demo-upstream", "--listen", _hostport(m["url"]), "--name", m["id"])
 

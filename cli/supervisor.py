@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from cli import procs
-from cli.client import AdminClient, ApiError
+from cli import certs, procs
+from cli.client import AdminClient, ApiError, use_ca
 from cli.layout import (
     MEMBER_GROUPS,
     ClusterDirError,
@@ -85,9 +85,36 @@ class Supervisor:
     # ---- files -------------------------------------------------------------------------------
     def load(self) -> dict[str, Any]:
         try:
-            return load_cluster(self.layout)
+            cluster = load_cluster(self.layout)
         except ClusterDirError as exc:
             raise SupervisorError(str(exc)) from exc
+        self._use_tls(cluster)
+        return cluster
+
+    def _use_tls(self, cluster: Mapping[str, Any]) -> None:
+        """Every https:// probe and call of this process verifies against the cluster's CA."""
+        if cluster.get("tls"):
+            use_ca(str(cluster["tls"]["ca"]))
+
+    def ca_file(self, cluster: Mapping[str, Any]) -> str | None:
+        return str(cluster["tls"]["ca"]) if cluster.get("tls") else None
+
+    def ensure_certs(self, cluster: Mapping[str, Any], renew: bool = False) -> list[str]:
+        """Issue the missing (``renew``: every) node and proxy certificate from the cluster's CA;
+        SANs are the addresses each member binds, plus ``localhost``. Returns the names issued."""
+        if not cluster.get("tls"):
+            return []
+        certs.create_ca(self.layout.dir)
+        issued = []
+        for group in ("nodes", "proxies"):
+            for m in cluster.get(group, []):
+                paths = certs.member_paths(self.layout.dir, m["id"])
+                if not renew and paths.cert.exists() and paths.key.exists():
+                    continue
+                certs.issue(self.layout.dir, m["id"], self.default_sans(group, m),
+                            server=True, client=group == "proxies")
+                issued.append(m["id"])
+        return issued
 
     def token(self, cluster: dict[str, Any] | None = None) -> str:
         path = token_path(self.layout, cluster)
@@ -96,8 +123,15 @@ class Supervisor:
         except OSError as exc:
             raise SupervisorError(f"cannot read the admin token {path}: {exc.strerror}") from exc
 
-    def create(self, nodes: int, proxies: int, base_port: int | None = None) -> dict[str, Any]:
-        """Lay out a new cluster directory (files only, nothing started)."""
+    def default_sans(self, group: str, m: Mapping[str, Any]) -> list[str]:
+        return [addr_of(m["admin_url"] if group == "nodes" else m["url"])[0], "localhost"]
+
+    def create(
+        self, nodes: int, proxies: int, base_port: int | None = None, *, tls: bool = True, mtls: bool = False
+    ) -> dict[str, Any]:
+        """Lay out a new cluster directory (files only, nothing started). ``tls``: a CA and one
+        certificate per node and proxy in DIR/tls, https admin URLs, wss streams, https proxies;
+        ``mtls``: nodes accept only proxies presenting a certificate of that CA."""
         if nodes < 1 or nodes % 2 == 0:
             raise SupervisorError(f"--nodes must be odd and >= 1 (got {nodes})")
         if proxies < 0:
@@ -105,7 +139,7 @@ class Supervisor:
         lay = self.layout
         if lay.dir.exists() and not lay.dir.is_dir():
             raise SupervisorError(f"{lay.dir} exists and is not a directory")
-        ours = {"secret", "admin.token", "proxy.token", "nodes", "proxies", "upstreams", "cluster.json"}
+        ours = {"secret", "admin.token", "proxy.token", "nodes", "proxies", "upstreams", "cluster.json", "tls"}
         foreign = [p.name for p in lay.dir.iterdir()] if lay.dir.exists() else []
         foreign = [n for n in foreign if n not in ours]
         if foreign:
@@ -122,7 +156,17 @@ class Supervisor:
             busy = [p for p in ports if procs.port_in_use(HOST, p)]
             if busy:
                 raise SupervisorError(f"ports already in use on {HOST}: {', '.join(map(str, busy))}")
+        if mtls and not tls:
+            raise SupervisorError("--mtls needs TLS (drop --insecure)")
         cluster = plan_cluster(lay, nodes, proxies, ports, HOST, DEMO_UPSTREAM)
+        if tls:
+            for m in cluster["nodes"]:
+                m["admin_url"] = m["admin_url"].replace("http://", "https://", 1)
+            for m in cluster["proxies"]:
+                m["url"] = m["url"].replace("http://", "https://", 1)
+            cluster["tls"] = {"ca": str(certs.ca_paths(lay.dir).cert), "mtls": mtls}
+            self.ensure_certs(cluster)
+            self._use_tls(cluster)
         write_new_cluster(lay, cluster)
         return cluster
 
@@ -174,6 +218,8 @@ class Supervisor:
         *,
         timeout: float = 30.0,
         wait: bool = True,
+        tls: bool = True,
+        mtls: bool = False,
     ) -> UpResult:
         """Create the cluster (3 nodes and 1 proxy unless told) or restart the one in the directory.
         Sizes asked for explicitly that differ from an existing cluster's give a warning; without
@@ -181,9 +227,12 @@ class Supervisor:
         fresh = not self.layout.exists()
         result_warnings: list[str] = []
         if fresh:
-            cluster = self.create(3 if nodes is None else nodes, 1 if proxies is None else proxies, base_port)
+            cluster = self.create(
+                3 if nodes is None else nodes, 1 if proxies is None else proxies, base_port, tls=tls, mtls=mtls
+            )
         else:
             cluster = self.load()
+            self.ensure_certs(cluster)
             have = (len(cluster["nodes"]), len(cluster["proxies"]))
             if (nodes is not None and nodes != have[0]) or (proxies is not None and proxies != have[1]):
                 result_warnings.append(
@@ -211,7 +260,9 @@ class Supervisor:
         self.wait_proxies(cluster, token, deadline, res.started, revision)
         self.reporter.note("all members are ready")
         if hello:
-            res.curl = f"curl {cluster['proxies'][0]['url']}/hello"
+            url = cluster["proxies"][0]["url"]
+            ca = self.ca_file(cluster)
+            res.curl = f"curl --cacert {ca} {url}/hello" if ca and url.startswith("https://") else f"curl {url}/hello"
         return res
 
     def _fail(self, cluster: dict[str, Any], pending: Mapping[str, str]) -> NotReady:
@@ -280,7 +331,8 @@ class Supervisor:
 
     def ensure_sample(self, cluster: dict[str, Any], token: str) -> tuple[int, bool]:
         """Load the sample if nothing was ever written; return (config revision, route hello exists)."""
-        client = AdminClient([n["admin_url"] for n in cluster["nodes"]], token, timeout=5.0, retry_for=5.0)
+        client = AdminClient([n["admin_url"] for n in cluster["nodes"]], token, timeout=5.0, retry_for=5.0,
+                             ca=self.ca_file(cluster))
         listing = client.list("routes")
         revision = int(listing.get("revision") or 0)
         if revision == 0:
@@ -291,7 +343,8 @@ class Supervisor:
         """Upstream ``demo`` -> the demo upstream process, route ``hello`` (/hello) -> ``demo``."""
         up = cluster["upstreams"][0]
         host, port = addr_of(up["url"])
-        client = AdminClient([n["admin_url"] for n in cluster["nodes"]], token, timeout=5.0, retry_for=5.0)
+        client = AdminClient([n["admin_url"] for n in cluster["nodes"]], token, timeout=5.0, retry_for=5.0,
+                             ca=self.ca_file(cluster))
         ops = [
             {
                 "op": "put",
@@ -408,6 +461,7 @@ class Supervisor:
         """Record a node the cluster has just accepted, start it and wait until it has caught up."""
         cluster = self.load()
         cluster["nodes"] = [n for n in cluster["nodes"] if n["id"] != node["id"]] + [node]
+        self.ensure_certs(cluster)
         write_node_configs(self.layout, cluster)
         save_cluster(self.layout, cluster)
         self._start(cluster, "nodes", node)

@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from cluster.app_keys import SETTINGS_KEY, STORE_KEY
+from cluster.audit_api import add_audit_routes, audit_middleware, rejections_middleware
 from cluster.auth import AuthError, verify_token
 from cluster.discovery_api import DISCOVERY_KEY, registered_view, registrar_allowed
 from cluster.limits import Limits, install, rate_middleware, size_middleware
@@ -364,8 +365,8 @@ def create_admin_app(
     source_address: str | None = None,
     limits: Limits | None = None,
 ) -> web.Application:
-    app = web.Application(middlewares=[error_middleware, size_middleware, auth_middleware, rate_middleware,
-                                       query_middleware], client_max_size=body_limit)
+    app = web.Application(middlewares=[rejections_middleware, error_middleware, size_middleware, auth_middleware,
+                                       rate_middleware, audit_middleware, query_middleware], client_max_size=body_limit)
     install(app, limits or Limits())  # cluster/limits.py: URL, header, connection and per-token rate limits
     app[STORE_KEY] = store
     app[SETTINGS_KEY] = {
@@ -391,6 +392,7 @@ def create_admin_app(
     add_cluster_admin_routes(app)  # /v1/cluster/members, /v1/tokens...: before /v1/{kind}
     add_token_routes(app)
     add_openapi_routes(app)
+    add_audit_routes(app)  # /v1/audit, /metrics
     if extra_routes is not None:  # fixed paths (/v1/stream, /v1/proxies/local) must precede /v1/{kind}
         extra_routes(app)
     app.router.add_get("/v1/{kind}", list_resources)

@@ -35,6 +35,7 @@ log = logging.getLogger("gwadm.discovery")
 
 
 STALL = 0.5  # a round later than this is a stall of this node, not silence of the instances
+FORWARD_GRACE = 1.5  # a follower whose batches have failed this long answers heartbeats with 503
 
 
 class NotLeader(RuntimeError):
@@ -69,6 +70,7 @@ class Discovery:
         self._token: tuple[str, float] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._last_step: float | None = None
+        self._forward_failing_since: float | None = None  # first failed batch since the last success
         self.clock = time.monotonic
         self.stats = {"heartbeats": 0, "forwarded": 0, "forward_batches": 0, "forward_errors": 0,
                       "batched_received": 0, "grants": 0, "expired": 0, "expire_commands": 0, "stalls": 0}
@@ -95,7 +97,8 @@ class Discovery:
         return self._leading
 
     def heartbeat(self, rid: str) -> str:
-        """``"ok"``, ``"unknown"`` (no such registration here) or ``"no_quorum"``."""
+        """``"ok"``, ``"unknown"`` (no such registration here), ``"no_quorum"`` or
+        ``"leader_unreachable"`` (a follower whose batches to the leader keep failing)."""
         if self.store.state.get(registry.KIND, rid) is None:
             return "unknown"
         self.stats["heartbeats"] += 1
@@ -104,6 +107,8 @@ class Discovery:
             return "ok"
         if not self.store.raft.has_leader_with_quorum():
             return "no_quorum"
+        if self._forward_failing_since is not None and self.clock() - self._forward_failing_since > FORWARD_GRACE:
+            return "leader_unreachable"  # our batches do not get through: the agent should try another node
         self._pending.add(rid)
         return "ok"
 
@@ -215,10 +220,13 @@ class Discovery:
                 await self._forward(ids)
                 self.stats["forwarded"] += len(ids)
                 self.stats["forward_batches"] += 1
+                self._forward_failing_since = None
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self.stats["forward_errors"] += 1
+                if self._forward_failing_since is None:
+                    self._forward_failing_since = self.clock()
                 self._pending.update(ids)  # idempotent: retried with the next batch
                 log.info("discovery: forwarding %d heartbeat(s) to the leader failed: %s", len(ids), exc)
 

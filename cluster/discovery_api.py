@@ -96,6 +96,10 @@ async def heartbeat_target(request: web.Request) -> web.Response:
                        f"upstreams[{upstream}].targets[{request.match_info['target']}]")
     if outcome == "no_quorum":
         raise NoQuorum("this node has no quorum; heartbeat another node")
+    if outcome == "leader_unreachable":
+        return web.json_response({"error": {
+            "code": "unavailable", "message": "this node cannot reach the leader's admin API; heartbeat another node",
+            "path": None, "retryable": True}}, status=503)
     reg = request.app[STORE_KEY].state.get(registry.KIND, rid)
     return web.json_response({"ok": True, "id": rid, "ttl": reg.spec["ttl"] if reg is not None else None})
 

@@ -64,6 +64,7 @@ def _member_status(request: web.Request) -> dict[str, Any]:
         "link_counters": st.get("link_counters", {}),
         "links_down": sorted(p for p, link in st.get("links", {}).items() if link["state"] != "up"),
         "started_at": settings.get("started_at"),
+        "insecure": bool(settings.get("insecure", False)),  # plain HTTP admin API (--insecure)
         "counts": {kind: store.state.count(kind) for kind in KINDS},
     }
 
@@ -79,7 +80,8 @@ def _peers(request: web.Request) -> list[Member]:
 
 def _session(request: web.Request, timeout: float) -> aiohttp.ClientSession:
     source = request.app[SETTINGS_KEY].get("source_address")
-    connector = aiohttp.TCPConnector(local_addr=(source, 0) if source else None)
+    peer_ssl = request.app[SETTINGS_KEY].get("peer_ssl")  # the cluster CA (cluster/tls.py); None: insecure
+    connector = aiohttp.TCPConnector(local_addr=(source, 0) if source else None, ssl=peer_ssl or True)
     return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout), connector=connector)
 
 

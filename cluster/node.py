@@ -12,13 +12,16 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
+from cluster import tls
 from cluster.admin_api import create_admin_app
+from cluster.app_keys import SETTINGS_KEY
 from cluster.auth import raft_password
 from cluster.changes_api import ChangesAPI
 from cluster.discovery import Discovery
@@ -32,10 +35,11 @@ from cluster.timeouts import Timeouts
 log = logging.getLogger("gwadm.node")
 SOFTWARE_VERSION = "gwadm/0.1.0"
 # The [raft] keys a node.toml may set; addresses, secret, data dir and fsync come from the node's own settings.
+TLS_KEYS = ("tls_cert", "tls_key", "ca", "mtls", "insecure")
 RAFT_TUNABLES = frozenset({
     "min_timeout", "max_timeout", "append_entries_period", "leader_fallback_timeout",
     "connection_retry_time", "max_bind_retries", "compaction_min_entries", "compaction_min_time",
-    "max_clock_skew", "connect_timeout", "link_timeout", "link_ping_interval",
+    "max_clock_skew", "connect_timeout", "link_timeout", "link_ping_interval", "group_commit", "pre_vote",
 })
 
 
@@ -68,10 +72,21 @@ class NodeSettings:
     # Source address for every outgoing connection (Raft peers, peer admin APIs): the address peers
     # and partition rules know this node by (DESIGN.md §6). None = the kernel picks.
     source_address: str | None = None
+    # TLS (cluster/tls.py): the admin API and the push stream serve https/wss with tls_cert/tls_key;
+    # ca verifies peers (and, with mtls, the client certificates proxies must present on /v1/stream).
+    # Plain HTTP only with insecure = true (a warning at start; /v1/status shows "insecure": true).
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    ca: str | None = None
+    mtls: bool = False
+    insecure: bool = False
+    # Listen for admin and Raft traffic on this host (0.0.0.0 in a container) with the ports of
+    # admin_addr/raft_addr, which stay the addresses peers and proxies use. None = those addresses.
+    bind_host: str | None = None
 
     @property
     def admin_url(self) -> str:
-        return f"http://{self.admin_addr}"
+        return f"{'http' if self.insecure else 'https'}://{self.admin_addr}"
 
     def validate(self) -> None:
         if not self.node_id:
@@ -102,6 +117,14 @@ class NodeSettings:
                 f"unknown [raft] setting(s): {', '.join(sorted(unknown))}; "
                 f"expected some of {', '.join(sorted(RAFT_TUNABLES))}"
             )
+        if self.insecure and (self.tls_cert or self.tls_key or self.mtls):
+            raise SettingsError("insecure (plain HTTP) contradicts tls_cert/tls_key/mtls: choose one")
+        if not self.insecure and not (self.tls_cert and self.tls_key):
+            raise SettingsError(
+                "TLS needs tls_cert and tls_key (--tls-cert/--tls-key); plain HTTP only with insecure = true (--insecure)"
+            )
+        if self.mtls and not self.ca:
+            raise SettingsError("mtls needs the CA certificate (ca / --ca)")
 
     def raft_settings(self) -> RaftSettings:
         return RaftSettings(
@@ -111,6 +134,7 @@ class NodeSettings:
             data_dir=os.path.join(self.data_dir, "raft"),
             fsync=self.fsync,
             source_address=self.source_address,
+            bind_host=self.bind_host,
             node_id=self.node_id,
             admin_url=self.admin_url,
             peer_members=[Member(p.id, p.raft_addr, p.admin_url) for p in self.peers],
@@ -159,7 +183,7 @@ def load_settings(config_file: str | None, overrides: dict[str, Any]) -> NodeSet
     peers_raw = data.pop("peers", [])
     peers = [p if isinstance(p, Peer) else parse_peer(p) if isinstance(p, str) else Peer(**p) for p in peers_raw]
     known = {"node_id", "raft_addr", "admin_addr", "data_dir", "fsync", "body_limit", "delta_log_entries", "raft", "push",
-             "limits", "source_address", "timeouts"}
+             "limits", "source_address", "timeouts", "bind_host", *TLS_KEYS}
     unknown = set(data) - known
     if unknown:
         raise SettingsError(f"unknown setting(s): {', '.join(sorted(unknown))}")
@@ -169,6 +193,7 @@ def load_settings(config_file: str | None, overrides: dict[str, Any]) -> NodeSet
     data_dir = data["data_dir"]
     if not os.path.isabs(data_dir):
         data_dir = os.path.join(base_dir, data_dir)
+    tls_files = {k: os.path.join(base_dir, str(data[k])) if data.get(k) else None for k in ("tls_cert", "tls_key", "ca")}
     settings = NodeSettings(
         node_id=str(data["node_id"]),
         raft_addr=str(data["raft_addr"]),
@@ -184,9 +209,29 @@ def load_settings(config_file: str | None, overrides: dict[str, Any]) -> NodeSet
         push=dict(data.get("push", {})),
         timeouts=_timeouts(data.get("timeouts")),
         source_address=str(data["source_address"]) if data.get("source_address") else None,
+        bind_host=str(data["bind_host"]) if data.get("bind_host") else None,
+        mtls=bool(data.get("mtls", False)),
+        insecure=bool(data.get("insecure", False)),
+        **tls_files,
     )
     settings.validate()
     return settings
+
+
+def tls_contexts(settings: NodeSettings) -> tuple[ssl.SSLContext, ssl.SSLContext] | None:
+    """(server context of the admin site, client context for peers); None = plain HTTP (insecure).
+    Called before anything starts: a bad or expired certificate stops the node with a clear error."""
+    if settings.insecure:
+        log.warning("node %s serves PLAIN HTTP (insecure): tokens cross the network in clear", settings.node_id)
+        return None
+    assert settings.tls_cert and settings.tls_key
+    try:
+        return (
+            tls.server_context(settings.tls_cert, settings.tls_key, settings.ca, verify_clients=settings.mtls),
+            tls.client_context(settings.ca),
+        )
+    except tls.TLSConfigError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def _limits(table: Any) -> Limits:
@@ -202,6 +247,7 @@ async def serve(settings: NodeSettings, stop: asyncio.Event | None = None) -> No
     """Run one node until ``stop`` is set or SIGTERM/SIGINT arrives."""
     from cluster import push  # imported late: the hub is optional while it is being built
 
+    contexts = tls_contexts(settings)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -235,11 +281,21 @@ async def serve(settings: NodeSettings, stop: asyncio.Event | None = None) -> No
         local_fleet=changes.fleet,
         source_address=settings.source_address,
     )
+    app[SETTINGS_KEY]["insecure"] = settings.insecure
+    server_ssl = None
+    if contexts is not None:
+        server_ssl, app[SETTINGS_KEY]["peer_ssl"] = contexts
+        if settings.mtls:
+            app.middlewares.append(tls.client_cert_required())
     runner = make_runner(app, settings.limits, access_log=None, handle_signals=False)
     await runner.setup()
     host, _, port = settings.admin_addr.rpartition(":")
+    host = settings.bind_host or host
     try:
-        site = web.TCPSite(runner, host, int(port), reuse_address=True)
+        site = (
+            web.TCPSite(runner, host, int(port), reuse_address=True) if server_ssl is None
+            else tls.LoggedTLSSite(runner, host, int(port), ssl_context=server_ssl)
+        )  # fmt: skip
         try:
             await site.start()
         except OSError as exc:

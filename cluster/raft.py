@@ -48,6 +48,8 @@ from cluster.membership import Member, MembershipMixin, encode_cluster, read_dum
 from cluster.raft_compat import check_attributes, check_overrides
 from cluster.raft_deadline import DeadlineQueue
 from cluster.raft_journal import DurableJournal, fsync_dir
+from cluster.raft_prevote import PreVoteMixin
+from cluster.raft_read import ReadIndexMixin
 from cluster.raft_transport import BoundTcpConnection, BoundTCPTransport, transport_class
 
 log = logging.getLogger("gwadm.raft")
@@ -112,7 +114,12 @@ class RaftSettings:
     connect_timeout: float = 0.5
     link_timeout: float = 1.5
     link_ping_interval: float = 0.25
+    group_commit: bool = True  # concurrent writes share one journal flush (cluster/raft_journal.py)
+    pre_vote: bool = True  # ask for pre-votes before starting an election (cluster/raft_prevote.py)
     source_address: str | None = None  # bind outgoing peer connections to it (cluster/raft_transport.py)
+    # Listen on this host (e.g. 0.0.0.0 in a container) with self_addr's port; self_addr stays the
+    # address peers know this node by. None = listen on self_addr itself.
+    bind_host: str | None = None
     # Membership metadata: this node's gwadm id and admin URL, and the peers' (matched to
     # ``partners`` by raft address); a bare address stands in for an unknown id.
     node_id: str = ""
@@ -156,7 +163,7 @@ class RaftSettings:
 _journal_lock = threading.Lock()
 
 
-class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
+class RaftNode(PreVoteMixin, ReadIndexMixin, MembershipMixin, SyncObj):  # type: ignore[misc]
     """One Raft member whose only replicated operation is ``_apply(payload: bytes)``.
 
     ``apply_fn(payload) -> result`` runs in pysyncobj's tick thread for every committed command, in
@@ -199,7 +206,12 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
             connectionRetryTime=settings.connection_retry_time,
             maxBindRetries=settings.max_bind_retries,
             # pysyncobj binds 0.0.0.0:<port> unless told otherwise: listen only where peers dial us.
-            bindAddress=settings.self_addr,
+            bindAddress=f"{settings.bind_host}:{settings.self_addr.rpartition(':')[2]}" if settings.bind_host
+            else settings.self_addr,
+            # peers addressed by DNS name (compose services, hosts) may change address: re-resolve
+            # often, and do not remember a failed lookup of a peer that is still starting for 30 s
+            dnsCacheTime=5.0,
+            dnsFailCacheTime=1.0,
             bindRetryTime=0.2,
             journalFile=journal_file,
             fullDumpFile=dump_file,
@@ -213,7 +225,7 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
             commandsWaitLeader=False,
         )
         # The journal is opened before pysyncobj starts so that the boot membership can be read from it.
-        journal = DurableJournal(journal_file, settings.fsync)
+        journal = DurableJournal(journal_file, settings.fsync, group=False)
         known = {m.raft_addr: m for m in settings.peer_members}
         partners = self._membership_init(
             Member(settings.node_id or settings.self_addr, settings.self_addr, settings.admin_url),
@@ -240,6 +252,10 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
             finally:
                 _syncobj_module.createJournal = original
         check_attributes(self)
+        self._read_init()
+        self._prevote_init(settings.min_timeout, settings.max_timeout, settings.pre_vote)
+        self._journal = journal
+        self._SyncObj__transport.before_ack = journal.flush_pending  # group commit (raft_journal.py)...
         self.expired_commands = DeadlineQueue(
             conf.commandsQueueSize, lambda cb: self._SyncObj__callErrCallback(FAIL_REASON.REQUEST_DENIED, cb)
         )
@@ -250,6 +266,8 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
         # term to the chaos suite's single-leader checker.
         self._role_snapshot: tuple[int, int, Any, bool] | None = None
         self.addOnTickCallback(self._record_role)
+        self.addOnTickCallback(journal.flush_pending)
+        journal.group = settings.group_commit  # ...armed only now that every flush point is hooked
         try:
             self.waitBinded()
         except Exception as exc:
@@ -452,6 +470,11 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
 
     # -- Raft §5.3 fix: never truncate on a stale AppendEntries ----------------------------------
     def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:  # noqa: N802
+        if self._handle_read_message(node, message):  # ReadIndex traffic (cluster/raft_read.py)
+            return
+        if self._handle_pre_vote(node, message):  # pre-vote (cluster/raft_prevote.py)
+            return
+        self._note_leader_contact(message)
         if (
             message.get("type") == "append_entries"
             and "prevLogIdx" not in message
@@ -485,6 +508,8 @@ class RaftNode(MembershipMixin, SyncObj):  # type: ignore[misc]
                 return
             message = trimmed
         super()._SyncObj__onMessageReceived(node, message)
+        if self._read_pending and message.get("type") == "next_node_idx":
+            self._serve_reads()  # a heartbeat answer may confirm waiting reads: answer them now
 
     # -- stale snapshots: never install one that is not newer than what is applied -------------------
     def _backup_own_dump(self) -> None:

@@ -98,6 +98,9 @@ class BoundTCPTransport(TCPTransport):  # type: ignore[misc]
         self._last_heard: dict[str, float] = {}
         self._last_ping: dict[Any, float] = {}
         self._up_nodes: set[Any] = set()
+        self._hb_sent: dict[Any, int] = {}  # peer -> last AppendEntries number sent (leader)
+        self._hb_acked: dict[Any, int] = {}  # peer -> highest number it acknowledged (leader)
+        self._hb_from: dict[Any, int] = {}  # peer -> last number received from it (follower)
         self.connect_deadlines_hit = 0
         self.idle_links_closed = 0
         super().__init__(*args, **kwargs)
@@ -155,12 +158,43 @@ class BoundTCPTransport(TCPTransport):  # type: ignore[misc]
             if now - conn._TcpConnection__lastReadTime > self.link_timeout:
                 conn.disconnect()
 
+    before_ack: Callable[[], None] | None = None  # group commit: flush the journal first
+
+    def send(self, node: Any, message: Any) -> bool:
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "next_node_idx":
+            if self.before_ack is not None:
+                self.before_ack()  # an acknowledgement promises the entries are on disk
+            heard = self._hb_from.get(node)
+            if heard is not None:
+                message["gw_hb_ack"] = heard  # ReadIndex: which of the leader's heartbeats this answers
+        elif kind == "append_entries":
+            seq = self._hb_sent.get(node, 0) + 1
+            self._hb_sent[node] = seq
+            message["gw_hb"] = seq
+        return bool(super().send(node, message))
+
+    # -- ReadIndex support: heartbeats numbered per peer, acknowledgements matched to them ----------
+    def heartbeat_marks(self) -> dict[Any, int]:
+        """Per peer, the number the NEXT AppendEntries to it will carry."""
+        return {node: self._hb_sent.get(node, 0) + 1 for node in list(self._nodes)}
+
+    def acked_since(self, marks: dict[Any, int]) -> int:
+        """How many peers answered an AppendEntries numbered at least ``marks[peer]``."""
+        return sum(1 for node, mark in marks.items() if self._hb_acked.get(node, 0) >= mark)
+
     def _onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802
         address = getattr(node, "address", None)
         if address is not None:
             self._last_heard[address] = monotonic_time()
-        if isinstance(message, dict) and message.get("type") == PING:
-            return
+        if isinstance(message, dict):
+            kind = message.get("type")
+            if kind == PING:
+                return
+            if kind == "append_entries" and "gw_hb" in message:
+                self._hb_from[node] = message["gw_hb"]
+            elif kind == "next_node_idx" and "gw_hb_ack" in message:
+                self._hb_acked[node] = max(self._hb_acked.get(node, 0), int(message["gw_hb_ack"]))
         super()._onMessageReceived(node, message)
 
     def _onNodeConnected(self, node: Any) -> None:  # noqa: N802

@@ -34,6 +34,8 @@ from typing import Any
 import msgpack
 
 from gateway import registry
+from gateway.audit import DEFAULT_CAPACITY as AUDIT_ENTRIES
+from gateway.audit import AuditLog, records_for
 from gateway.codec import decode_delta, decode_txn, encode_delta
 from gateway.delta import Delta
 from gateway.errors import GatewayError
@@ -146,11 +148,13 @@ class ReplicatedState:
     tokens: Mapping[str, Any] = field(default_factory=lambda: {"generation": 0, "revoked": {}})
     limits: Limits = field(default_factory=Limits)
     reg_epoch: int = 0  # expiry epoch of service registrations (gateway/registry.py)
+    audit: AuditLog = field(default_factory=AuditLog)  # who changed what (gateway/audit.py)
 
     @classmethod
     def empty(cls, *, delta_log_entries: int = DELTA_LOG_ENTRIES, delta_log_bytes: int = DELTA_LOG_BYTES,
-              dedupe_entries: int = DEDUPE_ENTRIES) -> ReplicatedState:
-        return cls(limits=Limits(delta_log_entries, delta_log_bytes), dedupe=Dedupe(dedupe_entries))
+              dedupe_entries: int = DEDUPE_ENTRIES, audit_entries: int = AUDIT_ENTRIES) -> ReplicatedState:
+        return cls(limits=Limits(delta_log_entries, delta_log_bytes), dedupe=Dedupe(dedupe_entries),
+                   audit=AuditLog(capacity=audit_entries))
 
     # -- the one entry point -------------------------------------------------------------------------
     def apply(self, payload: bytes | Mapping[str, Any]) -> tuple[ReplicatedState, Result]:
@@ -163,7 +167,10 @@ class ReplicatedState:
         if handler is None:
             return self, _error("bad_encoding", f"unknown command {cmd.get('type')}")
         try:
-            return handler(self, cmd)
+            new, result = handler(self, cmd)
+            if "audit" in cmd:  # an admin write stamped with its caller (cluster/audit_api.py)
+                new = replace(new, audit=new.audit.append(records_for(cmd, result, new.config.revision)))
+            return new, result
         except Exception as exc:  # a bug must not wedge the log: reject it on every node alike
             return self, _error("internal", f"internal error: {type(exc).__name__}: {exc}")
 
@@ -204,6 +211,7 @@ class ReplicatedState:
             "dedupe": [[k, v] for k, v in self.dedupe.items()],
             "tokens": dict(self.tokens),
             "reg_epoch": self.reg_epoch,
+            "audit": self.audit.to_wire(),
         }
         packed: bytes = msgpack.packb(data, use_bin_type=True)
         return packed
@@ -222,6 +230,7 @@ class ReplicatedState:
             dedupe=self.dedupe.with_items([(str(k), v) for k, v in data["dedupe"]]),
             tokens={"generation": int(tokens.get("generation", 0)), "revoked": dict(tokens.get("revoked", {}))},
             reg_epoch=int(data.get("reg_epoch", 0)),
+            audit=self.audit.from_wire(data.get("audit")),
         )
 
 

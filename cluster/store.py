@@ -17,9 +17,11 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from cluster.audit_api import stamp
 from cluster.events import EventLog
 from cluster.membership import Member
-from cluster.raft import RaftNode, RaftSettings
+from cluster.raft import OutcomeUnknown, RaftNode, RaftSettings
+from cluster.raft_read import ReadIndexUnavailable
 from cluster.state_machine import (
     DEDUPE_ENTRIES,
     DELTA_LOG_BYTES,
@@ -151,14 +153,31 @@ class ConfigStore:
     async def _submit(self, cmd: dict[str, Any], timeout: float, read_only: bool = False) -> Any:
         """Replicate ``cmd`` with its deadline inside: the leader drops it once that has passed, which
         is ``max_clock_skew`` before we give up here (cluster/raft_deadline.py)."""
+        cmd = stamp(cmd)  # an admin write: who, from where, when (cluster/audit_api.py)
         skew = self.raft.settings.max_clock_skew
         margin = skew if timeout > 2 * skew else timeout / 2
         return await self.raft.submit(encode_command(cmd, time.time() + timeout - margin), timeout,
                                       quorum_wait=min(self.no_leader_wait, timeout), abort_without_quorum=read_only)
 
+    read_index = True  # ReadIndex reads (cluster/raft_read.py); False: every read replicates a barrier
+
     async def barrier(self, timeout: float) -> ConfigState:
-        """Linearizable read: a replicated no-op; once it applied here, local state is up to date."""
-        await self._submit({"type": "barrier"}, timeout, read_only=True)
+        """Linearizable read. ReadIndex first: the leader confirms its leadership with one heartbeat
+        round, no log entry; once this node applied the read index, local state is up to date. If
+        no read index can be had (no leader known, leadership moving, an old leader), a replicated
+        no-op barrier within what is left of ``timeout``."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        if self.read_index:
+            try:
+                await self.raft.read_index(min(timeout, 1.5))
+                return self._sm.config
+            except ReadIndexUnavailable:
+                pass
+        remaining = timeout - (loop.time() - started)
+        if remaining <= 0:
+            raise OutcomeUnknown("no read index in time")
+        await self._submit({"type": "barrier"}, remaining, read_only=True)
         return self._sm.config
 
     async def write(self, txn: Txn, timeout: float) -> dict[str, Any]:

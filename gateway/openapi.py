@@ -181,12 +181,12 @@ def _other_schemas() -> dict[str, Schema]:
             "properties": {"jti": {"type": "string", "minLength": 1, "maxLength": 200}, "token": _STR, "exp": _INT},
         },
         "Revoked": _obj(("revoked",), revoked=_STR, until={"type": ["integer", "null"]}),
-        "AuditRecords": _obj(("items", "dropped", "revision"), items={"type": "array", "items": _ref("AuditRecord")},
-                             dropped=_INT, revision=_INT),
+        "AuditRecords": _obj(("items", "dropped", "next_seq", "revision"), next_seq=_INT, dropped=_INT,
+                             items={"type": "array", "items": _ref("AuditRecord")}, revision=_INT),
         "AuditRecord": _obj(
             ("seq", "time", "subject", "role", "op", "kind", "id", "revision"),
-            seq=_INT, time={"type": "number"}, subject={"type": ["string", "null"]}, jti={"type": ["string", "null"]},
-            role=_STR, client={"type": ["string", "null"]}, op=_STR, kind=_STR, id={"type": ["string", "null"]},
+            seq=_INT, time={"type": ["number", "null"]}, subject={"type": ["string", "null"]},
+            jti={"type": ["string", "null"]}, role={"type": ["string", "null"]}, client={"type": ["string", "null"]}, op=_STR, kind=_STR, id={"type": ["string", "null"]},
             request_id={"type": ["string", "null"]}, revision={"type": ["integer", "null"]},
         ),
         "Health": _obj(("ok",), ok=_BOOL),
@@ -284,15 +284,20 @@ def _audit_paths() -> dict[str, Any]:
         "/v1/audit": {"get": _op("The audit log of admin writes (replicated, bounded)", "admin",
                              {200: _ref("AuditRecords")}, errors=(400, 422), tag="audit", op_id="audit",
                              params=[
-                                 _param("subject", "query", {"type": "string", "maxLength": 200},
+                                 _param("subject", "query", {"type": "string"},
                                         "only records of this token subject"),
-                                 _param("kind", "query", {"type": "string", "maxLength": 64},
+                                 _param("kind", "query", {"type": "string"},
                                         "only records of this kind (upstreams, routes..., tokens)"),
                                  _param("since", "query", {"type": "string", "pattern": "^[0-9]{1,18}$"},
                                         "only records with a resulting revision greater than this"),
+                                 _param("after", "query", {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                                        "only records with a greater seq (gwadm audit --follow)"),
                                  _param("limit", "query", {"type": "string", "pattern": "^[0-9]{1,6}$"},
-                                        "at most this many (newest), default 1000"),
+                                        "at most this many (newest), default 1000, at most 10000"),
                              ])},
+        "/metrics": {"get": {**_op("Prometheus metrics: rejected writes by reason, limit refusals, audit log size",
+                                   "viewer", {}, tag="node", op_id="metrics"),
+                             }},
     }
 
 
@@ -435,6 +440,9 @@ def _paths() -> dict[str, Any]:
                                           {200: _ref("Token")}, tag="tokens", params=[REQUEST_ID],
                                           op_id="rotate_tokens")},
     }
+    paths.update(_audit_paths())
+    paths["/metrics"]["get"]["responses"]["200"] = {
+        "description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}
     paths.update(_discovery_paths())
     paths.update(_changes_paths())
     for kind in KINDS:

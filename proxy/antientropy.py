@@ -108,7 +108,8 @@ class AntiEntropy:
             self._task = None
 
     async def _run(self) -> None:
-        async with aiohttp.ClientSession() as http:
+        ssl_context = getattr(self.sync, "ssl_context", None)  # https: the cluster's CA (cluster/tls.py)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_context or True)) as http:
             while True:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.interval)

@@ -178,7 +178,11 @@ class Pool:
 
         Returns None when no target is eligible; the forwarder answers 503 then.
         """
-        candidates = [t for t in self.targets if t not in exclude and self.eligible(t)]
+        targets = self.targets
+        if len(targets) == 1:  # the common case: no weights, rings or rotation to consult
+            only = targets[0]
+            return only if only not in exclude and self.eligible(only) else None
+        candidates = [t for t in targets if t not in exclude and self.eligible(t)]
         if not candidates:
             return None
         lb = self.settings.lb

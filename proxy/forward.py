@@ -39,7 +39,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from proxy.balancer import Pool, Target
-from proxy.http_common import HOP_BY_HOP, Response, json_error, status_line
+from proxy.http_common import HOP_BY_HOP, Response, encode_header, json_error, status_line
 from proxy.http_server import _P_UPSTREAM, Exchange
 from proxy.upstream import UpstreamConnection, Upstreams
 
@@ -98,8 +98,7 @@ def upstream_headers(ex: Exchange, client_ip: str) -> CIMultiDict[str]:
     return headers
 
 
-def _encode(name: str, value: str) -> bytes:
-    return f"{name}: {value}\r\n".encode("latin-1", "replace")
+_encode = encode_header
 
 
 def request_head_tail(ctx: RequestContext, ex: Exchange) -> bytes:
@@ -116,8 +115,8 @@ def request_head_tail(ctx: RequestContext, ex: Exchange) -> bytes:
                     prior = prior + b", " + value if prior else value
                 continue
             parts += (name, b": ", value, b"\r\n")
-        for added, text in ctx.added_headers():
-            parts.append(_encode(added, text))
+        for _, _, line in ctx.added_headers():
+            parts.append(line)
         ip = ctx.client_ip.encode()
         parts += (b"X-Forwarded-For: ", prior + b", " + ip if prior else ip, b"\r\nX-Forwarded-Proto: ",
                   ex.scheme.encode(), b"\r\nX-Forwarded-Host: ", ex.host.encode("latin-1"), b"\r\n")  # fmt: skip
@@ -352,6 +351,7 @@ class Relay:
 
     def _begin_tunnel(self, tail: bytes) -> None:
         self.tunnel = True
+        self.fw.active.discard(self)  # a quiet websocket is not a stalled response: no read timeout
         if tail:
             self.ex.write(tail)
         self.ex.start_tunnel(self)
@@ -475,7 +475,7 @@ class Forwarder:
             key = pool.hash_key(ex.headers, ex.cookies, ctx.client_ip)
         query = _query_string(ctx, ex)
         line = b"%b %b%b HTTP/1.1\r\n" % (
-            ex.method.encode("latin-1"), ctx.upstream_path.encode("latin-1", "replace"),
+            ex.method_bytes, ctx.upstream_path.encode("latin-1", "replace"),
             b"?" + query.encode("latin-1", "replace") if query else b"",
         )  # fmt: skip
         tail = request_head_tail(ctx, ex)

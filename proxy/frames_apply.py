@@ -20,8 +20,9 @@ Prepared = tuple[ConfigState, Any, bytes | None]  # state, runtime, cache body (
 
 
 def build_for(build: Callable[..., Any], state: ConfigState, config_hash: str) -> Any:
-    """The one place where the proxy hands a whole config to the runtime builder."""
-    return build(state.to_snapshot(), revision=state.revision, hash=config_hash)
+    """The one place where the proxy hands a whole config to the runtime builder: the state itself
+    (``proxy.runtime.build_runtime`` compiles a ``ConfigState``; no snapshot dict in between)."""
+    return build(state, revision=state.revision, hash=config_hash)
 
 
 def prepare_delta(

@@ -9,6 +9,8 @@ plugins may edit, and a body, serialized by ``encode_response``.
 from __future__ import annotations
 
 import json
+import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -54,9 +56,26 @@ def connection_tokens(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
     return frozenset(tokens)
 
 
+def encode_header(name: str, value: str) -> bytes:
+    """One header line, ``name: value\\r\\n`` (latin-1; what cannot be encoded becomes ``?``)."""
+    return f"{name}: {value}\r\n".encode("latin-1", "replace")
+
+
+# Limits fields -> environment variables of ``gwadm proxy run`` (workers inherit the hub's environment)
+LIMIT_ENV = {
+    "max_url": "GWADM_PROXY_MAX_URL_BYTES",
+    "max_header_bytes": "GWADM_PROXY_MAX_HEADER_BYTES",
+    "max_headers": "GWADM_PROXY_MAX_HEADERS",
+    "header_timeout": "GWADM_PROXY_HEADER_TIMEOUT",
+    "keepalive_timeout": "GWADM_PROXY_KEEPALIVE_TIMEOUT",
+    "upstream_idle": "GWADM_PROXY_UPSTREAM_IDLE",
+    "max_idle_per_target": "GWADM_PROXY_MAX_IDLE_PER_TARGET",
+}
+
+
 @dataclass(frozen=True)
 class Limits:
-    """Limits and timeouts of the proxy listener (also what ``proxy run`` may configure)."""
+    """Limits and timeouts of the proxy listener; ``from_env`` reads them from ``LIMIT_ENV``."""
 
     max_url: int = 8192  # bytes of request target; beyond: 414
     max_header_bytes: int = 16384  # total bytes of names+values; beyond: 431
@@ -65,6 +84,27 @@ class Limits:
     keepalive_timeout: float = 75.0  # idle keep-alive connection closed after this
     upstream_idle: float = 30.0  # idle pooled upstream connection closed after this
     max_idle_per_target: int = 256  # pooled idle upstream connections kept per target
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Limits:
+        """Defaults overridden by the ``LIMIT_ENV`` variables that are set; ValueError naming the
+        variable when one is not a positive number (an integer for sizes and counts)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for name, var in LIMIT_ENV.items():
+            raw = env.get(var, "").strip()
+            if not raw:
+                continue
+            integer = isinstance(getattr(cls, name), int)
+            try:
+                value = int(raw) if integer else float(raw)
+            except ValueError:
+                value = 0
+            if not value > 0 or (not integer and not math.isfinite(value)):
+                kind = "a positive integer" if integer else "a positive number of seconds"
+                raise ValueError(f"{var}: must be {kind}, got {raw!r}")
+            values[name] = value
+        return cls(**values)
 
 
 class Response:

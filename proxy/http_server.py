@@ -74,13 +74,14 @@ class Exchange:
         "proto", "method", "raw_url", "raw_headers", "http11", "keep_alive", "upgrade", "expect_continue",
         "content_length", "chunked", "host", "body_buf", "body_buffered", "body_done", "body_sink",
         "head_sent", "finished", "on_client_lost", "tunnel_buf", "_headers", "_query", "_cookies",
-        "raw_path", "query_string", "path", "connection_tokens", "upgrade_value",
+        "raw_path", "query_string", "path", "connection_tokens", "upgrade_value", "method_bytes",
     )  # fmt: skip
 
     def __init__(self, proto: HttpProtocol, method: str, raw_url: bytes, raw_headers: list[tuple[bytes, bytes]],
                  http11: bool, keep_alive: bool, upgrade: bool) -> None:  # fmt: skip
         self.proto = proto
         self.method = method
+        self.method_bytes = method.encode("latin-1")
         self.raw_url = raw_url
         self.raw_headers = raw_headers
         self.http11 = http11
@@ -288,6 +289,7 @@ class HttpProtocol(asyncio.Protocol):
         self.tunnel_pending: list[bytes] | None = None
         self.pending_error: bytes | None = None
         self.lingering = False
+        self.eof = False
         self.deadline: float | None = None
         self.timer_kind = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -316,6 +318,13 @@ class HttpProtocol(asyncio.Protocol):
             self.tunnel.tunnel_close()
             self.tunnel = None
         self.queue.clear()
+
+    def eof_received(self) -> bool | None:
+        """The client half-closed: answer what it asked for, then close (no further requests)."""
+        self.eof = True
+        if self.active is not None or self.queue or self.tunnel is not None:
+            return True  # keep the transport open for writing
+        return None
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -539,7 +548,7 @@ class HttpProtocol(asyncio.Protocol):
         if not ex.body_done:
             self.linger()
             return
-        if not ex.keep_alive:
+        if not ex.keep_alive or (self.eof and not self.queue):
             self.close()
             return
         if self.queue:

@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import secrets
 import signal
 import socket
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from cluster import tls
 from proxy.cache import ConfigCache
+from proxy.http_common import Limits
 from proxy.server import DataPlane, TrafficRunner, create_status_app
 from proxy.sync import SyncClient
 from proxy.sync_modes import DEFAULT_SYNC, SYNC_MODES, add_status_routes, make_sync_client
@@ -51,6 +55,32 @@ class ProxySettings:
     sync: str = DEFAULT_SYNC  # push | pull | hybrid (proxy/sync_modes.py)
     poll_interval: float = 10.0  # pull: long-poll wait
     check_interval: float = 30.0  # hybrid: anti-entropy HTTP check at least this often
+    # TLS (cluster/tls.py): ca verifies the control plane (wss); tls_cert/tls_key are presented to it
+    # (mutual TLS); listen_tls_cert/listen_tls_key make the traffic listener serve https.
+    ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    listen_tls_cert: str | None = None
+    listen_tls_key: str | None = None
+
+    def cp_ssl_context(self) -> ssl.SSLContext | None:
+        """Client context for wss:// control-plane URLs; None = aiohttp's default (system CAs)."""
+        if not (self.ca or self.tls_cert or self.tls_key):
+            return None
+        try:
+            return tls.client_context(self.ca, self.tls_cert, self.tls_key)
+        except tls.TLSConfigError as exc:
+            raise SettingsError(f"--ca/--tls-cert/--tls-key: {exc}") from None
+
+    def listen_ssl_context(self) -> ssl.SSLContext | None:
+        if not (self.listen_tls_cert or self.listen_tls_key):
+            return None
+        if not (self.listen_tls_cert and self.listen_tls_key):
+            raise SettingsError("--listen-tls-cert and --listen-tls-key go together")
+        try:
+            return tls.server_context(self.listen_tls_cert, self.listen_tls_key)
+        except tls.TLSConfigError as exc:
+            raise SettingsError(f"--listen-tls-cert/--listen-tls-key: {exc}") from None
 
 
 def parse_hostport(value: str, flag: str) -> tuple[str, int]:
@@ -119,6 +149,11 @@ def load_settings(
     sync: str = DEFAULT_SYNC,
     poll_interval: float = 10.0,
     check_interval: float = 30.0,
+    ca: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    listen_tls_cert: str | None = None,
+    listen_tls_key: str | None = None,
 ) -> ProxySettings:
     """Validate flags into settings; raises SettingsError with a one-line, flag-named message."""
     urls = parse_cp_urls(cp)
@@ -135,16 +170,24 @@ def load_settings(
         pid = proxy_id or stable_proxy_id(directory)
     except OSError as exc:
         raise SettingsError(f"--state-dir: {state_dir}: {exc.strerror or exc}") from None
+    try:
+        Limits.from_env()  # the listener's limits (GWADM_PROXY_MAX_HEADER_BYTES...): fail here, not later
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
     if sync not in SYNC_MODES:
         raise SettingsError(f"--sync: expected one of {', '.join(SYNC_MODES)}, got {sync!r}")
     if not 0.1 <= poll_interval <= 30:
         raise SettingsError(f"--poll-interval: expected 0.1..30 seconds, got {poll_interval:g}")
     if not 0.1 <= check_interval <= 3600:
         raise SettingsError(f"--check-interval: expected 0.1..3600 seconds, got {check_interval:g}")
-    return ProxySettings(
+    settings = ProxySettings(
         urls, listen_at, status_at, directory, token, pid, source_address or None,
         sync=sync, poll_interval=poll_interval, check_interval=check_interval,
+        ca=ca or None, tls_cert=tls_cert or None, tls_key=tls_key or None,
+        listen_tls_cert=listen_tls_cert or None, listen_tls_key=listen_tls_key or None,
     )  # fmt: skip
+    settings.cp_ssl_context(), settings.listen_ssl_context()  # bad files: a clear error before anything starts
+    return settings
 
 
 def make_sync(
@@ -163,7 +206,11 @@ def make_sync(
         settings.sync, settings.cp_urls, settings.token, settings.proxy_id, dp, cache, base=cls,
         address=f"{host}:{port}", source_address=settings.source_address,
         status_address=f"{status_host}:{status_port}", members_file=settings.state_dir / MEMBERS_FILE,
-        poll_interval=settings.poll_interval, check_interval=settings.check_interval, **sync_options,
+        poll_interval=settings.poll_interval, check_interval=settings.check_interval,
+        ssl_context=settings.cp_ssl_context(),
+        why_dropped=functools.partial(tls.why_stream_dropped, ca=settings.ca, cert=settings.tls_cert)
+        if settings.tls_cert else None,
+        **sync_options,
     )  # fmt: skip
 
 
@@ -205,7 +252,8 @@ class ProxyNode:
             ):
                 runner: web.AppRunner | TrafficRunner
                 if app is None:
-                    runner = TrafficRunner(self.dp, shutdown_timeout=self.settings.shutdown_timeout)
+                    runner = TrafficRunner(self.dp, shutdown_timeout=self.settings.shutdown_timeout,
+                                           ssl_context=self.settings.listen_ssl_context())
                 else:
                     runner = web.AppRunner(app, shutdown_timeout=self.settings.shutdown_timeout, access_log=None)
                 await runner.setup()
@@ -247,6 +295,8 @@ class WorkersNode:
         self, settings: ProxySettings, workers: int, *, log_level: str = "INFO", **sync_options: object
     ) -> None:
         self.settings = settings
+        if settings.listen_ssl_context() is not None:
+            raise SettingsError("--listen-tls-cert: not supported with --workers > 1 yet (use one process)")
         self.dp = HubDataPlane(proxy_id=settings.proxy_id)
         self.cache = ConfigCache(settings.state_dir / CACHE_FILE)
         host, port = settings.listen

@@ -85,7 +85,7 @@ class DataPlane:
         self.proxy_id = proxy_id
         self.source_address = source_address
         self.clock = clock
-        self.limits = limits or Limits()
+        self.limits = limits or Limits.from_env()
         self.runtime: Runtime | None = None
         self.mode = "empty"
         self.revision = 0

@@ -26,8 +26,9 @@ import asyncio
 import contextlib
 import functools
 import logging
+import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -111,6 +112,8 @@ class SyncClient:
         build_runtime: Callable[..., Any] | None = None,
         first_endpoint: int | None = None,
         members_file: Path | None = None,
+        ssl_context: ssl.SSLContext | None = None,  # wss: the cluster CA, and the client cert under mTLS
+        why_dropped: Callable[[str], Awaitable[str | None]] | None = None,  # cluster/tls.py why_stream_dropped
     ) -> None:
         self.ring = EndpointRing(
             [stream_url(u) for u in cp_urls], proxy_id, seed=seed, backoff_initial=backoff_initial,
@@ -127,6 +130,9 @@ class SyncClient:
         self.software = software or software_version()
         self.connect_timeout, self.heartbeat = connect_timeout, heartbeat
         self.source_address = source_address
+        self.ssl_context = ssl_context
+        self.why_dropped = why_dropped
+        self._last_why: dict[str, str] = {}  # endpoint -> the reason last logged for it
         self._update: Callable[..., Any] | None = None
         if build_runtime is None:
             from proxy.runtime import build_runtime as default_build
@@ -200,7 +206,7 @@ class SyncClient:
     async def run(self) -> None:
         """Connect, stream, fail over -- until ``stop``. Backoff after each full failed round."""
         local = (self.source_address, 0) if self.source_address else None
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=local)) as http:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=local, ssl=self.ssl_context or True)) as http:
             failures = 0
             while not self._stop.is_set():
                 if await self._stream(http, self._pick()):
@@ -241,9 +247,14 @@ class SyncClient:
             self._put_on_hold(ep, f"HTTP {exc.status}")
             return False
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            # Once per outage at WARNING; the retries of a node that stays down only at DEBUG.
-            level = logging.DEBUG if ep.reason == "unreachable" else logging.WARNING
-            log.log(level, "control-plane %s unreachable: %s", ep.url, _why(exc))
+            # Once per outage (and reason) at WARNING; the retries of a node that stays down only at DEBUG.
+            why = _why(exc)
+            if self.why_dropped is not None and isinstance(exc, aiohttp.ClientOSError | aiohttp.ServerDisconnectedError) \
+                    and not isinstance(exc, aiohttp.ClientConnectorError):
+                why = await self.why_dropped(ep.url) or why  # a TLS peer that hung up on our certificate?
+            same = ep.reason == "unreachable" and self._last_why.get(ep.url) == why
+            self._last_why[ep.url] = why
+            log.log(logging.DEBUG if same else logging.WARNING, "control-plane %s unreachable: %s", ep.url, why)
             self._put_on_hold(ep, "unreachable")
             return False
         self._ws, self._healthy, self._resync_for = ws, False, None

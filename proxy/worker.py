@@ -161,9 +161,10 @@ class Worker:
         self.dp.swap(runtime, mode=self.hub_mode)
         self.dp.revision, self.dp.hash = state.revision, runtime.hash
         self.state = state
-        self.dp.metrics.apply_duration.observe(time.perf_counter() - started)
+        took = time.perf_counter() - started
+        self.dp.metrics.apply_duration.observe(took)
         self._send({"t": "ack", "revision": state.revision})
-        log.info("worker %d: installed config revision %d", self.index, state.revision)
+        log.info("worker %d: installed config revision %d (%.1f ms)", self.index, state.revision, took * 1000)
 
     async def _open(self) -> None:
         if self.runner is not None or self.dp is None:

@@ -44,6 +44,7 @@ from cli.plan import (
     normalize,
     redact,
 )
+from cli.secrets import has_redacted, restore_redacted
 from gateway.errors import GatewayError
 
 WRITE_TIMEOUT = 30.0  # a large transaction is validated twice and replicated: give it time
@@ -99,11 +100,15 @@ def check_desired(doc: Document, desired: Specs, current: Specs | None = None) -
         raise FileError(located(doc, exc)) from None
 
 
-def desired_from(doc: Document, partial: bool) -> Specs:
-    """Structure, then every spec through ``validate_spec``: no request is made for a bad file."""
+def desired_from(doc: Document, partial: bool, client: AdminClient | None = None) -> Specs:
+    """Structure, then every spec through ``validate_spec``: no request is made for a bad file
+    (except to fill in credentials the file hides as <sensitive>: cli/secrets.py)."""
     with progress(f"checking {doc.name}"):
         try:
-            desired = normalize(bodies_from_data(doc.data))
+            bodies = bodies_from_data(doc.data)
+            if has_redacted(bodies.get("consumers")):
+                bodies = restore_redacted(bodies, current_from_config(client.config())[1] if client else None)
+            desired = normalize(bodies)
         except GatewayError as exc:
             raise FileError(located(doc, exc)) from None
         if not partial:
@@ -201,8 +206,8 @@ def run(
     allow_empty: bool = True,
 ) -> Plan:
     """Validate, plan, print, apply: the body of `apply` and `snapshot restore`."""
-    desired = desired_from(doc, partial)
     client = make_client(timeout=WRITE_TIMEOUT)
+    desired = desired_from(doc, partial, client)
     plan = plan_against(client, doc, desired, partial)
     deletes = plan.counts["delete"]
     if not allow_empty and not partial and deletes and not any(desired.values()):
@@ -309,7 +314,7 @@ def diff_cmd(ctx: click.Context, file: str, partial: bool, show_secrets: bool, a
     try:
         doc = read_document(file)
         client = make_client()
-        plan = plan_against(client, doc, desired_from(doc, partial), partial)
+        plan = plan_against(client, doc, desired_from(doc, partial, client), partial)
     except click.ClickException as exc:
         raise DiffError(exc.format_message()) from None
     except Exception as exc:

@@ -61,11 +61,18 @@ def cluster_group() -> None:
     "--base-port", type=int, default=None, help="First of a contiguous port range (default: free ports)."
 )
 @click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait for readiness.")
+@click.option("--insecure", is_flag=True,
+              help="New cluster without TLS: plain HTTP admin API, stream and proxies (tokens in clear).")
+@click.option("--mtls", is_flag=True, help="New cluster: nodes accept only proxies with a certificate of its CA.")
 @json_option
 def up_cmd(
-    dir_: str | None, nodes: int | None, proxies: int | None, base_port: int | None, timeout: float, as_json: bool
+    dir_: str | None, nodes: int | None, proxies: int | None, base_port: int | None, timeout: float,
+    insecure: bool, mtls: bool, as_json: bool,
 ) -> None:
-    """Create (or restart) the cluster in DIR and wait until every member is ready."""
+    """Create (or restart) the cluster in DIR and wait until every member is ready.
+
+    A new cluster uses TLS: a CA and per-member certificates in DIR/tls (`gwadm cert renew`
+    re-issues them), https admin URLs, wss streams, https proxies."""
     if nodes is not None and (nodes < 1 or nodes % 2 == 0):
         raise click.BadParameter(f"must be odd and >= 1 (got {nodes})", param_hint="--nodes")
     if proxies is not None and proxies < 0:
@@ -73,7 +80,7 @@ def up_cmd(
     with console.ProgressReporter("waiting for") as reporter:
         sup = Supervisor(_dir(dir_), reporter=reporter)
         try:
-            res = sup.up(nodes, proxies, base_port, timeout=timeout)
+            res = sup.up(nodes, proxies, base_port, timeout=timeout, tls=not insecure, mtls=mtls)
         except NotReady as exc:
             failure: NotReady | None = exc
         else:
@@ -83,6 +90,8 @@ def up_cmd(
             f"the members that did start keep running: `gwadm cluster down --dir {sup.layout.dir}` stops them"
         )
         _fail_not_ready(failure, timeout, hint)
+    if not res.cluster.get("tls"):
+        res.warnings.append(f"{sup.layout.dir} runs WITHOUT TLS (created with --insecure): tokens cross in clear")
     for w in res.warnings:
         console.print_warning(w)
     if as_json:

@@ -22,6 +22,7 @@ from cli.commands.cluster import json_option
 from cli.connection import conn_options, make_client
 from cli.docfile import write_private
 from cli.plan import current_from_config, export_shape
+from cli.secrets import redact_specs
 
 HEADER = "gwadm config: `gwadm apply -f FILE` makes a cluster match it (resources not listed are deleted)"
 """Static on purpose: no revision or time in the file, so unchanged configs export byte-identical."""
@@ -68,11 +69,14 @@ def guess_format(output: str | None, fmt: str | None) -> str:
     default=None,
     help="Write to FILE (mode 0600: it holds credentials) instead of stdout.",
 )
+@click.option("--show-secrets", is_flag=True,
+              help="Write key-auth keys and HS256 secrets (default: <sensitive>; apply keeps the cluster's).")
 @json_option
-def export_cmd(fmt: str | None, output: str | None, as_json: bool) -> None:
+def export_cmd(fmt: str | None, output: str | None, show_secrets: bool, as_json: bool) -> None:
     """Print the whole config in the shape `gwadm apply -f` reads.
 
-    The file includes consumer credentials; keep it private.
+    Credentials (key-auth keys, HS256 secrets) are written as <sensitive> unless
+    --show-secrets; `gwadm apply -f` of such a file keeps the cluster's values.
     With --json the document is JSON (with -o: a JSON summary is printed).
 
     \b
@@ -85,7 +89,7 @@ def export_cmd(fmt: str | None, output: str | None, as_json: bool) -> None:
     with progress("fetching the config"):
         config = make_client(timeout=30.0).config()
     revision, specs = current_from_config(config)
-    shape = export_shape(specs)
+    shape = export_shape(specs if show_secrets else redact_specs(specs))
     text = dump(shape, fmt, HEADER)
     if output is None:
         click.echo(text, nl=False)

@@ -46,10 +46,18 @@ def node_group() -> None:
               help="ID,RAFT_HOST:PORT,ADMIN_URL of another member (repeat; env: ';'-separated).")
 @click.option("--data-dir", envvar="GWADM_DATA_DIR", help="Directory for the Raft journal and dumps.")
 @click.option("--secret-file", envvar="GWADM_SECRET_FILE", help="File holding the cluster secret.")
-@click.option("--secret", envvar="GWADM_SECRET", help="The cluster secret (prefer --secret-file).")
 @click.option("--source-address", envvar="GWADM_SOURCE_ADDRESS",
               help="Bind outgoing Raft and peer connections to this local address.")
 @click.option("--fsync/--no-fsync", default=None, help="Flush the journal before acknowledging (default on).")
+@click.option("--bind-host", envvar="GWADM_BIND_HOST",
+              help="Listen on this host (e.g. 0.0.0.0) with the ports of --admin-addr/--raft-addr, which stay "
+                   "the addresses peers use.")
+@click.option("--tls-cert", envvar="GWADM_TLS_CERT", help="PEM certificate of the admin API and push stream (https/wss).")
+@click.option("--tls-key", envvar="GWADM_TLS_KEY", help="PEM key of --tls-cert.")
+@click.option("--ca", envvar="GWADM_CA", help="CA certificate: verifies peers and, with --mtls, proxies.")
+@click.option("--mtls/--no-mtls", default=None, help="Proxies must present a certificate signed by --ca on /v1/stream.")
+@click.option("--insecure", is_flag=True, default=None, envvar="GWADM_INSECURE",
+              help="Serve plain HTTP (no TLS): tokens cross the network in clear. Tests and loopback only.")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 @click.option("--log-format", default="text", show_default=True, type=click.Choice(["text", "json"]),
@@ -62,9 +70,14 @@ def run(
     peers: tuple[str, ...],
     data_dir: str | None,
     secret_file: str | None,
-    secret: str | None,
     source_address: str | None,
     fsync: bool | None,
+    bind_host: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    ca: str | None,
+    mtls: bool | None,
+    insecure: bool | None,
     log_level: str,
     log_format: str,
 ) -> None:
@@ -89,9 +102,16 @@ def run(
             "admin_addr": admin_addr,
             "data_dir": data_dir,
             "secret_file": secret_file,
-            "secret": secret,
+            # The secret itself never on a command line (it would show in ps): a file, or GWADM_SECRET.
+            "secret": os.environ.get("GWADM_SECRET") or None,
             "fsync": fsync,
             "source_address": source_address,
+            "bind_host": bind_host,
+            "tls_cert": tls_cert,
+            "tls_key": tls_key,
+            "ca": ca,
+            "mtls": mtls,
+            "insecure": insecure or None,
             "peers": [parse_peer(p) for p in expanded],
         }
         settings = load_settings(config_file, overrides)
@@ -143,7 +163,7 @@ def add_cmd(node_id: str, raft_addr: str | None, admin_addr: str | None, timeout
     if sup is not None and (raft_addr is None or admin_addr is None):
         ports = free_ports(2, HOST)
         raft_addr, admin_addr = raft_addr or f"{HOST}:{ports[0]}", admin_addr or f"{HOST}:{ports[1]}"
-    member = {"id": node_id, "raft_addr": raft_addr, "admin_url": f"http://{admin_addr}"}
+    member = {"id": node_id, "raft_addr": raft_addr, "admin_url": f"{_scheme(sup)}://{admin_addr}"}
     if sup is not None:
         sup.check_new_node({**member, "pid": None})
     result: dict[str, Any] = _client(timeout).request(
@@ -168,7 +188,10 @@ def _report_remote_add(result: dict[str, Any], member: dict[str, str], as_json: 
     peers = [m for m in result.get("members", []) if m["id"] != member["id"]]
     argv = ["gwadm node run", f"--id {member['id']}", f"--raft-addr {member['raft_addr']}",
             f"--admin-addr {member['admin_url'].split('://', 1)[-1]}", "--data-dir DATA_DIR",
-            "--secret-file SECRET_FILE", *(f"--peer {p['id']},{p['raft_addr']},{p['admin_url']}" for p in peers)]
+            "--secret-file SECRET_FILE",
+            *(["--tls-cert CERT", "--tls-key KEY", "--ca CA"] if member["admin_url"].startswith("https")
+              else ["--insecure"]),
+            *(f"--peer {p['id']},{p['raft_addr']},{p['admin_url']}" for p in peers)]
     if as_json:
         console.print_json({**result, "run": " ".join(argv)})
         return
@@ -201,6 +224,14 @@ def remove_cmd(node_id: str, timeout: float, as_json: bool) -> None:
         click.echo(f"stop the process of {node_id} now (it is no longer a member), and drop it from the "
                    "[[peers]] of the other nodes' node.toml; to add it back later, start it with an "
                    "empty data dir")
+
+
+def _scheme(sup: Supervisor | None) -> str:
+    """https unless the cluster is plain HTTP (a local one made with --insecure, or http endpoints)."""
+    if sup is not None:
+        return "https" if sup.load().get("tls") else "http"
+    endpoints = make_client().endpoints
+    return "http" if endpoints and all(e.startswith("http://") for e in endpoints) else "https"
 
 
 def _ids(result: dict[str, Any]) -> str:

@@ -66,6 +66,14 @@ def proxy_group() -> None:
     metavar="IP",
     help="Bind outgoing control-plane connections to this local address (chaos harness).",
 )
+@click.option("--ca", envvar="GWADM_PROXY_CA", metavar="FILE",
+              help="CA certificate the control plane's (https/wss) certificate must chain to.")
+@click.option("--tls-cert", envvar="GWADM_PROXY_TLS_CERT", metavar="FILE",
+              help="Client certificate presented to the control plane (mutual TLS).")
+@click.option("--tls-key", envvar="GWADM_PROXY_TLS_KEY", metavar="FILE", help="Key of --tls-cert.")
+@click.option("--listen-tls-cert", envvar="GWADM_PROXY_LISTEN_TLS_CERT", metavar="FILE",
+              help="Serve proxied traffic over TLS with this certificate (no SNI needed).")
+@click.option("--listen-tls-key", envvar="GWADM_PROXY_LISTEN_TLS_KEY", metavar="FILE", help="Key of --listen-tls-cert.")
 @click.option(
     "--sync",
     "sync_mode",
@@ -121,6 +129,11 @@ def run(
     poll_interval: float,
     check_interval: float,
     workers: str,
+    ca: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    listen_tls_cert: str | None,
+    listen_tls_key: str | None,
     log_level: str,
 ) -> None:
     """Run one proxy until SIGTERM/SIGINT: serve the cached config at once, then follow the CP."""
@@ -132,6 +145,7 @@ def run(
             cp=cp, listen=listen, status_listen=status_listen, state_dir=state_dir,
             token_file=token_file, proxy_id=proxy_id, source_address=source_address,
             sync=sync_mode, poll_interval=poll_interval, check_interval=check_interval,
+            ca=ca, tls_cert=tls_cert, tls_key=tls_key, listen_tls_cert=listen_tls_cert, listen_tls_key=listen_tls_key,
         )  # fmt: skip
         count = parse_workers(workers)
     except SettingsError as exc:

@@ -105,7 +105,8 @@ class Agent:
             try:
                 self.once()
             except ApiError as exc:
-                if exc.status in (401, 403, 422):  # will not get better by retrying
+                if exc.status in (401, 403, 422) or (exc.status == 404 and not self.registered):
+                    # will not get better by retrying (404 here: the upstream does not exist)
                     raise click.ClickException(exc.describe()) from exc
                 self.say(f"control plane answered: {exc.describe()}")
             except ClusterUnreachable as exc:

@@ -33,7 +33,7 @@ from multidict import CIMultiDict, MultiDict
 
 from gateway.errors import ValidationError
 from gateway.plugin_schemas import PLUGIN_SCHEMAS, validate_plugin_config
-from proxy.http_common import Response, json_error
+from proxy.http_common import Response, encode_header, json_error
 from proxy.http_server import Exchange
 
 if TYPE_CHECKING:
@@ -142,7 +142,7 @@ class RequestContext:
         self.plugins: Sequence[Plugin] = ()
         self._data: dict[str, Any] | None = None
         self._drop: set[bytes] | None = None
-        self._add: list[tuple[str, str]] | None = None
+        self._add: list[tuple[str, str, bytes]] | None = None  # name, value, encoded header line
 
     @property
     def route_id(self) -> str | None:
@@ -166,7 +166,7 @@ class RequestContext:
             h = self._upstream_headers = upstream_headers(self.request, self.client_ip)
             for dropped in self._drop or ():
                 h.popall(dropped.decode("latin-1"), None)
-            for name, value in self._add or ():
+            for name, value, _ in self._add or ():
                 h.add(name, value)
             self._drop = self._add = None
         return h
@@ -200,15 +200,19 @@ class RequestContext:
     def upstream_query_if_built(self) -> MultiDict[str] | None:
         return self._upstream_query
 
-    def set_upstream_header(self, name: str, value: str) -> None:
-        """Replace every upstream header ``name`` with one ``value``."""
+    def set_upstream_header(self, name: str, value: str, line: bytes | None = None) -> None:
+        """Replace every upstream header ``name`` with one ``value``.
+
+        ``line`` is ``name: value\\r\\n`` already encoded (plugins pre-encode what their config
+        fixes, see request-transformer); without it the line is encoded here.
+        """
         if self._upstream_headers is not None:
             self._upstream_headers[name] = value
             return
         self.remove_upstream_header(name)
         if self._add is None:
             self._add = []
-        self._add.append((name, value))
+        self._add.append((name, value, line if line is not None else encode_header(name, value)))
 
     def remove_upstream_header(self, name: str) -> None:
         if self._upstream_headers is not None:
@@ -219,12 +223,12 @@ class RequestContext:
             self._drop = set()
         self._drop.add(low.encode("latin-1"))
         if self._add:
-            self._add = [(n, v) for n, v in self._add if n.lower() != low]
+            self._add = [entry for entry in self._add if entry[0].lower() != low]
 
     def dropped_headers(self) -> set[bytes] | frozenset[bytes]:
         return self._drop or frozenset()
 
-    def added_headers(self) -> list[tuple[str, str]]:
+    def added_headers(self) -> list[tuple[str, str, bytes]]:
         return self._add or []
 
     def responders(self, chain: PluginChain) -> tuple[Plugin, ...]:

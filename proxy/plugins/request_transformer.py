@@ -7,7 +7,10 @@ consumer to those plugins, and ``rewrite_path`` replaces the whole path the upst
 
 from __future__ import annotations
 
-from proxy.http_common import Response
+from collections.abc import Mapping
+from typing import Any
+
+from proxy.http_common import Response, encode_header
 from proxy.plugins.base import Plugin, RequestContext
 
 
@@ -15,11 +18,16 @@ class RequestTransformer(Plugin):
     name = "request-transformer"
     priority = 800
 
+    def __init__(self, config: Mapping[str, Any], *, scope: str = "global") -> None:
+        super().__init__(config, scope=scope)
+        # pre-encoded at build time: a request pays a list append per added header
+        self._add = [(n, v, encode_header(n, v)) for n, v in self.config["add_headers"].items()]
+
     async def access(self, ctx: RequestContext) -> Response | None:
         for name in self.config["remove_headers"]:
             ctx.remove_upstream_header(name)
-        for name, value in self.config["add_headers"].items():
-            ctx.set_upstream_header(name, value)
+        for name, value, line in self._add:
+            ctx.set_upstream_header(name, value, line)
         if self.config["rewrite_path"] is not None:
             ctx.upstream_path = self.config["rewrite_path"]
         return None

@@ -254,7 +254,10 @@ def test_export_round_trips_to_an_empty_plan(gw: Gwadm) -> None:
     assert list(exported["plugins"]) == ["cors", "log", "request-id"]
     assert "created_revision" not in as_json and "mod_revision" not in as_json
     assert all("id" not in spec for items in exported.values() for spec in items.values())
-    assert exported["consumers"]["alice"]["credentials"]["key-auth"] == [{"key": "alice-key-0001"}]
+    assert exported["consumers"]["alice"]["credentials"]["key-auth"] == [{"key": "<sensitive>"}]  # hidden
+    assert "alice-key-0001" not in as_json and "alice-key-0001" not in (gw.workdir / "exported.yaml").read_text()
+    shown = json.loads(gw.ok("export", "--format", "json", "--show-secrets"))
+    assert shown["consumers"]["alice"]["credentials"]["key-auth"] == [{"key": "alice-key-0001"}]
     assert gw.ok("export") == (gw.workdir / "exported.yaml").read_text()  # stable output
     assert json.loads(gw.ok("diff", "-f", "exported.yaml", "--json"))["changes"] == []
 

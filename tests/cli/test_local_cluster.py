@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -75,16 +76,21 @@ def test_up_status_stop_start_down(cluster_dir: Path) -> None:
 
 def test_default_up_serves_the_sample_route_through_the_proxy(cluster_dir: Path) -> None:
     """What `make up` promises: 3 nodes, 1 proxy, the demo upstream and a curl line that works."""
-    from tests.support.http import request
-
     d = str(cluster_dir)
     up = gwadm("cluster", "up", "--dir", d, "--timeout", "40")
     assert up.returncode == 0, up.stderr
     curl = next(line for line in up.stdout.splitlines() if line.strip().startswith("curl "))
-    url = curl.split()[-1]
-    r = request("GET", url)
-    assert r.status == 200, r
-    assert r.json()["upstream"] == "demo" and r.json()["path"] == "/hello"
+    # TLS by default: the proxy serves https with a certificate of DIR's CA, and the line says so
+    ca = str(cluster_dir.resolve() / "tls" / "ca.pem")
+    assert curl.split()[1:3] == ["--cacert", ca] and curl.split()[-1].startswith("https://127.0.0.1:"), curl
+    done = subprocess.run([*shlex.split(curl), "-sS", "--max-time", "10"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr  # the line works exactly as printed (plus quiet flags)
+    body = json.loads(done.stdout)
+    assert body["upstream"] == "demo" and body["path"] == "/hello"
+    assert body["headers"]["X-Forwarded-Proto"] == "https"
+    no_ca = subprocess.run(["curl", "-sS", "--max-time", "10", curl.split()[-1]], capture_output=True, text=True,
+                           timeout=30)
+    assert no_ca.returncode == 60, (no_ca.returncode, no_ca.stderr)  # 60: peer certificate cannot be verified
     info = json.loads((cluster_dir / "cluster.json").read_text())
     assert len(info["proxies"]) == 1 and len(info["upstreams"]) == 1
     status = json.loads(gwadm("status", "--dir", d, "--json").stdout)

@@ -37,7 +37,8 @@ def test_fresh_up_writes_cluster_json_as_design_section_7(tmp_path: Path) -> Non
     res = up(tmp_path, spawner, nodes=3, proxies=2)
     assert res.fresh and res.started == ["n1", "n2", "n3", "p1", "p2", "demo"]
     data = json.loads((tmp_path / "c" / "cluster.json").read_text())
-    assert list(data) == ["nodes", "proxies", "upstreams", "token_file"]
+    assert list(data) == ["nodes", "proxies", "upstreams", "token_file", "tls"]
+    assert data["tls"] == {"ca": str((tmp_path / "c" / "tls" / "ca.pem").resolve()), "mtls": False}
     assert [list(n) for n in data["nodes"]] == [["id", "admin_url", "raft_addr", "pid"]] * 3
     assert [list(p) for p in data["proxies"]] == [["id", "url", "status_url", "pid"]] * 2
     assert [list(u) for u in data["upstreams"]] == [["id", "url", "pid"]]
@@ -48,8 +49,19 @@ def test_fresh_up_writes_cluster_json_as_design_section_7(tmp_path: Path) -> Non
     ports = [int(u.rsplit(":", 1)[1]) for u in urls] + [
         int(n["raft_addr"].rsplit(":", 1)[1]) for n in data["nodes"]
     ]
-    assert all(u.startswith("http://127.0.0.1:") for u in urls)
+    assert all(u.startswith("https://127.0.0.1:") for u in urls)  # TLS by default
     assert len(set(ports)) == len(ports)
+
+
+def test_insecure_up_is_plain_http_without_certificates(tmp_path: Path) -> None:
+    res = up(tmp_path, FakeSpawner(), nodes=1, proxies=1, tls=False)
+    d = (tmp_path / "c").resolve()
+    data = json.loads((d / "cluster.json").read_text())
+    assert "tls" not in data and not (d / "tls").exists()
+    assert res.cluster["nodes"][0]["admin_url"].startswith("http://")
+    assert res.cluster["proxies"][0]["url"].startswith("http://")
+    conf = tomllib.loads((d / "nodes" / "n1" / "node.toml").read_text())
+    assert conf["insecure"] is True and "tls_cert" not in conf
 
 
 def test_secret_and_tokens_are_private_and_valid(tmp_path: Path) -> None:
@@ -70,7 +82,11 @@ def test_node_toml_contents(tmp_path: Path) -> None:
     conf = tomllib.loads((d / "nodes" / "n2" / "node.toml").read_text())
     assert conf["node_id"] == "n2"
     assert conf["raft_addr"] == nodes[1]["raft_addr"]
-    assert "http://" + conf["admin_addr"] == nodes[1]["admin_url"]
+    assert "https://" + conf["admin_addr"] == nodes[1]["admin_url"]
+    assert conf["tls_cert"] == str(d / "tls" / "n2.pem") and conf["tls_key"] == str(d / "tls" / "n2.key")
+    assert conf["ca"] == str(d / "tls" / "ca.pem") and conf["mtls"] is False and "insecure" not in conf
+    assert stat.S_IMODE(os.stat(d / "tls" / "n2.key").st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(d / "tls" / "ca.key").st_mode) == 0o600
     assert conf["data_dir"] == str(d / "nodes" / "n2" / "data") and Path(conf["data_dir"]).is_dir()
     assert conf["secret_file"] == str(d / "secret")
     assert conf["fsync"] is True
@@ -96,8 +112,10 @@ def test_member_command_lines(tmp_path: Path) -> None:
     p = res.cluster["proxies"][0]
     assert proxy_argv[1:] == [
         "-m", "cli", "proxy", "run", "--cp", res.cluster["nodes"][0]["admin_url"],
-        "--listen", p["url"][len("http://"):], "--status-listen", p["status_url"][len("http://"):],
+        "--listen", p["url"][len("https://"):], "--status-listen", p["status_url"][len("http://"):],
         "--state-dir", str(d / "proxies" / "p1"), "--token-file", str(d / "proxy.token"), "--id", "p1",
+        "--ca", str(d / "tls" / "ca.pem"), "--tls-cert", str(d / "tls" / "p1.pem"), "--tls-key", str(d / "tls" / "p1.key"),
+        "--listen-tls-cert", str(d / "tls" / "p1.pem"), "--listen-tls-key", str(d / "tls" / "p1.key"),
     ]  # fmt: skip
     assert proxy_log == d / "proxies" / "p1" / "proxy.log"
     up_argv, _ = spawner.calls[-1]

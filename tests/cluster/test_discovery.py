@@ -110,6 +110,8 @@ async def test_follower_answers_from_local_state_and_batches(setup: tuple[FakeSt
     await d.step()
     assert d.heartbeat(rid) == "ok" and d._pending == {rid}
     assert d.heartbeat("reg-unknown") == "unknown"
+    d._forward_failing_since = clock.now - 2.0  # its batches to the leader have failed for 2 s
+    assert d.heartbeat(rid) == "leader_unreachable"
     store.raft.has_quorum = False
     assert d.heartbeat(rid) == "no_quorum"
     with pytest.raises(NotLeader):

@@ -19,6 +19,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     with running_cluster(tmp_path_factory.mktemp("disco")) as c:
         r = c.api(c.nodes[0], "PUT", "/v1/upstreams/svc", upstream_body(9001))
         assert r.status in (200, 201), r
+        # The leader opens its expiry epoch (reg_grant) in its first discovery round after the election.
+        wait_for(lambda: c.api(c.wait_leader(), "GET", "/v1/discovery").json()["leading"], 15, "expiry epoch open")
         yield c
 
 

@@ -33,7 +33,7 @@ def flushes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def test_append_and_truncate_are_flushed_before_returning(tmp_path: Path, flushes: list[str]) -> None:
-    journal = DurableJournal(str(tmp_path / "j"), fsync=True)
+    journal = DurableJournal(str(tmp_path / "j"), fsync=True, group=False)
     journal.add(b"\x00cmd1", 1, 1)
     assert flushes.count("msync") == 1
     journal.add(b"\x00cmd2", 2, 1)
@@ -46,6 +46,22 @@ def test_append_and_truncate_are_flushed_before_returning(tmp_path: Path, flushe
     assert len(reopened) == 1 and reopened[0][0] == b"\x00cmd1"
     assert reopened.getCurrentTerm() == 5
     reopened._destroy()
+
+
+def test_group_commit_one_flush_for_many_appends_before_anything_depends_on_them(
+    tmp_path: Path, flushes: list[str]
+) -> None:
+    journal = DurableJournal(str(tmp_path / "j"), fsync=True, group=True)
+    for i in range(1, 33):  # e.g. 32 concurrent writes appended by the leader in one tick
+        journal.add(b"\x00c", i, 1)
+    assert flushes.count("msync") == 0
+    journal.flush_pending()
+    journal.flush_pending()  # nothing new: no second flush
+    assert flushes.count("msync") == 1 and journal.flushes == 1
+    journal.add(b"\x00c", 33, 1)
+    journal.setRaftCommitIndex(33)  # the commit index never moves past an unflushed entry
+    assert flushes.count("msync") == 2
+    journal._destroy()
 
 
 def test_compaction_rewrite_syncs_once(tmp_path: Path, flushes: list[str]) -> None:

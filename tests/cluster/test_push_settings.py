@@ -15,7 +15,7 @@ def write(tmp_path: Path, push: str) -> str:
     path = tmp_path / "node.toml"
     path.write_text(
         'node_id = "n1"\nraft_addr = "127.0.0.1:7001"\nadmin_addr = "127.0.0.1:8001"\ndata_dir = "d"\n'
-        f'secret = "s3cret-s3cret-s3cret"\n{push}'
+        f'secret = "s3cret-s3cret-s3cret"\ninsecure = true\n{push}'
     )
     return str(path)
 

@@ -19,7 +19,7 @@ def test_defaults_and_toml_table() -> None:
 
 
 def test_node_toml_timeouts_are_read_and_checked(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    base = 'node_id = "n1"\nraft_addr = "127.0.0.1:7001"\nadmin_addr = "127.0.0.1:8001"\ndata_dir = "d"\nsecret = "s"\n'
+    base = 'node_id = "n1"\nraft_addr = "127.0.0.1:7001"\nadmin_addr = "127.0.0.1:8001"\ndata_dir = "d"\nsecret = "s"\ninsecure = true\n'
     good = tmp_path / "good.toml"
     good.write_text(base + "[timeouts]\nrequest = 2.5\nno_leader_wait = 0.3\n")
     settings = load_settings(str(good), {})

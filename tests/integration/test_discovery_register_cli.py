@@ -75,6 +75,12 @@ def test_register_agent_end_to_end(cluster: Cluster, tmp_path: Path) -> None:
     a = _agent(c, tmp_path, "a", "--target", f"127.0.0.1:{inst.port}", "--ttl", "2", "--interval", "0.3",
                "--health-url", f"http://127.0.0.1:{inst.port}/health")
     b = _agent(c, tmp_path, "b", "--target", f"127.0.0.1:{other_port}", "--ttl", "60", "--meta", "zone=z1")
+    bad = subprocess.run(
+        [sys.executable, "-m", "cli", "register", "-e", c.nodes[0].url, "--token", c.token, "--upstream", "nope",
+         "--target", "127.0.0.1:1"], cwd=ROOT, capture_output=True, text=True, timeout=30,
+    )
+    assert bad.returncode != 0 and "error:" in bad.stderr and "does not exist" in bad.stderr, bad.stderr
+    assert "Traceback" not in bad.stderr
     try:
         wait_for(lambda: {inst.port, other_port} <= set(_registered(c)), 20, "both agents registered")
         assert _registered(c)[other_port]["metadata"] == {"zone": "z1"}

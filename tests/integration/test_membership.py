@@ -29,7 +29,7 @@ def new_node(cluster: Cluster, node_id: str) -> NodeProc:
     raft = (cluster.nodes[0].dir / "node.toml").read_text().partition("[raft]")
     (node.dir / "node.toml").write_text(
         f'node_id = "{node_id}"\nraft_addr = "{node.raft_addr}"\nadmin_addr = "{node.admin_addr}"\n'
-        f'data_dir = "data"\nsecret_file = "{cluster.base / "secret"}"\nfsync = true\n{peers}'
+        f'data_dir = "data"\nsecret_file = "{cluster.base / "secret"}"\nfsync = true\ninsecure = true\n{peers}'
         + "".join(raft[1:])
     )
     return node

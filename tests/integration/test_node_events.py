@@ -19,6 +19,8 @@ def events(cluster: Cluster, node: Any, since: int = 0) -> list[dict[str, Any]]:
 def test_leader_loss_shows_up_as_events_and_link_state(cluster: Cluster) -> None:
     leader = cluster.wait_leader()
     survivors = [n for n in cluster.nodes if n is not leader]
+    wait_for(lambda: cluster.api(survivors[0], "GET", "/v1/status").json()["links_down"] == [], timeout=15,
+             what="every link of a survivor up after the start")
     status = cluster.api(survivors[0], "GET", "/v1/status").json()
     assert set(status["links"]) == {n.id for n in cluster.nodes if n is not survivors[0]}, status["links"]
     assert status["links_down"] == [] and all(v["state"] == "up" for v in status["links"].values())

@@ -221,3 +221,16 @@ async def test_expect_100_continue(proxy: Proxy, serve: ServeFn) -> None:
         assert await conn.closed(5)
     finally:
         await conn.close()
+
+
+async def test_a_half_closed_client_still_gets_its_answers(proxy: Proxy, serve: ServeFn) -> None:
+    install_one(proxy, await serve(echo_app()))
+    conn = await RawConn.open(proxy.port)
+    try:
+        await conn.send(get("/one") + get("/two"))
+        conn.writer.write_eof()  # "that is all": the answers must still come, then the close
+        paths = [json.loads((await conn.response()).body)["path"] for _ in range(2)]
+        assert paths == ["/one", "/two"]
+        assert await conn.closed(5)
+    finally:
+        await conn.close()

@@ -78,3 +78,17 @@ async def test_upgrade_refused_by_the_upstream_is_relayed_and_closes(proxy: Prox
         assert await conn.closed(5)
     finally:
         await conn.close()
+
+
+async def test_a_quiet_websocket_outlives_the_upstream_read_timeout(
+    proxy: Proxy, serve: ServeFn, http: aiohttp.ClientSession
+) -> None:
+    closed = asyncio.Event()
+    port = await serve(ws_app(closed))
+    proxy.install(snapshot(upstreams={"u1": upstream(("127.0.0.1", port), timeouts={"connect": 2.0, "read": 0.2})},
+                           routes={"ws": route(paths=["/ws"])}))  # fmt: skip
+    async with http.ws_connect(proxy.url("/ws"), autoping=False) as ws:
+        assert (await ws.receive(timeout=10)).data == "hello from upstream"
+        await asyncio.sleep(0.8)  # four read timeouts of silence: a tunnel has none
+        await ws.send_str("still there?")
+        assert (await ws.receive(timeout=10)).data == "echo:still there?"

@@ -31,7 +31,7 @@ def test_prepare_delta_verifies_the_hash_and_builds_the_new_state() -> None:
     calls: list[Any] = []
     new, runtime, body = prepare_delta(one, frame, None, None, recording_build(calls))
     assert new == two and runtime == ("runtime", two.revision) and body is None
-    assert calls == [(two.to_snapshot(), two.revision, two.hash())]
+    assert calls == [(two, two.revision, two.hash())]  # the state itself, not a snapshot dict
     with pytest.raises(GatewayError, match="hash mismatch"):
         prepare_delta(one, DeltaFrame(frame.base, frame.revision, frame.ops, "0" * 64), None, None,
                       recording_build([]))  # fmt: skip
@@ -42,7 +42,7 @@ def test_prepare_snapshot_keeps_the_received_bytes_and_refuses_a_wrong_hash() ->
     data = encode_snapshot(two)
     calls: list[Any] = []
     state, runtime, body = prepare_snapshot(JoinedSnapshot(two.revision, two.hash(), data), recording_build(calls))
-    assert state == two and body == data and calls[0][1:] == (two.revision, two.hash())
+    assert state == two and body == data and calls[0] == (two, two.revision, two.hash())
     with pytest.raises(CodecError, match="hash mismatch"):
         prepare_snapshot(JoinedSnapshot(two.revision, "0" * 64, data), recording_build([]))
     assert len(calls) == 1  # nothing is built from a snapshot that fails verification

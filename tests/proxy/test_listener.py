@@ -132,3 +132,16 @@ async def test_stop_listening_lets_a_request_in_flight_finish(serve: ServeFn) ->
     finally:
         release.set()
         await dp.close()
+
+
+def test_run_loop_uses_uvloop_when_installed_and_status_says_which() -> None:
+    import importlib.util
+
+    from proxy.server import loop_name, run_loop
+
+    async def which() -> tuple[str, str]:
+        return loop_name(), DataPlane().status()["loop"]
+
+    expected = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
+    assert run_loop(which()) == (expected, expected)
+    assert DataPlane().status()["loop"] == "none"  # no loop running

@@ -1,7 +1,8 @@
 """Real control-plane clusters for integration tests: node processes on loopback, stopped by PID.
 
 Each node runs as ``python -m cluster run --config node.toml`` with its own data dir under a
-pytest tmp dir. ``kill`` is SIGKILL (no cleanup, as in a crash); ``stop`` is SIGTERM.
+pytest tmp dir, in plain HTTP (``insecure = true``): these clusters test Raft and the API, not TLS
+(tests/integration/test_tls.py does). ``kill`` is SIGKILL (no cleanup, as in a crash); ``stop`` is SIGTERM.
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ class Cluster:
             raft_lines = "".join(f"{k} = {v!r}\n" for k, v in (raft or {}).items())
             (node.dir / "node.toml").write_text(
                 f'node_id = "{node.id}"\nraft_addr = "{node.raft_addr}"\nadmin_addr = "{node.admin_addr}"\n'
-                f'data_dir = "data"\nsecret_file = "{base / "secret"}"\nfsync = {str(fsync).lower()}\n{extra_toml}\n'
+                f'data_dir = "data"\nsecret_file = "{base / "secret"}"\nfsync = {str(fsync).lower()}\n'
+                f"insecure = true\n{extra_toml}\n"
                 f"{peers}" + (f"[raft]\n{raft_lines}" if raft_lines else "")
             )
 

@@ -1,0 +1,70 @@
+"""ReadIndex reads (cluster/raft_read.py) on three real in-process members on loopback: a read
+index without a log entry, on the leader and through a follower; a cut-off leader cannot get one."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cluster.raft import RaftNode, RaftSettings
+from cluster.raft_read import ReadIndexUnavailable
+from tests.support.cluster import free_port
+from tests.support.http import wait_for
+
+
+@pytest.fixture
+def members(tmp_path: Path) -> Iterator[list[tuple[RaftNode, list[bytes]]]]:
+    addrs = [f"127.0.0.1:{free_port()}" for _ in range(3)]
+    out: list[tuple[RaftNode, list[bytes]]] = []
+    try:
+        for i, addr in enumerate(addrs):
+            applied: list[bytes] = []
+            settings = RaftSettings(self_addr=addr, partners=[a for a in addrs if a != addr], password="t",
+                                    data_dir=str(tmp_path / f"n{i}"), fsync=False)
+            node = RaftNode(settings, apply_fn=lambda p, a=applied: a.append(p) or len(a), snapshot_fn=lambda: b"",
+                            restore_fn=lambda b: None)
+            out.append((node, applied))
+        yield out
+    finally:
+        for node, _ in out:
+            node.destroy_synchronous()
+
+
+async def test_read_index_without_a_log_entry_on_leader_and_follower(
+    members: list[tuple[RaftNode, list[bytes]]],
+) -> None:
+    nodes = [n for n, _ in members]
+    leader = wait_for(lambda: next((n for n in nodes if n._isLeader()), None), 10, "leader")
+    follower = next(n for n in nodes if n is not leader)
+    for i in range(3):
+        await leader.submit(f"w{i}".encode(), timeout=5)
+    wait_for(lambda: all(n.status()["applied_index"] == leader.status()["commit_index"] for n in nodes), 10,
+             "every member applied")
+    log_len = leader.status()["log_len"]
+    rounds = leader.read_index_rounds
+    index = await leader.read_index(2.0)
+    assert index == leader.status()["commit_index"]
+    results = await asyncio.gather(*(leader.read_index(2.0) for _ in range(20)))
+    assert all(r == index for r in results)
+    assert leader.status()["log_len"] == log_len, "a read must not append to the log"
+    assert leader.read_index_rounds - rounds <= 21
+    # A write through the leader, then a read through the follower sees it applied there.
+    await leader.submit(b"after", timeout=5)
+    committed = leader.status()["commit_index"]
+    got = await follower.read_index(2.0)
+    assert got >= committed and follower.status()["applied_index"] >= committed
+    assert leader.status()["log_len"] == log_len + 1
+
+
+async def test_a_leader_without_a_majority_gets_no_read_index(members: list[tuple[RaftNode, list[bytes]]]) -> None:
+    nodes = [n for n, _ in members]
+    leader = wait_for(lambda: next((n for n in nodes if n._isLeader()), None), 10, "leader")
+    await leader.submit(b"x", timeout=5)
+    for n in nodes:
+        if n is not leader:
+            n.destroy_synchronous()  # the leader keeps believing it leads for leader_fallback_timeout
+    with pytest.raises(ReadIndexUnavailable):
+        await leader.read_index(2.0)
