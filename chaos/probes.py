@@ -169,7 +169,7 @@ def link_heal(out: Path, cut_seconds: float = 10.0) -> dict[str, Any]:
         net.heal()
         healed = time.monotonic()
         links_up_after = None
-        samples: list[dict[str, list[str] | None]] = []
+        samples: list[dict[str, Any]] = []
         while time.monotonic() - healed < 20.0:
             sample = _links_down(ctrl)
             samples.append({"t": round(time.monotonic() - healed, 3), **sample})

@@ -58,7 +58,7 @@ class PreVoteMixin:
         if getattr(self, "_SyncObj__transferInProgress", False):
             return  # TimeoutNow from the leader: elect now, no pre-vote
         now = time.monotonic()
-        current = self._SyncObj__raftElectionDeadline  # type: ignore[attr-defined]
+        current: float = getattr(self, "_SyncObj__raftElectionDeadline")  # noqa: B009 - pysyncobj's private
         if current != self._pv_hold:  # pysyncobj (re)armed it: a heartbeat, a vote, an election
             if current == 0 and self._pv_round is None and self._pv_wanted == 0:
                 return  # our own release: let pysyncobj start the election
@@ -72,7 +72,7 @@ class PreVoteMixin:
                 self._pv_round = None
                 self._pv_wanted = 0
                 self._pv_hold = 0
-                self._SyncObj__raftElectionDeadline = 0  # pysyncobj's next tick starts the election
+                self._SyncObj__raftElectionDeadline = 0.0  # pysyncobj's next tick starts the election
                 return
             if now >= ends:
                 self._pv_round = None
