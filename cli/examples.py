@@ -49,6 +49,11 @@ EXAMPLES: dict[str, list[str]] = {
     "cert list": ["gwadm cert list --json"],
     "cert bootstrap": ["gwadm cert bootstrap --ca-dir /gwadm/ca --cp-dir /gwadm/cp --dp-dir /gwadm/dp \\",
                        "    --node n1 --node n2 --node n3 --proxy-san proxy1 --proxy-san proxy2"],
+    "register": ["gwadm register --upstream u1 --target 10.0.0.7:9001 --ttl 10 \\",
+                 "    --health-url http://10.0.0.7:9001/health --token-file registrar.token",
+                 "gwadm token create --role registrar --subject svc-a   # a token that may only register"],
+    "upstream targets": ["gwadm upstream targets u1            # static and registered, with age, expiry, health",
+                         "gwadm upstream targets u1 --json"],
     "demo-upstream": ["gwadm demo-upstream --listen 127.0.0.1:9001 --name a"],
 }
 
