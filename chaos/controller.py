@@ -95,7 +95,7 @@ class Controller:
             for j in range(1, count + 1)
             if j != i
         )
-        raft_lines = "".join(f"{k} = {v!r}\n" for k, v in raft.items())
+        raft_lines = "".join(f"{k} = {str(v).lower() if isinstance(v, bool) else repr(v)}\n" for k, v in raft.items())
         (node_dir / "node.toml").write_text(
             f'node_id = "n{i}"\nraft_addr = "{addr}:{RAFT_PORT}"\nadmin_addr = "{addr}:{ADMIN_PORT}"\n'
             f'source_address = "{addr}"\ndata_dir = "data"\nsecret_file = "{secret_file}"\n'

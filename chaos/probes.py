@@ -1,7 +1,7 @@
 """Targeted fault probes: one precise sequence of faults and requests each, on real processes in the
 run's private namespace, reporting what was observed (the tests in tests/chaos assert on it).
 
-``python -m chaos.probes zombie-write|link-heal --out DIR`` (re-executes itself under ``unshare`` when it is
+``python -m chaos.probes zombie-write|link-heal|partial-cut --out DIR`` (re-executes itself under ``unshare`` when it is
 not in a private namespace yet) prints one JSON object.
 
 zombie-write (issue 11, item 2): cut one follower off, send it PUTs of one key while it still
@@ -169,7 +169,7 @@ def link_heal(out: Path, cut_seconds: float = 10.0) -> dict[str, Any]:
         net.heal()
         healed = time.monotonic()
         links_up_after = None
-        samples: list[dict[str, list[str] | None]] = []
+        samples: list[dict[str, Any]] = []
         while time.monotonic() - healed < 20.0:
             sample = _links_down(ctrl)
             samples.append({"t": round(time.monotonic() - healed, 3), **sample})
@@ -204,7 +204,51 @@ def link_heal(out: Path, cut_seconds: float = 10.0) -> dict[str, Any]:
         ctrl.close()
 
 
-PROBES = {"zombie-write": zombie_write, "link-heal": link_heal}
+def partial_cut(out: Path, cut_seconds: float = 6.0, pre_vote: bool = True) -> dict[str, Any]:
+    """Cut only the link between the leader and one follower (the follower still reaches the other
+    follower): without pre-vote the cut follower keeps starting elections through the other one and
+    deposes a healthy leader; with pre-vote the other follower, which hears from the leader, refuses
+    to pre-vote and the terms stay put (issue 11, item 5)."""
+    out.mkdir(parents=True, exist_ok=True)
+    ctrl = Controller(out / "members", 3, 0, raft={"pre_vote": pre_vote})
+    net = Net()
+    addresses = [n.addr for n in ctrl.nodes]
+    listeners = ProbeListeners(addresses)
+    try:
+        net.heal()
+        ctrl.start_all()
+        ctrl.wait_leader()
+        time.sleep(1.0)  # past the start-up elections
+        leader = ctrl.wait_leader()
+        follower = next(n for n in ctrl.nodes if n is not leader)
+        net.cut([(leader.addr, follower.addr)])
+        verify_partition(net, addresses)
+        start = time.monotonic()
+        leaders: list[str] = []
+        terms: set[int] = set()
+        while time.monotonic() - start < cut_seconds:
+            for node in ctrl.nodes:
+                st = ctrl.node_status(node, timeout=0.5) or {}
+                if st.get("term") is not None:
+                    terms.add(int(st["term"]))
+                if st.get("role") == "leader" and st.get("has_quorum") and (not leaders or leaders[-1] != node.name):
+                    leaders.append(node.name)
+            time.sleep(0.1)
+        net.heal()
+        return {"leader": leader.name, "cut_follower": follower.name, "pre_vote": pre_vote,
+                "leaders_seen": leaders, "terms_seen": sorted(terms)}
+    finally:
+        listeners.close()
+        net.heal()
+        ctrl.close()
+
+
+def _partial_cut_control(out: Path) -> dict[str, Any]:
+    return partial_cut(out, pre_vote=False)
+
+
+PROBES = {"zombie-write": zombie_write, "link-heal": link_heal, "partial-cut": partial_cut,
+          "partial-cut-without-pre-vote": _partial_cut_control}
 
 
 def main(argv: list[str] | None = None) -> int:

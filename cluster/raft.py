@@ -48,6 +48,7 @@ from cluster.membership import Member, MembershipMixin, encode_cluster, read_dum
 from cluster.raft_compat import check_attributes, check_overrides
 from cluster.raft_deadline import DeadlineQueue
 from cluster.raft_journal import DurableJournal, fsync_dir
+from cluster.raft_prevote import PreVoteMixin
 from cluster.raft_read import ReadIndexMixin
 from cluster.raft_transport import BoundTcpConnection, BoundTCPTransport, transport_class
 
@@ -114,6 +115,7 @@ class RaftSettings:
     link_timeout: float = 1.5
     link_ping_interval: float = 0.25
     group_commit: bool = True  # concurrent writes share one journal flush (cluster/raft_journal.py)
+    pre_vote: bool = True  # ask for pre-votes before starting an election (cluster/raft_prevote.py)
     source_address: str | None = None  # bind outgoing peer connections to it (cluster/raft_transport.py)
     # Listen on this host (e.g. 0.0.0.0 in a container) with self_addr's port; self_addr stays the
     # address peers know this node by. None = listen on self_addr itself.
@@ -161,7 +163,7 @@ class RaftSettings:
 _journal_lock = threading.Lock()
 
 
-class RaftNode(ReadIndexMixin, MembershipMixin, SyncObj):  # type: ignore[misc]
+class RaftNode(PreVoteMixin, ReadIndexMixin, MembershipMixin, SyncObj):  # type: ignore[misc]
     """One Raft member whose only replicated operation is ``_apply(payload: bytes)``.
 
     ``apply_fn(payload) -> result`` runs in pysyncobj's tick thread for every committed command, in
@@ -251,6 +253,7 @@ class RaftNode(ReadIndexMixin, MembershipMixin, SyncObj):  # type: ignore[misc]
                 _syncobj_module.createJournal = original
         check_attributes(self)
         self._read_init()
+        self._prevote_init(settings.min_timeout, settings.max_timeout, settings.pre_vote)
         self._journal = journal
         self._SyncObj__transport.before_ack = journal.flush_pending  # group commit (raft_journal.py)...
         self.expired_commands = DeadlineQueue(
@@ -469,6 +472,9 @@ class RaftNode(ReadIndexMixin, MembershipMixin, SyncObj):  # type: ignore[misc]
     def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:  # noqa: N802
         if self._handle_read_message(node, message):  # ReadIndex traffic (cluster/raft_read.py)
             return
+        if self._handle_pre_vote(node, message):  # pre-vote (cluster/raft_prevote.py)
+            return
+        self._note_leader_contact(message)
         if (
             message.get("type") == "append_entries"
             and "prevLogIdx" not in message
@@ -502,6 +508,8 @@ class RaftNode(ReadIndexMixin, MembershipMixin, SyncObj):  # type: ignore[misc]
                 return
             message = trimmed
         super()._SyncObj__onMessageReceived(node, message)
+        if self._read_pending and message.get("type") == "next_node_idx":
+            self._serve_reads()  # a heartbeat answer may confirm waiting reads: answer them now
 
     # -- stale snapshots: never install one that is not newer than what is applied -------------------
     def _backup_own_dump(self) -> None:

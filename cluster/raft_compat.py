@@ -17,7 +17,10 @@ SYNCOBJ_ATTRIBUTES = (
     "_SyncObj__raftState", "_SyncObj__raftCurrentTerm", "_SyncObj__raftLeader", "_SyncObj__raftLog",
     "_SyncObj__lastResponseTime", "_SyncObj__selfNode", "_SyncObj__otherNodes", "_SyncObj__noopIDx",
     "_SyncObj__commandsQueue", "_SyncObj__raftCommitIndex", "_SyncObj__raftElectionDeadline",
-    "_SyncObj__transport", "_SyncObj__raftMatchIndex", "_SyncObj__connectedNodes",
+    "_SyncObj__transport", "_SyncObj__raftMatchIndex", "_SyncObj__connectedNodes", "_SyncObj__raftLastApplied",
+    "_SyncObj__pipeNotifier", "_SyncObj__sendAppendEntries", "_SyncObj__connectedToAnyone",
+    "_SyncObj__getCurrentLogIndex", "_SyncObj__getCurrentLogTerm", "_SyncObj__callErrCallback",
+    "_SyncObj__transferInProgress", "_SyncObj__sendNextNodeIdx",
 )  # fmt: skip
 
 

@@ -1,0 +1,124 @@
+"""Pre-vote (Raft thesis §9.6, etcd's ``PreVote``), mixed into ``RaftNode``: the documented override
+of pysyncobj's election start.
+
+pysyncobj starts an election as soon as a follower's election deadline passes: it bumps its term
+and asks for votes. A node cut off from the others does that over and over, and when it comes back
+its higher term forces the whole cluster into a new election (also a node re-added empty). With
+pre-vote a node first asks "would you vote for me in term T+1?" without changing any term; only
+once a majority says yes does it start the real election.
+
+How the election start is overridden: ``_hold_election`` (a tick callback) keeps pysyncobj's
+``__raftElectionDeadline`` far in the future and remembers the deadline pysyncobj wanted (it
+resets it on every heartbeat from a leader, which we see as a changed value). When that wanted
+deadline passes, we run a pre-vote round; a majority of grants sets pysyncobj's deadline to 0, so
+its next tick starts the real election exactly as before. A leadership transfer (TimeoutNow) is
+never held back.
+
+A member grants a pre-vote iff it is not the leader itself, has not heard from a leader for an
+election timeout (``min_timeout``: a live leader's followers refuse, which is also the leader
+stickiness of check-quorum), and the candidate's log is at least as up to date as its own in a
+term not older than its own. Check-quorum proper — a leader that has not heard from a majority
+within ``leader_fallback_timeout`` steps down — is pysyncobj's ``leaderFallbackTimeout``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from typing import Any
+
+PRE_VOTE, PRE_VOTE_RESPONSE = "gw_pre_vote", "gw_pre_vote_resp"
+_HOLD = 3600.0
+
+
+class PreVoteMixin:
+    pre_vote_enabled = True
+
+    def _prevote_init(self, min_timeout: float, max_timeout: float, enabled: bool) -> None:
+        self.pre_vote_enabled = enabled
+        self._pv_min, self._pv_max = min_timeout, max_timeout
+        self._pv_wanted: float | None = None  # the deadline pysyncobj wanted
+        self._pv_hold: float | None = None  # the value we put in its place
+        self._pv_round: tuple[int, int, float] | None = None  # (round id, prospective term, ends at)
+        self._pv_grants: set[Any] = set()
+        self._pv_ids = itertools.count(1)
+        self._pv_last_leader_contact = time.monotonic()
+        self.pre_votes_started = 0
+        self.pre_votes_won = 0
+        if enabled:
+            self.addOnTickCallback(self._hold_election)  # type: ignore[attr-defined]
+
+    # -- the election-start override (tick thread) ---------------------------------------------------
+    def _hold_election(self) -> None:
+        state = self._SyncObj__raftState  # type: ignore[attr-defined]
+        if state == 2 or self._SyncObj__selfNode is None:  # type: ignore[attr-defined]
+            self._pv_wanted = self._pv_hold = self._pv_round = None
+            return
+        if getattr(self, "_SyncObj__transferInProgress", False):
+            return  # TimeoutNow from the leader: elect now, no pre-vote
+        now = time.monotonic()
+        current: float = getattr(self, "_SyncObj__raftElectionDeadline")  # noqa: B009 - pysyncobj's private
+        if current != self._pv_hold:  # pysyncobj (re)armed it: a heartbeat, a vote, an election
+            if current == 0 and self._pv_round is None and self._pv_wanted == 0:
+                return  # our own release: let pysyncobj start the election
+            self._pv_wanted = current
+            self._pv_round = None
+        if self._pv_round is not None:
+            round_id, term, ends = self._pv_round
+            voters = len(self._SyncObj__otherNodes) + 1  # type: ignore[attr-defined]
+            if (len(self._pv_grants) + 1) * 2 > voters:
+                self.pre_votes_won += 1
+                self._pv_round = None
+                self._pv_wanted = 0
+                self._pv_hold = 0
+                self._SyncObj__raftElectionDeadline = 0.0  # pysyncobj's next tick starts the election
+                return
+            if now >= ends:
+                self._pv_round = None
+                self._pv_wanted = now + random.uniform(self._pv_min, self._pv_max)
+        elif self._pv_wanted is not None and now >= self._pv_wanted and self._SyncObj__connectedToAnyone():  # type: ignore[attr-defined]
+            self._start_pre_vote(now)
+        self._pv_hold = now + _HOLD
+        self._SyncObj__raftElectionDeadline = self._pv_hold
+
+    def _start_pre_vote(self, now: float) -> None:
+        term = self._SyncObj__raftCurrentTerm + 1  # type: ignore[attr-defined]
+        round_id = next(self._pv_ids)
+        self._pv_round = (round_id, term, now + random.uniform(self._pv_min, self._pv_max))
+        self._pv_grants = set()
+        self.pre_votes_started += 1
+        message = {
+            "type": PRE_VOTE, "round": round_id, "term": term,
+            "last_log_index": self._SyncObj__getCurrentLogIndex(),  # type: ignore[attr-defined]
+            "last_log_term": self._SyncObj__getCurrentLogTerm(),  # type: ignore[attr-defined]
+        }  # fmt: skip
+        for node in list(self._SyncObj__otherNodes):  # type: ignore[attr-defined]
+            self._SyncObj__transport.send(node, message)  # type: ignore[attr-defined]
+
+    # -- messages (tick thread) -------------------------------------------------------------------------
+    def _note_leader_contact(self, message: Any) -> None:
+        if (isinstance(message, dict) and message.get("type") == "append_entries"
+                and message.get("term", -1) >= self._SyncObj__raftCurrentTerm):  # type: ignore[attr-defined]
+            self._pv_last_leader_contact = time.monotonic()
+
+    def _handle_pre_vote(self, node: Any, message: Any) -> bool:
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == PRE_VOTE:
+            my_term = self._SyncObj__raftCurrentTerm  # type: ignore[attr-defined]
+            my_last_term = self._SyncObj__getCurrentLogTerm()  # type: ignore[attr-defined]
+            my_last_index = self._SyncObj__getCurrentLogIndex()  # type: ignore[attr-defined]
+            up_to_date = (message["last_log_term"], message["last_log_index"]) >= (my_last_term, my_last_index)
+            leader_alive = (self._SyncObj__raftState == 2  # type: ignore[attr-defined]
+                            or time.monotonic() - self._pv_last_leader_contact < self._pv_min)
+            granted = bool(message["term"] > my_term and up_to_date and not leader_alive)
+            self._SyncObj__transport.send(node, {  # type: ignore[attr-defined]
+                "type": PRE_VOTE_RESPONSE, "round": message["round"], "term": message["term"], "granted": granted,
+            })
+            return True
+        if kind == PRE_VOTE_RESPONSE:
+            current = self._pv_round
+            if current is not None and message.get("round") == current[0] and message.get("granted"):
+                self._pv_grants.add(node)
+            return True
+        return False
