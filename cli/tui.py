@@ -167,10 +167,11 @@ class Monitor:
             last_leader=(self.prev or {}).get("last_leader"),
         )  # fmt: skip
         snap["upstreams"] = [dict(u) for u in t.upstreams]
-        new = ev.diff(self.prev, snap)
         node_events, self._pending_node_events = self._pending_node_events, []
-        # The nodes' own events first, this view's summary of the step last (shown on top: newest first).
-        new = sorted(node_events, key=lambda e: e.get("time") or 0) + new
+        # The nodes' own events (elections, links) come first: they are the detail behind what this
+        # view derives from two snapshots (a node down, the leader moving), which stays the newest
+        # line so that a burst of node events never pushes the summary off the panel.
+        new = [*sorted(node_events, key=lambda e: e.get("time") or 0), *ev.diff(self.prev, snap)]
         self.events.extend(new)
         snap["events"] = new
         self.prev, self._polls = snap, self._polls + 1

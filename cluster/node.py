@@ -66,6 +66,7 @@ class NodeSettings:
     body_limit: int = 1024 * 1024
     limits: Limits = field(default_factory=Limits)  # [limits] in node.toml (cluster/limits.py)
     delta_log_entries: int = 1000
+    audit_entries: int = 10_000  # records the replicated audit log keeps (gateway/audit.py)
     raft: dict[str, Any] = field(default_factory=dict)
     push: dict[str, Any] = field(default_factory=dict)  # [push]: stream limits, see cluster/push.py
     timeouts: Timeouts = field(default_factory=Timeouts)  # [timeouts]: see cluster/timeouts.py
@@ -103,6 +104,8 @@ class NodeSettings:
             raise SettingsError(f"node ids must be unique, got {ids}")
         if not self.data_dir:
             raise SettingsError("data_dir is required")
+        if self.audit_entries < 1:
+            raise SettingsError("audit_entries must be at least 1")
         if self.delta_log_entries < 1:
             raise SettingsError("delta_log_entries must be at least 1")
         from cluster.push_limits import check_push_settings
@@ -182,7 +185,7 @@ def load_settings(config_file: str | None, overrides: dict[str, Any]) -> NodeSet
             raise SettingsError(f"cannot read secret_file {path}: {exc.strerror}") from exc
     peers_raw = data.pop("peers", [])
     peers = [p if isinstance(p, Peer) else parse_peer(p) if isinstance(p, str) else Peer(**p) for p in peers_raw]
-    known = {"node_id", "raft_addr", "admin_addr", "data_dir", "fsync", "body_limit", "delta_log_entries", "raft", "push",
+    known = {"node_id", "raft_addr", "admin_addr", "data_dir", "fsync", "body_limit", "delta_log_entries", "raft", "push", "audit_entries",
              "limits", "source_address", "timeouts", "bind_host", *TLS_KEYS}
     unknown = set(data) - known
     if unknown:
@@ -205,6 +208,7 @@ def load_settings(config_file: str | None, overrides: dict[str, Any]) -> NodeSet
         body_limit=int(data.get("body_limit", 1024 * 1024)),
         limits=_limits(data.get("limits", {})),
         delta_log_entries=int(data.get("delta_log_entries", 1000)),
+        audit_entries=int(data.get("audit_entries", 10_000)),
         raft=dict(data.get("raft", {})),
         push=dict(data.get("push", {})),
         timeouts=_timeouts(data.get("timeouts")),
@@ -258,7 +262,8 @@ async def serve(settings: NodeSettings, stop: asyncio.Event | None = None) -> No
     os.chmod(settings.data_dir, 0o700)
     addr_to_id = {settings.raft_addr: settings.node_id, **{p.raft_addr: p.id for p in settings.peers}}
     store = ConfigStore(
-        settings.node_id, settings.raft_settings(), addr_to_id, delta_log_entries=settings.delta_log_entries
+        settings.node_id, settings.raft_settings(), addr_to_id, delta_log_entries=settings.delta_log_entries,
+        audit_entries=settings.audit_entries
     )
     store.no_leader_wait = settings.timeouts.no_leader_wait
     hub = push.PushHub(store, SOFTWARE_VERSION, **settings.push)

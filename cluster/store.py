@@ -29,6 +29,7 @@ from cluster.state_machine import (
     ReplicatedState,
     encode_command,
 )
+from gateway.audit import DEFAULT_CAPACITY as AUDIT_ENTRIES
 from gateway.codec import encode_txn
 from gateway.delta import Delta
 from gateway.model import Txn
@@ -51,11 +52,13 @@ class ConfigStore:
         delta_log_entries: int = DELTA_LOG_ENTRIES,
         delta_log_bytes: int = DELTA_LOG_BYTES,
         dedupe_entries: int = DEDUPE_ENTRIES,
+        audit_entries: int = AUDIT_ENTRIES,
     ) -> None:
         self.node_id = node_id
         self._addr_to_id = addr_to_id
         self._sm = ReplicatedState.empty(
-            delta_log_entries=delta_log_entries, delta_log_bytes=delta_log_bytes, dedupe_entries=dedupe_entries
+            delta_log_entries=delta_log_entries, delta_log_bytes=delta_log_bytes, dedupe_entries=dedupe_entries,
+            audit_entries=audit_entries,
         )
         self._subscribers: list[Callable[[int], None]] = []
         self._loop = asyncio.get_running_loop()

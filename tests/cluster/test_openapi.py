@@ -203,3 +203,17 @@ def test_document_rejects_only_what_the_server_rejects(kind: str, data: st.DataO
     assert in_schema, f"the server accepts {body!r} but the document says it is invalid"
     stored = {**normalized, "id": "x1", "created_revision": 1, "mod_revision": 1}
     assert _validator(kind).is_valid(stored), list(_validator(kind).iter_errors(stored))
+
+
+def test_gwadm_openapi_writes_the_document(tmp_path: Any) -> None:
+    from click.testing import CliRunner
+
+    from cli.main import cli
+
+    result = CliRunner().invoke(cli, ["openapi"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == build_openapi()
+    out = tmp_path / "openapi.json"
+    result = CliRunner().invoke(cli, ["openapi", "--server", "https://cp.example:8443", "-o", str(out)])
+    assert result.exit_code == 0 and "paths" in result.output
+    assert json.loads(out.read_text())["servers"] == [{"url": "https://cp.example:8443"}]

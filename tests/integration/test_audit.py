@@ -8,12 +8,13 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cluster.auth import mint_token
-from tests.support.cluster import ROOT, Cluster
+from tests.support.cluster import ROOT, Cluster, running_cluster
 from tests.support.http import request, wait_for
 
 pytestmark = pytest.mark.integration
@@ -123,3 +124,20 @@ def test_audit_log(cluster: Cluster) -> None:
     metrics = request("GET", leader.url + "/metrics", token=cluster.viewer_token).body.decode()
     assert "gwadm_audit_records 6.0" in metrics and KEY not in metrics and HS_SECRET not in metrics
 
+
+
+def test_audit_bounded_by_node_toml_and_kept_across_a_restart_from_the_dump(tmp_path: Path) -> None:
+    # compaction after a few entries: the restart loads the Raft dump, where the audit log must be
+    raft = {"compaction_min_entries": 4, "compaction_min_time": 0.2}
+    with running_cluster(tmp_path, size=1, fsync=True, raft=raft, extra_toml="audit_entries = 3") as c:
+        node = c.nodes[0]
+        for i in range(6):
+            assert c.api(node, "PUT", f"/v1/upstreams/u{i}", {"targets": [{"host": "127.0.0.1", "port": 9}]}).status == 201
+            time.sleep(0.3)  # let compaction run between writes
+        page = audit(c, node)
+        assert [r["id"] for r in page["items"]] == ["u3", "u4", "u5"] and page["dropped"] == 3
+        wait_for(lambda: any((node.dir / "data").rglob("raft.dump*")), 10, "a raft dump on disk")
+        c.kill(node)
+        c.start(node)
+        c.wait_ready()
+        assert audit(c, node) == page
