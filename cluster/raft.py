@@ -1,7 +1,7 @@
 """Thin adapter over pysyncobj 0.3.17: one replicated ``apply(bytes)``, durability and safety fixes,
 and thread -> asyncio bridging. No gateway logic lives here.
 
-Why each piece exists (details in ../shared/notes/pysyncobj.md):
+Why each piece exists (details in docs/pysyncobj.md):
 
 * ``DurableJournal`` — pysyncobj's FileJournal writes into an mmap and only msyncs on destroy, and
   its meta file (term, vote, commit index) is renamed without fsync. We flush the journal after every
