@@ -31,6 +31,10 @@ def free_port(host: str = "127.0.0.1") -> int:
     return free_ports(1, host)[0]
 
 
+# A just-started cluster may hold a few elections in its first half second.
+LEADER_SETTLED = 0.8
+
+
 @dataclass
 class NodeProc:
     id: str
@@ -162,23 +166,39 @@ class Cluster:
         return leader
 
     def wait_ready(self, timeout: float = 30.0) -> NodeProc:
-        """A leader exists and every running node has applied the leader's commit index."""
-        leader = self.wait_leader(timeout)
+        """A leader exists, every running node has applied its commit index, and it still leads
+        afterwards (a just-started cluster may hold a few elections in a row: a test that acts on
+        "the leader" must not get one that was already deposed)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            leader = self.wait_leader(max(deadline - time.monotonic(), 1.0))
 
-        def all_applied() -> bool:
-            lst = self.status(leader)
-            if not lst:
-                return False
-            for n in self.nodes:
-                if not n.alive:
-                    continue
-                st = self.status(n)
-                if not st or st["applied_index"] < lst["commit_index"]:
+            def all_applied(leader: NodeProc = leader) -> bool:
+                lst = self.status(leader)
+                if not lst:
                     return False
-            return True
+                for n in self.nodes:
+                    if not n.alive:
+                        continue
+                    st = self.status(n)
+                    if not st or st["applied_index"] < lst["commit_index"]:
+                        return False
+                return True
 
-        wait_for(all_applied, timeout, "all nodes applied")
-        return leader
+            wait_for(all_applied, max(deadline - time.monotonic(), 1.0), "all nodes applied")
+            if self._holds(leader, LEADER_SETTLED) or time.monotonic() >= deadline:
+                return leader
+
+    def _holds(self, leader: NodeProc, seconds: float) -> bool:
+        """``leader`` still leads, in the same term, over ``seconds`` (polled)."""
+        first = self.status(leader)
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            st = self.status(leader)
+            if not st or st["role"] != "leader" or not first or st["term"] != first["term"]:
+                return False
+            time.sleep(0.05)
+        return True
 
     def follower(self) -> NodeProc:
         leader = self.wait_leader()
