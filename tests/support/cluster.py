@@ -197,7 +197,7 @@ class Cluster:
             st = self.status(leader)
             if not st or st["role"] != "leader" or not first or st["term"] != first["term"]:
                 return False
-            time.sleep(0.05)
+            time.sleep(0.25)  # slow enough for a node with a small per-token rate limit (5/s in test_limits)
         return True
 
     def follower(self) -> NodeProc:
