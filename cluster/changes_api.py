@@ -32,11 +32,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from aiohttp import web
 
-from cluster.push_session import SnapshotCache, request_claims
+from cluster.push_session import GONE_TTL, FeedStore, SnapshotCache, request_claims
 from gateway.codec import encode
 from gateway.delta import Delta, compose
 from gateway.protocol import DeltaFrame, Status, encode_frame
@@ -47,25 +47,12 @@ SNAPSHOT_CHUNK = 256 * 1024
 MAX_DELTA_FRAME = 1024 * 1024
 STATUS_TTL = 1.0  # raft status is re-read at most this often (a fleet polling costs one read)
 SEEN_TTL = 10.0  # a poller not heard from for wait + this is shown disconnected
-GONE_TTL = 600.0
 MAX_ITEMS = 10_000  # entries of one relay report
 CONTENT_TYPE = "application/x-msgpack"
 ANSWERS = 64  # encoded answers kept for the current head
 
 
-class Store(Protocol):
-    node_id: str
-
-    @property
-    def state(self) -> ConfigState: ...
-
-    def deltas_since(self, revision: int) -> list[Delta] | None: ...
-
-    def subscribe(self, callback: Any) -> Any: ...
-
-    def raft_status(self) -> dict[str, Any]: ...
-
-    def member_urls(self) -> list[str]: ...
+Store = FeedStore
 
 
 def _err(http_status: int, code: str, message: str, path: str | None = None, **extra: Any) -> web.Response:

@@ -31,7 +31,7 @@ from aiohttp import WSMsgType, web
 
 from cluster.auth import TokenPolicy, stream_credential_problem
 from cluster.push_limits import MAX_STREAMS, MAX_STREAMS_PER_ADDRESS, Admission
-from cluster.push_session import Session, SnapshotCache, request_claims
+from cluster.push_session import GONE_TTL, FeedStore, Session, SnapshotCache, request_claims
 from gateway.delta import Delta, compose
 from gateway.protocol import (
     DP_FRAMES,
@@ -63,25 +63,11 @@ MAX_DELTA_FRAME = 1024 * 1024  # a composed delta bigger than this goes as a chu
 MAX_FRAME = 64 * 1024  # inbound: a proxy sends hello/ack/nack/resync/mode, each far smaller
 MAX_SAME_SNAPSHOT = 3  # snapshots of one revision per session; then wait until the head moves
 GONE_KEEP = 256  # disconnected proxies remembered in the fleet registry
-GONE_TTL = 600.0
 CLOSE_PROTOCOL = 4002  # application close code: the proxy spoke something we cannot serve
 
 
-class Store(Protocol):
+class Store(FeedStore, Protocol):
     """What the hub needs from cluster/store.py (docs/contracts.md §7)."""
-
-    node_id: str
-
-    @property
-    def state(self) -> ConfigState: ...
-
-    def deltas_since(self, revision: int) -> list[Delta] | None: ...
-
-    def subscribe(self, callback: Any) -> Any: ...
-
-    def raft_status(self) -> dict[str, Any]: ...
-
-    def member_urls(self) -> list[str]: ...
 
     @property
     def token_generation(self) -> int: ...  # the store is also the TokenPolicy (cluster/auth.py)

@@ -8,13 +8,34 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from gateway.codec import encode_snapshot
+from gateway.delta import Delta
 from gateway.protocol import chunk_blob, encode_frame
 from gateway.state import ConfigState
+
+# How long a proxy that went away stays listed in the fleet view.
+GONE_TTL = 600.0
+
+
+class FeedStore(Protocol):
+    """What a config feed (the push hub, the changes API, a relay) reads from its store."""
+
+    node_id: str
+
+    @property
+    def state(self) -> ConfigState: ...
+
+    def deltas_since(self, revision: int) -> list[Delta] | None: ...
+
+    def subscribe(self, callback: Any) -> Any: ...
+
+    def raft_status(self) -> dict[str, Any]: ...
+
+    def member_urls(self) -> list[str]: ...
 
 
 @dataclass
