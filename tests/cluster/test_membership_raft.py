@@ -208,3 +208,21 @@ async def test_a_leader_handing_over_holds_new_commands_and_loses_none(nodes: No
 
 def leader_id(nodes: Nodes, node: RaftNode) -> str:
     return next(nid for nid, n in nodes.running.items() if n is node)
+
+
+async def test_a_change_forwarded_by_a_follower_is_refused_with_the_leaders_reason(nodes: Nodes) -> None:
+    """A follower's change travels to the leader inside pysyncobj (``apply_command``); the leader's
+    refusal used to come back as a bare REQUEST_DENIED: "the leader refused the change"."""
+    for nid in ("n1", "n2", "n3"):
+        nodes.start(nid, [p for p in ("n1", "n2", "n3") if p != nid])
+    leader = nodes.leader()
+    await leader.submit(b"w", timeout=5)
+    follower = next(n for n in nodes.running.values() if n is not leader)
+    wait_for(lambda: not follower.is_leader() and follower.status()["has_quorum"], 5, "follower with a leader")
+    existing = nodes.members[follower.settings.node_id]
+    with pytest.raises(Refusal) as refused:
+        await follower.change_membership("add", existing, 5)
+    assert refused.value.status == 409
+    assert "already a member (members: n1 (" in refused.value.message, refused.value.message
+    with pytest.raises(Refusal, match="the leader cannot remove itself"):
+        await follower.change_membership("remove", leader.self_member, 5)
