@@ -97,6 +97,10 @@ class PushHub:
         max_streams: int = MAX_STREAMS,
         max_streams_per_address: int = MAX_STREAMS_PER_ADDRESS,
     ) -> None:
+        for name in ("token_generation", "token_revoked"):  # the stream re-check must never be off
+            if not hasattr(store, name):
+                raise TypeError(f"the push hub's store has no {name}: proxy streams could not be cut off "
+                                "when their token is revoked or rotated away")
         self.store, self.software_version = store, software_version
         self.max_frame, self.max_streams, self.max_streams_per_address = max_frame, max_streams, max_streams_per_address
         self.admission = Admission(max_streams, max_streams_per_address)

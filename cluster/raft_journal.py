@@ -14,6 +14,8 @@ from typing import Any
 
 from pysyncobj.journal import FileJournal, MetaStorer
 
+from cluster.raft_compat import JOURNAL_ATTRIBUTES, check_attributes
+
 
 class DurableMetaStorer(MetaStorer):
     """Meta (term, vote, commit index) written to a temp file, fsynced, renamed, dir fsynced."""
@@ -55,6 +57,7 @@ class DurableJournal(FileJournal):
         self._bulk = False
         self._dirty = False
         self.flushes = 0
+        check_attributes(self, JOURNAL_ATTRIBUTES)  # else the assignment below would be dead code
         self._FileJournal__metaStorer = DurableMetaStorer(journal_file + ".meta", fsync)
 
     def _sync(self) -> None:

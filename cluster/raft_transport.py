@@ -17,6 +17,11 @@ Why each piece exists:
   connection leaves from 127.0.0.1 whatever address the node listens on; partition rules written
   per node address (DESIGN.md §6) would silently miss it. With ``source_address`` set, each
   outgoing connection binds that address (port 0) before connecting.
+* **Denial reasons.** A follower's membership change travels to the leader as pysyncobj's
+  ``apply_command``; a refusal comes back as a bare REQUEST_DENIED. ``denial_reason`` (set by the
+  node) lets the leader attach why (``gw_denial``: ``(kind, message)``), so the follower can say it.
+* **Snapshots sent.** ``on_snapshot_sent(peer address, size)`` when the last chunk of a snapshot
+  (pysyncobj's ``serialized`` AppendEntries) goes to a lagging follower.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from pysyncobj import FAIL_REASON
 from pysyncobj.monotonic import monotonic as monotonic_time
 from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.tcp_connection import CONNECTION_STATE, TcpConnection, _getAddrType
@@ -101,8 +107,10 @@ class BoundTCPTransport(TCPTransport):  # type: ignore[misc]
         self._hb_sent: dict[Any, int] = {}  # peer -> last AppendEntries number sent (leader)
         self._hb_acked: dict[Any, int] = {}  # peer -> highest number it acknowledged (leader)
         self._hb_from: dict[Any, int] = {}  # peer -> last number received from it (follower)
+        self._snapshot_bytes: dict[Any, int] = {}  # peer -> bytes of the snapshot being sent
         self.connect_deadlines_hit = 0
         self.idle_links_closed = 0
+        self.snapshots_sent = 0
         super().__init__(*args, **kwargs)
 
     def addNode(self, node: Any) -> None:  # noqa: N802 - pysyncobj's name
@@ -159,9 +167,17 @@ class BoundTCPTransport(TCPTransport):  # type: ignore[misc]
                 conn.disconnect()
 
     before_ack: Callable[[], None] | None = None  # group commit: flush the journal first
+    denial_reason: Callable[[], tuple[str, str] | None] | None = None  # why the leader refused a change
+    on_snapshot_sent: Callable[[str, int], None] | None = None  # (peer address, bytes)
 
     def send(self, node: Any, message: Any) -> bool:
         kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "apply_command_response" and message.get("error") == FAIL_REASON.REQUEST_DENIED:
+            why = self.denial_reason() if self.denial_reason is not None else None
+            if why is not None:
+                message["gw_denial"] = why
+        elif kind == "append_entries" and message.get("serialized"):
+            self._snapshot_chunk(node, message["serialized"])
         if kind == "next_node_idx":
             if self.before_ack is not None:
                 self.before_ack()  # an acknowledgement promises the entries are on disk
@@ -173,6 +189,22 @@ class BoundTCPTransport(TCPTransport):  # type: ignore[misc]
             self._hb_sent[node] = seq
             message["gw_hb"] = seq
         return bool(super().send(node, message))
+
+    def _snapshot_chunk(self, node: Any, chunk: Any) -> None:
+        """pysyncobj sends a snapshot as ``(data, is_first, is_last)`` chunks, one per AppendEntries."""
+        if not (isinstance(chunk, tuple | list) and len(chunk) == 3):
+            return
+        data, first, last = chunk
+        size = (0 if first else self._snapshot_bytes.get(node, 0)) + len(data or b"")
+        self._snapshot_bytes[node] = size
+        if last:
+            self._snapshot_bytes.pop(node, None)
+            self.snapshots_sent += 1
+            if self.on_snapshot_sent is not None:
+                try:
+                    self.on_snapshot_sent(getattr(node, "address", str(node)), size)
+                except Exception:  # an observer must never break the transport
+                    pass
 
     # -- ReadIndex support: heartbeats numbered per peer, acknowledgements matched to them ----------
     def heartbeat_marks(self) -> dict[Any, int]:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from pysyncobj.journal import ResizableFile
 
-from cluster import raft
 from cluster.raft import RaftConfigError, RaftSettings
 from cluster.raft_journal import DurableJournal
 
@@ -22,13 +22,13 @@ def flushes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         original(self)
 
     monkeypatch.setattr(ResizableFile, "flush", counting_flush)
-    real_fsync = raft.os.fsync
+    real_fsync = os.fsync
 
     def counting_fsync(fd: int) -> None:
         calls.append("fsync")
         real_fsync(fd)
 
-    monkeypatch.setattr(raft.os, "fsync", counting_fsync)
+    monkeypatch.setattr(os, "fsync", counting_fsync)
     return calls
 
 
