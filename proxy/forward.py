@@ -116,7 +116,12 @@ def request_head_tail(ctx: RequestContext, ex: Exchange) -> bytes:
     parts: list[bytes] = []
     edited = ctx.upstream_headers_if_built()
     if edited is None:
-        drop = _DROP_REQUEST | ex.connection_tokens | ctx.dropped_headers()
+        drop = _DROP_REQUEST
+        if ex.connection_tokens:
+            drop = drop | ex.connection_tokens
+        dropped = ctx.dropped_headers()
+        if dropped:
+            drop = drop | dropped
         prior = b""
         for name, value in ex.raw_headers:
             low = name.lower()
@@ -166,8 +171,8 @@ class Relay:
 
     __slots__ = (
         "fw", "ex", "ctx", "chain", "conn", "reused", "future", "headers", "reason", "status", "head_sent",
-        "out_chunked", "until_close", "skip", "body_sent", "got_bytes", "last_read", "timeout", "tunnel",
-        "outcome", "error", "out", "pool", "target", "tp", "plan", "on_done",
+        "out_chunked", "until_close", "skip", "body_sent", "got_bytes", "last_read", "fresh", "timeout", "tunnel",
+        "outcome", "error", "out", "pool", "target", "tp", "plan", "on_done", "done",
     )  # fmt: skip
 
     def __init__(self, fw: Forwarder, ex: Exchange, ctx: RequestContext, chain: PluginChain,
@@ -181,6 +186,7 @@ class Relay:
         self.future: asyncio.Future[int] | None = None  # the coroutine path awaits it
         self.on_done: Callable[[Relay, int], None] | None = None  # the inline path's continuation
         self.pool: Pool | None = None
+        self.done: Done | None = None
         self.target: Target | None = None
         self.tp: TargetPool | None = None
         self.plan: tuple[bytes | None, bytes, bytes] | None = None  # hash key, request line, head tail
@@ -194,6 +200,7 @@ class Relay:
         self.body_sent = not ex.body_exists or ex.upgrade
         self.got_bytes = False
         self.last_read = 0.0
+        self.fresh = False  # read since the timeout sweep last looked (it then moves last_read)
         self.timeout = timeout
         self.tunnel = False
         self.outcome: int | None = None
@@ -244,8 +251,7 @@ class Relay:
     # -- response -----------------------------------------------------------------------------------
 
     def received(self, data: bytes) -> None:
-        self.last_read = self.fw.loop.time()
-        self.got_bytes = True
+        self.fresh = self.got_bytes = True
         if self.tunnel:
             self.ex.write(data)
             return
@@ -290,7 +296,7 @@ class Relay:
                         chunked = b"chunked" in value.lower()
                     elif low == b"upgrade":
                         upgrade = value
-                    elif low == b"connection":
+                    elif low == b"connection" and value.lower() not in _CONNECTION_OPTIONS:
                         named = {t.strip().lower() for t in value.split(b",")} - _CONNECTION_OPTIONS
                         tokens = named if tokens is None else tokens | named
                     continue
@@ -490,7 +496,14 @@ class Forwarder:
             await asyncio.sleep(0.05)
             if self.active:
                 now = self.loop.time()
-                for relay in [r for r in self.active if now - r.last_read >= r.timeout]:
+                stalled = []
+                for relay in self.active:
+                    if relay.fresh:  # no clock read per upstream read: the sweep dates it (<= 50 ms late)
+                        relay.fresh = False
+                        relay.last_read = now
+                    elif now - relay.last_read >= relay.timeout:
+                        stalled.append(relay)
+                for relay in stalled:
                     relay.timed_out()
 
     async def close(self) -> None:
@@ -535,12 +548,14 @@ class Forwarder:
         pool.acquire(target)
         relay = Relay(self, ctx.request, ctx, chain, conn, True, pool.settings.read_timeout)
         relay.pool, relay.target, relay.tp, relay.plan = pool, target, tp, plan
-        relay.on_done = lambda r, outcome: self._inline_done(r, outcome, done)
+        relay.done = done
+        relay.on_done = self._inline_done
         relay.start(plan[1] + target.host_header + plan[2])
         return None
 
-    def _inline_done(self, relay: Relay, outcome: int, done: Done) -> None:
-        pool, target = relay.pool, relay.target
+    def _inline_done(self, relay: Relay, outcome: int) -> None:
+        pool, target, done = relay.pool, relay.target, relay.done
+        assert done is not None
         assert pool is not None and target is not None
         if outcome == OK or outcome == GONE or outcome == BROKEN:
             pool.release(target)
