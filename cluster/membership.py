@@ -360,6 +360,9 @@ class MembershipMixin:
         the submitting node retries)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        # The transfer's candidate is elected without the lease-holding followers' quiet period
+        # (cluster/raft_read.py): no lease reads for the rest of this term.
+        self._lease_blocked_term = self._SyncObj__raftCurrentTerm  # type: ignore[attr-defined]
         self._hold_commands_until = time.monotonic() + min(timeout, TRANSFER_HOLD)
         try:
             await self._transfer_until(deadline)

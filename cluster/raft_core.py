@@ -123,13 +123,15 @@ class RaftCore(PreVoteMixin, ReadIndexMixin, LogSafetyMixin, MembershipMixin, Sy
                 _syncobj_module.createJournal = original
         check_attributes(self)
         check_attributes(self._SyncObj__transport, TRANSPORT_ATTRIBUTES)
-        self._read_init()
+        self._read_init(settings.effective_lease_duration if settings.lease_reads else None)
+        self._vote_quiet = settings.min_timeout if settings.lease_reads else None
         self._prevote_init(settings.min_timeout, settings.max_timeout, settings.pre_vote)
         self._journal = journal
         transport = self._SyncObj__transport
         transport.before_ack = journal.flush_pending  # group commit (raft_journal.py)...
         transport.denial_reason = self._take_last_denial  # a forwarded change's refusal (membership.py)
         transport.on_snapshot_sent = self._on_snapshot_sent
+        transport.is_transfer = lambda: bool(getattr(self, "_SyncObj__transferInProgress", False))
         self.expired_commands = DeadlineQueue(
             conf.commandsQueueSize, lambda cb: self._SyncObj__callErrCallback(FAIL_REASON.REQUEST_DENIED, cb)
         )
@@ -172,10 +174,28 @@ class RaftCore(PreVoteMixin, ReadIndexMixin, LogSafetyMixin, MembershipMixin, Sy
             return
         if self._handle_pre_vote(node, message):  # pre-vote (cluster/raft_prevote.py)
             return
+        if self._refuse_vote(message):
+            return
         self._note_leader_contact(message)
         super()._SyncObj__onMessageReceived(node, message)
         if self._read_pending and message.get("type") == "next_node_idx":
             self._serve_reads()  # a heartbeat answer may confirm waiting reads: answer them now
+
+    def _refuse_vote(self, message: dict[str, Any]) -> bool:
+        """With leases on (Raft thesis §4.2.3): a member that heard from a leader within
+        ``min_timeout`` ignores vote requests — no term update, no vote — unless the candidate
+        campaigns on a leadership transfer. pysyncobj grants votes regardless, which would let a
+        new leader be elected while the old one still serves reads from its lease."""
+        if self._vote_quiet is None or message.get("type") != "request_vote" or message.get("gw_transfer"):
+            return False
+        if self._SyncObj__raftState == 2:  # the leader itself: stepping down ends its lease reads
+            return False
+        quiet = monotonic() - self._pv_last_leader_contact < self._vote_quiet
+        if quiet:
+            self.votes_refused += 1
+        return quiet
+
+    votes_refused = 0
 
     # -- status -------------------------------------------------------------------------------------
     def _record_role(self) -> None:
@@ -257,6 +277,8 @@ class RaftCore(PreVoteMixin, ReadIndexMixin, LogSafetyMixin, MembershipMixin, Sy
             "stale_snapshots_ignored": self.stale_snapshots_ignored,
             "expired_commands": self.expired_commands.expired,
             "links": self.links(),
+            "read_index_rounds": self.read_index_rounds,
+            "lease": {**self.lease_status(), "votes_refused": self.votes_refused},
             "link_counters": {
                 "connect_deadlines_hit": getattr(self._SyncObj__transport, "connect_deadlines_hit", 0),
                 "idle_links_closed": getattr(self._SyncObj__transport, "idle_links_closed", 0),

@@ -39,6 +39,14 @@ class RaftSettings:
     connect_timeout: float = 0.5
     link_timeout: float = 1.5
     link_ping_interval: float = 0.25
+    # Leader leases (cluster/raft_read.py), off by default. Clock assumption: over one lease, the
+    # clocks of two members advance at rates that differ by at most lease_clock_drift seconds, so a
+    # follower that heard from the leader does not vote (or pre-vote) for anyone else for min_timeout
+    # of its own clock, which is still at least lease_duration of the leader's. Must be set on every
+    # member: a follower's vote refusal is what makes the leader's lease safe.
+    lease_reads: bool = False
+    lease_duration: float | None = None  # seconds; None: (min_timeout - lease_clock_drift) * 0.75
+    lease_clock_drift: float = 0.02
     group_commit: bool = True  # concurrent writes share one journal flush (cluster/raft_journal.py)
     pre_vote: bool = True  # ask for pre-votes before starting an election (cluster/raft_prevote.py)
     source_address: str | None = None  # bind outgoing peer connections to it (cluster/raft_transport.py)
@@ -75,6 +83,19 @@ class RaftSettings:
             )
         if self.max_clock_skew < 0:
             raise RaftConfigError("max_clock_skew must be >= 0 seconds")
+        if self.lease_reads:
+            bound = self.min_timeout - self.lease_clock_drift
+            if self.lease_clock_drift < 0 or bound <= 0:
+                raise RaftConfigError(
+                    f"lease_clock_drift ({self.lease_clock_drift}s) must be >= 0 and below min_timeout "
+                    f"({self.min_timeout}s)"
+                )
+            if not 0 < self.effective_lease_duration < bound:
+                raise RaftConfigError(
+                    f"lease_duration ({self.lease_duration}s) must be > 0 and less than min_timeout minus "
+                    f"lease_clock_drift ({bound:.3f}s): a lease must end before any member may vote for "
+                    "another leader"
+                )
         if self.leader_fallback_timeout <= self.append_entries_period:
             raise RaftConfigError("leader_fallback_timeout must be greater than append_entries_period")
         for addr in [self.self_addr, *self.partners]:
@@ -83,3 +104,10 @@ class RaftSettings:
                 raise RaftConfigError(f"raft address {addr!r} must look like host:port")
         if self.self_addr in self.partners:
             raise RaftConfigError(f"raft address {self.self_addr} is listed as its own peer")
+
+    @property
+    def effective_lease_duration(self) -> float:
+        """The lease in seconds (meaningful with ``lease_reads``)."""
+        if self.lease_duration is not None:
+            return self.lease_duration
+        return (self.min_timeout - self.lease_clock_drift) * 0.75

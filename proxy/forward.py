@@ -58,6 +58,8 @@ _OWN_REQUEST = frozenset(
 )
 _DROP_REQUEST = HOP_BY_HOP | _OWN_REQUEST
 _EMPTY: frozenset[Target] = frozenset()
+_NONE: frozenset[bytes] = frozenset()
+_NONE_LENGTHS: frozenset[int] = frozenset()
 _FRAMING_LENGTHS = frozenset(len(n) for n in HOP_BY_HOP | {b"content-length"})
 _CONNECTION_OPTIONS = frozenset({b"keep-alive", b"close", b""})
 # status -> (the reason upstreams usually send, its status line): no formatting per response
@@ -116,7 +118,12 @@ def request_head_tail(ctx: RequestContext, ex: Exchange) -> bytes:
     parts: list[bytes] = []
     edited = ctx.upstream_headers_if_built()
     if edited is None:
-        drop = _DROP_REQUEST | ex.connection_tokens | ctx.dropped_headers()
+        drop = _DROP_REQUEST
+        if ex.connection_tokens:
+            drop = drop | ex.connection_tokens
+        dropped = ctx.dropped_headers()
+        if dropped:
+            drop = drop | dropped
         prior = b""
         for name, value in ex.raw_headers:
             low = name.lower()
@@ -166,8 +173,8 @@ class Relay:
 
     __slots__ = (
         "fw", "ex", "ctx", "chain", "conn", "reused", "future", "headers", "reason", "status", "head_sent",
-        "out_chunked", "until_close", "skip", "body_sent", "got_bytes", "last_read", "timeout", "tunnel",
-        "outcome", "error", "out", "pool", "target", "tp", "plan", "on_done",
+        "out_chunked", "until_close", "skip", "body_sent", "got_bytes", "last_read", "fresh", "timeout", "tunnel",
+        "outcome", "error", "out", "pool", "target", "tp", "plan", "on_done", "done",
     )  # fmt: skip
 
     def __init__(self, fw: Forwarder, ex: Exchange, ctx: RequestContext, chain: PluginChain,
@@ -181,6 +188,7 @@ class Relay:
         self.future: asyncio.Future[int] | None = None  # the coroutine path awaits it
         self.on_done: Callable[[Relay, int], None] | None = None  # the inline path's continuation
         self.pool: Pool | None = None
+        self.done: Done | None = None
         self.target: Target | None = None
         self.tp: TargetPool | None = None
         self.plan: tuple[bytes | None, bytes, bytes] | None = None  # hash key, request line, head tail
@@ -194,6 +202,7 @@ class Relay:
         self.body_sent = not ex.body_exists or ex.upgrade
         self.got_bytes = False
         self.last_read = 0.0
+        self.fresh = False  # read since the timeout sweep last looked (it then moves last_read)
         self.timeout = timeout
         self.tunnel = False
         self.outcome: int | None = None
@@ -207,7 +216,7 @@ class Relay:
             return
         conn.relay = self
         conn.used += 1
-        self.last_read = self.fw.loop.time()
+        self.fresh = True  # the timeout sweep dates the start (no clock read here)
         self.fw.active.add(self)
         ex.on_client_lost = self.client_lost
         proto = ex.proto
@@ -244,8 +253,7 @@ class Relay:
     # -- response -----------------------------------------------------------------------------------
 
     def received(self, data: bytes) -> None:
-        self.last_read = self.fw.loop.time()
-        self.got_bytes = True
+        self.fresh = self.got_bytes = True
         if self.tunnel:
             self.ex.write(data)
             return
@@ -276,6 +284,24 @@ class Relay:
         self.status = status
         ex, ctx = self.ex, self.ctx
         ctx.status = status
+        chain = self.chain
+        responders = ctx.responders(chain)
+        full = False  # a response phase that needs the headers as a dict (not just setting some)
+        added: list[tuple[bytes, bytes]] | None = None
+        replaced: set[bytes] | frozenset[bytes] = _NONE
+        replaced_lengths: set[int] | frozenset[int] = _NONE_LENGTHS
+        if responders:
+            setters = chain.setters_only if responders is chain.responders else all(p.sets_headers for p in responders)
+            if setters:
+                added = [entry for p in responders for entry in p.header_lines(ctx)]
+                if added:
+                    replaced = {entry[0] for entry in added}
+                    replaced_lengths = {len(name) for name in replaced}
+            else:
+                full = True
+        reason = self.reason
+        cached = _STATUS_LINES.get(status)
+        parts = [cached[1] if cached is not None and cached[0] == reason else status_line(status, reason or None)]
         # one pass: framing and hop-by-hop headers out (only names of their lengths are lowered)
         kept: list[tuple[bytes, bytes]] = []
         length: bytes | None = None
@@ -283,47 +309,41 @@ class Relay:
         upgrade = b""
         tokens: set[bytes] | None = None
         for name, value in self.headers:
-            if len(name) in _FRAMING_LENGTHS:
+            n = len(name)
+            if n in _FRAMING_LENGTHS:
                 low = name.lower()
                 if low in HOP_BY_HOP:
                     if low == b"transfer-encoding":
                         chunked = b"chunked" in value.lower()
                     elif low == b"upgrade":
                         upgrade = value
-                    elif low == b"connection":
+                    elif low == b"connection" and value.lower() not in _CONNECTION_OPTIONS:
                         named = {t.strip().lower() for t in value.split(b",")} - _CONNECTION_OPTIONS
                         tokens = named if tokens is None else tokens | named
                     continue
                 if low == b"content-length":
                     length = value
                     continue
-            kept.append((name, value))
-        if tokens:  # headers the upstream named in Connection are hop-by-hop too
-            kept = [(n, v) for n, v in kept if n.lower() not in tokens]
-        reason = self.reason
-        cached = _STATUS_LINES.get(status)
-        line = cached[1] if cached is not None and cached[0] == reason else status_line(status, reason or None)
-        responders = ctx.responders(self.chain)
-        if responders and all(p.sets_headers for p in responders):
-            parts = [line]
-            added = [entry for p in responders for entry in p.header_lines(ctx)]
-            replaced = {name for name, _ in added}
-            for name, value in kept:
-                if not replaced or name.lower() not in replaced:
+            if full:
+                kept.append((name, value))
+            elif n not in replaced_lengths or name.lower() not in replaced:
+                parts += (name, b": ", value, b"\r\n")
+        if tokens:  # headers the upstream named in Connection are hop-by-hop too: filter again
+            drop = HOP_BY_HOP | tokens | replaced | {b"content-length"}
+            kept = [(k, v) for k, v in self.headers if k.lower() not in drop]
+            if not full:
+                del parts[1:]
+                for name, value in kept:
                     parts += (name, b": ", value, b"\r\n")
-            parts += [entry[1] for entry in added]
-        elif responders:
+        if full:
             resp = Response(status)
-            resp.headers.extend((n.decode("latin-1"), v.decode("latin-1")) for n, v in kept)
-            self.chain.response(ctx, resp)
-            parts = [line]
+            resp.headers.extend((k.decode("latin-1"), v.decode("latin-1")) for k, v in kept)
+            chain.response(ctx, resp)
             for n2, v2 in resp.headers.items():
                 if n2.lower() not in ("content-length", "transfer-encoding", "connection"):
                     parts.append(_encode(n2, v2))
-        else:
-            parts = [line]
-            for name, value in kept:
-                parts += (name, b": ", value, b"\r\n")
+        elif added:
+            parts += [entry[1] for entry in added]
         no_body = status == 101 or status in (204, 304) or ex.method == "HEAD"
         if status == 101:
             parts += (b"Connection: upgrade\r\nUpgrade: ", upgrade, b"\r\n")
@@ -490,7 +510,14 @@ class Forwarder:
             await asyncio.sleep(0.05)
             if self.active:
                 now = self.loop.time()
-                for relay in [r for r in self.active if now - r.last_read >= r.timeout]:
+                stalled = []
+                for relay in self.active:
+                    if relay.fresh:  # no clock read per upstream read: the sweep dates it (<= 50 ms late)
+                        relay.fresh = False
+                        relay.last_read = now
+                    elif now - relay.last_read >= relay.timeout:
+                        stalled.append(relay)
+                for relay in stalled:
                     relay.timed_out()
 
     async def close(self) -> None:
@@ -510,7 +537,7 @@ class Forwarder:
         key = None
         if pool.settings.hash_on is not None:
             key = pool.hash_key(ex.headers, ex.cookies, ctx.client_ip)
-        query = _query_string(ctx, ex)
+        query = ex.query_string if ctx.upstream_query_if_built() is None else _query_string(ctx, ex)
         line = b"%b %b%b HTTP/1.1\r\n" % (
             ex.method_bytes, ctx.upstream_path.encode("latin-1", "replace"),
             b"?" + query.encode("latin-1", "replace") if query else b"",
@@ -535,12 +562,14 @@ class Forwarder:
         pool.acquire(target)
         relay = Relay(self, ctx.request, ctx, chain, conn, True, pool.settings.read_timeout)
         relay.pool, relay.target, relay.tp, relay.plan = pool, target, tp, plan
-        relay.on_done = lambda r, outcome: self._inline_done(r, outcome, done)
+        relay.done = done
+        relay.on_done = self._inline_done
         relay.start(plan[1] + target.host_header + plan[2])
         return None
 
-    def _inline_done(self, relay: Relay, outcome: int, done: Done) -> None:
-        pool, target = relay.pool, relay.target
+    def _inline_done(self, relay: Relay, outcome: int) -> None:
+        pool, target, done = relay.pool, relay.target, relay.done
+        assert done is not None
         assert pool is not None and target is not None
         if outcome == OK or outcome == GONE or outcome == BROKEN:
             pool.release(target)

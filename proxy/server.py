@@ -296,16 +296,21 @@ class DataPlane:
             ex.send_response(json_error(503, "no_config", "the proxy has no configuration yet"))
             self.metrics.observe_request(None, 503, self.clock() - start)
             return
-        path = normalize_path(ex.path)
+        path = ex.path
+        if "." in path:
+            path = normalize_path(path)
         match = runtime.router.match(ex.method, ex.host, path, ex)  # type: ignore[arg-type]
-        route = match.route if match is not None else None
-        chain = runtime.global_chain if route is None else runtime.chains.get(route.id, runtime.global_chain)
-        ctx = RequestContext(
-            ex, self.services, runtime.consumers, ex.method, ex.host, path, ex.proto.client_ip,
-            upstream_path(ex.raw_path, path, match.matched_path if match else "",
-                          bool(route and route.strip_prefix), normalized=path != ex.path),
-            None, None, match, start, self.services.wall(),
-        )  # fmt: skip
+        if match is None:
+            route, chain, forward_path = None, runtime.global_chain, ex.raw_path
+        else:
+            route = match.route
+            chain = runtime.chains.get(route.id, runtime.global_chain)
+            forward_path = ex.raw_path
+            if route.strip_prefix or path is not ex.path:
+                forward_path = upstream_path(ex.raw_path, path, match.matched_path, route.strip_prefix,
+                                             normalized=path != ex.path)  # fmt: skip
+        ctx = RequestContext(ex, self.services, runtime.consumers, ex.method, ex.host, path, ex.proto.client_ip,
+                             forward_path, None, None, match, start)  # fmt: skip
         resp: Any = None
         try:
             if chain.plugins:
