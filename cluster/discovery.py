@@ -105,7 +105,7 @@ class Discovery:
         if self._leading:
             self._last_seen[rid] = self.clock()
             return "ok"
-        if not self.store.raft.has_leader_with_quorum():
+        if not self.store.has_leader_with_quorum():
             return "no_quorum"
         if self._forward_failing_since is not None and self.clock() - self._forward_failing_since > FORWARD_GRACE:
             return "leader_unreachable"  # our batches do not get through: the agent should try another node
@@ -148,7 +148,7 @@ class Discovery:
                 log.exception("discovery round failed")
 
     def _role(self) -> tuple[bool, int]:
-        st = self.store.raft.status()
+        st = self.store.raft_status()
         self._has_quorum = bool(st["has_quorum"])
         return st["role"] == "leader" and self._has_quorum, int(st["term"])
 
@@ -233,7 +233,7 @@ class Discovery:
     def _leader_url(self) -> str | None:
         status = self.store.raft_status()
         leader_id = status.get("leader_id")
-        for member in self.store.raft.members():
+        for member in self.store.members():
             if member.id == leader_id and member.id != self.store.node_id:
                 return member.admin_url or None
         return None

@@ -2,8 +2,9 @@
 
 Events (``event`` field): ``election_started`` / ``election_won`` / ``election_lost`` (with
 ``term``), ``leader_changed`` (``leader``, ``term``), ``quorum_lost`` / ``quorum_regained``,
-``link_up`` / ``link_down`` (``peer``), ``snapshot_sent`` / ``snapshot_installed`` /
-``stale_snapshots_ignored`` (with ``count``: bursts become one record), ``membership_changed``,
+``link_up`` / ``link_down`` (``peer``), ``snapshot_sent`` (leader: ``peer``, ``size`` in bytes),
+``snapshot_installed`` / ``stale_snapshots_ignored`` (with ``count``: bursts become one record),
+``membership_changed``,
 ``unavailable`` (503 answers, at most one record per reason per second, with ``suppressed``).
 
 Each event is logged as one line (logger ``gwadm.events``; JSON with ``--log-format json``, see

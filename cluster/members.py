@@ -62,6 +62,8 @@ def _member_status(request: web.Request) -> dict[str, Any]:
         "stale_append_entries_trimmed": st["stale_append_entries_trimmed"],
         "links": st.get("links", {}),  # each peer's Raft link: {"state": up|connecting|down, ...}
         "link_counters": st.get("link_counters", {}),
+        "read_index_rounds": st.get("read_index_rounds", 0),  # heartbeat rounds that confirmed reads
+        "lease": st.get("lease", {"enabled": False}),  # leader leases (cluster/raft_read.py)
         "links_down": sorted(p for p, link in st.get("links", {}).items() if link["state"] != "up"),
         "started_at": settings.get("started_at"),
         "insecure": bool(settings.get("insecure", False)),  # plain HTTP admin API (--insecure)

@@ -243,7 +243,33 @@ class MembershipMixin:
         super()._SyncObj__updateClusterConfiguration(newNodes)  # type: ignore[misc]
         self._refresh_members()
 
+    _last_denial: tuple[str, str] | None = None  # leader: the refusal pysyncobj is about to answer
+    _inbound_denial: tuple[str, str] | None = None  # follower: the leader's reason, while delivered
+
     def _SyncObj__changeCluster(self, request: list[Any]) -> bool:  # noqa: N802
+        ok = self._judge_change(request)
+        if not ok:
+            self._last_denial = self._denials.get((str(request[0]), str(request[1])))
+        return ok
+
+    def _take_last_denial(self) -> tuple[str, str] | None:
+        """For the transport: why the change pysyncobj answers REQUEST_DENIED right now was refused
+        (it travels to the follower that forwarded the change, cluster/raft_transport.py)."""
+        why, self._last_denial = self._last_denial, None
+        return why
+
+    def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802
+        """A forwarded change's answer: keep the leader's reason while pysyncobj runs the callback."""
+        denial = message.get("gw_denial") if isinstance(message, dict) else None
+        if (isinstance(denial, tuple | list) and len(denial) == 2 and all(isinstance(d, str) for d in denial)
+                and message.get("type") == "apply_command_response"):
+            self._inbound_denial = (denial[0], denial[1])
+        try:
+            super()._SyncObj__onMessageReceived(node, message)  # type: ignore[misc]
+        finally:
+            self._inbound_denial = None
+
+    def _judge_change(self, request: list[Any]) -> bool:
         key = (str(request[0]), str(request[1]))
         pending = self._uncommitted_change()
         noop = self._SyncObj__noopIDx  # type: ignore[attr-defined]
@@ -282,10 +308,12 @@ class MembershipMixin:
         deadline = loop.time() + timeout
         key = ("add" if action == "add" else "rem", member.raft_addr)
         while True:
-            fut: asyncio.Future[int] = loop.create_future()
+            fut: asyncio.Future[tuple[int, tuple[str, str] | None]] = loop.create_future()
 
-            def callback(_res: Any, err: int, fut: asyncio.Future[int] = fut) -> None:
-                loop.call_soon_threadsafe(_settle, fut, err)
+            def callback(_res: Any, err: int, fut: asyncio.Future[tuple[int, tuple[str, str] | None]] = fut) -> None:
+                # a forwarded change refused by the leader: its reason arrived with the answer
+                remote = self._inbound_denial if err == FAIL_REASON.REQUEST_DENIED else None
+                loop.call_soon_threadsafe(_settle_change, fut, err, remote)
 
             self._denials.pop(key, None)
             if key[0] == "add":
@@ -293,7 +321,7 @@ class MembershipMixin:
             else:
                 self.removeNodeFromCluster(member.node(), callback=callback)  # type: ignore[attr-defined]
             try:
-                err = await asyncio.wait_for(asyncio.shield(fut), max(deadline - loop.time(), 0.01))
+                err, remote = await asyncio.wait_for(asyncio.shield(fut), max(deadline - loop.time(), 0.01))
             except TimeoutError:
                 raise MembershipUnavailable(
                     "no answer before the deadline: the change may still commit (see GET /v1/cluster/members)"
@@ -302,7 +330,8 @@ class MembershipMixin:
                 return
             if err != FAIL_REASON.REQUEST_DENIED:
                 raise MembershipUnavailable(f"leadership changed during the change ({_FAIL.get(err, err)}); retry")
-            kind, why = self._denials.pop(key, ("conflict", "the leader refused the change"))
+            local = self._denials.pop(key, None)
+            kind, why = remote or local or ("conflict", "the leader refused the change (it gave no reason)")
             if kind == "not_ready" and loop.time() + 0.05 < deadline:
                 await asyncio.sleep(0.05)
                 continue
@@ -313,6 +342,7 @@ class MembershipMixin:
     def _checkCommandsToApply(self) -> None:
         """pysyncobj's tick step that appends queued commands to the log (or forwards them to the
         leader). Skipped while a leadership transfer holds them: see ``transfer_leadership``."""
+        self._last_denial = None  # a reason is only for the refusal answered in the same step
         if time.monotonic() < self._hold_commands_until:
             return
         super()._checkCommandsToApply()  # type: ignore[misc]
@@ -330,6 +360,9 @@ class MembershipMixin:
         the submitting node retries)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        # The transfer's candidate is elected without the lease-holding followers' quiet period
+        # (cluster/raft_read.py): no lease reads for the rest of this term.
+        self._lease_blocked_term = self._SyncObj__raftCurrentTerm  # type: ignore[attr-defined]
         self._hold_commands_until = time.monotonic() + min(timeout, TRANSFER_HOLD)
         try:
             await self._transfer_until(deadline)
@@ -378,3 +411,9 @@ _FAIL = {v: k.lower() for k, v in vars(FAIL_REASON).items() if isinstance(v, int
 def _settle(fut: asyncio.Future[int], err: int) -> None:
     if not fut.done():
         fut.set_result(err)
+
+
+def _settle_change(fut: asyncio.Future[tuple[int, tuple[str, str] | None]], err: int,
+                   remote: tuple[str, str] | None) -> None:
+    if not fut.done():
+        fut.set_result((err, remote))

@@ -40,6 +40,7 @@ RAFT_TUNABLES = frozenset({
     "min_timeout", "max_timeout", "append_entries_period", "leader_fallback_timeout",
     "connection_retry_time", "max_bind_retries", "compaction_min_entries", "compaction_min_time",
     "max_clock_skew", "connect_timeout", "link_timeout", "link_ping_interval", "group_commit", "pre_vote",
+    "lease_reads", "lease_duration", "lease_clock_drift",
 })
 
 

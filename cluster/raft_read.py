@@ -7,6 +7,16 @@ echo the number they answer (cluster/raft_transport.py) — no log entry, no fsy
 share a round. Follower: asks the leader for a read index (``gw_read_index`` over the Raft link),
 waits until it has applied that index, then serves locally.
 
+Leader leases (optional, ``[raft] lease_reads``, off by default; Raft thesis §6.4.1): while the
+leader has heard from a majority within the lease — measured from when it *sent* the heartbeats
+those members acknowledged, never from when the answers arrived — a read takes the commit index
+at once, with no heartbeat round. Safe because, with leases on, a member that heard from a leader
+grants neither a pre-vote (cluster/raft_prevote.py) nor a vote (cluster/raft_core.py) to anyone
+else for ``min_timeout`` of its own clock, unless the candidate campaigns on a leadership
+transfer, and a leader that starts a transfer gives up its lease for the rest of its term. Clock
+assumption: over one lease, two members' clocks drift apart by less than ``lease_clock_drift``;
+``lease_duration`` < ``min_timeout`` - ``lease_clock_drift`` (checked by RaftSettings.validate).
+
 Everything that touches pysyncobj state runs on its tick thread (``_serve_reads`` is a tick
 callback); the asyncio side only enqueues and awaits. A read whose confirmation fails (leadership
 moved, no answer in time, an old leader that does not speak ``gw_read_index``) raises
@@ -17,10 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
+import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
+
+from pysyncobj.monotonic import monotonic as monotonic_time  # the clock the transport stamps sends with
 
 READ_REQUEST, READ_RESPONSE = "gw_read_index", "gw_read_index_resp"
 CONFIRM_TIMEOUT = 1.0  # seconds a leader tries to confirm one read before giving up on it
@@ -33,10 +45,34 @@ class ReadIndexUnavailable(RuntimeError):
 Reply = Callable[[int | None, str | None], None]  # (index, error)
 
 
+def lease_expiry(acked_send_times: Iterable[float], voters: int, since: float, duration: float) -> float | None:
+    """When the leader's lease ends (monotonic time), or None if it holds none.
+
+    ``acked_send_times``: per other voter, when the newest heartbeat it acknowledged was *sent*;
+    heartbeats sent before ``since`` (this term's leadership) do not count. The leader is one of
+    the majority itself; the lease runs from the send time of the heartbeat that completed the
+    majority (the oldest of the newest acknowledgements a majority needs)."""
+    need = voters // 2  # other members besides this one that make a majority
+    if need == 0:
+        return math.inf  # the only voter: no one else can be elected
+    times = sorted((t for t in acked_send_times if t >= since), reverse=True)
+    if len(times) < need:
+        return None
+    return times[need - 1] + duration
+
+
 class ReadIndexMixin:
     """Needs ``self._SyncObj__*`` state; ``_read_init`` after SyncObj's ``__init__``."""
 
-    def _read_init(self) -> None:
+    lease_duration: float | None = None  # seconds; None: no leases
+    lease_reads = 0  # reads answered by the lease, without a heartbeat round
+    _lease_blocked_term = -1  # a term in which this leader started a leadership transfer
+    _lease_term = -1
+    _lease_since = 0.0
+    _lease_until: float | None = None
+
+    def _read_init(self, lease_duration: float | None = None) -> None:
+        self.lease_duration = lease_duration
         self._read_new: deque[Reply] = deque()  # asyncio thread / message handler -> tick thread
         self._read_pending: list[tuple[int, int, dict[Any, int], float, Reply]] = []
         self._read_waiting_noop: list[tuple[float, Reply]] = []
@@ -78,7 +114,7 @@ class ReadIndexMixin:
 
     # -- tick thread ------------------------------------------------------------------------------------
     def _serve_reads(self) -> None:
-        now = time.monotonic()
+        now = monotonic_time()
         leader = self._SyncObj__raftState == 2  # type: ignore[attr-defined]
         fresh: list[Reply] = []
         while self._read_new:
@@ -92,10 +128,18 @@ class ReadIndexMixin:
                 reply(None, "leadership moved")
             self._read_waiting_noop, self._read_pending = [], []
             return
-        self._read_waiting_noop.extend((now, r) for r in fresh)
         noop = self._SyncObj__noopIDx  # type: ignore[attr-defined]
         commit = self._SyncObj__raftCommitIndex  # type: ignore[attr-defined]
         term = self._SyncObj__raftCurrentTerm  # type: ignore[attr-defined]
+        leased = self.lease_duration is not None and self._lease_valid(now, term)  # every tick: status is fresh
+        if leased and (fresh or self._read_waiting_noop) and noop is not None and commit >= noop:
+            for reply in fresh:
+                reply(commit, None)
+            for _t, reply in self._read_waiting_noop:
+                reply(commit, None)
+            self.lease_reads += len(fresh) + len(self._read_waiting_noop)
+            fresh, self._read_waiting_noop = [], []
+        self._read_waiting_noop.extend((now, r) for r in fresh)
         if self._read_waiting_noop and noop is not None and commit >= noop:
             transport = self._SyncObj__transport  # type: ignore[attr-defined]
             marks = transport.heartbeat_marks()
@@ -125,6 +169,29 @@ class ReadIndexMixin:
             else:
                 still.append((index, t, marks, since, reply))
         self._read_pending = still
+
+    def _lease_valid(self, now: float, term: int) -> bool:
+        """Tick thread, leader only: does this leader hold a lease right now?"""
+        if self.lease_duration is None:
+            return False
+        if term != self._lease_term:  # a new term of leadership: only its own heartbeats count
+            self._lease_term, self._lease_since = term, now
+        if term == self._lease_blocked_term:
+            self._lease_until = None
+            return False
+        others = self._SyncObj__otherNodes  # type: ignore[attr-defined]
+        acked = self._SyncObj__transport.acked_send_times()  # type: ignore[attr-defined]
+        self._lease_until = lease_expiry((acked[n] for n in others if n in acked), len(others) + 1,
+                                         self._lease_since, self.lease_duration)
+        return self._lease_until is not None and now < self._lease_until
+
+    def lease_status(self) -> dict[str, Any]:
+        """``{"enabled", "reads", "valid_for_s"}`` as last seen by the tick thread (any thread)."""
+        until = self._lease_until
+        leader = self._SyncObj__raftState == 2  # type: ignore[attr-defined]
+        left = None if until is None or not leader else max(0.0, until - monotonic_time())
+        return {"enabled": self.lease_duration is not None, "reads": self.lease_reads,
+                "valid_for_s": None if left is None or left == math.inf else round(left, 3)}
 
     def _ask_leader(self, reply: Reply) -> None:
         leader = self._SyncObj__raftLeader  # type: ignore[attr-defined]

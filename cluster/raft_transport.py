@@ -17,6 +17,16 @@ Why each piece exists:
   connection leaves from 127.0.0.1 whatever address the node listens on; partition rules written
   per node address (DESIGN.md §6) would silently miss it. With ``source_address`` set, each
   outgoing connection binds that address (port 0) before connecting.
+* **Denial reasons.** A follower's membership change travels to the leader as pysyncobj's
+  ``apply_command``; a refusal comes back as a bare REQUEST_DENIED. ``denial_reason`` (set by the
+  node) lets the leader attach why (``gw_denial``: ``(kind, message)``), so the follower can say it.
+* **Lease support.** Each numbered AppendEntries remembers when it was sent; an acknowledgement
+  records the *send* time of the heartbeat it answers (``acked_send_times``), from which the
+  leader's lease is measured (cluster/raft_read.py). A vote request of a leadership transfer's
+  candidate is tagged ``gw_transfer`` (``is_transfer``): lease-holding followers grant only those
+  within min_timeout of hearing from their leader.
+* **Snapshots sent.** ``on_snapshot_sent(peer address, size)`` when the last chunk of a snapshot
+  (pysyncobj's ``serialized`` AppendEntries) goes to a lagging follower.
 """
 
 from __future__ import annotations
@@ -24,9 +34,11 @@ from __future__ import annotations
 import errno
 import functools
 import socket
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from pysyncobj import FAIL_REASON
 from pysyncobj.monotonic import monotonic as monotonic_time
 from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.tcp_connection import CONNECTION_STATE, TcpConnection, _getAddrType
@@ -101,8 +113,12 @@ class BoundTCPTransport(TCPTransport):  # type: ignore[misc]
         self._hb_sent: dict[Any, int] = {}  # peer -> last AppendEntries number sent (leader)
         self._hb_acked: dict[Any, int] = {}  # peer -> highest number it acknowledged (leader)
         self._hb_from: dict[Any, int] = {}  # peer -> last number received from it (follower)
+        self._hb_sent_at: dict[Any, deque[tuple[int, float]]] = {}  # peer -> recent (number, sent at)
+        self._hb_acked_sent_at: dict[Any, float] = {}  # peer -> send time of the newest heartbeat it acked
+        self._snapshot_bytes: dict[Any, int] = {}  # peer -> bytes of the snapshot being sent
         self.connect_deadlines_hit = 0
         self.idle_links_closed = 0
+        self.snapshots_sent = 0
         super().__init__(*args, **kwargs)
 
     def addNode(self, node: Any) -> None:  # noqa: N802 - pysyncobj's name
@@ -130,6 +146,8 @@ class BoundTCPTransport(TCPTransport):  # type: ignore[misc]
     def dropNode(self, node: Any) -> None:  # noqa: N802
         super().dropNode(node)
         self._up_nodes.discard(node)
+        for hb in (self._hb_sent_at, self._hb_acked_sent_at):
+            hb.pop(node, None)
         for table in (self._link_up, self._link_since, self._last_heard):
             table.pop(getattr(node, "address", None), None)
 
@@ -159,9 +177,20 @@ class BoundTCPTransport(TCPTransport):  # type: ignore[misc]
                 conn.disconnect()
 
     before_ack: Callable[[], None] | None = None  # group commit: flush the journal first
+    denial_reason: Callable[[], tuple[str, str] | None] | None = None  # why the leader refused a change
+    is_transfer: Callable[[], bool] | None = None  # this member campaigns on a leader's TimeoutNow
+    on_snapshot_sent: Callable[[str, int], None] | None = None  # (peer address, bytes)
 
     def send(self, node: Any, message: Any) -> bool:
         kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "apply_command_response" and message.get("error") == FAIL_REASON.REQUEST_DENIED:
+            why = self.denial_reason() if self.denial_reason is not None else None
+            if why is not None:
+                message["gw_denial"] = why
+        elif kind == "append_entries" and message.get("serialized"):
+            self._snapshot_chunk(node, message["serialized"])
+        elif kind == "request_vote" and self.is_transfer is not None and self.is_transfer():
+            message["gw_transfer"] = True
         if kind == "next_node_idx":
             if self.before_ack is not None:
                 self.before_ack()  # an acknowledgement promises the entries are on disk
@@ -172,7 +201,27 @@ class BoundTCPTransport(TCPTransport):  # type: ignore[misc]
             seq = self._hb_sent.get(node, 0) + 1
             self._hb_sent[node] = seq
             message["gw_hb"] = seq
+            sent = self._hb_sent_at.get(node)
+            if sent is None:
+                sent = self._hb_sent_at[node] = deque(maxlen=512)
+            sent.append((seq, monotonic_time()))  # taken before the bytes leave: never later than the send
         return bool(super().send(node, message))
+
+    def _snapshot_chunk(self, node: Any, chunk: Any) -> None:
+        """pysyncobj sends a snapshot as ``(data, is_first, is_last)`` chunks, one per AppendEntries."""
+        if not (isinstance(chunk, tuple | list) and len(chunk) == 3):
+            return
+        data, first, last = chunk
+        size = (0 if first else self._snapshot_bytes.get(node, 0)) + len(data or b"")
+        self._snapshot_bytes[node] = size
+        if last:
+            self._snapshot_bytes.pop(node, None)
+            self.snapshots_sent += 1
+            if self.on_snapshot_sent is not None:
+                try:
+                    self.on_snapshot_sent(getattr(node, "address", str(node)), size)
+                except Exception:  # an observer must never break the transport
+                    pass
 
     # -- ReadIndex support: heartbeats numbered per peer, acknowledgements matched to them ----------
     def heartbeat_marks(self) -> dict[Any, int]:
@@ -182,6 +231,10 @@ class BoundTCPTransport(TCPTransport):  # type: ignore[misc]
     def acked_since(self, marks: dict[Any, int]) -> int:
         """How many peers answered an AppendEntries numbered at least ``marks[peer]``."""
         return sum(1 for node, mark in marks.items() if self._hb_acked.get(node, 0) >= mark)
+
+    def acked_send_times(self) -> dict[Any, float]:
+        """Per peer, when the newest AppendEntries it acknowledged was sent (monotonic clock)."""
+        return dict(self._hb_acked_sent_at)
 
     def _onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802
         address = getattr(node, "address", None)
@@ -194,7 +247,11 @@ class BoundTCPTransport(TCPTransport):  # type: ignore[misc]
             if kind == "append_entries" and "gw_hb" in message:
                 self._hb_from[node] = message["gw_hb"]
             elif kind == "next_node_idx" and "gw_hb_ack" in message:
-                self._hb_acked[node] = max(self._hb_acked.get(node, 0), int(message["gw_hb_ack"]))
+                acked = int(message["gw_hb_ack"])
+                self._hb_acked[node] = max(self._hb_acked.get(node, 0), acked)
+                sent_at = next((t for seq, t in reversed(self._hb_sent_at.get(node, ())) if seq == acked), None)
+                if sent_at is not None and sent_at > self._hb_acked_sent_at.get(node, float("-inf")):
+                    self._hb_acked_sent_at[node] = sent_at
         super()._onMessageReceived(node, message)
 
     def _onNodeConnected(self, node: Any) -> None:  # noqa: N802

@@ -62,7 +62,7 @@ class ConfigStore:
         )
         self._subscribers: list[Callable[[int], None]] = []
         self._loop = asyncio.get_running_loop()
-        self.raft = RaftNode(
+        self._raft = RaftNode(
             settings,
             apply_fn=self._apply_command,
             snapshot_fn=self._dump,
@@ -97,7 +97,7 @@ class ConfigStore:
     # -- Raft, as the handlers need it -------------------------------------------------------------
     def members(self) -> list[Member]:
         """The current Raft configuration (cluster/membership.py)."""
-        return self.raft.members()
+        return self._raft.members()
 
     def member_urls(self) -> list[str]:
         """Admin URLs of the current Raft members: status frames carry them so proxies follow
@@ -106,39 +106,39 @@ class ConfigStore:
 
     def reachable_ids(self) -> set[str]:
         """Members the leader heard from recently (only meaningful on the leader)."""
-        return self.raft.reachable_ids()
+        return self._raft.reachable_ids()
 
     @property
     def events(self) -> EventLog:
         """This node's event log (cluster/events.py): elections, links, quorum, snapshots, 503s."""
-        return self.raft.events
+        return self._raft.events
 
     def is_leader(self) -> bool:
-        return bool(self.raft.status()["role"] == "leader")
+        return bool(self._raft.status()["role"] == "leader")
 
     def leader_member(self) -> Member | None:
         """The leader, if this node knows one with quorum."""
-        st = self.raft.status()
+        st = self._raft.status()
         if not st["has_quorum"] or not st["leader"]:
             return None
         return next((m for m in self.members() if m.raft_addr == st["leader"]), None)
 
     def applied_index(self) -> int:
-        return int(self.raft.status()["applied_index"])
+        return int(self._raft.status()["applied_index"])
 
     async def change_membership(self, action: str, member: Member, timeout: float) -> None:
-        await self.raft.change_membership(action, member, timeout)
+        await self._raft.change_membership(action, member, timeout)
 
     async def transfer_leadership(self, timeout: float) -> None:
-        await self.raft.transfer_leadership(timeout)
+        await self._raft.transfer_leadership(timeout)
 
     def raft_status(self) -> dict[str, Any]:
-        status = self.raft.status()
+        status = self._raft.status()
         leader_addr = status.pop("leader")
         # Without quorum the last known leader is only a memory (pysyncobj keeps it until the next
         # election, which a cut-off follower never starts): report none.
         known_leader = leader_addr if leader_addr and status["has_quorum"] else None
-        leader_id = (self.raft.member_id(known_leader) or self._addr_to_id.get(known_leader, known_leader)
+        leader_id = (self._raft.member_id(known_leader) or self._addr_to_id.get(known_leader, known_leader)
                      if known_leader else None)  # the member table knows nodes added since start
         sm = self._sm  # one read: the tick thread may swap it between two
         status.update(
@@ -157,9 +157,9 @@ class ConfigStore:
         """Replicate ``cmd`` with its deadline inside: the leader drops it once that has passed, which
         is ``max_clock_skew`` before we give up here (cluster/raft_deadline.py)."""
         cmd = stamp(cmd)  # an admin write: who, from where, when (cluster/audit_api.py)
-        skew = self.raft.settings.max_clock_skew
+        skew = self._raft.settings.max_clock_skew
         margin = skew if timeout > 2 * skew else timeout / 2
-        return await self.raft.submit(encode_command(cmd, time.time() + timeout - margin), timeout,
+        return await self._raft.submit(encode_command(cmd, time.time() + timeout - margin), timeout,
                                       quorum_wait=min(self.no_leader_wait, timeout), abort_without_quorum=read_only)
 
     read_index = True  # ReadIndex reads (cluster/raft_read.py); False: every read replicates a barrier
@@ -173,7 +173,7 @@ class ConfigStore:
         started = loop.time()
         if self.read_index:
             try:
-                await self.raft.read_index(min(timeout, 1.5))
+                await self._raft.read_index(min(timeout, 1.5))
                 return self._sm.config
             except ReadIndexUnavailable:
                 pass
@@ -222,7 +222,7 @@ class ConfigStore:
         return await self.command(cmd, timeout)
 
     def has_leader_with_quorum(self) -> bool:
-        return self.raft.has_leader_with_quorum()
+        return self._raft.has_leader_with_quorum()
 
     @staticmethod
     def new_request_id() -> str:
@@ -230,7 +230,7 @@ class ConfigStore:
 
     def close(self) -> None:
         self._watch_task.cancel()
-        self.raft.destroy()
+        self._raft.destroy()
 
     async def _watch_raft(self, interval: float = 0.2) -> None:
         """Notify subscribers when role, leader, term or quorum change.
@@ -241,7 +241,7 @@ class ConfigStore:
         while True:
             await asyncio.sleep(interval)
             try:
-                st = self.raft.status()
+                st = self._raft.status()
             except Exception:  # the tick thread may be mid-update; try again next round
                 continue
             key = (st["role"], st["leader"], st["term"], st["has_quorum"])

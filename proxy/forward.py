@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -41,7 +42,7 @@ from yarl import URL
 from proxy.balancer import Pool, Target
 from proxy.http_common import HOP_BY_HOP, Response, encode_header, json_error, status_line
 from proxy.http_server import _P_UPSTREAM, Exchange
-from proxy.upstream import UpstreamConnection, Upstreams
+from proxy.upstream import TargetPool, UpstreamConnection, Upstreams
 
 if TYPE_CHECKING:
     from proxy.plugins.base import PluginChain, RequestContext
@@ -57,8 +58,19 @@ _OWN_REQUEST = frozenset(
 )
 _DROP_REQUEST = HOP_BY_HOP | _OWN_REQUEST
 _EMPTY: frozenset[Target] = frozenset()
+_NONE: frozenset[bytes] = frozenset()
+_NONE_LENGTHS: frozenset[int] = frozenset()
+_FRAMING_LENGTHS = frozenset(len(n) for n in HOP_BY_HOP | {b"content-length"})
+_CONNECTION_OPTIONS = frozenset({b"keep-alive", b"close", b""})
+# status -> (the reason upstreams usually send, its status line): no formatting per response
+_STATUS_LINES = {code: (reason, b"HTTP/1.1 %d %b\r\n" % (code, reason)) for code, reason in (
+    (200, b"OK"), (201, b"Created"), (204, b"No Content"), (301, b"Moved Permanently"), (302, b"Found"),
+    (304, b"Not Modified"), (400, b"Bad Request"), (401, b"Unauthorized"), (403, b"Forbidden"),
+    (404, b"Not Found"), (500, b"Internal Server Error"), (502, b"Bad Gateway"), (503, b"Service Unavailable"),
+)}  # fmt: skip
 
 OK, RETRY, FAILED, TIMEOUT, BROKEN, GONE = range(6)
+Done = Callable[["RequestContext", "PluginChain", "Response | None"], None]
 
 
 def upstream_path(raw: str, decoded: str, matched: str, strip: bool, *, normalized: bool = False) -> str:
@@ -106,7 +118,12 @@ def request_head_tail(ctx: RequestContext, ex: Exchange) -> bytes:
     parts: list[bytes] = []
     edited = ctx.upstream_headers_if_built()
     if edited is None:
-        drop = _DROP_REQUEST | ex.connection_tokens | ctx.dropped_headers()
+        drop = _DROP_REQUEST
+        if ex.connection_tokens:
+            drop = drop | ex.connection_tokens
+        dropped = ctx.dropped_headers()
+        if dropped:
+            drop = drop | dropped
         prior = b""
         for name, value in ex.raw_headers:
             low = name.lower()
@@ -141,13 +158,23 @@ def _query_string(ctx: RequestContext, ex: Exchange) -> str:
     return URL.build(query=query).raw_query_string
 
 
+class Picked:
+    """What ``Forwarder.start`` planned and picked for a request it could not start inline."""
+
+    __slots__ = ("plan", "target")
+
+    def __init__(self, plan: tuple[Any, bytes, bytes], target: Target | None) -> None:
+        self.plan = plan
+        self.target = target
+
+
 class Relay:
     """One attempt: the request sent on ``conn``, its response relayed to the client."""
 
     __slots__ = (
         "fw", "ex", "ctx", "chain", "conn", "reused", "future", "headers", "reason", "status", "head_sent",
-        "out_chunked", "until_close", "skip", "body_sent", "got_bytes", "last_read", "timeout", "tunnel",
-        "outcome", "error", "out",
+        "out_chunked", "until_close", "skip", "body_sent", "got_bytes", "last_read", "fresh", "timeout", "tunnel",
+        "outcome", "error", "out", "pool", "target", "tp", "plan", "on_done", "done",
     )  # fmt: skip
 
     def __init__(self, fw: Forwarder, ex: Exchange, ctx: RequestContext, chain: PluginChain,
@@ -158,7 +185,13 @@ class Relay:
         self.chain = chain
         self.conn = conn
         self.reused = reused
-        self.future: asyncio.Future[int] = fw.loop.create_future()
+        self.future: asyncio.Future[int] | None = None  # the coroutine path awaits it
+        self.on_done: Callable[[Relay, int], None] | None = None  # the inline path's continuation
+        self.pool: Pool | None = None
+        self.done: Done | None = None
+        self.target: Target | None = None
+        self.tp: TargetPool | None = None
+        self.plan: tuple[bytes | None, bytes, bytes] | None = None  # hash key, request line, head tail
         self.headers: list[tuple[bytes, bytes]] = []
         self.reason = b""
         self.status = 0
@@ -169,6 +202,7 @@ class Relay:
         self.body_sent = not ex.body_exists or ex.upgrade
         self.got_bytes = False
         self.last_read = 0.0
+        self.fresh = False  # read since the timeout sweep last looked (it then moves last_read)
         self.timeout = timeout
         self.tunnel = False
         self.outcome: int | None = None
@@ -182,7 +216,7 @@ class Relay:
             return
         conn.relay = self
         conn.used += 1
-        self.last_read = self.fw.loop.time()
+        self.fresh = True  # the timeout sweep dates the start (no clock read here)
         self.fw.active.add(self)
         ex.on_client_lost = self.client_lost
         proto = ex.proto
@@ -219,8 +253,7 @@ class Relay:
     # -- response -----------------------------------------------------------------------------------
 
     def received(self, data: bytes) -> None:
-        self.last_read = self.fw.loop.time()
-        self.got_bytes = True
+        self.fresh = self.got_bytes = True
         if self.tunnel:
             self.ex.write(data)
             return
@@ -251,40 +284,67 @@ class Relay:
         self.status = status
         ex, ctx = self.ex, self.ctx
         ctx.status = status
-        tokens: frozenset[bytes] | set[bytes] = frozenset()
-        for name, value in self.headers:
-            if len(name) == 10 and name.lower() == b"connection":
-                tokens = {t.strip().lower() for t in value.split(b",")}
-                break
+        chain = self.chain
+        plugins = ctx.plugins
+        responders = chain.responders if not plugins or plugins is chain.plugins else ctx.responders(chain)
+        full = False  # a response phase that needs the headers as a dict (not just setting some)
+        added: list[tuple[bytes, bytes]] | None = None
+        replaced: set[bytes] | frozenset[bytes] = _NONE
+        replaced_lengths: set[int] | frozenset[int] = _NONE_LENGTHS
+        if responders:
+            setters = chain.setters_only if responders is chain.responders else all(p.sets_headers for p in responders)
+            if setters:
+                added = [entry for p in responders for entry in p.header_lines(ctx)]
+                if added:
+                    replaced = {entry[0] for entry in added}
+                    replaced_lengths = {len(name) for name in replaced}
+            else:
+                full = True
+        reason = self.reason
+        cached = _STATUS_LINES.get(status)
+        parts = [cached[1] if cached is not None and cached[0] == reason else status_line(status, reason or None)]
+        # one pass: framing and hop-by-hop headers out (only names of their lengths are lowered)
         kept: list[tuple[bytes, bytes]] = []
         length: bytes | None = None
         chunked = False
         upgrade = b""
+        tokens: set[bytes] | None = None
         for name, value in self.headers:
-            low = name.lower()
-            if low in HOP_BY_HOP or low in tokens:
-                if low == b"transfer-encoding":
-                    chunked = b"chunked" in value.lower()
-                elif low == b"upgrade":
-                    upgrade = value
-                continue
-            if low == b"content-length":
-                length = value
-                continue
-            kept.append((name, value))
-        responders = ctx.responders(self.chain)
-        if responders:
+            n = len(name)
+            if n in _FRAMING_LENGTHS:
+                low = name.lower()
+                if low in HOP_BY_HOP:
+                    if low == b"transfer-encoding":
+                        chunked = b"chunked" in value.lower()
+                    elif low == b"upgrade":
+                        upgrade = value
+                    elif low == b"connection" and value.lower() not in _CONNECTION_OPTIONS:
+                        named = {t.strip().lower() for t in value.split(b",")} - _CONNECTION_OPTIONS
+                        tokens = named if tokens is None else tokens | named
+                    continue
+                if low == b"content-length":
+                    length = value
+                    continue
+            if full:
+                kept.append((name, value))
+            elif n not in replaced_lengths or name.lower() not in replaced:
+                parts += (name, b": ", value, b"\r\n")
+        if tokens:  # headers the upstream named in Connection are hop-by-hop too: filter again
+            drop = HOP_BY_HOP | tokens | replaced | {b"content-length"}
+            kept = [(k, v) for k, v in self.headers if k.lower() not in drop]
+            if not full:
+                del parts[1:]
+                for name, value in kept:
+                    parts += (name, b": ", value, b"\r\n")
+        if full:
             resp = Response(status)
-            resp.headers.extend((n.decode("latin-1"), v.decode("latin-1")) for n, v in kept)
-            self.chain.response(ctx, resp)
-            parts = [status_line(status, self.reason or None)]
+            resp.headers.extend((k.decode("latin-1"), v.decode("latin-1")) for k, v in kept)
+            chain.response(ctx, resp)
             for n2, v2 in resp.headers.items():
                 if n2.lower() not in ("content-length", "transfer-encoding", "connection"):
                     parts.append(_encode(n2, v2))
-        else:
-            parts = [status_line(status, self.reason or None)]
-            for name, value in kept:
-                parts += (name, b": ", value, b"\r\n")
+        elif added:
+            parts += [entry[1] for entry in added]
         no_body = status == 101 or status in (204, 304) or ex.method == "HEAD"
         if status == 101:
             parts += (b"Connection: upgrade\r\nUpgrade: ", upgrade, b"\r\n")
@@ -424,7 +484,10 @@ class Relay:
         proto.resume(_P_UPSTREAM)
         if not self.tunnel or outcome != OK:
             self.conn.release(reusable)
-        if not self.future.done():
+        if self.on_done is not None:
+            on_done, self.on_done = self.on_done, None
+            on_done(self, outcome)
+        elif self.future is not None and not self.future.done():
             self.future.set_result(outcome)
 
 
@@ -435,6 +498,7 @@ class Forwarder:
         self.upstreams = upstreams
         self.loop = asyncio.get_running_loop()
         self.active: set[Relay] = set()
+        self.resuming: set[asyncio.Task[None]] = set()  # inline requests gone on to a retry
         self._draining = draining
         self._ticker: asyncio.Task[None] | None = self.loop.create_task(self._tick(), name="upstream-timeouts")
 
@@ -447,7 +511,14 @@ class Forwarder:
             await asyncio.sleep(0.05)
             if self.active:
                 now = self.loop.time()
-                for relay in [r for r in self.active if now - r.last_read >= r.timeout]:
+                stalled = []
+                for relay in self.active:
+                    if relay.fresh:  # no clock read per upstream read: the sweep dates it (<= 50 ms late)
+                        relay.fresh = False
+                        relay.last_read = now
+                    elif now - relay.last_read >= relay.timeout:
+                        stalled.append(relay)
+                for relay in stalled:
                     relay.timed_out()
 
     async def close(self) -> None:
@@ -461,61 +532,142 @@ class Forwarder:
         for relay in list(self.active):
             relay.client_lost()
 
-    async def forward(self, ctx: RequestContext, pool: Pool, chain: PluginChain) -> Response | None:
-        """Forward ``ctx`` to a target of ``pool``.
+    def _plan(self, ctx: RequestContext, pool: Pool) -> tuple[Any, bytes, bytes]:
+        ex: Exchange = ctx.request
+        ctx.upstream = pool.id
+        key = None
+        if pool.settings.hash_on is not None:
+            key = pool.hash_key(ex.headers, ex.cookies, ctx.client_ip)
+        query = ex.query_string if ctx.upstream_query_if_built() is None else _query_string(ctx, ex)
+        line = b"%b %b%b HTTP/1.1\r\n" % (
+            ex.method_bytes, ctx.upstream_path.encode("latin-1", "replace"),
+            b"?" + query.encode("latin-1", "replace") if query else b"",
+        )  # fmt: skip
+        return key, line, request_head_tail(ctx, ex)
+
+    def start(self, ctx: RequestContext, pool: Pool, chain: PluginChain, done: Done) -> Picked | None:
+        """Forward inline when a pooled connection to the picked target is idle: no task, no
+        coroutine; ``done(ctx, chain, error response or None)`` is called when the relay ends.
+        Returns None when it started; otherwise what it planned and picked, for ``forward(...,
+        picked=)`` to go on with on the coroutine path (a connect first, or no eligible target).
+        A first attempt that fails in a retryable way continues in a task (``_resume``)."""
+        plan = self._plan(ctx, pool)
+        target = pool.pick(plan[0], _EMPTY)
+        if target is None:
+            return Picked(plan, None)
+        tp = target.connections
+        if tp is None or tp.upstreams is not self.upstreams:
+            tp = target.connections = self.upstreams.pool(target.host, target.port)
+        conn = tp.take()
+        if conn is None:
+            return Picked(plan, target)
+        ctx.target = target.address
+        pool.acquire(target)
+        relay = Relay(self, ctx.request, ctx, chain, conn, True, pool.settings.read_timeout)
+        relay.pool, relay.target, relay.tp, relay.plan = pool, target, tp, plan
+        relay.done = done
+        relay.on_done = self._inline_done
+        relay.start(plan[1] + target.host_header + plan[2])
+        return None
+
+    def _inline_done(self, relay: Relay, outcome: int) -> None:
+        pool, target, done = relay.pool, relay.target, relay.done
+        assert done is not None
+        assert pool is not None and target is not None
+        if outcome == OK or outcome == GONE or outcome == BROKEN:
+            pool.release(target)
+            if outcome == BROKEN or relay.status in UNHEALTHY_STATUSES:
+                pool.report_failure(target)
+            else:
+                pool.report_success(target)
+            done(relay.ctx, relay.chain, None)
+            return
+        task = self.loop.create_task(self._resume(relay, outcome, done))
+        self.resuming.add(task)
+        task.add_done_callback(self.resuming.discard)
+
+    async def _resume(self, relay: Relay, outcome: int, done: Done) -> None:
+        ctx, chain = relay.ctx, relay.chain
+        try:
+            resp = await self.forward(ctx, relay.pool, chain, relay, outcome)  # type: ignore[arg-type]
+        except Exception:
+            log.exception("proxy: forwarding failed")
+            resp = json_error(500, "internal_error", "the proxy failed to handle this request")
+            if ctx.request.head_sent:
+                ctx.request.abort()
+                resp = None
+        done(ctx, chain, resp)
+
+    async def _attempt(self, relay: Relay, head: bytes) -> int:
+        relay.future = self.loop.create_future()
+        relay.start(head)
+        return await relay.future
+
+    async def forward(
+        self, ctx: RequestContext, pool: Pool, chain: PluginChain, resumed: Relay | None = None, outcome: int = OK,
+        picked: Picked | None = None,
+    ) -> Response | None:  # fmt: skip
+        """Forward ``ctx`` to a target of ``pool`` (or go on after ``resumed``, an inline first
+        attempt that ended with ``outcome``, or with the target ``start`` ``picked``).
 
         Returns None when a response was relayed (or the client is gone), or an error response
         for the caller to send.
         """
         ex: Exchange = ctx.request
         settings = pool.settings
-        ctx.upstream = pool.id
-        key = None
-        if settings.hash_on is not None:
-            key = pool.hash_key(ex.headers, ex.cookies, ctx.client_ip)
-        query = _query_string(ctx, ex)
-        line = b"%b %b%b HTTP/1.1\r\n" % (
-            ex.method_bytes, ctx.upstream_path.encode("latin-1", "replace"),
-            b"?" + query.encode("latin-1", "replace") if query else b"",
-        )  # fmt: skip
-        tail = request_head_tail(ctx, ex)
-        tried: set[Target] | None = None
+        attempts = settings.retries + 1
+        relay = resumed
+        first: Target | None = None
+        if resumed is None:
+            key, line, tail = self._plan(ctx, pool) if picked is None else picked.plan
+            tried: set[Target] | None = None
+            if picked is not None:
+                if picked.target is None:
+                    return json_error(503, "no_healthy_target", f"upstream {pool.id} has no healthy target")
+                first = picked.target
+        else:
+            assert resumed.plan is not None and resumed.target is not None and resumed.tp is not None
+            key, line, tail = resumed.plan
+            target, tp, tried = resumed.target, resumed.tp, {resumed.target}
+            attempts -= 1
         timed_out = False
-        for _attempt in range(settings.retries + 1):
-            target = pool.pick(key, tried or _EMPTY)
-            if target is None:
-                break
-            if tried is None:
-                tried = set()
-            tried.add(target)
-            ctx.target = target.address
-            pool.acquire(target)
-            tp = self.upstreams.pool(target.host, target.port)
-            conn = tp.take()
-            reused = conn is not None
-            if conn is None:
-                try:
-                    conn = await tp.connect(settings.connect_timeout)
-                except (OSError, TimeoutError) as exc:
-                    pool.release(target)
-                    pool.report_failure(target)
-                    timed_out = isinstance(exc, TimeoutError)
-                    log.info("upstream %s: connect to %s failed: %r", pool.id, target.address, exc)
-                    continue
-            head = line + target.host_header + tail
-            while True:
-                relay = Relay(self, ex, ctx, chain, conn, reused, settings.read_timeout)
-                relay.start(head)
-                outcome = await relay.future
-                if outcome != RETRY:
+        while True:
+            if relay is None:
+                if attempts <= 0:
                     break
+                attempts -= 1
+                target, first = first or pool.pick(key, tried or _EMPTY), None  # type: ignore[assignment]
+                if target is None:
+                    break
+                if tried is None:
+                    tried = set()
+                tried.add(target)
+                ctx.target = target.address
+                pool.acquire(target)
+                tp = self.upstreams.pool(target.host, target.port)
+                conn = tp.take()
+                reused = conn is not None
+                if conn is None:
+                    try:
+                        conn = await tp.connect(settings.connect_timeout)
+                    except (OSError, TimeoutError) as exc:
+                        pool.release(target)
+                        pool.report_failure(target)
+                        timed_out = isinstance(exc, TimeoutError)
+                        log.info("upstream %s: connect to %s failed: %r", pool.id, target.address, exc)
+                        continue
+                relay = Relay(self, ex, ctx, chain, conn, reused, settings.read_timeout)
+                outcome = await self._attempt(relay, line + target.host_header + tail)
+            head = line + target.host_header + tail
+            while outcome == RETRY:  # a pooled connection the upstream had closed: once more, fresh
                 try:
                     conn = await tp.connect(settings.connect_timeout)
-                    reused = False
                 except (OSError, TimeoutError) as exc:
                     relay.error = exc
                     outcome = FAILED
                     break
+                relay = Relay(self, ex, ctx, chain, conn, False, settings.read_timeout)
+                outcome = await self._attempt(relay, head)
             pool.release(target)
             if outcome == OK or outcome == GONE:
                 if relay.status in UNHEALTHY_STATUSES:
@@ -533,6 +685,7 @@ class Forwarder:
                 pool.report_failure(target)
             log.info("upstream %s: request to %s failed: %r", pool.id, target.address, relay.error)
             if ctx.method in RETRY_AFTER_SEND and not ex.body_exists and not ex.client_closed:
+                relay = None
                 continue  # no response began and the request is idempotent: another target
             exc_name = type(relay.error).__name__ if relay.error is not None else "error"
             return json_error(502, "upstream_error", f"upstream {pool.id} failed: {exc_name}")

@@ -532,7 +532,10 @@ class HttpProtocol(asyncio.Protocol):
     def _start(self, ex: Exchange) -> None:
         self.active = ex
         self.served += 1
-        self.loop.create_task(self.dp.serve(ex))
+        if ex.body_done:
+            self.dp.dispatch(ex)
+        else:  # the body still arrives: serve once this input is parsed (a refusal keeps the connection)
+            self.loop.call_soon(self.dp.dispatch, ex)
 
     def finished(self, ex: Exchange) -> None:
         if ex is not self.active:

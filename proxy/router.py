@@ -102,10 +102,11 @@ class _PathIndex:
     __slots__ = ("exact", "prefix")
 
     def __init__(self) -> None:
-        self.exact: dict[str, list[tuple[Route, str]]] = {}
-        self.prefix: dict[str, list[tuple[Route, str]]] = {}
+        # buckets hold the Match each lookup returns, built once here instead of per request
+        self.exact: dict[str, list[Match]] = {}
+        self.prefix: dict[str, list[Match]] = {}
 
-    def _slots(self, route: Route) -> Iterable[tuple[dict[str, list[tuple[Route, str]]], str]]:
+    def _slots(self, route: Route) -> Iterable[tuple[dict[str, list[Match]], str]]:
         """The (table, key) buckets a route lives in; the key is also the matched path text."""
         if not route.paths:
             yield self.prefix, ""
@@ -118,7 +119,7 @@ class _PathIndex:
     def add(self, route: Route) -> None:
         """Bulk build: append, then ``freeze`` once."""
         for table, key in self._slots(route):
-            table.setdefault(key, []).append((route, key))
+            table.setdefault(key, []).append(Match(route, key, table is self.exact))
 
     def freeze(self) -> None:
         """Sort each bucket once so that lookups take the first passing candidate."""
@@ -135,11 +136,11 @@ class _PathIndex:
 
     def insert(self, route: Route) -> None:
         for table, key in self._slots(route):
-            table[key] = sorted([*table.get(key, ()), (route, key)], key=_bucket_order)
+            table[key] = sorted([*table.get(key, ()), Match(route, key, table is self.exact)], key=_bucket_order)
 
     def discard(self, route: Route) -> None:
         for table, key in self._slots(route):
-            kept = [e for e in table.get(key, ()) if e[0].id != route.id]
+            kept = [e for e in table.get(key, ()) if e.route.id != route.id]
             if kept:
                 table[key] = kept
             else:
@@ -153,7 +154,7 @@ class _PathIndex:
         if entries:
             hit = _first(entries, method, headers)
             if hit is not None:
-                return Match(hit[0], hit[1], True)
+                return hit
         if not self.prefix:
             return None
         for candidate in _prefixes(path):
@@ -161,23 +162,22 @@ class _PathIndex:
             if entries:
                 hit = _first(entries, method, headers)
                 if hit is not None:
-                    return Match(hit[0], hit[1], False)
+                    return hit
         return None
 
 
-def _bucket_order(entry: tuple[Route, str]) -> tuple[int, str]:
-    return (-entry[0].priority, entry[0].id)
+def _bucket_order(entry: Match) -> tuple[int, str]:
+    return (-entry.route.priority, entry.route.id)
 
 
-def _first(
-    entries: list[tuple[Route, str]], method: str, headers: Mapping[str, str]
-) -> tuple[Route, str] | None:
-    for route, matched in entries:
+def _first(entries: list[Match], method: str, headers: Mapping[str, str]) -> Match | None:
+    for match in entries:
+        route = match.route
         if route.methods and method not in route.methods:
             continue
         if route.headers and not all(headers.get(k) == v for k, v in route.headers):
             continue
-        return route, matched
+        return match
     return None
 
 
@@ -224,6 +224,9 @@ def normalize_path(path: str) -> str:
     return result
 
 
+HOST_CACHE = 4096  # distinct Host header values remembered normalized, per router
+
+
 def normalize_host(host: str | None) -> str:
     """Lower-case, drop the port (also for ``[v6]:port``) and a trailing dot."""
     if not host:
@@ -245,6 +248,7 @@ class Router:
         self._wild_hosts: dict[str, _PathIndex] = {}
         self._any_host = _PathIndex()
         self._routes: dict[str, Route] = {}
+        self._host_names: dict[str, str] = {}  # Host header -> normalize_host(it), bounded
         for route in routes:
             if route.id in self._routes:
                 raise ValueError(f"routes[{route.id}]: duplicate route id")
@@ -269,6 +273,7 @@ class Router:
         new = object.__new__(Router)
         new._exact_hosts, new._wild_hosts = dict(self._exact_hosts), dict(self._wild_hosts)
         new._any_host, new._routes = self._any_host, dict(self._routes)
+        new._host_names = self._host_names  # host normalization does not depend on the routes
         cloned: set[int] = set()
 
         def indexes(route: Route) -> list[_PathIndex]:
@@ -317,7 +322,12 @@ class Router:
     ) -> Match | None:
         """Find the route for a request; ``headers`` must be case-insensitive or lower-cased."""
         hdrs: Mapping[str, str] = headers if headers is not None else {}
-        name = normalize_host(host)
+        hosts = self._host_names
+        name = hosts.get(host) if host is not None else ""
+        if name is None:
+            name = normalize_host(host)
+            if len(hosts) < HOST_CACHE:
+                hosts[host] = name  # type: ignore[index]
         if name:
             index = self._exact_hosts.get(name)
             if index is not None:

@@ -32,12 +32,12 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from proxy.balancer import Pool
 from proxy.dns import DnsTargets
-from proxy.forward import Forwarder, upstream_path
-from proxy.http_common import Limits, json_error
+from proxy.forward import Forwarder, Picked, upstream_path
+from proxy.http_common import Limits, Response, json_error
 from proxy.http_server import Exchange, HttpProtocol
 from proxy.jwks import JwksCache
 from proxy.metrics import ProxyMetrics
-from proxy.plugins.base import RequestContext, Services
+from proxy.plugins.base import Later, PluginChain, RequestContext, Services
 from proxy.router import normalize_path
 from proxy.runtime import Runtime, build_runtime
 from proxy.upstream import Upstreams
@@ -105,6 +105,7 @@ class DataPlane:
         self.servers: list[asyncio.Server] = []
         self.draining = False
         self._background: set[asyncio.Task[None]] = set()
+        self._requests: set[asyncio.Task[None]] = set()  # requests that had to wait (dispatch)
         self._own_jwks = False
         self._gc_pending: asyncio.TimerHandle | None = None
 
@@ -279,8 +280,15 @@ class DataPlane:
 
     # -- traffic ------------------------------------------------------------------------------------------
 
-    async def serve(self, ex: Exchange) -> None:
-        """Serve one request with the runtime current at its start."""
+    def dispatch(self, ex: Exchange) -> None:
+        """Serve one request with the runtime current at its start.
+
+        The common case runs inline, in the parser callback that completed the request head: route,
+        a chain of ``sync`` plugins, and a pooled upstream connection (``Forwarder.start``); the
+        relay's end calls ``_respond``. Whatever must wait (a plugin that awaits, a new upstream
+        connection, a retry) goes on in a task (``_serve_later``). Nothing here may raise into the
+        parser: errors become a 500.
+        """
         start = self.clock()
         runtime = self.runtime
         forwarder = self.forwarder
@@ -288,42 +296,102 @@ class DataPlane:
             ex.send_response(json_error(503, "no_config", "the proxy has no configuration yet"))
             self.metrics.observe_request(None, 503, self.clock() - start)
             return
-        path = normalize_path(ex.path)
+        path = ex.path
+        if "." in path:
+            path = normalize_path(path)
         match = runtime.router.match(ex.method, ex.host, path, ex)  # type: ignore[arg-type]
-        route = match.route if match is not None else None
-        chain = runtime.global_chain if route is None else runtime.chains.get(route.id, runtime.global_chain)
-        ctx = RequestContext(
-            ex, self.services, runtime.consumers, ex.method, ex.host, path, ex.proto.client_ip,
-            upstream_path(ex.raw_path, path, match.matched_path if match else "",
-                          bool(route and route.strip_prefix), normalized=path != ex.path),
-            None, None, match, start, self.services.wall(),
-        )  # fmt: skip
+        if match is None:
+            route, chain, forward_path = None, runtime.global_chain, ex.raw_path
+        else:
+            route = match.route
+            chain = runtime.chains.get(route.id, runtime.global_chain)
+            forward_path = ex.raw_path
+            if route.strip_prefix or path is not ex.path:
+                forward_path = upstream_path(ex.raw_path, path, match.matched_path, route.strip_prefix,
+                                             normalized=path != ex.path)  # fmt: skip
+        ctx = RequestContext(ex, self.services, runtime.consumers, ex.method, ex.host, path, ex.proto.client_ip,
+                             forward_path, None, None, match, start)  # fmt: skip
         resp: Any = None
         try:
             if chain.plugins:
-                resp = await chain.access(ctx)
+                if not chain.sync:
+                    self._later(ctx, chain, runtime, chain)
+                    return
+                resp = chain.access_now(ctx)
+                if isinstance(resp, Later):
+                    self._later(ctx, chain, runtime, resp)
+                    return
             if resp is None:
                 if route is None:
                     resp = json_error(404, "no_route", "no route matches this request")
                 elif ex.method == "CONNECT":
                     resp = json_error(405, "method_not_allowed", "CONNECT is not proxied")
                 else:
-                    resp = await forwarder.forward(ctx, runtime.pools[route.upstream], chain)
+                    picked = forwarder.start(ctx, runtime.pools[route.upstream], chain, self._respond)
+                    if picked is not None:
+                        self._later(ctx, chain, runtime, None, picked)
+                    return
         except Exception:
             log.exception("proxy: request failed")
             resp = json_error(500, "internal_error", "the proxy failed to handle this request")
             if ex.head_sent:
                 ex.abort()
                 resp = None
-        if resp is not None:
-            if chain.responders or ctx.plugins:
-                chain.response(ctx, resp)
-            ctx.status = resp.status
-            ctx.bytes_sent = ex.send_response(resp)
-        if chain.loggers or ctx.plugins:
-            chain.log(ctx)
-        self.metrics.observe_request(route.id if route is not None else None, ctx.status or 499,
-                                     self.clock() - start)  # fmt: skip
+        self._respond(ctx, chain, resp)
+
+    def _later(self, ctx: RequestContext, chain: PluginChain, runtime: Runtime,
+               access: PluginChain | Later | None, picked: Picked | None = None) -> None:  # fmt: skip
+        task = asyncio.get_running_loop().create_task(self._serve_later(ctx, chain, runtime, access, picked))
+        self._requests.add(task)
+        task.add_done_callback(self._requests.discard)
+
+    async def _serve_later(self, ctx: RequestContext, chain: PluginChain, runtime: Runtime,
+                           access: PluginChain | Later | None, picked: Picked | None) -> None:  # fmt: skip
+        """The rest of ``dispatch`` for a request that has to wait: ``access`` is the chain whose
+        plugins are still to run (or the ``Later`` part of one), None when only forwarding is left."""
+        ex: Exchange = ctx.request
+        route = ctx.match.route if ctx.match is not None else None
+        resp: Any = None
+        try:
+            if isinstance(access, Later):
+                resp = await chain.access_later(ctx, access)
+            elif access is not None:
+                resp = await access.access(ctx)
+            if resp is None:
+                if route is None:
+                    resp = json_error(404, "no_route", "no route matches this request")
+                elif ex.method == "CONNECT":
+                    resp = json_error(405, "method_not_allowed", "CONNECT is not proxied")
+                elif self.forwarder is None:
+                    resp = json_error(503, "no_config", "the proxy is shutting down")
+                else:
+                    resp = await self.forwarder.forward(ctx, runtime.pools[route.upstream], chain, picked=picked)
+        except Exception:
+            log.exception("proxy: request failed")
+            resp = json_error(500, "internal_error", "the proxy failed to handle this request")
+            if ex.head_sent:
+                ex.abort()
+                resp = None
+        self._respond(ctx, chain, resp)
+
+    def _respond(self, ctx: RequestContext, chain: PluginChain, resp: Response | None) -> None:
+        """The end of every request: the response phase, the answer (unless one was relayed), the
+        log phase and the metrics."""
+        ex: Exchange = ctx.request
+        try:
+            if resp is not None:
+                if chain.responders or ctx.plugins:
+                    chain.response(ctx, resp)
+                ctx.status = resp.status
+                ctx.bytes_sent = ex.send_response(resp)
+            if chain.loggers or ctx.plugins:
+                chain.log(ctx)
+        except Exception:
+            log.exception("proxy: answering the request failed")
+            ex.abort()
+        match = ctx.match
+        self.metrics.observe_request(match.route.id if match is not None else None, ctx.status or 499,
+                                     self.clock() - ctx.start)  # fmt: skip
 
     # -- status ---------------------------------------------------------------------------------------------
 

@@ -147,7 +147,7 @@ class TargetPool:
         if self.upstreams.closed or len(self.idle) >= self.upstreams.limits.max_idle_per_target:
             conn.close()
             return
-        conn.idle_since = asyncio.get_running_loop().time()
+        conn.idle_since = self.upstreams.loop.time()
         self.idle.append(conn)
 
     def discard(self, conn: UpstreamConnection) -> None:
@@ -172,6 +172,7 @@ class Upstreams:
         self.limits = limits
         self.source_address = source_address
         self.pools: dict[tuple[str, int], TargetPool] = {}
+        self.loop = asyncio.get_running_loop()
         self.closed = False
         self._sweeper: asyncio.Task[None] | None = None
 

@@ -3,7 +3,11 @@
 A plugin is a small object built once per config revision from its normalized config. It has up
 to three phases, each optional:
 
-- ``access(ctx)`` before forwarding; returning a response short-circuits the request (401, 429...),
+- ``access(ctx)`` before forwarding; returning a response short-circuits the request (401, 429...).
+  A plugin whose access phase never waits implements the synchronous ``check(ctx)`` instead (the
+  base ``access`` calls it): a chain of such plugins runs inline on the request path, with no
+  task or coroutine per request (``PluginChain.access_now``). Only a plugin that really awaits
+  (jwt-auth with a JWKS URL) overrides ``access`` and sets ``sync = False``,
 - ``response(ctx, resp)`` on every response before its headers are sent (also on short-circuit and
   error responses, so request ids and CORS headers are on 401s and 502s too),
 - ``log(ctx)`` after the response is finished.
@@ -100,7 +104,7 @@ class RequestContext:
 
     __slots__ = (
         "request", "services", "consumers", "method", "host", "path", "client_ip", "upstream_path",
-        "_upstream_query", "_upstream_headers", "match", "start", "started_at", "consumer", "request_id",
+        "_upstream_query", "_upstream_headers", "match", "start", "_started_at", "consumer", "request_id",
         "status", "bytes_sent", "upstream", "target", "plugins", "_data", "_drop", "_add",
     )  # fmt: skip
 
@@ -132,7 +136,7 @@ class RequestContext:
         self._upstream_headers = upstream_headers
         self.match = match
         self.start = start
-        self.started_at = started_at
+        self._started_at = started_at
         self.consumer: Consumer | None = None
         self.request_id: str | None = None
         self.status = 0
@@ -143,6 +147,15 @@ class RequestContext:
         self._data: dict[str, Any] | None = None
         self._drop: set[bytes] | None = None
         self._add: list[tuple[str, str, bytes]] | None = None  # name, value, encoded header line
+
+    @property
+    def started_at(self) -> float:
+        """Wall-clock start of the request (derived from ``start`` when not given: one clock read
+        less per request, and only the access log asks)."""
+        if not self._started_at:
+            services = self.services
+            self._started_at = services.wall() - (services.clock() - self.start)
+        return self._started_at
 
     @property
     def route_id(self) -> str | None:
@@ -236,7 +249,7 @@ class RequestContext:
         plugins = self.plugins
         if not plugins or plugins is chain.plugins:
             return chain.responders
-        return tuple(p for p in plugins if type(p).response is not Plugin.response)
+        return tuple(p for p in plugins if _responds(p))
 
 
 class Plugin:
@@ -249,6 +262,9 @@ class Plugin:
     def __init__(self, config: Mapping[str, Any], *, scope: str = "global") -> None:
         self.config = self.parse(config)
         self.scope = scope
+        # True when the access phase is ``check`` (never awaits); a subclass that overrides
+        # ``access`` is asynchronous unless it says otherwise
+        self.sync = type(self).access is Plugin.access
 
     @classmethod
     def parse(cls, config: Mapping[str, Any]) -> dict[str, Any]:
@@ -267,10 +283,27 @@ class Plugin:
             raise ValueError(str(exc)) from None
 
     async def access(self, ctx: RequestContext) -> Response | None:
+        return self.check(ctx)
+
+    def check(self, ctx: RequestContext) -> Response | None:
+        """The access phase of a plugin that never awaits (see the module docstring)."""
         return None
 
     def response(self, ctx: RequestContext, resp: Response) -> None:
-        return None
+        """Edit a response before its head is sent. A plugin whose response phase only sets
+        headers says so with ``sets_headers`` and ``header_lines``; then relayed responses skip
+        this (no header dict is built): the base implementation applies ``header_lines``."""
+        if self.sets_headers:
+            for _, line in self.header_lines(ctx):
+                name, _, value = line.decode("latin-1").rstrip("\r\n").partition(": ")
+                resp.headers[name] = value
+
+    # True: the response phase is exactly "set the headers of header_lines" (see ``response``)
+    sets_headers: ClassVar[bool] = False
+
+    def header_lines(self, ctx: RequestContext) -> list[tuple[bytes, bytes]]:
+        """(lower-cased name, ``Name: value\r\n``) for each header to set on the response."""
+        return []
 
     def log(self, ctx: RequestContext) -> None:
         return None
@@ -286,6 +319,17 @@ class Plugin:
         return f"<{type(self).__name__} scope={self.scope}>"
 
 
+def _responds(p: Plugin) -> bool:
+    return type(p).response is not Plugin.response or p.sets_headers
+
+
+@dataclass(frozen=True)
+class Later:
+    """The plugins still to run, asynchronously, after ``PluginChain.access_now``."""
+
+    plugins: tuple[Plugin, ...]
+
+
 class PluginChain:
     """The ordered plugins of one route (or the global chain used when no route matches)."""
 
@@ -295,8 +339,10 @@ class PluginChain:
         self.pre = tuple(p for p in ordered if not p.is_auth and p.priority > AUTH_PRIORITY)
         self.auth = tuple(p for p in ordered if p.is_auth)
         self.post = tuple(p for p in ordered if not p.is_auth and p.priority <= AUTH_PRIORITY)
-        self.responders = tuple(p for p in ordered if type(p).response is not Plugin.response)
+        self.responders = tuple(p for p in ordered if _responds(p))
         self.loggers = tuple(p for p in ordered if type(p).log is not Plugin.log)
+        self.setters_only = all(p.sets_headers for p in self.responders)  # see Relay.on_head
+        self.sync = all(getattr(p, "sync", False) for p in ordered)  # access_now can run the route's plugins inline
         self._merged: dict[str, tuple[Plugin, ...]] = {}
 
     def __len__(self) -> int:
@@ -334,6 +380,46 @@ class PluginChain:
             post = self._post_for(ctx.consumer)
             ctx.plugins = self.pre + self.auth + post
         for p in post:
+            resp = await p.access(ctx)
+            if resp is not None:
+                return resp
+        return None
+
+    def access_now(self, ctx: RequestContext) -> Response | None | Later:
+        """``access`` run inline, for a chain whose plugins are all ``sync``.
+
+        A consumer's own plugins are only known after authentication; if one of them awaits,
+        the rest of the chain is returned as ``Later`` for ``access_later`` to run in a task.
+        """
+        ctx.plugins = self.plugins
+        for p in self.pre:
+            resp = p.check(ctx)
+            if resp is not None:
+                return resp
+        if self.auth:
+            refusal: Response | None = None
+            for p in self.auth:
+                resp = p.check(ctx)
+                if resp is None:
+                    break
+                refusal = refusal or resp
+            else:
+                return refusal
+        post = self.post
+        if ctx.consumer is not None and ctx.consumer.plugins:
+            post = self._post_for(ctx.consumer)
+            ctx.plugins = self.pre + self.auth + post
+            if not all(getattr(p, "sync", False) for p in post):
+                return Later(post)
+        for p in post:
+            resp = p.check(ctx)
+            if resp is not None:
+                return resp
+        return None
+
+    @staticmethod
+    async def access_later(ctx: RequestContext, later: Later) -> Response | None:
+        for p in later.plugins:
             resp = await p.access(ctx)
             if resp is not None:
                 return resp

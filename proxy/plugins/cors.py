@@ -40,7 +40,7 @@ class Cors(Plugin):
         if allowed != "*":
             _add_vary(resp, "Origin")
 
-    async def access(self, ctx: RequestContext) -> Response | None:
+    def check(self, ctx: RequestContext) -> Response | None:
         headers = ctx.request.headers
         origin = headers.get("Origin")
         if ctx.method != "OPTIONS" or not origin or "Access-Control-Request-Method" not in headers:

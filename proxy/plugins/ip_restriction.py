@@ -47,7 +47,7 @@ class IpRestriction(Plugin):
             return False
         return not self.allow or any(ip in net for net in self.allow)
 
-    async def access(self, ctx: RequestContext) -> Response | None:
+    def check(self, ctx: RequestContext) -> Response | None:
         if self.permits(ctx.client_ip):
             return None
         return json_error(403, "forbidden", "your IP address is not allowed")

@@ -94,6 +94,7 @@ class JwtAuth(Plugin):
         # against a consumer credential of the runtime it belongs to (a new config builds a new
         # plugin, so the cache never outlives the credentials). Hits re-check the time claims.
         self._verified: dict[str, tuple[Consumer, dict[str, Any], float | None, float | None]] = {}
+        self.sync = not self.config["jwks_url"]  # a JWKS fetch is the one access phase that awaits
 
     def _cached(self, ctx: RequestContext, token: str) -> bool:
         hit = self._verified.get(token)
@@ -117,7 +118,8 @@ class JwtAuth(Plugin):
             consumer, claims, float(exp) if isinstance(exp, int | float) else None, max(starts) if starts else None
         )
 
-    async def access(self, ctx: RequestContext) -> Response | None:
+    def _parse(self, ctx: RequestContext) -> Response | tuple[str, str, str | None, str | None] | None:
+        """None: accepted from the cache; a Response: refused; else (token, alg, kid, key claim)."""
         token = self._token(ctx)
         if token is None:
             return unauthorized("missing bearer token", error=None)
@@ -133,9 +135,14 @@ class JwtAuth(Plugin):
             return unauthorized("token algorithm not allowed")
         kid = header.get("kid") if isinstance(header.get("kid"), str) else None
         claim = unverified.get(self.config["key_claim"])
-        claim = claim if isinstance(claim, str) else None
-        if self.config["jwks_url"]:
-            return await self._access_jwks(ctx, token, alg, kid, claim)
+        return token, alg, kid, claim if isinstance(claim, str) else None
+
+    def check(self, ctx: RequestContext) -> Response | None:
+        """Verification against consumer credentials: no IO, so it runs inline (``sync``)."""
+        parsed = self._parse(ctx)
+        if parsed is None or isinstance(parsed, Response):
+            return parsed
+        token, alg, kid, claim = parsed
         creds: tuple[JwtCredential, ...] = ()
         for name in (claim, kid):
             if name is not None and name in ctx.consumers.jwt:
@@ -158,6 +165,14 @@ class JwtAuth(Plugin):
             self._remember(token, cred.consumer, claims)
             return None
         return unauthorized(last_error)
+
+    async def access(self, ctx: RequestContext) -> Response | None:
+        if not self.config["jwks_url"]:
+            return self.check(ctx)
+        parsed = self._parse(ctx)
+        if parsed is None or isinstance(parsed, Response):
+            return parsed
+        return await self._access_jwks(ctx, *parsed)
 
     async def _access_jwks(
         self, ctx: RequestContext, token: str, alg: str, kid: str | None, claim: str | None

@@ -27,7 +27,7 @@ class KeyAuth(Plugin):
         c["query_param"] = c["query_param"] or None  # "" means: no query parameter
         return c
 
-    async def access(self, ctx: RequestContext) -> Response | None:
+    def check(self, ctx: RequestContext) -> Response | None:
         header, param = self.config["header"], self.config["query_param"]
         key = ctx.request_header(header)
         if not key and param:

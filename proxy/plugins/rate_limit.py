@@ -35,6 +35,7 @@ class RateLimit(Plugin):
         self.rate = self.config["limit"] / self.config["window"]  # tokens per second
         self.buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (tokens, at)
         self._slot = f"rate-limit:{id(self)}"
+        self._limit_line = b"RateLimit-Limit: %d\r\n" % self.config["limit"]
 
     def inherit(self, old: Plugin) -> None:
         if isinstance(old, RateLimit):
@@ -71,7 +72,7 @@ class RateLimit(Plugin):
         while len(self.buckets) > MAX_BUCKETS:
             self.buckets.popitem(last=False)
 
-    async def access(self, ctx: RequestContext) -> Response | None:
+    def check(self, ctx: RequestContext) -> Response | None:
         allowed, tokens = self.take(self.bucket_key(ctx), ctx.services.clock())
         ctx.data[self._slot] = tokens
         if allowed:
@@ -79,10 +80,14 @@ class RateLimit(Plugin):
         retry_after = max(1, math.ceil((1.0 - tokens) / self.rate))
         return json_error(429, "rate_limited", "rate limit exceeded", {"Retry-After": str(retry_after)})
 
-    def response(self, ctx: RequestContext, resp: Response) -> None:
+    sets_headers = True
+
+    def header_lines(self, ctx: RequestContext) -> list[tuple[bytes, bytes]]:
         tokens = ctx.data.get(self._slot)
         if tokens is None:
-            return
-        resp.headers["RateLimit-Limit"] = str(self.config["limit"])
-        resp.headers["RateLimit-Remaining"] = str(int(math.floor(tokens)))
-        resp.headers["RateLimit-Reset"] = str(math.ceil((self.capacity - tokens) / self.rate))
+            return []
+        return [
+            (b"ratelimit-limit", self._limit_line),
+            (b"ratelimit-remaining", b"RateLimit-Remaining: %d\r\n" % math.floor(tokens)),
+            (b"ratelimit-reset", b"RateLimit-Reset: %d\r\n" % math.ceil((self.capacity - tokens) / self.rate)),
+        ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 
-from proxy.http_common import Response
+from proxy.http_common import Response, encode_header
 from proxy.plugins.base import Plugin, RequestContext
 
 MAX_LEN = 200
@@ -23,7 +23,7 @@ class RequestId(Plugin):
     name = "request-id"
     priority = 2000
 
-    async def access(self, ctx: RequestContext) -> Response | None:
+    def check(self, ctx: RequestContext) -> Response | None:
         header = self.config["header"]
         incoming = ctx.request_header(header)
         request_id = incoming if incoming is not None and _acceptable(incoming) else uuid.uuid4().hex
@@ -31,6 +31,10 @@ class RequestId(Plugin):
         ctx.set_upstream_header(header, request_id)
         return None
 
-    def response(self, ctx: RequestContext, resp: Response) -> None:
+    sets_headers = True
+
+    def header_lines(self, ctx: RequestContext) -> list[tuple[bytes, bytes]]:
         if self.config["echo_downstream"] and ctx.request_id:
-            resp.headers[self.config["header"]] = ctx.request_id
+            header = self.config["header"]
+            return [(header.lower().encode("latin-1"), encode_header(header, ctx.request_id))]
+        return []

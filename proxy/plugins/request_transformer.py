@@ -23,7 +23,7 @@ class RequestTransformer(Plugin):
         # pre-encoded at build time: a request pays a list append per added header
         self._add = [(n, v, encode_header(n, v)) for n, v in self.config["add_headers"].items()]
 
-    async def access(self, ctx: RequestContext) -> Response | None:
+    def check(self, ctx: RequestContext) -> Response | None:
         for name in self.config["remove_headers"]:
             ctx.remove_upstream_header(name)
         for name, value, line in self._add:

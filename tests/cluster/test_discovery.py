@@ -35,6 +35,16 @@ class FakeStore:
         self.registry_epoch = 0
         self.commands: list[dict[str, Any]] = []
 
+    # The ConfigStore surface discovery uses (it never reaches into a store's Raft node).
+    def raft_status(self) -> dict[str, Any]:
+        return {**self.raft.status(), "leader_id": self.node_id if self.raft.role == "leader" else None}
+
+    def has_leader_with_quorum(self) -> bool:
+        return self.raft.has_leader_with_quorum()
+
+    def members(self) -> list[Any]:
+        return []
+
     async def registry_command(self, cmd: dict[str, Any], timeout: float) -> dict[str, Any]:
         self.commands.append(cmd)
         out = registry.apply_command(self.state, self.registry_epoch, cmd)

@@ -46,7 +46,7 @@ class Nodes:
 
     def leader(self) -> RaftNode:
         found: RaftNode = wait_for(
-            lambda: next((n for n in self.running.values() if n._isLeader() and n.status()["has_quorum"]), None),
+            lambda: next((n for n in self.running.values() if n.is_leader() and n.status()["has_quorum"]), None),
             10, "a leader")
         return found
 
@@ -128,7 +128,7 @@ async def test_the_changed_membership_survives_a_restart_with_stale_config_peers
         await leader.submit(f"w{i}".encode(), timeout=5)
     expected = sorted(nid for nid in ("n1", "n2", "n3", "n4") if nid != removed)
     for nid in expected:  # (applied index: a member that joined after compaction got a snapshot instead)
-        wait_for(lambda nid=nid: nodes.running[nid].raftLastApplied >= leader.raftCommitIndex, 10, f"{nid} applied")
+        wait_for(lambda nid=nid: nodes.running[nid]._core.raftLastApplied >= leader._core.raftCommitIndex, 10, f"{nid} applied")
         if compacted:
             wait_for(lambda nid=nid: (nodes.base / nid / "raft.dump").exists(), 10, f"{nid} dumped")
     nodes.stop_all()
@@ -136,14 +136,14 @@ async def test_the_changed_membership_survives_a_restart_with_stale_config_peers
     for nid in expected:  # every config still lists the removed member (n4's lists all three)
         node = nodes.start(nid, original[nid], compaction)
         assert ids(node) == expected, f"{nid} booted with {ids(node)}"
-        assert removed not in {nodes.members[removed].raft_addr} & {n.id for n in node.otherNodes}
+        assert removed not in {nodes.members[removed].raft_addr} & {n.id for n in node._core.otherNodes}
     leader = nodes.leader()
     await leader.submit(b"after", timeout=5)
     for nid in expected:  # past the dump load and the replay of the log: still without the removed member
-        wait_for(lambda nid=nid: nodes.running[nid].raftLastApplied >= leader.raftCommitIndex, 10, f"{nid} applied")
+        wait_for(lambda nid=nid: nodes.running[nid]._core.raftLastApplied >= leader._core.raftCommitIndex, 10, f"{nid} applied")
     for nid in expected:
         assert ids(nodes.running[nid]) == expected
-        assert nodes.members[removed].raft_addr not in {n.id for n in nodes.running[nid].otherNodes}
+        assert nodes.members[removed].raft_addr not in {n.id for n in nodes.running[nid]._core.otherNodes}
 
 
 async def test_leadership_can_be_handed_over(nodes: Nodes) -> None:
@@ -152,7 +152,7 @@ async def test_leadership_can_be_handed_over(nodes: Nodes) -> None:
     leader = nodes.leader()
     await leader.submit(b"x", timeout=5)
     await leader.transfer_leadership(5)
-    assert not leader._isLeader()
+    assert not leader.is_leader()
     assert nodes.leader() is not leader
 
 
@@ -166,11 +166,11 @@ async def test_a_leader_handing_over_holds_new_commands_and_loses_none(nodes: No
     leader = nodes.leader()
 
     # the hold itself: a command submitted while it is on waits, and goes through once it is off
-    leader._hold_commands_until = time.monotonic() + 60
+    leader._core._hold_commands_until = time.monotonic() + 60
     held = asyncio.ensure_future(leader.submit(b"held", timeout=10))
     await asyncio.sleep(0.5)
     assert not held.done() and b"held" not in nodes.applied[leader_id(nodes, leader)]
-    leader._hold_commands_until = 0.0
+    leader._core._hold_commands_until = 0.0
     await held
 
     acked: list[bytes] = []
@@ -192,7 +192,7 @@ async def test_a_leader_handing_over_holds_new_commands_and_loses_none(nodes: No
     try:
         await asyncio.sleep(0.5)
         await leader.transfer_leadership(10)  # without the hold: MembershipUnavailable after 10 s
-        assert not leader._isLeader() and leader._hold_commands_until == 0.0
+        assert not leader.is_leader() and leader._core._hold_commands_until == 0.0
         await asyncio.sleep(0.5)
     finally:
         stop.set()
@@ -200,7 +200,7 @@ async def test_a_leader_handing_over_holds_new_commands_and_loses_none(nodes: No
     new_leader = nodes.leader()
     await new_leader.submit(b"last", timeout=5)
     for nid, node in nodes.running.items():
-        wait_for(lambda node=node: node.raftLastApplied >= new_leader.raftCommitIndex, 10, f"{nid} applied")
+        wait_for(lambda node=node: node._core.raftLastApplied >= new_leader._core.raftCommitIndex, 10, f"{nid} applied")
         applied = nodes.applied[nid]
         assert not [p for p in acked if p not in applied], nid
     assert len(acked) > 20, "the writers barely wrote"
@@ -208,3 +208,21 @@ async def test_a_leader_handing_over_holds_new_commands_and_loses_none(nodes: No
 
 def leader_id(nodes: Nodes, node: RaftNode) -> str:
     return next(nid for nid, n in nodes.running.items() if n is node)
+
+
+async def test_a_change_forwarded_by_a_follower_is_refused_with_the_leaders_reason(nodes: Nodes) -> None:
+    """A follower's change travels to the leader inside pysyncobj (``apply_command``); the leader's
+    refusal used to come back as a bare REQUEST_DENIED: "the leader refused the change"."""
+    for nid in ("n1", "n2", "n3"):
+        nodes.start(nid, [p for p in ("n1", "n2", "n3") if p != nid])
+    leader = nodes.leader()
+    await leader.submit(b"w", timeout=5)
+    follower = next(n for n in nodes.running.values() if n is not leader)
+    wait_for(lambda: not follower.is_leader() and follower.status()["has_quorum"], 5, "follower with a leader")
+    existing = nodes.members[follower.settings.node_id]
+    with pytest.raises(Refusal) as refused:
+        await follower.change_membership("add", existing, 5)
+    assert refused.value.status == 409
+    assert "already a member (members: n1 (" in refused.value.message, refused.value.message
+    with pytest.raises(Refusal, match="the leader cannot remove itself"):
+        await follower.change_membership("remove", leader.self_member, 5)

@@ -9,11 +9,14 @@ from typing import Any
 import aiohttp
 import pytest
 
+from cluster.auth import mint_token_claims
+from cluster.push import PushHub
 from gateway.codec import decode
 from gateway.delta import Delta, apply_delta
 from gateway.state import ConfigState
 from tests.cluster.test_push_fakes import (
     PROXY_TOKEN,
+    SECRET,
     VIEWER_TOKEN,
     FakeCluster,
     FakeStore,
@@ -369,3 +372,43 @@ async def test_a_resync_loop_gets_at_most_three_snapshots_of_one_revision(env: d
     newer = cluster.write(put("routes", "n", route("/n")))  # the head moves: served again
     state, _ = await snapshot(c)
     assert state is not None and state.revision == newer and srv.hub.frames_sent["snapshot"] == 4
+
+
+
+# -- the stream re-check of the token policy (revocation, rotation) is never switched off ----------
+async def _cut_off(c: RawProxy) -> dict[str, Any]:
+    """Frames until the hub's error frame (or the close)."""
+    while True:
+        f = await c.recv(timeout=5.0)
+        if f["t"] in ("error", "_closed"):
+            return f
+
+
+async def test_a_revoked_proxy_token_cuts_the_open_stream(env: dict[str, Any]) -> None:
+    token, claims = mint_token_claims(SECRET, "proxy", "p-revoked")
+    c = await env["client"](await env["server"](status_interval=0.05), token)
+    await c.hello(0)
+    assert (await c.recv())["t"] == "status"
+    env["store"].revoked.add(claims["jti"])
+    f = await _cut_off(c)
+    assert f["t"] == "error" and f["code"] == "unauthorized" and "revoked" in f["message"]
+
+
+async def test_a_rotation_cuts_streams_of_the_older_generation(env: dict[str, Any]) -> None:
+    c = await env["client"](await env["server"](status_interval=0.05))
+    await c.hello(0)
+    assert (await c.recv())["t"] == "status"
+    env["store"].token_generation = 1
+    f = await _cut_off(c)
+    assert f["t"] == "error" and f["code"] == "unauthorized" and "rotation" in f["message"]
+
+
+def test_a_store_without_a_token_policy_is_refused_by_the_hub() -> None:
+    """The re-check used to switch itself off (expiry only) for a store without token_generation."""
+
+    class NoGeneration:
+        def token_revoked(self, jti: str) -> bool:
+            return False
+
+    with pytest.raises(TypeError, match="token_generation"):
+        PushHub(NoGeneration(), "gwadm/test")  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ import pytest
 from cluster.node import SettingsError, load_settings
 from cluster.push import PushHub
 from cluster.push_limits import PUSH_SETTINGS
+from tests.cluster.test_push_fakes import FakeStore
 
 
 def write(tmp_path: Path, push: str) -> str:
@@ -25,7 +26,7 @@ def test_push_limits_are_read_and_reach_the_hub(tmp_path: Path) -> None:
                                              "max_streams_per_address = 3\nstatus_interval = 1\n"), {})
     assert settings.push == {"hello_timeout": 2.5, "max_frame": 4096, "max_streams": 9,
                              "max_streams_per_address": 3, "status_interval": 1}
-    hub = PushHub(object(), "v", **settings.push)  # type: ignore[arg-type]
+    hub = PushHub(FakeStore(), "v", **settings.push)
     assert (hub.hello_timeout, hub.max_frame, hub.max_streams, hub.max_streams_per_address, hub.status_interval) == (
         2.5, 4096, 9, 3, 1)
     assert set(PUSH_SETTINGS) == set(settings.push)

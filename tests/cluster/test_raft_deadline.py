@@ -74,10 +74,10 @@ async def test_concurrent_writes_share_journal_flushes(tmp_path: Path) -> None:
         while node.status()["role"] != "leader":
             assert time.monotonic() < deadline, "single node never became leader"
             await asyncio.sleep(0.05)
-        before = node._journal.flushes
+        before = node._core._journal.flushes
         payloads = [encode_command({"type": "barrier", "n": i}, time.time() + 10) for i in range(64)]
         await asyncio.gather(*(node.submit(p, timeout=10) for p in payloads))
-        flushes = node._journal.flushes - before
+        flushes = node._core._journal.flushes - before
         assert sorted(applied) == sorted(payloads)
         assert 1 <= flushes < 32, f"{flushes} journal flushes for 64 concurrent writes"
     finally:

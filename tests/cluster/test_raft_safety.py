@@ -20,15 +20,23 @@ import pytest
 from pysyncobj import SyncObj
 
 from cluster.raft import RaftNode, RaftSettings
+from cluster.raft_core import RaftCore
 from tests.support.cluster import free_port
 from tests.support.http import wait_for
 
 
-class RecordingNode(RaftNode):
+class RecordingNode(RaftCore):
+    """The pysyncobj member inside a RaftNode (white-box: these tests drive its message handler)."""
+
+    facade: RaftNode
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.recorded: list[tuple[Any, dict[str, Any]]] = []
         self.applied: list[bytes] = []
         super().__init__(*args, **kwargs)
+
+    async def submit(self, payload: bytes, timeout: float) -> Any:
+        return await self.facade.submit(payload, timeout)
 
     def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:  # noqa: N802
         if message.get("type") == "append_entries" and message.get("entries"):
@@ -58,6 +66,11 @@ class RecordingNode(RaftNode):
         return [(raft_log[i][1], raft_log[i][2]) for i in range(len(raft_log))]
 
 
+class RecordingFacade(RaftNode):
+    __slots__ = ()
+    core_class = RecordingNode
+
+
 @pytest.fixture
 def members(tmp_path: Path) -> Iterator[list[RecordingNode]]:
     addrs = [f"127.0.0.1:{free_port()}" for _ in range(3)]
@@ -69,12 +82,15 @@ def members(tmp_path: Path) -> Iterator[list[RecordingNode]]:
                 self_addr=addr, partners=[a for a in addrs if a != addr], password="test-secret",
                 data_dir=str(tmp_path / f"n{i}"), fsync=False,
             )
-            node = RecordingNode(
+            facade = RecordingFacade(
                 settings,
                 apply_fn=lambda payload, h=node_holder: h[0].applied.append(payload) or len(h[0].applied),
                 snapshot_fn=lambda: b"",
                 restore_fn=lambda blob: None,
             )
+            node = facade._core
+            assert isinstance(node, RecordingNode)
+            node.facade = facade
             node_holder.append(node)
             nodes.append(node)
         yield nodes

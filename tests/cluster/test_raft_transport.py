@@ -108,7 +108,7 @@ def test_a_connect_stuck_in_syn_sent_is_abandoned_and_retried_promptly(tmp_path:
     )  # fmt: skip
     node = RaftNode(settings, lambda payload: None, lambda: b"", lambda data: None)
     try:
-        transport = node._SyncObj__transport
+        transport = node._core._SyncObj__transport
         deadline = time.monotonic() + 20
         # Keep the peer deaf for ~7.5 s of SYNs: until either the kernel has retransmitted the SYN
         # six times (here: every second four times, then after 2 s; the next one 4 s later) or our

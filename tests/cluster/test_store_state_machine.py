@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -142,3 +143,29 @@ def test_register_command_extends_the_dispatch_table() -> None:
             sm.register_command("txn", audit)
     finally:
         del sm.COMMANDS["test_audit"]
+
+
+def test_token_commands_are_pure_and_a_repeated_revocation_adds_nothing() -> None:
+    s0 = ReplicatedState.empty()
+    s1, _ = s0.apply({"type": "token_revoke", "jti": "j1", "exp": 100, "now": 50})
+    assert dict(s0.tokens) == {"generation": 0, "revoked": {}}  # the old value is untouched
+    s2, r = s1.apply({"type": "token_revoke", "jti": "j1", "exp": 100, "now": 51})
+    assert r["ok"] and r["revoked"] == 1 and s2.tokens["revoked"] == {"j1": 100}
+    s3, r = s2.apply({"type": "token_rotate", "request_id": "rot", "now": 52})
+    assert r["generation"] == 1 and s2.tokens["generation"] == 0 and s3.tokens["revoked"] == {"j1": 100}
+    same, again = ReplicatedState.empty().apply({"type": "token_revoke", "jti": "j1", "exp": 100, "now": 50})
+    assert dict(same.tokens) == dict(s1.tokens) and again["revoked"] == 1  # deterministic on every member
+
+
+def test_a_dump_restores_revocations_epoch_and_limits_of_the_restoring_value() -> None:
+    s = ReplicatedState.empty(delta_log_entries=10)
+    s, _ = s.apply(txn_cmd("r", put("u")))
+    s, _ = s.apply({"type": "token_revoke", "jti": "j9", "exp": None, "now": 1})
+    s = dataclasses.replace(s, reg_epoch=7)  # as a reg_grant in term 7 would leave it
+    blob = s.to_dump()
+    restored = ReplicatedState.empty(delta_log_entries=2).from_dump(blob)
+    assert restored.tokens["revoked"] == {"j9": None} and restored.reg_epoch == s.reg_epoch
+    assert restored.to_dump() == blob  # dump(restore(dump)) is the same bytes: every member agrees
+    for i in range(3):  # the restoring value's own limit trims the restored log from then on
+        restored, _ = restored.apply(txn_cmd(f"x{i}", put(f"x{i}")))
+    assert len(restored.deltas) == 2

@@ -212,13 +212,14 @@ async def test_request_id_rejects_unreasonable_incoming_ids() -> None:
 
 def test_access_log_fields_and_stdout(capsys: pytest.CaptureFixture[str]) -> None:
     clock = FakeClock(50.0)
-    services = Services(clock=clock, wall=lambda: 0.0)
+    services = Services(clock=clock, wall=lambda: 1000.0)
     al = AccessLog(plugin_config("access-log", fields=["status", "latency_ms", "time", "consumer"]))
     ctx = ctx_for(services=services)
     ctx.start, ctx.status = 49.5, 204
     al.log(ctx)
     line = json.loads(capsys.readouterr().out)
-    assert line == {"status": 204, "latency_ms": 500.0, "time": "1970-01-01T00:00:00.000+00:00", "consumer": None}
+    # time: when the request started (wall clock now minus the 0.5 s it took)
+    assert line == {"status": 204, "latency_ms": 500.0, "time": "1970-01-01T00:16:39.500+00:00", "consumer": None}
 
 
 def test_access_log_sampling_is_seeded() -> None:

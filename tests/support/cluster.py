@@ -82,7 +82,8 @@ class Cluster:
                 for p in self.nodes
                 if p is not node
             )
-            raft_lines = "".join(f"{k} = {v!r}\n" for k, v in (raft or {}).items())
+            raft_lines = "".join(f"{k} = {str(v).lower() if isinstance(v, bool) else repr(v)}\n"
+                                 for k, v in (raft or {}).items())  # TOML booleans are lower-case
             (node.dir / "node.toml").write_text(
                 f'node_id = "{node.id}"\nraft_addr = "{node.raft_addr}"\nadmin_addr = "{node.admin_addr}"\n'
                 f'data_dir = "data"\nsecret_file = "{base / "secret"}"\nfsync = {str(fsync).lower()}\n'

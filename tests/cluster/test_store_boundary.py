@@ -1,0 +1,90 @@
+"""ConfigStore is the only way the rest of a node reaches Raft (cluster/store.py).
+
+Static: no module of the node outside the adapter (cluster/raft*.py, membership.py, store.py)
+imports ``RaftNode`` or the pysyncobj member, and none reaches through a store to its Raft node
+(``store.raft``, ``store._raft``, ``app[STORE_KEY].raft``). Live: a real ConfigStore has no public
+Raft attribute at all, and everything the HTTP handlers need is a store method."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from cluster.raft import RaftSettings
+from cluster.store import ConfigStore
+from tests.support.cluster import free_port
+from tests.support.http import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+ADAPTER = {"raft.py", "raft_core.py", "raft_safety.py", "raft_read.py", "raft_prevote.py", "raft_transport.py",
+           "raft_journal.py", "raft_deadline.py", "raft_compat.py", "raft_settings.py", "membership.py", "store.py"}
+INTERNALS = {"RaftNode", "RaftCore", "SyncObj"}
+
+
+def _node_modules() -> list[Path]:
+    files = [p for d in ("cluster", "cli", "proxy") for p in sorted((ROOT / d).rglob("*.py"))]
+    return [p for p in files if not (p.parent.name == "cluster" and p.name in ADAPTER)]
+
+
+def _store_expr(node: ast.expr) -> bool:
+    """``store``, ``self.store``, ``x._store``, ``app[STORE_KEY]``, ``request.app[STORE_KEY]``."""
+    if isinstance(node, ast.Name):
+        return "store" in node.id.lower()
+    if isinstance(node, ast.Attribute):
+        return "store" in node.attr.lower()
+    if isinstance(node, ast.Subscript):
+        return "STORE" in ast.unparse(node.slice)
+    return False
+
+
+def reaches_into_raft(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    name = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in ("raft", "_raft") and _store_expr(node.value):
+            found.append(f"{name}:{node.lineno}: {ast.unparse(node)}")
+        elif isinstance(node, ast.ImportFrom) and node.module in ("cluster.raft", "cluster.raft_core", "pysyncobj"):
+            found += [f"{name}:{node.lineno}: imports {a.name}" for a in node.names
+                      if a.name in INTERNALS]
+    return found
+
+
+def test_no_module_of_the_node_reaches_raft_except_through_the_store() -> None:
+    offenders = [hit for path in _node_modules() for hit in reaches_into_raft(path)]
+    assert offenders == []
+
+
+def test_the_check_finds_what_it_looks_for(tmp_path: Path) -> None:
+    bad = tmp_path / "handler.py"
+    bad.write_text("from cluster.raft import RaftNode\n\ndef f(request):\n"
+                   "    return request.app[STORE_KEY].raft.status(), self.store.raft\n")
+    assert len(reaches_into_raft(bad)) == 3
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[ConfigStore]:
+    addr = f"127.0.0.1:{free_port()}"
+    settings = RaftSettings(self_addr=addr, partners=[], password="pw", data_dir=str(tmp_path), fsync=False,
+                            node_id="n1", admin_url="http://127.0.0.1:1")
+    s = ConfigStore("n1", settings, {addr: "n1"})
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+async def test_a_store_exposes_no_raft_node(store: ConfigStore) -> None:
+    assert not hasattr(store, "raft")
+    assert not [n for n in dir(store) if not n.startswith("_") and "raft" in n and n != "raft_status"]
+    wait_for(store.is_leader, 10, "single member leads")
+    # what members.py / tokens_api.py / discovery need, all on the store
+    assert [m.id for m in store.members()] == ["n1"]
+    assert store.reachable_ids() == {"n1"}
+    assert store.leader_member() is not None and store.has_leader_with_quorum()
+    assert store.raft_status()["leader_id"] == "n1"
+    await store.barrier(5.0)
+    assert store.applied_index() >= 1
