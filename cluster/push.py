@@ -8,6 +8,12 @@ Why it looks like this:
   tasks); the receive loop and store callbacks only update the session and set its ``wake`` event.
   That makes coalescing natural: while the proxy has ``max_inflight`` unacked frames nothing is
   sent, and the next wake-up composes *all* deltas since the last sent revision into one frame.
+* A change is fanned out from the store callback itself: each session whose sender is parked and
+  that needs exactly the change's delta gets the frame written to its transport there and then,
+  framed once (``ws_binary_frame``) and the same bytes for every such session; no task wake-up,
+  encode or compression per subscriber (streams are not compressed: deltas are small, snapshots
+  are compressed already). Anything else (status first, snapshot, back-pressure, credentials to
+  re-check) wakes the session's sender as before.
 * Snapshots are encoded once per revision (in an executor: compressing a big config must not stall
   the node's loop) and shared by every session that needs one.
 
@@ -31,7 +37,7 @@ from aiohttp import WSMsgType, web
 
 from cluster.auth import TokenPolicy, stream_credential_problem
 from cluster.push_limits import MAX_STREAMS, MAX_STREAMS_PER_ADDRESS, Admission
-from cluster.push_session import GONE_TTL, FeedStore, Session, SnapshotCache, request_claims
+from cluster.push_session import GONE_TTL, FeedStore, Session, SnapshotCache, request_claims, ws_binary_frame
 from gateway.delta import Delta, compose
 from gateway.protocol import (
     DP_FRAMES,
@@ -64,6 +70,8 @@ MAX_FRAME = 64 * 1024  # inbound: a proxy sends hello/ack/nack/resync/mode, each
 MAX_SAME_SNAPSHOT = 3  # snapshots of one revision per session; then wait until the head moves
 GONE_KEEP = 256  # disconnected proxies remembered in the fleet registry
 CLOSE_PROTOCOL = 4002  # application close code: the proxy spoke something we cannot serve
+FAST_WRITE_BUFFER = 64 * 1024  # a session with more unsent bytes than this is left to its sender (drain)
+MEMBERS_TTL = 1.0  # status frames re-read the member list at least this often (and on every store change)
 
 
 class Store(FeedStore, Protocol):
@@ -118,8 +126,12 @@ class PushHub:
         # Encoded delta frames by (base, head): a change wakes every session, and sessions at the same
         # base need the same bytes; composing and encoding once per base, not per session.
         self._delta_frames: dict[tuple[int, int], bytes] = {}
+        self._delta_wires: dict[tuple[int, int], bytes] = {}  # the same, framed for the websocket
+        self._status_frame: tuple[Status, ConfigState, float, bytes] | None = None
+        self._members_ttl = min(MEMBERS_TTL, status_interval / 2)  # a session's next status re-reads them
         self._closing = False
         self.frames_sent: dict[str, int] = {"delta": 0, "snapshot": 0, "status": 0}
+        self.fanned_out = 0  # of the deltas, those written straight from the store callback
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
@@ -143,9 +155,68 @@ class PushHub:
 
     def _on_store_change(self, revision: int) -> None:
         """Store callback, in the loop: new revision or raft status change."""
-        self._status = self._read_status()
+        status = self._status = self._read_status()
+        self._status_frame = None  # members may have changed with the Raft configuration
+        key = (status.leader_id, status.term, status.has_quorum)
+        now = time.time()
         for s in self._sessions.values():
-            s.wake.set()
+            if not self._push_now(s, key, now):
+                s.wake.set()
+
+    def _push_now(self, s: Session, status_key: tuple[Any, ...], now: float) -> bool:
+        """Write the delta ``s`` lacks to its transport now, if that is all its sender would do."""
+        if not s.parked or s.status_due or s.last_status != status_key or s.need_snapshot:
+            return False
+        if s.blocked_at is not None or len(s.inflight) >= self.max_inflight:
+            return False
+        transport = s.transport
+        if transport is None or s.ws.closed or transport.is_closing():
+            return False
+        if transport.get_write_buffer_size() > FAST_WRITE_BUFFER:
+            return False  # a slow reader: its sender waits for the drain
+        if stream_credential_problem(s.claims, self._token_policy, now) is not None:
+            return False  # the sender says why and closes
+        delta = self._delta_frame(s.sent)
+        if delta is None:
+            return False
+        revision, _ = delta
+        wire = self._delta_wires.get((s.sent, revision))
+        if wire is None:
+            return False
+        s.sent, s.claimed_hash = revision, None
+        s.inflight.append((revision, "delta"))
+        transport.write(wire)
+        self.frames_sent["delta"] += 1
+        self.fanned_out += 1
+        s.deltas_sent += 1
+        return True
+
+    def _delta_frame(self, since: int) -> tuple[int, bytes] | None:
+        """(head, encoded delta frame since..head) for a proxy at ``since``, composed and encoded
+        once per (since, head); None if a delta cannot do (outside the window, too big, no change)."""
+        head = self.store.state.revision
+        frame = self._delta_frames.get((since, head))
+        if frame is not None:
+            return head, frame
+        state, deltas = self._consistent_read(since)
+        if not deltas or since >= state.revision:
+            return None
+        return self._encode_delta(state, deltas)
+
+    def _encode_delta(self, state: ConfigState, deltas: list[Delta]) -> tuple[int, bytes] | None:
+        delta = compose(deltas) if len(deltas) > 1 else deltas[0]
+        key = (delta.base, delta.revision)
+        frame = self._delta_frames.get(key)
+        if frame is None:
+            frame = encode_frame(DeltaFrame.of(delta, self._snapshots.state_hash(state)))
+            if len(frame) > self.max_delta_frame:
+                return None
+            if any(h != delta.revision for _, h in self._delta_frames):
+                self._delta_frames.clear()  # only the current head's frames are kept
+                self._delta_wires.clear()
+            self._delta_frames[key] = frame
+            self._delta_wires[key] = ws_binary_frame(frame)
+        return delta.revision, frame
 
     def _read_status(self) -> Status:
         st = self.store.raft_status()
@@ -216,13 +287,15 @@ class PushHub:
 
     async def _serve(self, request: web.Request, remote: str, auth: dict[str, Any]) -> web.StreamResponse:
         # Frames over max_frame: aiohttp closes with 1009 (message too big) before buffering them.
-        ws = web.WebSocketResponse(heartbeat=self.heartbeat, max_msg_size=self.max_frame)
+        # Not compressed: the same delta bytes go to every proxy (see the module docstring).
+        ws = web.WebSocketResponse(heartbeat=self.heartbeat, max_msg_size=self.max_frame, compress=False)
         await ws.prepare(request)
         self.start()
         session = await self._handshake(ws, remote)
         if session is None:
             return ws
         session.claims = dict(auth)
+        session.transport = request.transport
         sender = asyncio.create_task(self._sender(session), name=f"push-send-{session.proxy_id}")
         problem: str | None = None
         try:
@@ -349,6 +422,8 @@ class PushHub:
                 return
             s.inflight = [(r, k) for r, k in s.inflight if r > f.revision]
             s.acked, s.last_error, s.last_ack_at = max(s.acked, f.revision), None, time.time()
+            if s.sent >= self.store.state.revision and not s.need_snapshot and s.claimed_hash is None:
+                return  # nothing left to send: the sender would wake up to do nothing
         elif isinstance(f, Nack):
             s.last_error = f.error[:500]
             log.warning("proxy %s rejected revision %d: %s", s.proxy_id, f.revision, s.last_error)
@@ -374,9 +449,15 @@ class PushHub:
         next_status = time.monotonic()
         try:
             while not s.ws.closed:
-                timeout = max(0.0, next_status - time.monotonic())
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(s.wake.wait(), timeout)
+                if not s.wake.is_set():
+                    s.parked = True  # _push_now may write to the transport until we resume
+                    try:
+                        async with asyncio.timeout(max(0.0, next_status - time.monotonic())):
+                            await s.wake.wait()
+                    except TimeoutError:
+                        pass
+                    finally:
+                        s.parked = False
                 s.wake.clear()
                 problem = stream_credential_problem(s.claims, self._token_policy, time.time())
                 if problem is not None:  # checked at least every status_interval
@@ -393,10 +474,7 @@ class PushHub:
                     # Members go out with every status frame (at least each status_interval), so
                     # proxies follow membership changes; not read on every wake, which each write causes.
                     # The hash at that revision lets hybrid proxies check theirs (proxy/antientropy.py).
-                    state = self.store.state
-                    status = replace(status, revision=max(status.revision, state.revision),
-                                     members=tuple(self.store.member_urls()), hash=self._snapshots.state_hash(state))
-                    await s.ws.send_bytes(encode_frame(status))
+                    await s.ws.send_bytes(self._encoded_status(status))
                     self.frames_sent["status"] += 1
                 await self._pump(s)
         except (ConnectionError, RuntimeError) as exc:  # peer gone mid-send
@@ -410,6 +488,16 @@ class PushHub:
         if not s.ws.closed:
             with contextlib.suppress(Exception):
                 await s.ws.close(code=1011, message=b"push session failed")
+
+    def _encoded_status(self, status: Status) -> bytes:
+        """The status frame for the current state, encoded once for every session that sends it."""
+        state, now = self.store.state, time.monotonic()
+        cached = self._status_frame
+        if cached is None or cached[0] is not status or cached[1] is not state or now >= cached[2]:
+            full = replace(status, revision=max(status.revision, state.revision),
+                           members=tuple(self.store.member_urls()), hash=self._snapshots.state_hash(state))  # fmt: skip
+            cached = self._status_frame = (status, state, now + self._members_ttl, encode_frame(full))
+        return cached[3]
 
     async def _pump(self, s: Session) -> None:
         """Send what the proxy lacks, unless it already has ``max_inflight`` unacked frames."""
@@ -439,13 +527,9 @@ class PushHub:
             if not s.need_snapshot:
                 return
         if not s.need_snapshot and deltas:
-            delta = compose(deltas) if len(deltas) > 1 else deltas[0]
-            frame = encode_frame(DeltaFrame.of(delta, self._snapshots.state_hash(state)))
-            if len(frame) <= self.max_delta_frame:
-                if any(h != delta.revision for _, h in self._delta_frames):
-                    self._delta_frames.clear()  # only the current head's frames are kept
-                self._delta_frames[(delta.base, delta.revision)] = frame
-                await self._send_delta(s, delta.revision, frame)
+            encoded = self._encode_delta(state, deltas)
+            if encoded is not None:
+                await self._send_delta(s, *encoded)
                 return
         # Outside the delta window, unknown, diverged, nacked or too big for a delta frame.
         repeats = s.snapshot_repeats.get(state.revision, 0)

@@ -6,6 +6,7 @@ Split from cluster/push.py (which keeps the protocol logic) so that each stays a
 from __future__ import annotations
 
 import asyncio
+import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -66,6 +67,23 @@ class Session:
     skipped: int = 0  # frames of types this node does not take
     snapshot_repeats: dict[int, int] = field(default_factory=dict)  # {revision: snapshots of it sent}
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    # The connection's transport: a change is written to it straight from the store callback
+    # (PushHub._push_now) while the sender task is parked, i.e. not between two writes of its own.
+    transport: Any = None
+    parked: bool = False
+
+
+def ws_binary_frame(payload: bytes) -> bytes:
+    """One unmasked, unfragmented, uncompressed websocket binary message (RFC 6455 §5.2), as a
+    server writes it: the same bytes for every subscriber, so a change is framed once, not per send."""
+    n = len(payload)
+    if n < 126:
+        header = struct.pack("!BB", 0x82, n)
+    elif n < 1 << 16:
+        header = struct.pack("!BBH", 0x82, 126, n)
+    else:
+        header = struct.pack("!BBQ", 0x82, 127, n)
+    return header + payload
 
 
 def request_claims(request: web.Request) -> dict[str, Any] | None:

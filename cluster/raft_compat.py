@@ -48,7 +48,8 @@ PROTECTED_METHODS: dict[str, tuple[str, ...]] = {
 # Protected attributes of the live transport and SyncObj that cluster/raft_transport.py reads.
 TRANSPORT_ATTRIBUTES = ("_syncObj", "_connections", "_unknownConnections", "_nodes", "_lastConnectAttempt")
 # The private FileJournal name cluster/raft_journal.py replaces (its durable meta storer).
-JOURNAL_ATTRIBUTES = ("_FileJournal__metaStorer",)
+JOURNAL_ATTRIBUTES = ("_FileJournal__metaStorer", "_FileJournal__journalFile")
+JOURNAL_FILE_ATTRIBUTES = ("_ResizableFile__f",)  # the journal's open file (fsynced by DurableJournal)
 
 
 class PysyncobjIncompatible(RuntimeError):
