@@ -58,6 +58,7 @@ class Target:
     active_fail: int = 0
     address: str = field(default="", init=False)
     host_header: bytes = field(default=b"", init=False)  # the upstream request's Host line, pre-encoded
+    connections: Any = field(default=None, init=False, compare=False)  # its proxy.upstream.TargetPool, once known
 
     def __post_init__(self) -> None:
         host = f"[{self.host}]" if ":" in self.host else self.host

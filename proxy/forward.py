@@ -285,7 +285,8 @@ class Relay:
         ex, ctx = self.ex, self.ctx
         ctx.status = status
         chain = self.chain
-        responders = ctx.responders(chain)
+        plugins = ctx.plugins
+        responders = chain.responders if not plugins or plugins is chain.plugins else ctx.responders(chain)
         full = False  # a response phase that needs the headers as a dict (not just setting some)
         added: list[tuple[bytes, bytes]] | None = None
         replaced: set[bytes] | frozenset[bytes] = _NONE
@@ -554,7 +555,9 @@ class Forwarder:
         target = pool.pick(plan[0], _EMPTY)
         if target is None:
             return Picked(plan, None)
-        tp = self.upstreams.pool(target.host, target.port)
+        tp = target.connections
+        if tp is None or tp.upstreams is not self.upstreams:
+            tp = target.connections = self.upstreams.pool(target.host, target.port)
         conn = tp.take()
         if conn is None:
             return Picked(plan, target)
