@@ -168,10 +168,15 @@ class Rig:
         self.change()
 
     def leader(self) -> NodeProc:
-        return self.cluster.wait_ready()
+        """The leader, asking wait_ready (which watches it hold its term for a while) only when
+        the last known one no longer says it leads."""
+        known = getattr(self, "_leader", None)
+        if known is None or not known.alive or self.cluster.leader() is not known:
+            known = self._leader = self.cluster.wait_ready()
+        return known
 
-    def put(self, kind: str, rid: str, body: dict[str, Any]) -> int:
-        r = self.cluster.api(self.leader(), "PUT", f"/v1/{kind}/{rid}", body)
+    def put(self, kind: str, rid: str, body: dict[str, Any], node: NodeProc | None = None) -> int:
+        r = self.cluster.api(node or self.leader(), "PUT", f"/v1/{kind}/{rid}", body)
         if r.status not in (200, 201):
             raise RuntimeError(f"PUT {kind}/{rid}: {r}")
         return int(r.json()["revision"])
@@ -179,8 +184,9 @@ class Rig:
     def change(self) -> tuple[int, float, float]:
         """One one-route change; (revision, wall time the PUT returned, wall time it was sent)."""
         self.version += 1
+        node = self.leader()
         sent = time.time()
-        rev = self.put("routes", "bench", {"paths": [f"/bench/v{self.version}"], "upstream": "u1"})
+        rev = self.put("routes", "bench", {"paths": [f"/bench/v{self.version}"], "upstream": "u1"}, node)
         return rev, time.time(), sent
 
     def head(self) -> int:
