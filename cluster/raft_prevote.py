@@ -14,6 +14,14 @@ deadline passes, we run a pre-vote round; a majority of grants sets pysyncobj's 
 its next tick starts the real election exactly as before. A leadership transfer (TimeoutNow) is
 never held back.
 
+Clock: every time here is pysyncobj's (``pysyncobj.monotonic``, CLOCK_MONOTONIC_RAW on Linux).
+Comparing its deadlines with ``time.monotonic()`` (CLOCK_MONOTONIC) moved every election start by
+the difference between the two clocks, which is machine-specific: 0.24 s (MONOTONIC ahead) on one
+2-core VM, constant over its uptime; NTP slewing makes them drift apart further. Ahead, followers
+pre-voted right after every heartbeat and, after a split vote, restarted the election at once
+instead of after a random timeout (candidates in lockstep); behind, no election starts for that
+long after a leader is lost.
+
 A member grants a pre-vote iff it is not the leader itself, has not heard from a leader for an
 election timeout (``min_timeout``: a live leader's followers refuse, which is also the leader
 stickiness of check-quorum), and the candidate's log is at least as up to date as its own in a
@@ -25,8 +33,14 @@ from __future__ import annotations
 
 import itertools
 import random
-import time
+from collections.abc import Callable
 from typing import Any
+
+# pysyncobj's own clock: its deadlines (``__raftElectionDeadline``) are CLOCK_MONOTONIC_RAW values,
+# not time.monotonic() ones (see "Clock" above).
+from pysyncobj.monotonic import monotonic as _pysyncobj_monotonic  # type: ignore[import-untyped]
+
+raft_clock: Callable[[], float] = _pysyncobj_monotonic
 
 PRE_VOTE, PRE_VOTE_RESPONSE = "gw_pre_vote", "gw_pre_vote_resp"
 _HOLD = 3600.0
@@ -43,7 +57,7 @@ class PreVoteMixin:
         self._pv_round: tuple[int, int, float] | None = None  # (round id, prospective term, ends at)
         self._pv_grants: set[Any] = set()
         self._pv_ids = itertools.count(1)
-        self._pv_last_leader_contact = time.monotonic()
+        self._pv_last_leader_contact = raft_clock()
         self.pre_votes_started = 0
         self.pre_votes_won = 0
         if enabled:
@@ -57,7 +71,7 @@ class PreVoteMixin:
             return
         if getattr(self, "_SyncObj__transferInProgress", False):
             return  # TimeoutNow from the leader: elect now, no pre-vote
-        now = time.monotonic()
+        now = raft_clock()
         current: float = getattr(self, "_SyncObj__raftElectionDeadline")  # noqa: B009 - pysyncobj's private
         if current != self._pv_hold:  # pysyncobj (re)armed it: a heartbeat, a vote, an election
             if current == 0 and self._pv_round is None and self._pv_wanted == 0:
@@ -73,6 +87,11 @@ class PreVoteMixin:
                 self._pv_wanted = 0
                 self._pv_hold = 0
                 self._SyncObj__raftElectionDeadline = 0.0  # pysyncobj's next tick starts the election
+                # ...now, not after up to autoTickPeriod (50 ms) of idle poll: until our term moves,
+                # a peer whose own pre-vote arrives is granted it too, and both elections split.
+                notifier = getattr(self, "_SyncObj__pipeNotifier", None)
+                if notifier is not None:
+                    notifier.notify()
                 return
             if now >= ends:
                 self._pv_round = None
@@ -100,7 +119,7 @@ class PreVoteMixin:
     def _note_leader_contact(self, message: Any) -> None:
         if (isinstance(message, dict) and message.get("type") == "append_entries"
                 and message.get("term", -1) >= self._SyncObj__raftCurrentTerm):  # type: ignore[attr-defined]
-            self._pv_last_leader_contact = time.monotonic()
+            self._pv_last_leader_contact = raft_clock()
 
     def _handle_pre_vote(self, node: Any, message: Any) -> bool:
         kind = message.get("type") if isinstance(message, dict) else None
@@ -110,7 +129,7 @@ class PreVoteMixin:
             my_last_index = self._SyncObj__getCurrentLogIndex()  # type: ignore[attr-defined]
             up_to_date = (message["last_log_term"], message["last_log_index"]) >= (my_last_term, my_last_index)
             leader_alive = (self._SyncObj__raftState == 2  # type: ignore[attr-defined]
-                            or time.monotonic() - self._pv_last_leader_contact < self._pv_min)
+                            or raft_clock() - self._pv_last_leader_contact < self._pv_min)
             granted = bool(message["term"] > my_term and up_to_date and not leader_alive)
             self._SyncObj__transport.send(node, {  # type: ignore[attr-defined]
                 "type": PRE_VOTE_RESPONSE, "round": message["round"], "term": message["term"], "granted": granted,

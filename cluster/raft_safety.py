@@ -49,7 +49,7 @@ class LogSafetyMixin:
         if (
             message.get("type") == "append_entries"
             and "prevLogIdx" not in message
-            and message.get("term", -1) >= self.raftCurrentTerm
+            and message.get("term", -1) >= self.raftCurrentTerm  # type: ignore[attr-defined]
         ):
             serialized = message.get("serialized")
             if isinstance(serialized, tuple | list) and len(serialized) == 3 and serialized[1]:
@@ -58,12 +58,12 @@ class LogSafetyMixin:
             # to min(leader commit, OUR log end) after any AppendEntries: a deposed leader's
             # uncommitted entries would be applied as committed (found by the chaos suite: a 200
             # for a write that was then lost). Only a message that verified the log may do that.
-            message = {**message, "commit_index": min(message.get("commit_index", 0), self.raftCommitIndex)}
+            message = {**message, "commit_index": min(message.get("commit_index", 0), self.raftCommitIndex)}  # type: ignore[attr-defined]
         elif (
             message.get("type") == "append_entries"
             and "prevLogIdx" in message
             and message.get("transmission") is None
-            and message.get("term", -1) >= self.raftCurrentTerm
+            and message.get("term", -1) >= self.raftCurrentTerm  # type: ignore[attr-defined]
         ):
             trimmed = self._trim_append_entries(message)
             if trimmed is None:
@@ -75,7 +75,7 @@ class LogSafetyMixin:
                 }
                 bookkeeping["commit_index"] = min(message["commit_index"], covered)
                 super()._SyncObj__onMessageReceived(node, bookkeeping)  # type: ignore[misc]
-                self._SyncObj__sendNextNodeIdx(node, nextNodeIdx=covered + 1, success=True)
+                self._SyncObj__sendNextNodeIdx(node, nextNodeIdx=covered + 1, success=True)  # type: ignore[attr-defined]
                 return
             message = trimmed
         super()._SyncObj__onMessageReceived(node, message)  # type: ignore[misc]
@@ -103,29 +103,29 @@ class LogSafetyMixin:
                     index = int(msgpack.unpackb(f.read(), raw=False)["entries"][0][1])
             except Exception:  # unreadable: let pysyncobj report it as it does
                 index = None
-            if index is not None and index <= self.raftLastApplied:
+            if index is not None and index <= self.raftLastApplied:  # type: ignore[attr-defined]
                 self.stale_snapshots_ignored += 1
                 # A catching-up follower drains up to ~a dozen of these in a burst: one event per
                 # burst with the count (flushed by _record_role once the burst is over).
-                self._stale_burst = (self._stale_burst[0] + 1, monotonic(), index, self.raftLastApplied)
+                self._stale_burst = (self._stale_burst[0] + 1, monotonic(), index, self.raftLastApplied)  # type: ignore[attr-defined]
                 if os.path.exists(backup):
                     os.replace(backup, self._dump_file)
                 else:  # we had no dump: our journal holds everything, a foreign older dump must go
                     os.unlink(self._dump_file)
                 if self._fsync:
                     fsync_dir(os.path.dirname(self._dump_file) or ".")
-                self.forceLogCompaction()  # and write a dump of what we do have, soon
+                self.forceLogCompaction()  # type: ignore[attr-defined]  # and write a dump of what we do have, soon
                 return
         with contextlib.suppress(FileNotFoundError):
             os.unlink(backup)
         super()._SyncObj__loadDumpFile(clearJournal)  # type: ignore[misc]
         if clearJournal:
-            self.events.emit("snapshot_installed", applied=self.raftLastApplied)
+            self.events.emit("snapshot_installed", applied=self.raftLastApplied)  # type: ignore[attr-defined]
 
     def _SyncObj__deleteEntriesTo(self, toIDx: int) -> None:  # noqa: N802, N803
         """Compaction deletes the log up to the index its dump was taken at; if the log no longer
         reaches that index, deleting would empty it and wedge the node: keep it instead."""
-        raft_log = self._SyncObj__raftLog
+        raft_log = self._SyncObj__raftLog  # type: ignore[attr-defined]
         if len(raft_log) == 0 or toIDx > raft_log[-1][1]:
             log.warning("not compacting the log to %d: it ends before that", toIDx)
             return
@@ -137,7 +137,7 @@ class LogSafetyMixin:
         Returns the message to hand to pysyncobj, or None when every entry is already present and
         the log extends beyond them (a stale or duplicated message that must not truncate anything).
         """
-        raft_log = self._SyncObj__raftLog
+        raft_log = self._SyncObj__raftLog  # type: ignore[attr-defined]
         if len(raft_log) == 0:
             return message
         first_idx, last_idx = raft_log[0][1], raft_log[-1][1]
