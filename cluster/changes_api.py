@@ -30,6 +30,7 @@ hybrid; ``antientropy_repairs``: resyncs a proxy made because its hash differed)
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -50,6 +51,7 @@ SEEN_TTL = 10.0  # a poller not heard from for wait + this is shown disconnected
 MAX_ITEMS = 10_000  # entries of one relay report
 CONTENT_TYPE = "application/x-msgpack"
 ANSWERS = 64  # encoded answers kept for the current head
+TIMER_SLOT = 0.02  # long-polls ending in the same 20 ms share one timer (a wait ends at most this late)
 
 
 Store = FeedStore
@@ -86,7 +88,11 @@ class ChangesAPI:
         self.store, self.sessions = store, sessions
         self.max_delta_frame, self.max_wait = max_delta_frame, max_wait
         self._snapshots = SnapshotCache(chunk_size)
-        self._changed: asyncio.Future[None] | None = None
+        # Held long-polls: each has a future of its own (so a cancelled one cancels nothing else),
+        # all in one list resolved by the next change, and in the slot of one shared timer.
+        self._waiters: list[asyncio.Future[None]] = []
+        self._slots: dict[int, list[asyncio.Future[None]]] = {}
+        self._status_wire: tuple[Any, ConfigState, dict[str, Any], str] | None = None  # (raft, state, wire, ETag)
         self._unsubscribe: Callable[[], None] | None = None
         self._status: tuple[float, dict[str, Any]] | None = None
         self._pullers: dict[str, dict[str, Any]] = {}  # proxy id -> fleet entry (sync: pull)
@@ -114,15 +120,31 @@ class ChangesAPI:
         self._wake()
 
     def _wake(self) -> None:
-        fut, self._changed = self._changed, None
-        if fut is not None and not fut.done():
-            fut.set_result(None)
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    def _expire(self, slot: int) -> None:
+        for fut in self._slots.pop(slot, ()):
+            if not fut.done():
+                fut.set_result(None)
 
     async def _wait_change(self, timeout: float) -> None:
-        if self._changed is None:
-            self._changed = asyncio.get_running_loop().create_future()
-        # asyncio.wait leaves the shared future alone on timeout (no shield, no task per waiter).
-        await asyncio.wait((self._changed,), timeout=timeout)
+        """Until the next change, or ``timeout`` seconds (rounded up to the timer slot)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(fut)
+        slot = math.ceil((loop.time() + timeout) / TIMER_SLOT)
+        held = self._slots.get(slot)
+        if held is None:
+            held = self._slots[slot] = []
+            loop.call_at(slot * TIMER_SLOT, self._expire, slot)
+        held.append(fut)
+        try:
+            await fut
+        finally:
+            fut.cancel()  # a no-op once resolved; a cancelled request leaves nothing pending
 
     def status(self) -> dict[str, Any]:
         """The status frame (wire form) the stream would send now: revision and hash of the applied state."""
@@ -136,7 +158,15 @@ class ChangesAPI:
                 "cached": bool(st.get("cached")), "members": tuple(self.store.member_urls()),
             })  # fmt: skip
         state = self.store.state
-        return Status(**self._status[1], revision=state.revision, hash=self._snapshots.state_hash(state)).wire()
+        cached = self._status_wire
+        if cached is None or cached[0] is not self._status or cached[1] is not state:
+            wire = Status(**self._status[1], revision=state.revision, hash=self._snapshots.state_hash(state)).wire()
+            cached = self._status_wire = (self._status, state, wire, etag_of(wire))
+        return cached[2]
+
+    def _etag(self, status: dict[str, Any]) -> str:
+        cached = self._status_wire
+        return cached[3] if cached is not None and cached[2] is status else etag_of(status)
 
     # ---- handlers ----------------------------------------------------------------------------
 
@@ -161,12 +191,12 @@ class ChangesAPI:
         conditional = request.headers.get("If-None-Match")
         health: tuple[bool, bool] | None = None
         while True:
-            status = self.status()
+            status = self.status()  # shared by every request until it changes: read, never written
             if not status["has_quorum"] and not status.get("cached", False):
                 self._seen(request, since, status)
                 return _err(503, "no_quorum", f"node {status['node_id']} knows no leader with quorum",
                             retryable=True, status=status)  # fmt: skip
-            head, etag = status["revision"], etag_of(status)
+            head, etag = status["revision"], self._etag(status)
             # Idle: nothing to send, and nothing the caller's ETag or the start of the wait says
             # differently (a relay losing its upstream must tell, not answer 304).
             health = health or (status["has_quorum"], status.get("cached", False))
@@ -185,6 +215,7 @@ class ChangesAPI:
                status.get("cached", False), status["leader_id"], status["term"], tuple(status.get("members") or ()))  # fmt: skip
         answer = self._answers.get(key)
         if answer is None:
+            status = dict(status)  # _frames brings it to the revision the frames end at
             kind, frames = await self._frames(since, status, full=full, claimed=claimed)
             answer = (kind, encode({"status": status, "frames": frames}), etag_of(status))
             if status["revision"] == head:

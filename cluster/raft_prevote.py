@@ -87,6 +87,11 @@ class PreVoteMixin:
                 self._pv_wanted = 0
                 self._pv_hold = 0
                 self._SyncObj__raftElectionDeadline = 0.0  # pysyncobj's next tick starts the election
+                # ...now, not after up to autoTickPeriod (50 ms) of idle poll: until our term moves,
+                # a peer whose own pre-vote arrives is granted it too, and both elections split.
+                notifier = getattr(self, "_SyncObj__pipeNotifier", None)
+                if notifier is not None:
+                    notifier.notify()
                 return
             if now >= ends:
                 self._pv_round = None

@@ -1,0 +1,55 @@
+"""Held long-polls: one change wakes every waiter at once; timeouts share slotted timers; a poll
+that goes away (cancelled) takes nothing with it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from cluster.changes_api import TIMER_SLOT, ChangesAPI
+from tests.cluster.test_changes_api import changes, env  # noqa: F401  (the fixture)
+from tests.cluster.test_push_fakes import put, route, seed
+
+
+async def test_one_change_wakes_every_held_poll(env: dict[str, Any]) -> None:  # noqa: F811
+    head = seed(env["cluster"])
+    api: ChangesAPI = env["api"]
+    _, headers, _ = await changes(env, since=head)
+    etag = headers["ETag"]
+    polls = [asyncio.create_task(changes(env, {"If-None-Match": etag}, since=head, wait=20)) for _ in range(30)]
+    deadline = time.monotonic() + 5
+    while len(api._waiters) < 30:
+        assert time.monotonic() < deadline, f"only {len(api._waiters)} polls held"
+        await asyncio.sleep(0.01)
+    assert len(api._slots) <= 2  # 30 polls started together: one or two shared timers, not 30
+    t0 = time.monotonic()
+    new = env["cluster"].write(put("routes", "x", route("/x")))
+    answers = await asyncio.wait_for(asyncio.gather(*polls), 5)
+    assert time.monotonic() - t0 < 5
+    assert all(status == 200 and answer["status"]["revision"] == new for status, _, answer in answers)
+    assert len({id(a) for a in api._answers.values()}) == 1  # built once for all 30
+    assert api._waiters == []
+
+
+async def test_a_held_poll_times_out_with_304_no_earlier_than_its_wait(env: dict[str, Any]) -> None:  # noqa: F811
+    head = seed(env["cluster"])
+    _, headers, _ = await changes(env, since=head)
+    t0 = time.monotonic()
+    status, _, _ = await changes(env, {"If-None-Match": headers["ETag"]}, since=head, wait=0.25)
+    took = time.monotonic() - t0
+    assert status == 304 and took >= 0.25, took
+    assert took < 0.25 + TIMER_SLOT + 2.0  # generous: a hang, not a timing, is what this catches
+
+
+async def test_a_cancelled_wait_leaves_the_others_waiting(env: dict[str, Any]) -> None:  # noqa: F811
+    api: ChangesAPI = env["api"]
+    seed(env["cluster"])
+    api.start()
+    waits = [asyncio.create_task(api._wait_change(20)) for _ in range(3)]
+    await asyncio.sleep(0.01)
+    waits[0].cancel()
+    await asyncio.sleep(0.01)
+    assert [w.done() for w in waits] == [True, False, False] and waits[0].cancelled()
+    env["cluster"].write(put("routes", "y", route("/y")))
+    await asyncio.wait_for(asyncio.gather(waits[1], waits[2]), 5)
