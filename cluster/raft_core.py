@@ -20,6 +20,7 @@ import msgpack
 import pysyncobj.syncobj as _syncobj_module
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 
+from cluster import raft_prevote
 from cluster.events import EventLog
 from cluster.membership import Member, MembershipMixin, encode_cluster, read_dump_cluster
 from cluster.raft_compat import TRANSPORT_ATTRIBUTES, check_attributes
@@ -190,7 +191,8 @@ class RaftCore(PreVoteMixin, ReadIndexMixin, LogSafetyMixin, MembershipMixin, Sy
             return False
         if self._SyncObj__raftState == 2:  # the leader itself: stepping down ends its lease reads
             return False
-        quiet = monotonic() - self._pv_last_leader_contact < self._vote_quiet
+        # the same clock pre-vote stamps leader contact with (pysyncobj's, CLOCK_MONOTONIC_RAW)
+        quiet = raft_prevote.raft_clock() - self._pv_last_leader_contact < self._vote_quiet
         if quiet:
             self.votes_refused += 1
         return quiet

@@ -134,9 +134,13 @@ def request_head_tail(ctx: RequestContext, ex: Exchange) -> bytes:
             parts += (name, b": ", value, b"\r\n")
         for _, _, line in ctx.added_headers():
             parts.append(line)
-        ip = ctx.client_ip.encode()
-        parts += (b"X-Forwarded-For: ", prior + b", " + ip if prior else ip, b"\r\nX-Forwarded-Proto: ",
-                  ex.scheme.encode(), b"\r\nX-Forwarded-Host: ", ex.host.encode("latin-1"), b"\r\n")  # fmt: skip
+        proto = ex.proto
+        if prior or ctx.client_ip != proto.client_ip:
+            ip = ctx.client_ip.encode()
+            parts += (b"X-Forwarded-For: ", prior + b", " + ip if prior else ip, b"\r\nX-Forwarded-Proto: ",
+                      ex.scheme.encode(), b"\r\nX-Forwarded-Host: ", ex.host.encode("latin-1"), b"\r\n")  # fmt: skip
+        else:
+            parts.append(proto.forwarded_lines(ex.host))
     else:
         for key, text in edited.items():
             if key.lower() not in ("content-length", "transfer-encoding", "host"):
