@@ -10,7 +10,8 @@ Record types (every record has ``type`` and ``time``, float seconds since run st
 - admin operations, Jepsen style: ``invoke`` then exactly one of ``ok`` / ``fail`` / ``info`` per
   ``process``, with ``f`` (read / write / cas / add), ``key``, ``value``, ``node`` and optional
   ``revision`` and ``error``;
-- ``nemesis`` (``phase`` start / heal, ``fault``, ``detail``);
+- ``nemesis`` (``phase`` start / heal, ``fault``, ``detail``; a start may carry ``injected_at``, the
+  time the fault was injected: the record itself is written once a partition has been verified);
 - ``node_status`` and ``proxy_status`` (periodic samples by a monitor);
 - ``proxy_request`` (steady data-plane traffic);
 - ``final`` (written once after the last heal, when the runner has waited for convergence).
@@ -245,6 +246,7 @@ class Window:
     start: float
     end: float
     detail: Mapping[str, Any]
+    injected: float | None = None  # when the fault was injected (``injected_at``); ``start`` is after it
 
     def contains(self, t: float) -> bool:
         return self.start <= t <= self.end
@@ -260,10 +262,16 @@ def nemesis_windows(history: History) -> list[Window]:
             open_.setdefault(fault, []).append(rec)
         elif open_.get(fault):
             start = open_[fault].pop(0)
-            out.append(Window(fault, float(start["time"]), float(rec["time"]), start.get("detail") or {}))
+            out.append(Window(fault, float(start["time"]), float(rec["time"]), start.get("detail") or {},
+                              _injected(start)))
     last = end_time(history)
     out.extend(
-        Window(f, float(s["time"]), last, s.get("detail") or {}) for f, ss in open_.items() for s in ss
+        Window(f, float(s["time"]), last, s.get("detail") or {}, _injected(s)) for f, ss in open_.items() for s in ss
     )
     out.sort(key=lambda w: w.start)
     return out
+
+
+def _injected(start: Mapping[str, Any]) -> float | None:
+    value = start.get("injected_at")
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None

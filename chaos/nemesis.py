@@ -39,6 +39,9 @@ class Fault:
     detail: dict[str, Any]
     undo: Callable[[], None]
     touches_network: bool = False
+    # time.monotonic() of the harmful action itself (after choosing the victim, before any check
+    # that it took): the write-unavailability checker measures from it.
+    injected_at: float | None = None
 
 
 def _leader_or_random(ctx: FaultContext) -> Member:
@@ -64,34 +67,40 @@ def _restart(ctx: FaultContext, members: list[Member]) -> Callable[[], None]:
 
 
 def _cut(ctx: FaultContext, name: str, pairs: list[tuple[Member, Member]], detail: dict[str, Any]) -> Fault:
+    at = time.monotonic()
     ctx.net.cut([(a.addr, b.addr) for a, b in pairs])
     verify_partition(ctx.net, ctx.probe_addresses)
     detail = {**detail, "cut": sorted(sorted((a.name, b.name)) for a, b in pairs), "verified": True}
-    return Fault(name, detail, ctx.net.heal, touches_network=True)
+    return Fault(name, detail, ctx.net.heal, touches_network=True, injected_at=at)
 
 
 def kill_leader(ctx: FaultContext) -> Fault:
     node = _leader_or_random(ctx)
+    at = time.monotonic()
     ctx.ctrl.kill(node)
-    return Fault("kill-leader", {"node": node.name}, _restart(ctx, [node]))
+    return Fault("kill-leader", {"node": node.name}, _restart(ctx, [node]), injected_at=at)
 
 
 def kill_random(ctx: FaultContext) -> Fault:
     node = ctx.rng.choice(ctx.ctrl.nodes)
+    at = time.monotonic()
     ctx.ctrl.kill(node)
-    return Fault("kill-random", {"node": node.name}, _restart(ctx, [node]))
+    return Fault("kill-random", {"node": node.name}, _restart(ctx, [node]), injected_at=at)
 
 
 def kill_all(ctx: FaultContext) -> Fault:
+    at = time.monotonic()
     for node in ctx.ctrl.nodes:
         ctx.ctrl.kill(node)
-    return Fault("kill-all", {"nodes": [n.name for n in ctx.ctrl.nodes]}, _restart(ctx, list(ctx.ctrl.nodes)))
+    return Fault("kill-all", {"nodes": [n.name for n in ctx.ctrl.nodes]}, _restart(ctx, list(ctx.ctrl.nodes)),
+                 injected_at=at)
 
 
 def pause_leader(ctx: FaultContext) -> Fault:
     node = _leader_or_random(ctx)
+    at = time.monotonic()
     ctx.ctrl.pause(node)
-    return Fault("pause-leader", {"node": node.name}, lambda: ctx.ctrl.resume(node))
+    return Fault("pause-leader", {"node": node.name}, lambda: ctx.ctrl.resume(node), injected_at=at)
 
 
 def isolate_leader(ctx: FaultContext) -> Fault:
@@ -138,8 +147,10 @@ def cut_cp_proxies(ctx: FaultContext) -> Fault:
 def packet_loss(ctx: FaultContext) -> Fault:
     percent = ctx.rng.choice([20, 30, 40])
     pairs = [(a.addr, b.addr) for a, b in itertools.combinations(ctx.ctrl.nodes, 2)]
+    at = time.monotonic()
     ctx.net.loss(pairs, percent)
-    return Fault("packet-loss", {"percent": percent, "between": "all CP nodes"}, ctx.net.heal, touches_network=True)
+    return Fault("packet-loss", {"percent": percent, "between": "all CP nodes"}, ctx.net.heal, touches_network=True,
+                 injected_at=at)
 
 
 def change_membership(ctx: FaultContext, action: str, node: Member, timeout: float = 20.0) -> list[str]:
@@ -188,7 +199,7 @@ def member_churn(ctx: FaultContext) -> Fault:
         detail["add_s"] = round(time.monotonic() - started, 3)
         restart()
 
-    return Fault("member-churn", detail, undo)
+    return Fault("member-churn", detail, undo, injected_at=started)
 
 
 @dataclass(frozen=True)

@@ -203,8 +203,11 @@ def run_scenario(opts: RunOptions, log: Log = print, progress: Callable[[float],
                     progress(min(1.0, (time.monotonic() - t0) / opts.duration))
                 if time.monotonic() >= end:
                     break
+                injected_at = clock()
                 fault = pick_fault(nemesis, ctx)(ctx)
-                record("nemesis", phase="start", fault=fault.name, detail=fault.detail)
+                if fault.injected_at is not None:
+                    injected_at = fault.injected_at - run_start
+                record("nemesis", phase="start", fault=fault.name, detail=fault.detail, injected_at=injected_at)
                 log(f"[{opts.scenario}] +{time.monotonic() - t0:5.1f}s start {fault.name} {json.dumps(fault.detail)}")
                 time.sleep(rng.uniform(*nemesis.fault_seconds))
                 fault.undo()
@@ -240,7 +243,7 @@ def run_scenario(opts: RunOptions, log: Log = print, progress: Callable[[float],
                 w.join(10)
         events = read_history(history_path)
         results = run_all(events, proxy_converge_within=opts.proxy_converge_within,
-                          min_success_rate=opts.min_success_rate)
+                          min_success_rate=opts.min_success_rate, scenario=opts.scenario)
         results.append(scan_logs(ctrl))
     finally:
         stop_clients.set()

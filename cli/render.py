@@ -201,11 +201,15 @@ def proxies_table(status: Mapping[str, Any], width: int = WIDE) -> Table:
     wide = width >= WIDE
     table = Table(title="proxies", title_justify="left")
     local = any("process" in r for r in status.get("proxies", []))
-    cols = ["proxy", "mode", "revision", "lag"] + (["last sync"] if wide else [])
+    rows = status.get("proxies", [])
+    relayed = any(r.get("via") for r in rows)  # columns only when a row has something to show
+    models = wide and any(r.get("sync") for r in rows)
+    cols = ["proxy", "mode"] + (["sync"] if models else []) + (["via"] if relayed else [])
+    cols += ["revision", "lag"] + (["last sync"] if wide else [])
     cols += ["req/s", "5xx/s", "p99"] + (["node", "last error"] if wide else [])
     cols += ["process"] if local and wide else []
     for col in cols:
-        left = col in ("proxy", "mode", "node", "last error", "process")
+        left = col in ("proxy", "mode", "sync", "via", "node", "last error", "process")
         table.add_column(col, justify="left" if left else "right", no_wrap=True, overflow="ellipsis",
                          max_width=40 if col == "last error" else None)  # fmt: skip
     for r in status.get("proxies", []):
@@ -213,6 +217,8 @@ def proxies_table(status: Mapping[str, Any], width: int = WIDE) -> Table:
         cells: dict[str, RenderableType] = {
             "proxy": Text(str(r["id"])),
             "mode": _mode(r, wide),
+            "sync": _cell(r.get("sync")),
+            "via": Text(f"relay {r['via']}", style="cyan") if r.get("via") else Text("direct", style="dim"),
             "revision": _cell(r.get("revision")),
             "lag": _lag(r.get("lag")),
             "last sync": Text(f"{duration(since)} ago") if isinstance(since, int | float) else DASH.copy(),

@@ -122,6 +122,8 @@ def proxy_rows(
         rev = row.get("revision")
         row["lag"] = max(0, committed - int(rev)) if committed is not None and isinstance(rev, int) else None
         row["last_ack_at"] = theirs.get("last_ack_at")
+        row["sync"] = theirs.get("sync") or row.get("sync")  # push, pull or hybrid
+        row["via"] = theirs.get("via")  # the relay it syncs through, None when direct
         row["since_ack"] = seconds_since(theirs.get("last_ack_at"), now)
         own = _number(row.get("seconds_since_sync")) if mine and mine.get("reachable") else None
         row["sync_age"] = own if own is not None else row["since_ack"]

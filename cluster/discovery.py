@@ -264,16 +264,19 @@ class Discovery:
                 raise NotLeader(f"leader answered HTTP {resp.status}")
             await resp.read()
 
-    async def fetch_liveness(self, rids: list[str]) -> dict[str, float | None]:
-        """Liveness as the leader knows it (asked over HTTP when this node does not lead)."""
+    async def fetch_liveness(self, rids: list[str], timeout: float | None = None) -> dict[str, float | None]:
+        """Liveness as the leader knows it (asked over HTTP when this node does not lead; unknown,
+        i.e. None each, when the leader does not answer within ``timeout``, default 2 s)."""
         if self._leading or not rids:
             return self.liveness(rids)
         url = self._leader_url()
         if url is None:
             return dict.fromkeys(rids)
+        limit = aiohttp.ClientTimeout(total=min(timeout, 2.0) if timeout is not None else 2.0)
         try:
             async with self._http().post(url.rstrip("/") + "/v1/discovery/liveness", json={"ids": rids},
-                                          headers={"Authorization": f"Bearer {self._bearer()}"}) as resp:
+                                          headers={"Authorization": f"Bearer {self._bearer()}"},
+                                          timeout=limit) as resp:
                 if resp.status == 200:
                     body = await resp.json()
                     ages = body.get("ages") or {}

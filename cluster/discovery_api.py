@@ -23,6 +23,7 @@ from aiohttp import web
 from cluster.app_keys import SETTINGS_KEY, STORE_KEY
 from cluster.discovery import Discovery, NotLeader
 from cluster.raft import NoQuorum
+from cluster.timeouts import request_timeout
 from gateway import registry
 from gateway.errors import GatewayError, NotFound, ValidationError
 from gateway.model import check_id
@@ -69,6 +70,7 @@ async def _json(request: web.Request) -> Any:
 
 
 async def put_target(request: web.Request) -> web.Response:
+    timeout = request_timeout(request, request.app[SETTINGS_KEY]["write_timeout"])
     upstream, host, port = _address(request)
     body = await _json(request)
     spec = registry.normalize_registration(upstream, host, port, body)  # fast, precise 422
@@ -77,7 +79,7 @@ async def put_target(request: web.Request) -> web.Response:
     request["request_id"] = request_id
     cmd = {"type": "reg_put", "request_id": request_id, "upstream": upstream, "host": host, "port": port,
            **spec, "now": time.time()}
-    result = _raise_if_failed(await store.registry_command(cmd, request.app[SETTINGS_KEY]["write_timeout"]))
+    result = _raise_if_failed(await store.registry_command(cmd, timeout))
     discovery = request.app[DISCOVERY_KEY]
     rid = result["id"]
     discovery.heartbeat(rid)  # a registration or renewal counts as a heartbeat
@@ -105,21 +107,23 @@ async def heartbeat_target(request: web.Request) -> web.Response:
 
 
 async def delete_target(request: web.Request) -> web.Response:
+    timeout = request_timeout(request, request.app[SETTINGS_KEY]["write_timeout"])
     upstream, host, port = _address(request)
     store = request.app[STORE_KEY]
     request_id = request.headers.get("X-Request-Id") or store.new_request_id()
     request["request_id"] = request_id
     cmd = {"type": "reg_delete", "request_id": request_id, "upstream": upstream, "host": host, "port": port}
-    result = _raise_if_failed(await store.registry_command(cmd, request.app[SETTINGS_KEY]["write_timeout"]))
+    result = _raise_if_failed(await store.registry_command(cmd, timeout))
     return web.json_response({"deregistered": result["id"], "revision": result["revision"]})
 
 
-async def registered_view(request: web.Request, state: ConfigState, upstream: str) -> list[dict[str, Any]]:
-    """The registered targets of ``upstream`` with age and (from the leader) expiry."""
+async def registered_view(request: web.Request, state: ConfigState, upstream: str,
+                          timeout: float | None = None) -> list[dict[str, Any]]:
+    """The registered targets of ``upstream`` with age and (from the leader, within ``timeout``) expiry."""
     regs = [r for r in state.list(registry.KIND) if r.spec.get("upstream") == upstream]
     if not regs:
         return []
-    ages = await request.app[DISCOVERY_KEY].fetch_liveness([r.id for r in regs])
+    ages = await request.app[DISCOVERY_KEY].fetch_liveness([r.id for r in regs], timeout)
     now = time.time()
     out = []
     for reg in regs:
@@ -130,18 +134,20 @@ async def registered_view(request: web.Request, state: ConfigState, upstream: st
 
 
 async def list_targets(request: web.Request) -> web.Response:
+    timeout = request_timeout(request, request.app[SETTINGS_KEY]["read_timeout"])
+    deadline = time.monotonic() + timeout  # the barrier and the leader's liveness answer share it
     upstream = request.match_info["id"]
     check_id(upstream, "upstreams")
     store = request.app[STORE_KEY]
     if request.query.get("consistency", "linearizable") == "stale":
         state = store.state
     else:
-        state = await store.barrier(request.app[SETTINGS_KEY]["read_timeout"])
+        state = await store.barrier(timeout)
     res = state.get("upstreams", upstream)
     if res is None:
         raise NotFound(f"upstreams {upstream!r} does not exist", f"upstreams[{upstream}]")
     static = [{**dict(t), "registered": False} for t in res.spec["targets"]]
-    registered = await registered_view(request, state, upstream)
+    registered = await registered_view(request, state, upstream, max(0.05, deadline - time.monotonic()))
     return web.json_response({"upstream": upstream, "static": static, "registered": registered,
                               "liveness_known": request.app[DISCOVERY_KEY].leading or not registered
                               or any(r["expires_in"] is not None for r in registered),

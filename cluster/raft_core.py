@@ -3,8 +3,8 @@
 Internal to the adapter: only ``cluster.raft.RaftNode`` creates and holds one, and nothing else in
 the node sees it (the façade exposes the adapter's own API, not pysyncobj's). Mixed in, in MRO
 order: pre-vote (cluster/raft_prevote.py), ReadIndex (cluster/raft_read.py), the log-safety fixes
-(cluster/raft_safety.py), dynamic membership (cluster/membership.py). The durable journal, the
-msgpack dump serializer, role/term/quorum snapshots and the events they produce live here.
+(cluster/raft_safety.py), AppendEntries coalescing (cluster/raft_batch.py), dynamic membership
+(cluster/membership.py). The durable journal, the msgpack dump serializer, role/term/quorum snapshots and the events they produce live here.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ import msgpack
 import pysyncobj.syncobj as _syncobj_module
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 
+from cluster import raft_prevote
 from cluster.events import EventLog
 from cluster.membership import Member, MembershipMixin, encode_cluster, read_dump_cluster
+from cluster.raft_batch import AppendBatchMixin
 from cluster.raft_compat import TRANSPORT_ATTRIBUTES, check_attributes
 from cluster.raft_deadline import DeadlineQueue
 from cluster.raft_journal import DurableJournal
@@ -34,7 +36,7 @@ from cluster.raft_transport import transport_class
 _journal_lock = threading.Lock()
 
 
-class RaftCore(PreVoteMixin, ReadIndexMixin, LogSafetyMixin, MembershipMixin, SyncObj):  # type: ignore[misc]
+class RaftCore(PreVoteMixin, ReadIndexMixin, LogSafetyMixin, AppendBatchMixin, MembershipMixin, SyncObj):  # type: ignore[misc]
     """One pysyncobj member whose only replicated operation is ``_apply(payload: bytes)``.
 
     ``apply_fn(payload) -> result`` runs in pysyncobj's tick thread for every committed command, in
@@ -190,7 +192,8 @@ class RaftCore(PreVoteMixin, ReadIndexMixin, LogSafetyMixin, MembershipMixin, Sy
             return False
         if self._SyncObj__raftState == 2:  # the leader itself: stepping down ends its lease reads
             return False
-        quiet = monotonic() - self._pv_last_leader_contact < self._vote_quiet
+        # the same clock pre-vote stamps leader contact with (pysyncobj's, CLOCK_MONOTONIC_RAW)
+        quiet = raft_prevote.raft_clock() - self._pv_last_leader_contact < self._vote_quiet
         if quiet:
             self.votes_refused += 1
         return quiet
@@ -278,6 +281,7 @@ class RaftCore(PreVoteMixin, ReadIndexMixin, LogSafetyMixin, MembershipMixin, Sy
             "expired_commands": self.expired_commands.expired,
             "links": self.links(),
             "read_index_rounds": self.read_index_rounds,
+            "append_entries": {"rounds": self.append_sends, "coalesced": self.append_sends_coalesced},
             "lease": {**self.lease_status(), "votes_refused": self.votes_refused},
             "link_counters": {
                 "connect_deadlines_hit": getattr(self._SyncObj__transport, "connect_deadlines_hit", 0),

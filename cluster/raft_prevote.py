@@ -14,7 +14,9 @@ deadline passes, we run a pre-vote round; a majority of grants sets pysyncobj's 
 its next tick starts the real election exactly as before. A leadership transfer (TimeoutNow) is
 never held back.
 
-Clock: every time here is pysyncobj's (``pysyncobj.monotonic``, CLOCK_MONOTONIC_RAW on Linux).
+Clock: every time compared with a pysyncobj deadline is pysyncobj's (``pysyncobj.monotonic``,
+CLOCK_MONOTONIC_RAW on Linux); the last leader contact, compared only with itself, stays on
+``time.monotonic()`` (cluster/raft_core.py reads it too).
 Comparing its deadlines with ``time.monotonic()`` (CLOCK_MONOTONIC) moved every election start by
 the difference between the two clocks, which is machine-specific: 0.24 s (MONOTONIC ahead) on one
 2-core VM, constant over its uptime; NTP slewing makes them drift apart further. Ahead, followers
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -57,7 +60,9 @@ class PreVoteMixin:
         self._pv_round: tuple[int, int, float] | None = None  # (round id, prospective term, ends at)
         self._pv_grants: set[Any] = set()
         self._pv_ids = itertools.count(1)
-        self._pv_last_leader_contact = raft_clock()
+        # time.monotonic(), not raft_clock(): only ever compared with time.monotonic() (here and in
+        # raft_core's vote refusal under leases), never with a pysyncobj deadline.
+        self._pv_last_leader_contact = time.monotonic()
         self.pre_votes_started = 0
         self.pre_votes_won = 0
         if enabled:
@@ -87,6 +92,11 @@ class PreVoteMixin:
                 self._pv_wanted = 0
                 self._pv_hold = 0
                 self._SyncObj__raftElectionDeadline = 0.0  # pysyncobj's next tick starts the election
+                # ...now, not after up to autoTickPeriod (50 ms) of idle poll: until our term moves,
+                # a peer whose own pre-vote arrives is granted it too, and both elections split.
+                notifier = getattr(self, "_SyncObj__pipeNotifier", None)
+                if notifier is not None:
+                    notifier.notify()
                 return
             if now >= ends:
                 self._pv_round = None
@@ -114,7 +124,7 @@ class PreVoteMixin:
     def _note_leader_contact(self, message: Any) -> None:
         if (isinstance(message, dict) and message.get("type") == "append_entries"
                 and message.get("term", -1) >= self._SyncObj__raftCurrentTerm):  # type: ignore[attr-defined]
-            self._pv_last_leader_contact = raft_clock()
+            self._pv_last_leader_contact = time.monotonic()
 
     def _handle_pre_vote(self, node: Any, message: Any) -> bool:
         kind = message.get("type") if isinstance(message, dict) else None
@@ -124,7 +134,7 @@ class PreVoteMixin:
             my_last_index = self._SyncObj__getCurrentLogIndex()  # type: ignore[attr-defined]
             up_to_date = (message["last_log_term"], message["last_log_index"]) >= (my_last_term, my_last_index)
             leader_alive = (self._SyncObj__raftState == 2  # type: ignore[attr-defined]
-                            or raft_clock() - self._pv_last_leader_contact < self._pv_min)
+                            or time.monotonic() - self._pv_last_leader_contact < self._pv_min)
             granted = bool(message["term"] > my_term and up_to_date and not leader_alive)
             self._SyncObj__transport.send(node, {  # type: ignore[attr-defined]
                 "type": PRE_VOTE_RESPONSE, "round": message["round"], "term": message["term"], "granted": granted,

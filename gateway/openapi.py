@@ -249,6 +249,10 @@ IF_MATCH = _param("If-Match", "header", {"type": "string", "pattern": '^"?[0-9]{
 IF_NONE_MATCH = _param("If-None-Match", "header", {"type": "string", "enum": ["*"]},
                        "* = create only (the resource must not exist)")
 ID = _param("id", "path", {"type": "string", "pattern": ID_PATTERN}, "resource id", required=True)
+# The per-request timeout (cluster/timeouts.py): the header, or the query parameter, in seconds.
+_TIMEOUT_SCHEMA: Schema = {"type": "number", "minimum": 0.05, "maximum": 120}
+REQUEST_TIMEOUTS = [_param("X-Request-Timeout", "header", _TIMEOUT_SCHEMA, "seconds this request may wait for Raft"),
+                    _param("timeout", "query", _TIMEOUT_SCHEMA, "seconds this request may wait (as X-Request-Timeout)")]
 
 
 def _resource_paths(kind: str) -> dict[str, Any]:
@@ -332,16 +336,18 @@ def _discovery_paths() -> dict[str, Any]:
             "get": _op("Static and registered targets of an upstream, with liveness", "viewer",
                        {200: _obj(("upstream", "static", "registered", "revision"), upstream=_STR,
                                   static={"type": "array"}, registered={"type": "array"}, revision=_INT)},
-                       errors=(400, 404, 422), params=[CONSISTENCY], tag="discovery", op_id="list_targets"),
+                       errors=(400, 404, 422), params=[CONSISTENCY, *REQUEST_TIMEOUTS], tag="discovery",
+                       op_id="list_targets"),
         },
         "/v1/upstreams/{id}/targets/{target}": {
             "parameters": [ID, target],
             "put": _op("Register or renew a target", registrar, {200: {"type": "object"}, 201: {"type": "object"}},
-                       errors=(*_WRITE, 404), body=registration, params=[REQUEST_ID], tag="discovery",
+                       errors=(*_WRITE, 404), body=registration, params=[REQUEST_ID, *REQUEST_TIMEOUTS], tag="discovery",
                        op_id="put_target"),
             "delete": _op("Deregister a target", registrar, {200: _obj(("deregistered", "revision"),
                                                                        deregistered=_STR, revision=_INT)},
-                          errors=(400, 404, 409, 422), params=[REQUEST_ID], tag="discovery", op_id="delete_target"),
+                          errors=(400, 404, 409, 422), params=[REQUEST_ID, *REQUEST_TIMEOUTS], tag="discovery",
+                          op_id="delete_target"),
         },
         "/v1/upstreams/{id}/targets/{target}/heartbeat": {
             "parameters": [ID, target],

@@ -134,9 +134,13 @@ def request_head_tail(ctx: RequestContext, ex: Exchange) -> bytes:
             parts += (name, b": ", value, b"\r\n")
         for _, _, line in ctx.added_headers():
             parts.append(line)
-        ip = ctx.client_ip.encode()
-        parts += (b"X-Forwarded-For: ", prior + b", " + ip if prior else ip, b"\r\nX-Forwarded-Proto: ",
-                  ex.scheme.encode(), b"\r\nX-Forwarded-Host: ", ex.host.encode("latin-1"), b"\r\n")  # fmt: skip
+        proto = ex.proto
+        if prior or ctx.client_ip != proto.client_ip:
+            ip = ctx.client_ip.encode()
+            parts += (b"X-Forwarded-For: ", prior + b", " + ip if prior else ip, b"\r\nX-Forwarded-Proto: ",
+                      ex.scheme.encode(), b"\r\nX-Forwarded-Host: ", ex.host.encode("latin-1"), b"\r\n")  # fmt: skip
+        else:
+            parts.append(proto.forwarded_lines(ex.host))
     else:
         for key, text in edited.items():
             if key.lower() not in ("content-length", "transfer-encoding", "host"):
@@ -199,7 +203,7 @@ class Relay:
         self.out_chunked = False
         self.until_close = False
         self.skip = False
-        self.body_sent = not ex.body_exists or ex.upgrade
+        self.body_sent = not (ex.chunked or ex.content_length) or ex.upgrade  # Exchange.body_exists, inlined
         self.got_bytes = False
         self.last_read = 0.0
         self.fresh = False  # read since the timeout sweep last looked (it then moves last_read)
@@ -361,7 +365,7 @@ class Relay:
             else:
                 ex.keep_alive = False
         if status != 101:
-            ex.keep_alive = ex.keep_alive and ex.body_done and not ex.upgrade and not self.fw.draining()
+            ex.keep_alive = ex.keep_alive and ex.body_done and not ex.upgrade and not ex.proto.dp.draining
             if not ex.keep_alive:
                 parts.append(b"Connection: close\r\n")
             elif not ex.http11:
@@ -481,7 +485,8 @@ class Relay:
         proto = ex.proto
         if proto.upstream_reader is self.conn:
             proto.upstream_reader = None
-        proto.resume(_P_UPSTREAM)
+        if proto.paused & _P_UPSTREAM:
+            proto.resume(_P_UPSTREAM)
         if not self.tunnel or outcome != OK:
             self.conn.release(reusable)
         if self.on_done is not None:

@@ -294,6 +294,8 @@ class HttpProtocol(asyncio.Protocol):
         self.timer_kind = 0
         self._timer: asyncio.TimerHandle | None = None
         self.served = 0
+        self.forwarded_host = ""
+        self.forwarded: bytes | None = None  # forwarded_lines for forwarded_host
 
     # -- connection ---------------------------------------------------------------------------------
 
@@ -375,6 +377,15 @@ class HttpProtocol(asyncio.Protocol):
             self.close()
             return
         self._arm(LINGER, _LINGER)
+
+    def forwarded_lines(self, host: str) -> bytes:
+        """The X-Forwarded-For/-Proto/-Host lines for a request from this connection without a
+        prior X-Forwarded-For: the same for every request with the same Host, so built once."""
+        if host != self.forwarded_host or self.forwarded is None:
+            self.forwarded_host = host
+            self.forwarded = b"X-Forwarded-For: %b\r\nX-Forwarded-Proto: %b\r\nX-Forwarded-Host: %b\r\n" % (
+                self.client_ip.encode(), self.scheme.encode(), host.encode("latin-1"))
+        return self.forwarded
 
     @property
     def idle(self) -> bool:

@@ -61,6 +61,7 @@ from proxy.endpoints import Endpoint, EndpointRing, stream_url
 from proxy.frames_apply import build_for, prepare_delta, prepare_snapshot
 
 log = logging.getLogger("gwadm.proxy.sync")
+INLINE_DELTA_OPS = 64  # deltas up to this many ops are applied on the loop (see SyncClient._apply)
 
 WS = aiohttp.ClientWebSocketResponse
 ConfigFrame = DeltaFrame | SnapshotChunk
@@ -377,7 +378,7 @@ class SyncClient:
         prepare = functools.partial(
             prepare_delta, state, f, current_runtime=self.dp.runtime, update=self._update, build=self._build
         )
-        await self._apply(ws, f.revision, f.hash, prepare)
+        await self._apply(ws, f.revision, f.hash, prepare, inline=len(f.ops) <= INLINE_DELTA_OPS)
 
     async def _on_snapshot(self, ws: Peer, f: SnapshotChunk) -> None:
         try:
@@ -397,12 +398,16 @@ class SyncClient:
             prepare = functools.partial(prepare_snapshot, joined, build=self._build)
             await self._apply(ws, joined.revision, joined.hash, prepare)
 
-    async def _apply(self, ws: Peer, revision: int, config_hash: str, prepare: Callable[[], Any]) -> None:
-        """Build off the loop, swap, persist, ack; any failure is a nack and the old config stays."""
+    async def _apply(self, ws: Peer, revision: int, config_hash: str, prepare: Callable[[], Any], *,
+                     inline: bool = False) -> None:  # fmt: skip
+        """Build (off the loop unless ``inline``), swap, persist, ack; any failure is a nack and the
+        old config stays. A small delta is applied inline: its copy-on-write update takes about a
+        millisecond, while an executor thread would wait for the GIL behind the request path
+        (the interpreter's 5 ms switch interval) and take several."""
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         try:
-            state, runtime, body = await loop.run_in_executor(None, prepare)
+            state, runtime, body = prepare() if inline else await loop.run_in_executor(None, prepare)
         except Exception as exc:
             await self._nack(ws, revision, _why(exc))
             return

@@ -20,12 +20,13 @@ from .discovery import check_discovery
 from .linearizability import check_linearizable
 from .proxies import check_proxies, check_proxy_availability
 from .result import MAX_PROBLEMS, CheckResult
+from .unavailability import check_write_unavailability
 from .writes import check_no_lost_writes
 from .zombies import check_no_zombie_writes
 
 __all__ = [
     "CHECKERS", "MAX_PROBLEMS", "CheckResult", "check_availability", "check_convergence", "check_discovery", "check_linearizable",
-    "check_no_lost_writes", "check_no_zombie_writes", "check_proxies", "check_proxy_availability", "check_single_leader", "run_all",
+    "check_no_lost_writes", "check_no_zombie_writes", "check_proxies", "check_proxy_availability", "check_single_leader", "check_write_unavailability", "run_all",
 ]  # fmt: skip
 
 Checker = Callable[..., CheckResult]
@@ -39,6 +40,7 @@ CHECKERS: dict[str, Checker] = {
     "proxy_availability": check_proxy_availability,
     "single_leader": check_single_leader,
     "availability": check_availability,
+    "write_unavailability": check_write_unavailability,
     "discovery": check_discovery,
 }
 """Name -> checker, in report order. The name equals the ``CheckResult.name`` it returns."""

@@ -94,3 +94,15 @@ def test_the_pre_vote_starts_when_pysyncobjs_deadline_passes_whatever_time_monot
     assert started >= wanted, f"pre-vote {wanted - started:.3f}s before pysyncobj's election deadline"
     assert {node for node, _ in transport.sent} == {"n2", "n3"}
     assert all(m["type"] == "gw_pre_vote" and m["term"] == 5 for _, m in transport.sent)
+
+
+@pytest.mark.parametrize("skew", [3.0, -3.0], ids=["monotonic-ahead", "monotonic-behind"])
+def test_the_last_leader_contact_is_on_the_clock_its_readers_use(monkeypatch: pytest.MonkeyPatch, skew: float) -> None:
+    # Read with time.monotonic() here (pre-vote refusal) and in cluster/raft_core.py (a member that
+    # heard from a leader refuses votes while leases are on): on another clock, that refusal
+    # window would shrink or grow by the clocks' offset (lease safety).
+    real = time.monotonic
+    monkeypatch.setattr(time, "monotonic", lambda: real() + skew)
+    node = _Follower(timeout=0.3)
+    node._note_leader_contact({"type": "append_entries", "term": 4})
+    assert 0.0 <= time.monotonic() - node._pv_last_leader_contact < 0.5

@@ -122,6 +122,18 @@ def test_remote_proxies_last_sync_from_the_last_ack_and_traffic_from_their_metri
     assert cells[4:8] == ["-", "-", "-", "-"]  # no ack yet, metrics silent: last sync, req/s, 5xx/s, p99
 
 
+def test_proxies_show_their_sync_model_and_the_relay_they_sync_through() -> None:
+    fleet = {
+        "p1": {"id": "p1", "connected": True, "revision": 12, "mode": "synced", "node": "n1", "sync": "pull"},
+        "p2": {"id": "p2", "connected": True, "revision": 12, "mode": "cached", "node": "n1", "sync": "hybrid",
+               "via": "relay-eu"},
+    }  # fmt: skip
+    out = view_text(render.status_view(snapshot(proxies=[], fleet=fleet), 160), 160)
+    p1, p2 = row_of(out, "p1"), row_of(out, "p2")
+    assert "pull" in p1 and "direct" in p1
+    assert "hybrid" in p2 and "relay relay-eu" in p2 and "cached" in p2
+
+
 def test_node_uptime_reported_by_the_node_is_not_a_lower_bound() -> None:
     snap = snapshot(probes={"n1": {**member("n1", "leader"), "started_at": 1_700_000_000.0 - 7200},
                             "n2": member("n2", "follower"), "n3": "timed out"},

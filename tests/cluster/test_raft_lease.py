@@ -126,7 +126,14 @@ def _on_tick(node: RaftNode, fn: object) -> None:
         core.removeOnTickCallback(once)
 
 
-async def test_a_follower_that_hears_its_leader_ignores_vote_requests_but_not_a_transfer(tmp_path: Path) -> None:
+@pytest.mark.parametrize("skew", [0.0, 5.0, -5.0], ids=["same-clocks", "monotonic-ahead", "monotonic-behind"])
+async def test_a_follower_that_hears_its_leader_ignores_vote_requests_but_not_a_transfer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, skew: float,
+) -> None:
+    """Also with time.monotonic() offset from pysyncobj's clock (CLOCK_MONOTONIC_RAW): every
+    lease and vote-refusal time is taken on pysyncobj's clock."""
+    real = time.monotonic
+    monkeypatch.setattr(time, "monotonic", lambda: real() + skew)
     nodes = start_members(tmp_path, lease=True)
     try:
         leader = wait_for(lambda: next((n for n in nodes if n.is_leader() and n.status()["has_quorum"]), None),
