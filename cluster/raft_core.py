@@ -252,29 +252,25 @@ class RaftCore(PreVoteMixin, ReadIndexMixin, LogSafetyMixin, AppendBatchMixin, M
         return {self.member_id(addr) or addr: info for addr, info in raw.items()}
 
     def status(self) -> dict[str, Any]:
-        for attempt in range(5):  # the tick thread may change the member set while getStatus iterates it
-            try:
-                s = self.getStatus()
-                break
-            except RuntimeError:
-                if attempt == 4:
-                    raise
-        if self._role_snapshot is not None:
-            s["state"], s["raft_term"], s["leader"], s["has_quorum"] = self._role_snapshot
-        leader = s.get("leader")
-        partners = {
-            key[len("partner_node_status_server_") :]: value == 2
-            for key, value in s.items()
-            if key.startswith("partner_node_status_server_")
-        }
+        # Read straight from the member, not through pysyncobj's getStatus(): that builds a dict of
+        # ~20 debug keys (per-peer next/match indexes, uptime, versions) and the push hub and the
+        # changes API read this status once per applied batch of writes.
+        snap = self._role_snapshot
+        if snap is None:  # not ticked yet
+            snap = (self._SyncObj__raftState, self._SyncObj__raftCurrentTerm, self._SyncObj__raftLeader,
+                    self.hasQuorum)
+        state, term, leader, has_quorum = snap
+        connected = self._SyncObj__connectedNodes
+        partners = {node.id: node in connected for node in list(self._SyncObj__otherNodes)}
+        transport = self._SyncObj__transport
         return {
-            "role": {0: "follower", 1: "candidate", 2: "leader"}.get(s["state"], "unknown"),
+            "role": {0: "follower", 1: "candidate", 2: "leader"}.get(state, "unknown"),
             "leader": leader.id if leader is not None else None,
-            "term": s["raft_term"],
-            "commit_index": s["commit_idx"],
-            "applied_index": s["last_applied"],
-            "log_len": s["log_len"],
-            "has_quorum": bool(s["has_quorum"]),
+            "term": term,
+            "commit_index": self._SyncObj__raftCommitIndex,
+            "applied_index": self._SyncObj__raftLastApplied,
+            "log_len": len(self._SyncObj__raftLog),
+            "has_quorum": bool(has_quorum),
             "partners_connected": partners,
             "stale_append_entries_trimmed": self.stale_append_entries_trimmed,
             "stale_snapshots_ignored": self.stale_snapshots_ignored,
@@ -284,9 +280,9 @@ class RaftCore(PreVoteMixin, ReadIndexMixin, LogSafetyMixin, AppendBatchMixin, M
             "append_entries": {"rounds": self.append_sends, "coalesced": self.append_sends_coalesced},
             "lease": {**self.lease_status(), "votes_refused": self.votes_refused},
             "link_counters": {
-                "connect_deadlines_hit": getattr(self._SyncObj__transport, "connect_deadlines_hit", 0),
-                "idle_links_closed": getattr(self._SyncObj__transport, "idle_links_closed", 0),
-                "snapshots_sent": getattr(self._SyncObj__transport, "snapshots_sent", 0),
+                "connect_deadlines_hit": getattr(transport, "connect_deadlines_hit", 0),
+                "idle_links_closed": getattr(transport, "idle_links_closed", 0),
+                "snapshots_sent": getattr(transport, "snapshots_sent", 0),
             },
         }
 
