@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from time import monotonic
 from typing import Any
@@ -20,7 +21,6 @@ import msgpack
 import pysyncobj.syncobj as _syncobj_module
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 
-from cluster import raft_prevote
 from cluster.events import EventLog
 from cluster.membership import Member, MembershipMixin, encode_cluster, read_dump_cluster
 from cluster.raft_batch import AppendBatchMixin
@@ -192,8 +192,8 @@ class RaftCore(PreVoteMixin, ReadIndexMixin, LogSafetyMixin, AppendBatchMixin, M
             return False
         if self._SyncObj__raftState == 2:  # the leader itself: stepping down ends its lease reads
             return False
-        # the same clock pre-vote stamps leader contact with (pysyncobj's, CLOCK_MONOTONIC_RAW)
-        quiet = raft_prevote.raft_clock() - self._pv_last_leader_contact < self._vote_quiet
+        # the clock pre-vote stamps leader contact with (time.monotonic, see raft_prevote "Clock")
+        quiet = time.monotonic() - self._pv_last_leader_contact < self._vote_quiet
         if quiet:
             self.votes_refused += 1
         return quiet

@@ -21,6 +21,7 @@ from typing import Any
 
 from .codec import decode_txn
 from .errors import GatewayError
+from .model import Txn
 
 __all__ = ["AUDITED_COMMANDS", "DEFAULT_CAPACITY", "META_FIELDS", "AuditLog", "records_for"]
 
@@ -141,10 +142,11 @@ def _meta(cmd: Mapping[str, Any]) -> dict[str, Any] | None:
     return meta
 
 
-def records_for(cmd: Mapping[str, Any], result: Mapping[str, Any], revision: int) -> list[dict[str, Any]]:
+def records_for(cmd: Mapping[str, Any], result: Mapping[str, Any], revision: int,
+                txn: Txn | None = None) -> list[dict[str, Any]]:
     """The records one applied command leaves: none unless it carries audit metadata, is of an
     audited type, succeeded and was not a deduplicated retry. ``revision``: the config revision
-    after it (for commands whose result names none)."""
+    after it (for commands whose result names none). ``txn``: ``cmd["txn"]`` already decoded."""
     meta = _meta(cmd)
     kind = cmd.get("type")
     if meta is None or kind not in AUDITED_COMMANDS or not result.get("ok") or result.get("duplicate"):
@@ -152,10 +154,11 @@ def records_for(cmd: Mapping[str, Any], result: Mapping[str, Any], revision: int
     resulting = result.get("revision")
     base = {**meta, "revision": resulting if isinstance(resulting, int) else revision}
     if kind == "txn":
-        try:
-            txn = decode_txn(cmd["txn"])
-        except (GatewayError, KeyError, TypeError):
-            return []
+        if txn is None:
+            try:
+                txn = decode_txn(cmd["txn"])
+            except (GatewayError, KeyError, TypeError):
+                return []
         base["request_id"] = base["request_id"] or txn.request_id
         return [{**base, "op": op.action, "kind": op.kind, "id": op.id} for op in txn.ops]
     if kind in ("token_revoke", "token_rotate"):

@@ -100,3 +100,12 @@ def test_append_shares_the_old_records_and_trims_exactly() -> None:
     restored = AuditLog(capacity=1000).from_wire(after.to_wire())
     assert restored == after and restored.records == after.records
     assert AuditLog(capacity=10).from_wire(after.to_wire()).records == after.records[-10:]
+
+
+def test_records_from_an_already_decoded_txn_are_the_same() -> None:
+    from gateway.codec import decode_txn
+
+    cmd = txn_cmd("r9", put("u1"), Op("delete", "upstreams", "u2", None))
+    result = {"ok": True, "revision": 7}
+    assert records_for(cmd, result, 7, txn=decode_txn(cmd["txn"])) == records_for(cmd, result, 7)
+    assert len(records_for(cmd, result, 7)) == 2
