@@ -51,6 +51,8 @@ SEEN_TTL = 10.0  # a poller not heard from for wait + this is shown disconnected
 MAX_ITEMS = 10_000  # entries of one relay report
 CONTENT_TYPE = "application/x-msgpack"
 ANSWERS = 64  # encoded answers kept for the current head
+_SEEN_HEADERS = ("X-Gwadm-Proxy", "X-Gwadm-Address", "X-Gwadm-Software", "X-Gwadm-Mode", "X-Gwadm-Last-Error",
+                 "X-Gwadm-Status-Address")  # fmt: skip
 TIMER_SLOT = 0.02  # long-polls ending in the same 20 ms share one timer (a wait ends at most this late)
 
 
@@ -96,6 +98,7 @@ class ChangesAPI:
         self._unsubscribe: Callable[[], None] | None = None
         self._status: tuple[float, dict[str, Any]] | None = None
         self._pullers: dict[str, dict[str, Any]] = {}  # proxy id -> fleet entry (sync: pull)
+        self._puller_headers: dict[str, tuple[Any, ...]] = {}  # proxy id -> what its entry was last built from
         self._checks: dict[str, dict[str, Any]] = {}  # proxy id -> last anti-entropy check
         self._relayed: dict[str, dict[str, Any]] = {}  # relay id -> {"at", "items"}
         self._answers: dict[tuple[Any, ...], tuple[str | None, bytes, str]] = {}  # (kind, body, ETag)
@@ -317,26 +320,34 @@ class ChangesAPI:
     # ---- fleet -------------------------------------------------------------------------------
 
     def _seen(self, request: web.Request, since: int, status: dict[str, Any]) -> None:
-        pid = _header(request, "X-Gwadm-Proxy")
-        if pid is None:
+        headers = request.headers
+        raw = tuple(headers.get(name) for name in _SEEN_HEADERS)
+        if raw[0] is None or not raw[0].strip():
             return
+        pid = raw[0].strip()[:200]
         now = time.time()
         entry = self._pullers.get(pid)
         if entry is None or not entry["connected"]:
             entry = self._pullers[pid] = {
                 "id": pid, "connected_since": now, "deltas_sent": 0, "snapshots_sent": 0, "revision": 0,
-                "last_ack_at": None,
+                "last_ack_at": None, "connected": True, "sync": "pull", "node": self.store.node_id, "via": None,
             }  # fmt: skip
+            self._puller_headers.pop(pid, None)
         if since > entry["revision"] or since == 0:
             entry["last_ack_at"] = now if since else entry["last_ack_at"]
+        entry["revision"], entry["seen_at"] = since, now
+        # A poller sends the same headers poll after poll: they are parsed when they change.
         wait = request.query.get("wait", "0")
+        said = (raw, wait, None if raw[1] else request.remote)
+        if self._puller_headers.get(pid) == said:
+            return
+        self._puller_headers[pid] = said
         entry.update(
-            address=_header(request, "X-Gwadm-Address") or request.remote or "", revision=since,
+            address=_header(request, "X-Gwadm-Address") or request.remote or "",
             software=_header(request, "X-Gwadm-Software") or "unknown", mode=_header(request, "X-Gwadm-Mode"),
-            last_error=_header(request, "X-Gwadm-Last-Error", 500), connected=True, sync="pull",
-            status_address=_header(request, "X-Gwadm-Status-Address"), node=self.store.node_id,
-            seen_at=now, poll_wait=min(float(wait) if wait.replace(".", "", 1).isdigit() else 0.0, self.max_wait),
-            via=None,
+            last_error=_header(request, "X-Gwadm-Last-Error", 500),
+            status_address=_header(request, "X-Gwadm-Status-Address"),
+            poll_wait=min(float(wait) if wait.replace(".", "", 1).isdigit() else 0.0, self.max_wait),
         )  # fmt: skip
 
     def fleet(self) -> list[dict[str, Any]]:
@@ -361,6 +372,7 @@ class ChangesAPI:
                 entry.update(connected=False, disconnected_at=entry["seen_at"])
             if not entry["connected"] and now - entry["seen_at"] > GONE_TTL:
                 del self._pullers[pid]
+                self._puller_headers.pop(pid, None)
                 continue
             _better(out, {**entry, "lag": max(0, head - entry["revision"])})
         for relay, report in list(self._relayed.items()):

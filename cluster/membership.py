@@ -185,8 +185,15 @@ class MembershipMixin:
         with self._members_lock:
             return sorted(self._members, key=lambda m: m.id)
 
+    _ids: tuple[tuple[Member, ...], dict[str, str]] = ((), {})  # (members, raft address -> id), for status reads
+
     def member_id(self, raft_addr: str) -> str | None:
-        return next((m.id for m in self.members() if m.raft_addr == raft_addr), None)
+        members = self._members  # replaced whole (under the lock), never mutated
+        cached, ids = self._ids
+        if cached is not members:  # the first member by id wins, as in a scan of members()
+            ids = {m.raft_addr: m.id for m in sorted(members, key=lambda m: m.id, reverse=True)}
+            self._ids = (members, ids)
+        return ids.get(raft_addr)
 
     @property
     def self_member(self) -> Member:

@@ -3,8 +3,8 @@
 Internal to the adapter: only ``cluster.raft.RaftNode`` creates and holds one, and nothing else in
 the node sees it (the façade exposes the adapter's own API, not pysyncobj's). Mixed in, in MRO
 order: pre-vote (cluster/raft_prevote.py), ReadIndex (cluster/raft_read.py), the log-safety fixes
-(cluster/raft_safety.py), dynamic membership (cluster/membership.py). The durable journal, the
-msgpack dump serializer, role/term/quorum snapshots and the events they produce live here.
+(cluster/raft_safety.py), AppendEntries coalescing (cluster/raft_batch.py), dynamic membership
+(cluster/membership.py). The durable journal, the msgpack dump serializer, role/term/quorum snapshots and the events they produce live here.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from time import monotonic
 from typing import Any
@@ -20,9 +21,9 @@ import msgpack
 import pysyncobj.syncobj as _syncobj_module
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 
-from cluster import raft_prevote
 from cluster.events import EventLog
 from cluster.membership import Member, MembershipMixin, encode_cluster, read_dump_cluster
+from cluster.raft_batch import AppendBatchMixin
 from cluster.raft_compat import TRANSPORT_ATTRIBUTES, check_attributes
 from cluster.raft_deadline import DeadlineQueue
 from cluster.raft_journal import DurableJournal
@@ -35,7 +36,7 @@ from cluster.raft_transport import transport_class
 _journal_lock = threading.Lock()
 
 
-class RaftCore(PreVoteMixin, ReadIndexMixin, LogSafetyMixin, MembershipMixin, SyncObj):  # type: ignore[misc]
+class RaftCore(PreVoteMixin, ReadIndexMixin, LogSafetyMixin, AppendBatchMixin, MembershipMixin, SyncObj):  # type: ignore[misc]
     """One pysyncobj member whose only replicated operation is ``_apply(payload: bytes)``.
 
     ``apply_fn(payload) -> result`` runs in pysyncobj's tick thread for every committed command, in
@@ -191,8 +192,8 @@ class RaftCore(PreVoteMixin, ReadIndexMixin, LogSafetyMixin, MembershipMixin, Sy
             return False
         if self._SyncObj__raftState == 2:  # the leader itself: stepping down ends its lease reads
             return False
-        # the same clock pre-vote stamps leader contact with (pysyncobj's, CLOCK_MONOTONIC_RAW)
-        quiet = raft_prevote.raft_clock() - self._pv_last_leader_contact < self._vote_quiet
+        # the clock pre-vote stamps leader contact with (time.monotonic, see raft_prevote "Clock")
+        quiet = time.monotonic() - self._pv_last_leader_contact < self._vote_quiet
         if quiet:
             self.votes_refused += 1
         return quiet
@@ -251,40 +252,37 @@ class RaftCore(PreVoteMixin, ReadIndexMixin, LogSafetyMixin, MembershipMixin, Sy
         return {self.member_id(addr) or addr: info for addr, info in raw.items()}
 
     def status(self) -> dict[str, Any]:
-        for attempt in range(5):  # the tick thread may change the member set while getStatus iterates it
-            try:
-                s = self.getStatus()
-                break
-            except RuntimeError:
-                if attempt == 4:
-                    raise
-        if self._role_snapshot is not None:
-            s["state"], s["raft_term"], s["leader"], s["has_quorum"] = self._role_snapshot
-        leader = s.get("leader")
-        partners = {
-            key[len("partner_node_status_server_") :]: value == 2
-            for key, value in s.items()
-            if key.startswith("partner_node_status_server_")
-        }
+        # Read straight from the member, not through pysyncobj's getStatus(): that builds a dict of
+        # ~20 debug keys (per-peer next/match indexes, uptime, versions) and the push hub and the
+        # changes API read this status once per applied batch of writes.
+        snap = self._role_snapshot
+        if snap is None:  # not ticked yet
+            snap = (self._SyncObj__raftState, self._SyncObj__raftCurrentTerm, self._SyncObj__raftLeader,
+                    self.hasQuorum)
+        state, term, leader, has_quorum = snap
+        connected = self._SyncObj__connectedNodes
+        partners = {node.id: node in connected for node in list(self._SyncObj__otherNodes)}
+        transport = self._SyncObj__transport
         return {
-            "role": {0: "follower", 1: "candidate", 2: "leader"}.get(s["state"], "unknown"),
+            "role": {0: "follower", 1: "candidate", 2: "leader"}.get(state, "unknown"),
             "leader": leader.id if leader is not None else None,
-            "term": s["raft_term"],
-            "commit_index": s["commit_idx"],
-            "applied_index": s["last_applied"],
-            "log_len": s["log_len"],
-            "has_quorum": bool(s["has_quorum"]),
+            "term": term,
+            "commit_index": self._SyncObj__raftCommitIndex,
+            "applied_index": self._SyncObj__raftLastApplied,
+            "log_len": len(self._SyncObj__raftLog),
+            "has_quorum": bool(has_quorum),
             "partners_connected": partners,
             "stale_append_entries_trimmed": self.stale_append_entries_trimmed,
             "stale_snapshots_ignored": self.stale_snapshots_ignored,
             "expired_commands": self.expired_commands.expired,
             "links": self.links(),
             "read_index_rounds": self.read_index_rounds,
+            "append_entries": {"rounds": self.append_sends, "coalesced": self.append_sends_coalesced},
             "lease": {**self.lease_status(), "votes_refused": self.votes_refused},
             "link_counters": {
-                "connect_deadlines_hit": getattr(self._SyncObj__transport, "connect_deadlines_hit", 0),
-                "idle_links_closed": getattr(self._SyncObj__transport, "idle_links_closed", 0),
-                "snapshots_sent": getattr(self._SyncObj__transport, "snapshots_sent", 0),
+                "connect_deadlines_hit": getattr(transport, "connect_deadlines_hit", 0),
+                "idle_links_closed": getattr(transport, "idle_links_closed", 0),
+                "snapshots_sent": getattr(transport, "snapshots_sent", 0),
             },
         }
 

@@ -169,7 +169,9 @@ class ReplicatedState:
         try:
             new, result = handler(self, cmd)
             if "audit" in cmd:  # an admin write stamped with its caller (cluster/audit_api.py)
-                new = replace(new, audit=new.audit.append(records_for(cmd, result, new.config.revision)))
+                records = records_for(cmd, result, new.config.revision, txn=cmd.get(_DECODED_TXN))
+                if records:
+                    new = replace(new, audit=new.audit.append(records))
             return new, result
         except Exception as exc:  # a bug must not wedge the log: reject it on every node alike
             return self, _error("internal", f"internal error: {type(exc).__name__}: {exc}")
@@ -243,11 +245,15 @@ def _barrier(state: ReplicatedState, cmd: dict[str, Any]) -> tuple[ReplicatedSta
     return state, {"ok": True, "revision": state.config.revision}
 
 
+_DECODED_TXN = "\0decoded_txn"  # _txn leaves its decoded Txn in the (local) command for the audit step
+
+
 def _txn(state: ReplicatedState, cmd: dict[str, Any]) -> tuple[ReplicatedState, Result]:
     try:
         txn = decode_txn(cmd["txn"])
     except GatewayError as exc:
         return state, {"ok": False, "error": exc.to_dict()}
+    cmd[_DECODED_TXN] = txn  # decoding is most of records_for's cost: do it once per command
     fingerprint = txn_fingerprint(txn)
     seen = state.dedupe_lookup(txn.request_id)
     if seen is not None:

@@ -260,11 +260,23 @@ class ConfigStore:
             self._notify(after.config.revision)
         return result
 
+    _notify_pending = False  # a _dispatch_latest is queued on the loop and has not started yet
+
     def _notify(self, revision: int) -> None:
+        """From the tick thread: wake the subscribers in the loop. Commands applied while a wake-up
+        is still queued share it (it reports the newest revision; subscribers read the store then),
+        so a batch of applied writes costs the subscribers one call, not one per write."""
+        if self._notify_pending:
+            return
+        self._notify_pending = True
         try:
-            self._loop.call_soon_threadsafe(self._dispatch, revision)
+            self._loop.call_soon_threadsafe(self._dispatch_latest)
         except RuntimeError:  # loop closed during shutdown
-            pass
+            self._notify_pending = False
+
+    def _dispatch_latest(self) -> None:
+        self._notify_pending = False  # first: a command applied from now on queues a new wake-up
+        self._dispatch(self._sm.config.revision)
 
     def _dispatch(self, revision: int) -> None:
         for callback in list(self._subscribers):

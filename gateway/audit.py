@@ -21,6 +21,7 @@ from typing import Any
 
 from .codec import decode_txn
 from .errors import GatewayError
+from .model import Txn
 
 __all__ = ["AUDITED_COMMANDS", "DEFAULT_CAPACITY", "META_FIELDS", "AuditLog", "records_for"]
 
@@ -30,21 +31,51 @@ META_FIELDS = ("time", "subject", "jti", "role", "client", "request_id")
 Record = Mapping[str, Any]
 
 
-@dataclass(frozen=True)
+CHUNK = 256  # records per chunk: an append copies at most one chunk, not the whole log
+
+
+@dataclass(frozen=True, eq=False)
 class AuditLog:
-    records: tuple[Record, ...] = ()  # oldest first
+    """Oldest first, in chunks of at most ``CHUNK`` records (structural sharing: appending to a log
+    of 10,000 records used to copy all of them, on every member, for every write). ``records`` is
+    the flat view; two logs are equal when their records, counters and capacity are."""
+
+    chunks: tuple[tuple[Record, ...], ...] = ()
     dropped: int = 0
     next_seq: int = 1
     capacity: int = DEFAULT_CAPACITY
+    size: int = 0  # records held (the chunks' total)
+
+    @property
+    def records(self) -> tuple[Record, ...]:
+        return tuple(rec for chunk in self.chunks for rec in chunk)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, AuditLog):
+            return NotImplemented
+        return (self.size, self.dropped, self.next_seq, self.capacity) == (
+            other.size, other.dropped, other.next_seq, other.capacity) and self.records == other.records
+
+    __hash__ = None  # type: ignore[assignment]  # records are dicts: unhashable, like the old tuple of them
 
     def append(self, new: Sequence[Mapping[str, Any]]) -> AuditLog:
         """The log with ``new`` added (each gets the next ``seq``), trimmed to ``capacity``."""
         if not new:
             return self
-        numbered = tuple({**rec, "seq": self.next_seq + i} for i, rec in enumerate(new))
-        records = self.records + numbered
-        drop = max(0, len(records) - self.capacity)
-        return replace(self, records=records[drop:], dropped=self.dropped + drop,
+        numbered = [{**rec, "seq": self.next_seq + i} for i, rec in enumerate(new)]
+        chunks = list(self.chunks)
+        last = list(chunks.pop()) if chunks and len(chunks[-1]) < CHUNK else []
+        for rec in numbered:
+            if len(last) >= CHUNK:
+                chunks.append(tuple(last))
+                last = []
+            last.append(rec)
+        chunks.append(tuple(last))
+        kept, size, drop = _trim(chunks, self.size + len(numbered), self.capacity)
+        return replace(self, chunks=kept, size=size, dropped=self.dropped + drop,
                        next_seq=self.next_seq + len(numbered))
 
     def query(self, *, subject: str | None = None, kind: str | None = None, since: int | None = None,
@@ -73,11 +104,30 @@ class AuditLog:
     def from_wire(self, data: Any) -> AuditLog:
         """Restored from ``to_wire`` output, keeping this log's capacity (absent in older dumps: empty)."""
         if not isinstance(data, Mapping):
-            return replace(self, records=(), dropped=0, next_seq=1)
-        records = tuple(dict(r) for r in data.get("records", ()) if isinstance(r, Mapping))
-        drop = max(0, len(records) - self.capacity)
-        return replace(self, records=records[drop:], dropped=int(data.get("dropped", 0)) + drop,
+            return replace(self, chunks=(), size=0, dropped=0, next_seq=1)
+        records = [dict(r) for r in data.get("records", ()) if isinstance(r, Mapping)]
+        chunks, size, drop = _trim([tuple(records[i:i + CHUNK]) for i in range(0, len(records), CHUNK)],
+                                   len(records), self.capacity)
+        return replace(self, chunks=chunks, size=size, dropped=int(data.get("dropped", 0)) + drop,
                        next_seq=int(data.get("next_seq", len(records) + 1)))
+
+
+def _trim(chunks: list[tuple[Record, ...]], size: int, capacity: int) -> tuple[tuple[tuple[Record, ...], ...], int, int]:
+    """(chunks, size, dropped) keeping the newest ``capacity`` records (whole old chunks are
+    dropped; the oldest kept chunk may be cut)."""
+    excess = size - max(capacity, 0)
+    dropped = 0
+    while excess > 0 and chunks:
+        first = chunks[0]
+        if len(first) <= excess:
+            chunks.pop(0)
+            excess -= len(first)
+            dropped += len(first)
+        else:
+            chunks[0] = first[excess:]
+            dropped += excess
+            excess = 0
+    return tuple(chunks), size - dropped, dropped
 
 
 def _meta(cmd: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -92,10 +142,11 @@ def _meta(cmd: Mapping[str, Any]) -> dict[str, Any] | None:
     return meta
 
 
-def records_for(cmd: Mapping[str, Any], result: Mapping[str, Any], revision: int) -> list[dict[str, Any]]:
+def records_for(cmd: Mapping[str, Any], result: Mapping[str, Any], revision: int,
+                txn: Txn | None = None) -> list[dict[str, Any]]:
     """The records one applied command leaves: none unless it carries audit metadata, is of an
     audited type, succeeded and was not a deduplicated retry. ``revision``: the config revision
-    after it (for commands whose result names none)."""
+    after it (for commands whose result names none). ``txn``: ``cmd["txn"]`` already decoded."""
     meta = _meta(cmd)
     kind = cmd.get("type")
     if meta is None or kind not in AUDITED_COMMANDS or not result.get("ok") or result.get("duplicate"):
@@ -103,10 +154,11 @@ def records_for(cmd: Mapping[str, Any], result: Mapping[str, Any], revision: int
     resulting = result.get("revision")
     base = {**meta, "revision": resulting if isinstance(resulting, int) else revision}
     if kind == "txn":
-        try:
-            txn = decode_txn(cmd["txn"])
-        except (GatewayError, KeyError, TypeError):
-            return []
+        if txn is None:
+            try:
+                txn = decode_txn(cmd["txn"])
+            except (GatewayError, KeyError, TypeError):
+                return []
         base["request_id"] = base["request_id"] or txn.request_id
         return [{**base, "op": op.action, "kind": op.kind, "id": op.id} for op in txn.ops]
     if kind in ("token_revoke", "token_rotate"):

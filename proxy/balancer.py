@@ -264,7 +264,8 @@ class Pool:
         target.inflight += 1
 
     def release(self, target: Target) -> None:
-        target.inflight = max(0, target.inflight - 1)
+        if target.inflight > 0:
+            target.inflight -= 1
 
     def report_success(self, target: Target) -> None:
         target.failures = 0

@@ -203,7 +203,7 @@ class Relay:
         self.out_chunked = False
         self.until_close = False
         self.skip = False
-        self.body_sent = not ex.body_exists or ex.upgrade
+        self.body_sent = not (ex.chunked or ex.content_length) or ex.upgrade  # Exchange.body_exists, inlined
         self.got_bytes = False
         self.last_read = 0.0
         self.fresh = False  # read since the timeout sweep last looked (it then moves last_read)
@@ -365,7 +365,7 @@ class Relay:
             else:
                 ex.keep_alive = False
         if status != 101:
-            ex.keep_alive = ex.keep_alive and ex.body_done and not ex.upgrade and not self.fw.draining()
+            ex.keep_alive = ex.keep_alive and ex.body_done and not ex.upgrade and not ex.proto.dp.draining
             if not ex.keep_alive:
                 parts.append(b"Connection: close\r\n")
             elif not ex.http11:
@@ -485,7 +485,8 @@ class Relay:
         proto = ex.proto
         if proto.upstream_reader is self.conn:
             proto.upstream_reader = None
-        proto.resume(_P_UPSTREAM)
+        if proto.paused & _P_UPSTREAM:
+            proto.resume(_P_UPSTREAM)
         if not self.tunnel or outcome != OK:
             self.conn.release(reusable)
         if self.on_done is not None:

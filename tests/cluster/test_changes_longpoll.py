@@ -53,3 +53,21 @@ async def test_a_cancelled_wait_leaves_the_others_waiting(env: dict[str, Any]) -
     assert [w.done() for w in waits] == [True, False, False] and waits[0].cancelled()
     env["cluster"].write(put("routes", "y", route("/y")))
     await asyncio.wait_for(asyncio.gather(waits[1], waits[2]), 5)
+
+
+async def test_a_pollers_fleet_entry_follows_its_headers_poll_after_poll(env: dict[str, Any]) -> None:  # noqa: F811
+    head = seed(env["cluster"])
+    api: ChangesAPI = env["api"]
+
+    def entry() -> dict[str, Any]:
+        return next(e for e in api.fleet() if e["id"] == "p9")
+
+    base = {"X-Gwadm-Proxy": "p9", "X-Gwadm-Mode": "synced", "X-Gwadm-Software": "gwadm/1"}
+    await changes(env, base, since=head - 1)
+    assert (entry()["mode"], entry()["last_error"], entry()["revision"]) == ("synced", None, head - 1)
+    await changes(env, base | {"X-Gwadm-Mode": "cached", "X-Gwadm-Last-Error": "upstream down"}, since=head)
+    assert (entry()["mode"], entry()["last_error"], entry()["revision"]) == ("cached", "upstream down", head)
+    await changes(env, base | {"X-Gwadm-Address": "10.0.0.9:8000"}, since=head)
+    e = entry()
+    assert (e["mode"], e["last_error"], e["address"], e["software"]) == ("synced", None, "10.0.0.9:8000", "gwadm/1")
+    assert e["connected"] and e["sync"] == "pull" and e["via"] is None and "lag" in e

@@ -4,21 +4,28 @@ session at its base; anything a parked sender would do first (status, credential
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
+from cli.certs import create_ca, issue
 from cluster.auth import mint_token_claims
+from cluster.push import PushHub, add_routes
 from cluster.push_session import ws_binary_frame
+from cluster.tls import client_context, server_context
 from gateway.codec import decode
 from gateway.delta import Delta, apply_delta
 from tests.cluster.test_push_fakes import (
+    PROXY_TOKEN,
     SECRET,
     FakeCluster,
     FakeStore,
     HubServer,
     RawProxy,
+    auth_middleware,
     put,
     route,
     seed,
@@ -151,3 +158,31 @@ async def test_a_token_revoked_with_the_change_gets_no_delta() -> None:
     finally:
         await c.close()
         await srv.stop()
+
+
+async def test_the_fan_out_writes_through_a_tls_transport(tmp_path: Path) -> None:
+    ca = create_ca(tmp_path)
+    leaf = issue(tmp_path, "n1", ["127.0.0.1"])
+    store = FakeStore()
+    cluster = FakeCluster(store)
+    hub = PushHub(store, "gwadm/test", heartbeat=2.0)
+    app = web.Application(middlewares=[auth_middleware])
+    add_routes(app, hub)
+    runner = web.AppRunner(app, shutdown_timeout=2.0)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context(str(leaf.cert), str(leaf.key))).start()
+    url = f"wss://127.0.0.1:{runner.addresses[0][1]}/v1/stream"
+    http = aiohttp.ClientSession()
+    try:
+        ws = await http.ws_connect(url, headers={"Authorization": f"Bearer {PROXY_TOKEN}"}, ssl=client_context(str(ca.cert)))
+        c = RawProxy(http, ws)
+        head = seed(cluster)
+        await c.hello(head, store.state.hash())
+        await until(lambda: len(hub._sessions) == 1 and all(s.parked for s in hub._sessions.values()), what="parked")
+        new = cluster.write(put("routes", "x", route("/x")))
+        assert decode(await _raw_config(c))["revision"] == new
+        assert hub.fanned_out == 1
+        await c.close()
+    finally:
+        await http.close()
+        await runner.cleanup()

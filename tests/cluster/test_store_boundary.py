@@ -88,3 +88,34 @@ async def test_a_store_exposes_no_raft_node(store: ConfigStore) -> None:
     assert store.raft_status()["leader_id"] == "n1"
     await store.barrier(5.0)
     assert store.applied_index() >= 1
+
+
+async def test_writes_applied_together_share_one_subscriber_wake_up(store: ConfigStore) -> None:
+    """The tick thread applies a batch of writes back to back; subscribers (push hub, changes API)
+    are woken once for the batch, with the newest revision, not once per write."""
+    import asyncio
+
+    from gateway.model import Op, Txn
+
+    wait_for(store.is_leader, 10, "single member leads")
+    seen: list[int] = []
+    store.subscribe(seen.append)
+    start = store.state.revision
+    txns = [Txn(f"r{i}", (Op("put", "upstreams", f"u{i}", {"targets": [{"host": "127.0.0.1", "port": 1000 + i}]}),))
+            for i in range(100)]
+    tasks = [asyncio.ensure_future(store.write(t, 5.0)) for t in txns]
+    for _ in range(5):
+        await asyncio.sleep(0)  # every write handed to Raft
+    wait_for(lambda: store.state.revision >= start + 100, 10, "all applied")  # the loop stays blocked meanwhile
+    results = await asyncio.gather(*tasks)
+    assert all(r["ok"] for r in results)
+    final = store.state.revision
+    assert final == start + 100
+    await asyncio.sleep(0)  # a wake-up queued by the last apply runs now
+    for _ in range(50):
+        if seen and seen[-1] == final:
+            break
+        await asyncio.sleep(0.01)
+    print("wake-ups for 100 writes:", len(seen))
+    assert seen and seen[-1] == final, seen  # the last change is always reported
+    assert seen == sorted(seen) and len(seen) < 10, seen  # one per write without it

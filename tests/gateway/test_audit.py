@@ -81,3 +81,31 @@ def test_stamp_adds_the_caller_only_to_audited_commands() -> None:
         assert stamp({"type": "barrier"}) == {"type": "barrier"}
     finally:
         CALLER.reset(token)
+
+
+def test_append_shares_the_old_records_and_trims_exactly() -> None:
+    """A full log of 1,000 records: an append copies at most the chunks it changes (the newest and
+    the trimmed oldest), never the whole log, and keeps exactly ``capacity`` records."""
+    from gateway.audit import CHUNK
+
+    log = AuditLog(capacity=1000)
+    for i in range(1100):
+        log = log.append([{"id": f"u{i}"}])
+    assert len(log) == 1000 and log.dropped == 100 and log.next_seq == 1101
+    assert [r["seq"] for r in log.records] == list(range(101, 1101))
+    after = log.append([{"id": "x"}, {"id": "y"}])
+    shared = sum(1 for chunk in after.chunks if any(chunk is old for old in log.chunks))
+    assert shared >= len(after.chunks) - 2 and max(len(c) for c in after.chunks) <= CHUNK
+    assert [r["seq"] for r in after.records] == list(range(103, 1103)) and after.dropped == 102
+    restored = AuditLog(capacity=1000).from_wire(after.to_wire())
+    assert restored == after and restored.records == after.records
+    assert AuditLog(capacity=10).from_wire(after.to_wire()).records == after.records[-10:]
+
+
+def test_records_from_an_already_decoded_txn_are_the_same() -> None:
+    from gateway.codec import decode_txn
+
+    cmd = txn_cmd("r9", put("u1"), Op("delete", "upstreams", "u2", None))
+    result = {"ok": True, "revision": 7}
+    assert records_for(cmd, result, 7, txn=decode_txn(cmd["txn"])) == records_for(cmd, result, 7)
+    assert len(records_for(cmd, result, 7)) == 2
