@@ -35,6 +35,7 @@ from typing import Any
 
 import msgpack
 from pysyncobj import FAIL_REASON
+from pysyncobj.monotonic import monotonic as raft_clock  # type: ignore[import-untyped]
 from pysyncobj.node import TCPNode
 from pysyncobj.syncobj import _COMMAND_TYPE
 
@@ -209,7 +210,8 @@ class MembershipMixin:
                 last = dict(self._SyncObj__lastResponseTime)  # type: ignore[attr-defined]
             except RuntimeError:  # changed by the tick thread while copied: treat as no news
                 last = {}
-            horizon = time.monotonic() - self.conf.leaderFallbackTimeout  # type: ignore[attr-defined]
+            # __lastResponseTime is on pysyncobj's clock (CLOCK_MONOTONIC_RAW), not time.monotonic()'s
+            horizon = raft_clock() - self.conf.leaderFallbackTimeout  # type: ignore[attr-defined]
             connected &= {node.id for node, at in last.items() if at >= horizon}
         me = self._self_member.raft_addr
         return {m.id for m in self.members() if m.raft_addr == me or m.raft_addr in connected}

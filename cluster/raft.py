@@ -195,7 +195,11 @@ class RaftNode:
             if err not in _RETRYABLE:
                 raise OutcomeUnknown(last_reason)
             attempt += 1
-            await asyncio.sleep(min(0.02 * attempt, 0.1, max(deadline - loop.time(), 0)))
+            # retry as soon as a leader with quorum is known again (a fixed backoff of up to 100 ms
+            # added that much to every write's unavailability after an election), at most 100 ms apart
+            until = min(loop.time() + min(0.02 * attempt, 0.1), deadline)
+            while loop.time() < until and not self._core.has_leader_with_quorum():
+                await asyncio.sleep(0.005)
 
     async def _await_with_quorum(self, fut: asyncio.Future[tuple[Any, int]], deadline: float,
                                  quorum_wait: float) -> tuple[Any, int]:

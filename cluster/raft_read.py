@@ -77,6 +77,7 @@ class ReadIndexMixin:
         self._read_pending: list[tuple[int, int, dict[Any, int], float, Reply]] = []
         self._read_waiting_noop: list[tuple[float, Reply]] = []
         self._read_remote: dict[int, Reply] = {}  # follower: request id -> reply
+        self._read_remote_leader: Any = None  # the leader the outstanding requests went to
         self._read_ids = itertools.count(1)
         self.read_index_rounds = 0
         self.addOnTickCallback(self._serve_reads)  # type: ignore[attr-defined]
@@ -120,6 +121,8 @@ class ReadIndexMixin:
         while self._read_new:
             fresh.append(self._read_new.popleft())
         if not leader:
+            if self._read_remote and self._SyncObj__raftLeader is not self._read_remote_leader:  # type: ignore[attr-defined]
+                self._fail_remote("the leader changed")  # a paused or cut-off old leader never answers
             for reply in fresh:
                 self._ask_leader(reply)
             for _t, reply in self._read_waiting_noop:
@@ -198,6 +201,9 @@ class ReadIndexMixin:
         if leader is None or not self.hasQuorum:  # type: ignore[attr-defined]
             reply(None, "no leader with quorum known")
             return
+        if leader is not self._read_remote_leader:
+            self._fail_remote("the leader changed")
+            self._read_remote_leader = leader
         rid = next(self._read_ids)
         self._read_remote[rid] = reply
         if not self._SyncObj__transport.send(leader, {"type": READ_REQUEST, "rid": rid}):  # type: ignore[attr-defined]
@@ -206,6 +212,13 @@ class ReadIndexMixin:
         if len(self._read_remote) > 10_000:  # answers that never came (leader died): forget the oldest
             for stale in list(self._read_remote)[:5_000]:
                 self._read_remote.pop(stale)(None, "no answer from the leader")
+
+    def _fail_remote(self, why: str) -> None:
+        """Answer every read-index request still waiting for a leader's reply: the read falls back
+        to the replicated barrier, which a new leader commits, instead of waiting out its timeout."""
+        waiting, self._read_remote = self._read_remote, {}
+        for reply in waiting.values():
+            reply(None, why)
 
     def _handle_read_message(self, node: Any, message: Any) -> bool:
         """Our two message types; True when ``message`` was one (pysyncobj never sees them)."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cluster.raft import RaftNode, RaftSettings
-from cluster.raft_read import ReadIndexUnavailable
+from cluster.raft_read import ReadIndexMixin, ReadIndexUnavailable
 from tests.support.cluster import free_port
 from tests.support.http import wait_for
 
@@ -68,3 +68,43 @@ async def test_a_leader_without_a_majority_gets_no_read_index(members: list[tupl
             n.destroy_synchronous()  # the leader keeps believing it leads for leader_fallback_timeout
     with pytest.raises(ReadIndexUnavailable):
         await leader.read_index(2.0)
+
+
+class _FakeTransport:
+    def __init__(self) -> None:
+        self.sent: list[tuple[object, dict[str, object]]] = []
+
+    def send(self, node: object, message: dict[str, object]) -> bool:
+        self.sent.append((node, message))
+        return True
+
+
+class _Follower(ReadIndexMixin):
+    """The mixin on a stand-in follower: just the pysyncobj state it reads."""
+
+    hasQuorum = True
+
+    def __init__(self) -> None:
+        self._SyncObj__raftState = 0  # follower
+        self._SyncObj__raftLeader: object = "old-leader"
+        self._SyncObj__transport = _FakeTransport()
+        self._read_init()
+
+    def addOnTickCallback(self, fn: object) -> None:  # noqa: N802 - pysyncobj's name
+        pass
+
+
+def test_a_follower_read_waiting_for_a_leader_that_lost_office_fails_over_at_once() -> None:
+    node = _Follower()
+    answers: list[tuple[int | None, str | None]] = []
+    node._read_new.append(lambda index, error: answers.append((index, error)))
+    node._serve_reads()  # asks the old leader
+    assert node._SyncObj__transport.sent[0][0] == "old-leader" and answers == []
+    node._serve_reads()  # same leader: still waiting for its answer
+    assert answers == []
+    node._SyncObj__raftLeader = "new-leader"  # a paused or cut-off leader would never answer
+    node._serve_reads()
+    assert answers == [(None, "the leader changed")]  # the read falls back to the barrier now
+    node._read_new.append(lambda index, error: answers.append((index, error)))
+    node._serve_reads()
+    assert node._SyncObj__transport.sent[-1][0] == "new-leader"
