@@ -170,7 +170,7 @@ class Rig:
     def leader(self) -> NodeProc:
         """The leader, asking wait_ready (which watches it hold its term for a while) only when
         the last known one no longer says it leads."""
-        known = getattr(self, "_leader", None)
+        known: NodeProc | None = getattr(self, "_leader", None)
         if known is None or not known.alive or self.cluster.leader() is not known:
             known = self._leader = self.cluster.wait_ready()
         return known

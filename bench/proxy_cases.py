@@ -35,7 +35,10 @@ from bench.procs import (
     nginx_proxy,
     nginx_upstream,
     pin,
+    port_open,
+    python,
     run_wrk,
+    stop_pid,
     tree_cpu,
     wrk_script,
 )
@@ -86,6 +89,17 @@ def cached_proxy(ctx: Any, name: str, state: ConfigState, *workers: str) -> Prox
     p.start()
     wait_for(lambda: request("GET", p.status_url + "/ready", timeout=2).status == 200, 60, f"{name} ready")
     return p
+
+
+def lean_proxy(ctx: Any, upstream_port: int) -> tuple[subprocess.Popen[bytes], int]:
+    """bench/lean_proxy.py on the proxy core: the floor of a Python proxy (see its docstring)."""
+    port = free_port()
+    proc = subprocess.Popen(["taskset", "-c", P1, python(), "-m", "bench.lean_proxy", str(port), str(upstream_port)],
+                            cwd=str(Path(__file__).resolve().parents[1]), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    ctx.started.add(lambda: stop_pid(proc))
+    wait_for(lambda: port_open(port), 30, "lean reference proxy up")
+    return proc, port
 
 
 def check_body(url: str, headers: dict[str, str] | None = None) -> None:
@@ -145,6 +159,7 @@ def single_core(ctx: Any) -> Section:
     ngx = nginx_proxy(ctx.base, "nginx-1w", free_port(), upstream.port)
     ctx.started.add(ngx.stop)
     ngx.start(P1)
+    lean, lean_port = lean_proxy(ctx, upstream.port)
     small = cached_proxy(ctx, "gw-10", bench_state(upstream.port, 10))
     large = cached_proxy(ctx, "gw-10k", bench_state(upstream.port, 10_000))
     for p in (small, large):
@@ -159,6 +174,7 @@ def single_core(ctx: Any) -> Section:
         "gwadm jwt+rate-limit": {"url": f"{small.url}/auth", "cpu": tree_cpu(small.proc.pid),
                                  "script": wrk_script(ctx.base, "auth", auth), "headers": auth},
         "gwadm 10k routes": {"url": f"{large.url}/plain", "cpu": tree_cpu(large.proc.pid)},
+        "lean Python proxy": {"url": f"http://127.0.0.1:{lean_port}/plain", "cpu": tree_cpu(lean.pid)},
     }  # fmt: skip
     if request("GET", f"{small.url}/auth", timeout=5).status != 401:
         raise RuntimeError("/auth answers without a token: jwt-auth is not in force")
@@ -190,6 +206,10 @@ def single_core(ctx: Any) -> Section:
         figure_from_runs(
             "10,000 routes vs 10: req/s", "req/s", runs, "rps", "gwadm 10k routes", "gwadm", target=">= 0.95"
         ),  # fmt: skip
+        figure_from_runs("lean Python proxy (the floor): CPU per request", "us", runs, "cpu_us_per_request",
+                         "lean Python proxy", "nginx"),  # fmt: skip
+        figure_from_runs("no plugins vs the lean Python proxy: CPU per request", "us", runs, "cpu_us_per_request",
+                         "gwadm", "lean Python proxy"),  # fmt: skip
         figure_from_runs(
             f"p99 latency at {s['connections']} connections",
             "ms",
@@ -214,6 +234,7 @@ def single_core(ctx: Any) -> Section:
     sec.notes.append(f"non-2xx answers and socket errors over all runs: {failed}")
     for p in (small, large):
         p.stop()
+    stop_pid(lean)
     ngx.stop()
     ctx.shared["upstream"] = upstream
     return sec

@@ -259,18 +259,19 @@ def _resource_paths(kind: str) -> dict[str, Any]:
     one = _ref(kind)
     listed = _obj(("items", "revision"), items={"type": "array", "items": one}, revision=_INT)
     deleted = _obj(("deleted", "revision"), deleted={"anyOf": [one, {"type": "null"}]}, revision=_INT)
-    write_params = [REQUEST_ID, IF_MATCH]
+    write_params = [REQUEST_ID, IF_MATCH, *REQUEST_TIMEOUTS]
     return {
         f"/v1/{kind}": {
-            "get": _op(f"List {kind}", "viewer", {200: listed}, errors=(400, 422), params=[CONSISTENCY],
+            "get": _op(f"List {kind}", "viewer", {200: listed}, errors=(400, 422), params=[CONSISTENCY, *REQUEST_TIMEOUTS],
                        op_id=f"list_{kind}"),
             "post": _op(f"Create one of {kind} (the id is in the body; 409 if it exists)", "admin", {201: one},
-                        errors=_WRITE, body=_ref(f"{kind}.create"), params=[REQUEST_ID], op_id=f"create_{kind}"),
+                        errors=_WRITE, body=_ref(f"{kind}.create"), params=[REQUEST_ID, *REQUEST_TIMEOUTS],
+                        op_id=f"create_{kind}"),
         },
         f"/v1/{kind}/{{id}}": {
             "parameters": [ID],
-            "get": _op(f"Get one of {kind}", "viewer", {200: one}, errors=(400, 404, 422), params=[CONSISTENCY],
-                       op_id=f"get_{kind}"),
+            "get": _op(f"Get one of {kind}", "viewer", {200: one}, errors=(400, 404, 422),
+                       params=[CONSISTENCY, *REQUEST_TIMEOUTS], op_id=f"get_{kind}"),
             "put": _op(f"Create or replace one of {kind}", "admin", {200: one, 201: one}, errors=(*_WRITE, 404),
                        body=_ref(f"{kind}.spec"), params=[*write_params, IF_NONE_MATCH], op_id=f"put_{kind}"),
             "patch": _op(f"Change one of {kind} with a JSON merge patch (RFC 7386)", "admin", {200: one},
@@ -422,7 +423,7 @@ def _paths() -> dict[str, Any]:
                                              "must be the current revision (409 otherwise)")],
                                   op_id="config")},
         "/v1/txn": {"post": _op("Atomic multi-op transaction (all or nothing)", "admin", {200: _ref("TxnResult")},
-                                errors=(*_WRITE, 404), body=_ref("TxnRequest"), params=[REQUEST_ID], op_id="txn")},
+                                errors=(*_WRITE, 404), body=_ref("TxnRequest"), params=[REQUEST_ID, *REQUEST_TIMEOUTS], op_id="txn")},
         "/v1/proxies": {"get": _op("The proxy fleet as seen by every node", "viewer", {200: _ref("Proxies")},
                                    tag="cluster", op_id="proxies")},
         "/v1/proxies/local": {"get": _op("Proxies connected to this node", "viewer", {200: _ref("Proxies")},

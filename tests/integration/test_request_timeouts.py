@@ -50,3 +50,10 @@ def test_per_request_timeout_bad_values_are_refused(slow_cluster: Cluster) -> No
     r = request("PUT", leader.url + "/v1/upstreams/u3", token=c.token, json_body=upstream_body(),
                 headers={"X-Request-Timeout": "3"}, timeout=10)
     assert r.status in (200, 201), r
+    # the query form is accepted wherever the header is: reads, writes, deletes and transactions
+    assert c.api(leader, "GET", "/v1/upstreams?timeout=2").status == 200
+    assert c.api(leader, "GET", "/v1/upstreams/u3?timeout=2.5").status == 200
+    r = request("PUT", leader.url + "/v1/upstreams/u4?timeout=3", token=c.token, json_body=upstream_body(), timeout=10)
+    assert r.status in (200, 201), r
+    r = request("DELETE", leader.url + "/v1/upstreams/u4?timeout=3", token=c.token, timeout=10)
+    assert r.status == 200, r
