@@ -16,6 +16,16 @@ appended to the leader's journal exactly as before, the commit index only moves 
 moves it (after the leader's own flush, cluster/raft_journal.py), and followers acknowledge after
 their flush. The only delay added is the time the tick spends appending the rest of its commands,
 capped at ``max_delay``: past it, the entries appended so far go out at once.
+
+**Commit announcements ride on the next AppendEntries.** The round pysyncobj sends after applying
+carries nothing but the new commit index, and each follower answers it: with one writer after the
+other that was half the Raft messages of every write. The leader now waits up to
+``commit_announce_delay`` (2 ms) for the next round with entries (the next write usually arrives
+within it) or a heartbeat, and only then sends the announcement on its own (the tick's poll is
+shortened so it is on time). Only followers learn commits later, by at most that delay; the
+leader's answers do not wait. Not delayed: when a follower forwarded one of the entries (it waits
+to apply it before answering its client: ``DeadlineQueue.forwarded``), and every ReadIndex
+heartbeat round carries the commit index anyway.
 """
 
 from __future__ import annotations
@@ -29,32 +39,46 @@ class AppendBatchMixin:
     """Coalesces the leader's AppendEntries sends of one tick (see the module docstring)."""
 
     append_batch_max_delay = 0.002  # seconds a tick may hold its first new entry back
+    commit_announce_delay = 0.002  # seconds a commit-index-only round may wait for the next one
     _batching = False
     _batch_pending = False
     _batch_started = 0.0
+    _announce_at: float | None = None  # when a held commit announcement must go out
+    _announced_commit = 0  # commit index carried by the last round sent
+    _urgent_upto = 0  # last log index holding a command a follower forwarded
     append_sends = 0  # __sendAppendEntries rounds actually run (each: one message per follower)
-    append_sends_coalesced = 0  # rounds saved by coalescing
+    append_sends_coalesced = 0  # rounds saved by coalescing (or by a commit announcement riding along)
 
     def _SyncObj__applyLogEntries(self) -> bool:  # noqa: N802 - pysyncobj's (mangled) name
         """pysyncobj sends an AppendEntries right after applying (to spread the commit index); the
-        tick's command step comes next in the same tick, so the leader sends once, there."""
+        leader sends it with the tick's new entries instead, or after ``commit_announce_delay``."""
         need_send: bool = super()._SyncObj__applyLogEntries()  # type: ignore[misc]
         if need_send and self._SyncObj__raftState == _LEADER:  # type: ignore[attr-defined]
-            self._batch_pending = True
             self.append_sends_coalesced += 1
+            if self._urgent_upto > self._announced_commit:  # a follower waits to apply its command
+                self._batch_pending = True
+            elif self._announce_at is None:
+                self._announce_at = raft_clock() + self.commit_announce_delay
             return False
         return need_send
 
     def _checkCommandsToApply(self) -> None:  # noqa: N802
+        queue = self._SyncObj__commandsQueue  # type: ignore[attr-defined]
+        forwarded = getattr(queue, "forwarded", 0)
         self._batching, self._batch_started = True, raft_clock()
         try:
             super()._checkCommandsToApply()  # type: ignore[misc]
         finally:
             self._batching = False
-        if self._batch_pending:
+        if getattr(queue, "forwarded", 0) != forwarded:
+            self._urgent_upto = self._SyncObj__getCurrentLogIndex()  # type: ignore[attr-defined]
+        due = self._announce_at is not None and raft_clock() >= self._announce_at
+        if self._batch_pending or due:
             self._batch_pending = False
             if self._SyncObj__raftState == _LEADER:  # type: ignore[attr-defined]
                 self._send_append_entries()
+            else:
+                self._announce_at = None
 
     def _SyncObj__sendAppendEntries(self) -> None:  # noqa: N802
         if self._batching:
@@ -68,4 +92,13 @@ class AppendBatchMixin:
 
     def _send_append_entries(self) -> None:
         self.append_sends += 1
+        self._announce_at = None  # every round carries the commit index
+        self._announced_commit = self._SyncObj__raftCommitIndex  # type: ignore[attr-defined]
         super()._SyncObj__sendAppendEntries()  # type: ignore[misc]
+
+    def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802, N803 - pysyncobj's names
+        """A held commit announcement shortens the tick's wait for socket events."""
+        at = self._announce_at
+        if at is not None:
+            timeToWait = max(0.0, min(timeToWait, at - raft_clock()))
+        super()._onTick(timeToWait)  # type: ignore[misc]

@@ -43,7 +43,7 @@ PROTECTED_METHODS: dict[str, tuple[str, ...]] = {
     "TCPTransport": ("_onTick", "_onMessageReceived", "_onNodeConnected", "_onNodeDisconnected",
                      "_connectIfNecessarySingle", "_onOutgoingConnected", "_onDisconnected", "addNode",
                      "dropNode", "send"),
-    "SyncObj": ("_checkCommandsToApply", "_isLeader", "addOnTickCallback", "removeOnTickCallback"),
+    "SyncObj": ("_checkCommandsToApply", "_isLeader", "addOnTickCallback", "removeOnTickCallback", "_onTick"),
 }  # fmt: skip
 # Protected attributes of the live transport and SyncObj that cluster/raft_transport.py reads.
 TRANSPORT_ATTRIBUTES = ("_syncObj", "_connections", "_unknownConnections", "_nodes", "_lastConnectAttempt")

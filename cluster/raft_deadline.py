@@ -63,6 +63,7 @@ class DeadlineQueue(FastQueue):  # type: ignore[misc]
         self._reject = reject
         self._clock = clock
         self.expired = 0
+        self.forwarded = 0  # commands handed out that a follower forwarded (it waits to apply them)
 
     def get_nowait(self) -> Any:
         while True:
@@ -70,6 +71,8 @@ class DeadlineQueue(FastQueue):  # type: ignore[misc]
             command, callback = item
             deadline = payload_deadline(command)
             if deadline is None or self._clock() <= deadline:
+                if isinstance(callback, tuple):  # (follower node, request id): pysyncobj's forwarded form
+                    self.forwarded += 1
                 return item
             self.expired += 1
             self._reject(callback)

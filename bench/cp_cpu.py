@@ -1,0 +1,102 @@
+"""CPU per write of a 3-node gwadm cluster, for A/B work on the control plane (not part of ``make bench``).
+
+The servers are pinned on core 1 (the bench's SERVER core), this client on core 0; fsync on.
+``WRITERS`` asyncio writers (default 32; 1 = the bench's sequential phase) PUT ``/v1/upstreams/kN``
+to the leader for ``SECONDS`` after a 1 s warm-up (``--prefill N`` writes first: a steady state
+with full audit and dedupe tables). Optionally py-spy samples the leader or a follower meanwhile::
+
+    python -m bench.cp_cpu 5 [--writers 32] [--prefill 0] [--profile leader|follower --out raw.txt]
+
+Prints writes, writes/s, the cluster's CPU per write and its split (leader, mean follower), and
+the load average: on a shared machine run two checkouts alternately and compare medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.client import Conn
+from bench.procs import LOAD_CORE, PROXY_CORE, pin, tree_cpu
+from tests.support.cluster import Cluster, NodeProc, upstream_body
+
+PY_SPY = Path(sys.executable).parent / "py-spy"  # installed beside the venv's python
+
+
+async def write_for(leader: NodeProc, token: str, writers: int, seconds: float) -> tuple[int, int]:
+    host, port = leader.admin_addr.split(":")
+    end = time.perf_counter() + seconds
+    done = failed = 0
+
+    async def one(w: int) -> None:
+        nonlocal done, failed
+        conn = Conn(host, int(port), {"Authorization": f"Bearer {token}"})
+        i = w * 1_000_000
+        try:
+            while time.perf_counter() < end:
+                status, _ = await conn.request("PUT", f"/v1/upstreams/k{i % 50}", upstream_body(20000 + i % 1000))
+                if status in (200, 201):
+                    done += 1
+                else:
+                    failed += 1
+                i += 1
+        finally:
+            conn.close()
+
+    await asyncio.gather(*(one(w) for w in range(writers)))
+    return done, failed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("seconds", type=float)
+    ap.add_argument("--writers", type=int, default=32)
+    ap.add_argument("--prefill", type=int, default=0)
+    ap.add_argument("--profile", choices=("leader", "follower"))
+    ap.add_argument("--out", default="py-spy.txt")
+    args = ap.parse_args()
+    os.sched_setaffinity(0, {LOAD_CORE})
+    c = Cluster(Path(tempfile.mkdtemp(prefix="cp-cpu-")))
+    c.start_all()
+    try:
+        for n in c.nodes:
+            assert n.proc is not None
+            pin(n.proc.pid, str(PROXY_CORE))
+        leader = c.wait_ready()
+        asyncio.run(write_for(leader, c.token, args.writers, 1.0))  # warm-up
+        filled = 0
+        while filled < args.prefill:
+            filled += asyncio.run(write_for(leader, c.token, args.writers, 2.0))[0]
+        meters = {n.id: tree_cpu(n.proc.pid) for n in c.nodes if n.proc is not None}
+        before = {k: m() for k, m in meters.items()}
+        spy = None
+        if args.profile:
+            target = leader if args.profile == "leader" else next(n for n in c.nodes if n is not leader)
+            assert target.proc is not None
+            spy = subprocess.Popen([str(PY_SPY), "record", "--gil", "-r", "300", "-d", str(int(args.seconds)),
+                                    "-f", "raw", "-o", args.out, "-p", str(target.proc.pid)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        t0 = time.perf_counter()
+        done, failed = asyncio.run(write_for(leader, c.token, args.writers, args.seconds))
+        wall = time.perf_counter() - t0
+        used = {k: m() - before[k] for k, m in meters.items()}
+        if spy is not None:
+            spy.wait(30)
+        total = sum(used.values())
+        lead = used[leader.id]
+        per = 1000 / max(done, 1)
+        print(f"writes={done} failed={failed} rate={done / wall:.0f}/s cpu/write={total * per:.2f}ms "
+              f"leader={lead * per:.2f}ms follower={(total - lead) / 2 * per:.2f}ms "
+              f"load={os.getloadavg()[0]:.2f}")  # fmt: skip
+    finally:
+        c.stop_all()
+
+
+if __name__ == "__main__":
+    main()
