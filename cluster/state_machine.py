@@ -186,15 +186,17 @@ class ReplicatedState:
 
     def with_config(self, config: ConfigState, delta: Delta) -> ReplicatedState:
         size = len(encode_delta(delta))
-        deltas = [*self.deltas, (delta, size)]
+        old = self.deltas
+        count = len(old) + 1  # with the new delta, which is always kept
         total = self.delta_bytes + size
         drop = 0
-        while len(deltas) - drop > 1 and (
-            len(deltas) - drop > self.limits.delta_log_entries or total > self.limits.delta_log_bytes
+        while count - drop > 1 and (
+            count - drop > self.limits.delta_log_entries or total > self.limits.delta_log_bytes
         ):
-            total -= deltas[drop][1]
+            total -= old[drop][1]
             drop += 1
-        return replace(self, config=config, deltas=tuple(deltas[drop:]), delta_bytes=total)
+        # one copy of the (up to 1,000-entry) log per write, not three
+        return replace(self, config=config, deltas=old[drop:] + ((delta, size),), delta_bytes=total)
 
     def deltas_since(self, revision: int) -> list[Delta] | None:
         """Deltas from ``revision`` to the head; None if the log no longer reaches back that far."""
