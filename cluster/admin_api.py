@@ -179,9 +179,10 @@ async def _read_state(request: web.Request) -> ConfigState:
     consistency = request.query.get("consistency", "linearizable")
     if consistency not in ("linearizable", "stale"):
         raise ValidationError("must be linearizable or stale", "consistency")
+    timeout = request_timeout(request, request.app[SETTINGS_KEY]["read_timeout"])  # a bad one is 422 here too
     if consistency == "stale":
         return store.state
-    return await store.barrier(request_timeout(request, request.app[SETTINGS_KEY]["read_timeout"]))
+    return await store.barrier(timeout)
 
 
 async def _commit(

@@ -51,17 +51,22 @@ class Timeouts:
 
 
 def request_timeout(request: web.Request, default: float) -> float:
-    """This request's timeout: ``X-Request-Timeout`` or ``?timeout=``, else ``default``."""
-    raw = request.headers.get(HEADER)
-    where = HEADER
+    """This request's timeout: ``X-Request-Timeout`` or ``?timeout=`` (the header wins when both are
+    given; each given one must be valid), else ``default``."""
+    header = _seconds(request.headers.get(HEADER), HEADER)
+    query = _seconds(request.query.get("timeout"), "timeout")
+    if header is not None:
+        return header
+    return query if query is not None else default
+
+
+def _seconds(raw: str | None, where: str) -> float | None:
     if raw is None:
-        raw, where = request.query.get("timeout"), "timeout"
-    if raw is None:
-        return default
+        return None
     try:
         value = float(raw)
     except ValueError:
         value = -1.0
-    if not MIN_TIMEOUT <= value <= MAX_TIMEOUT:
+    if not MIN_TIMEOUT <= value <= MAX_TIMEOUT:  # also NaN
         raise ValidationError(f"must be a number of seconds between {MIN_TIMEOUT} and {MAX_TIMEOUT}", where)
     return value

@@ -144,7 +144,8 @@ async def test_a_follower_that_hears_its_leader_ignores_vote_requests_but_not_a_
         vote = {"type": "request_vote", "term": term + 5, "last_log_index": 10**6, "last_log_term": term + 4}
         _on_tick(follower, lambda: follower._core._SyncObj__onMessageReceived(
             next(iter(follower._core._SyncObj__otherNodes)), dict(vote)))
-        assert follower.status()["term"] == term and follower.status()["lease"]["votes_refused"] == 1
+        # at least ours (a loaded machine may delay heartbeats enough for a real candidate: refused too)
+        assert follower.status()["term"] == term and follower.status()["lease"]["votes_refused"] >= 1
         assert leader.is_leader() and leader.status()["term"] == term
         # a leadership transfer's candidate is tagged and elected as before; the old leader's lease is gone
         await leader.transfer_leadership(5.0)

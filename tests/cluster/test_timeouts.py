@@ -41,3 +41,9 @@ def test_per_request_header_or_query_wins() -> None:
     with pytest.raises(ValidationError) as err:
         request_timeout(make_mocked_request("GET", "/", headers={"X-Request-Timeout": "0"}), 5.0)
     assert err.value.path == "X-Request-Timeout"
+    # the header wins, but a bad query value beside it is still refused (nothing invalid is ignored)
+    for bad in ("999", "true", "nan"):
+        with pytest.raises(ValidationError) as err:
+            request_timeout(make_mocked_request("GET", f"/v1/routes?timeout={bad}",
+                                                headers={"X-Request-Timeout": "2"}), 5.0)  # fmt: skip
+        assert err.value.path == "timeout"
