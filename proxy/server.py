@@ -38,7 +38,7 @@ from proxy.http_server import Exchange, HttpProtocol
 from proxy.jwks import JwksCache
 from proxy.metrics import ProxyMetrics
 from proxy.plugins.base import Later, PluginChain, RequestContext, Services
-from proxy.router import normalize_path
+from proxy.router import Route, normalize_path
 from proxy.runtime import Runtime, build_runtime
 from proxy.upstream import Upstreams
 
@@ -322,11 +322,9 @@ class DataPlane:
                     self._later(ctx, chain, runtime, resp)
                     return
             if resp is None:
-                if route is None:
-                    resp = json_error(404, "no_route", "no route matches this request")
-                elif ex.method == "CONNECT":
-                    resp = json_error(405, "method_not_allowed", "CONNECT is not proxied")
-                else:
+                resp = _unroutable(route, ex)
+                if resp is None:
+                    assert route is not None
                     picked = forwarder.start(ctx, runtime.pools[route.upstream], chain, self._respond)
                     if picked is not None:
                         self._later(ctx, chain, runtime, None, picked)
@@ -358,13 +356,11 @@ class DataPlane:
             elif access is not None:
                 resp = await access.access(ctx)
             if resp is None:
-                if route is None:
-                    resp = json_error(404, "no_route", "no route matches this request")
-                elif ex.method == "CONNECT":
-                    resp = json_error(405, "method_not_allowed", "CONNECT is not proxied")
-                elif self.forwarder is None:
+                resp = _unroutable(route, ex)
+                if resp is None and self.forwarder is None:
                     resp = json_error(503, "no_config", "the proxy is shutting down")
-                else:
+                elif resp is None:
+                    assert route is not None and self.forwarder is not None
                     resp = await self.forwarder.forward(ctx, runtime.pools[route.upstream], chain, picked=picked)
         except Exception:
             log.exception("proxy: request failed")
@@ -412,6 +408,15 @@ class DataPlane:
             "loop": loop_name(),
             "dns": self.dns.status(),
         }
+
+
+def _unroutable(route: Route | None, ex: Exchange) -> Response | None:
+    """The answer to a request that is not forwarded whatever its plugins said: 404 or 405."""
+    if route is None:
+        return json_error(404, "no_route", "no route matches this request")
+    if ex.method == "CONNECT":
+        return json_error(405, "method_not_allowed", "CONNECT is not proxied")
+    return None
 
 
 def make_session(source_address: str | None = None) -> aiohttp.ClientSession:

@@ -9,28 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from cluster.raft import RaftNode, RaftSettings
+from cluster.raft import RaftNode
 from cluster.raft_read import ReadIndexMixin, ReadIndexUnavailable
-from tests.support.cluster import free_port
 from tests.support.http import wait_for
+from tests.support.raft import recording_members
 
 
 @pytest.fixture
 def members(tmp_path: Path) -> Iterator[list[tuple[RaftNode, list[bytes]]]]:
-    addrs = [f"127.0.0.1:{free_port()}" for _ in range(3)]
-    out: list[tuple[RaftNode, list[bytes]]] = []
-    try:
-        for i, addr in enumerate(addrs):
-            applied: list[bytes] = []
-            settings = RaftSettings(self_addr=addr, partners=[a for a in addrs if a != addr], password="t",
-                                    data_dir=str(tmp_path / f"n{i}"), fsync=False)
-            node = RaftNode(settings, apply_fn=lambda p, a=applied: a.append(p) or len(a), snapshot_fn=lambda: b"",
-                            restore_fn=lambda b: None)
-            out.append((node, applied))
+    with recording_members(tmp_path, fsync=False) as out:
         yield out
-    finally:
-        for node, _ in out:
-            node.destroy_synchronous()
 
 
 async def test_read_index_without_a_log_entry_on_leader_and_follower(

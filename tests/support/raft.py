@@ -1,0 +1,29 @@
+"""In-process Raft members on loopback for adapter tests, destroyed at the end."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from cluster.raft import RaftNode, RaftSettings
+from tests.support.cluster import free_port
+
+
+@contextmanager
+def recording_members(tmp_path: Path, *, fsync: bool, count: int = 3) -> Iterator[list[tuple[RaftNode, list[bytes]]]]:
+    """``count`` members of one cluster, each with the list of payloads it applied (in order)."""
+    addrs = [f"127.0.0.1:{free_port()}" for _ in range(count)]
+    out: list[tuple[RaftNode, list[bytes]]] = []
+    try:
+        for i, addr in enumerate(addrs):
+            applied: list[bytes] = []
+            settings = RaftSettings(self_addr=addr, partners=[a for a in addrs if a != addr], password="t",
+                                    data_dir=str(tmp_path / f"n{i}"), fsync=fsync)
+            node = RaftNode(settings, apply_fn=lambda p, a=applied: a.append(p) or len(a), snapshot_fn=lambda: b"",
+                            restore_fn=lambda b: None)
+            out.append((node, applied))
+        yield out
+    finally:
+        for node, _ in out:
+            node.destroy_synchronous()
