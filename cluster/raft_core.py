@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -300,6 +301,9 @@ class RaftCore(PreVoteMixin, ReadIndexMixin, LogSafetyMixin, AppendBatchMixin, M
             f.flush()
             if self.settings.fsync:
                 os.fsync(f.fileno())
+        backup = self._dump_file + ".own"  # a snapshot transmission is coming in (raft_safety.py):
+        if os.path.exists(backup):  # if it proves stale, the dump put back must be this newer one
+            shutil.copyfile(file_name, backup)
 
     def _deserialize_dump(self, file_name: str) -> tuple[Any, Any, Any]:
         boot = self._take_boot_members()  # taken even if this load fails: it is for the boot load only

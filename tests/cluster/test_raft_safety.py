@@ -277,3 +277,49 @@ async def test_a_stale_snapshot_never_sets_the_applied_state_back(members: list[
 
     follower.run_on_tick_thread(lambda: deliver(unpatched))
     assert seen["applied_after"] < seen["applied_before"], "unpatched pysyncobj was expected to go back"
+
+
+def _single_member(data_dir: Path, addr: str, applied: list[bytes]) -> RaftNode:
+    settings = RaftSettings(self_addr=addr, partners=[], password="test-secret", data_dir=str(data_dir), fsync=False)
+    return RaftNode(settings, apply_fn=lambda p: applied.append(p) or len(applied), snapshot_fn=lambda: b"",
+                    restore_fn=lambda blob: None)
+
+
+@pytest.mark.parametrize("aligned", [True, False], ids=["fixed", "control-unpatched"])
+async def test_boot_keeps_the_entries_after_a_dump_whose_journal_was_not_cut_yet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, aligned: bool
+) -> None:
+    """Compaction writes the dump in one tick and cuts the journal in a later one. A member killed
+    in between boots with a dump at index X and a journal that starts before X and holds entries
+    after it. pysyncobj replaced such a journal with the dump's two entries, losing the entries
+    after X (a SIGKILL of the whole cluster lost an acknowledged write: integration restart-all).
+    The control runs the same boot without our alignment and loses them."""
+    addr = f"127.0.0.1:{free_port()}"
+    applied: list[bytes] = []
+    node = _single_member(tmp_path, addr, applied)
+    try:
+        wait_for(node.is_leader, 10, "single member leads")
+        for i in range(8):
+            await node.submit(f"p{i}".encode(), timeout=5)
+        core = node._core
+        raft_log = core._SyncObj__raftLog
+        entries = [raft_log[i] for i in range(len(raft_log))]
+        at = len(entries) - 4  # the dump's last entry: three entries follow it in the journal
+        cluster = core._SyncObj__otherNodes | {core._SyncObj__selfNode}
+        core._serialize_dump(core._dump_file, (entries[at], entries[at - 1], cluster))
+    finally:
+        node.destroy_synchronous()
+    if not aligned:
+        monkeypatch.setattr(RaftCore, "_align_journal_to_dump", lambda self: None)
+
+    applied_again: list[bytes] = []
+    node = _single_member(tmp_path, addr, applied_again)
+    try:
+        wait_for(node.is_leader, 10, "restarted member leads")
+        await node.submit(b"after", timeout=5)
+        if aligned:
+            assert applied_again == [b"p5", b"p6", b"p7", b"after"], applied_again
+        else:
+            assert applied_again == [b"after"], "unpatched pysyncobj was expected to drop p5-p7"
+    finally:
+        node.destroy_synchronous()
