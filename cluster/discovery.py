@@ -65,7 +65,7 @@ class Discovery:
         self._granted_term: int | None = None  # the term whose grant applied; None = not leading
         self._leading = False
         self._has_quorum = False
-        self._pending: set[str] = set()
+        self._pending: dict[str, float] = {}  # registration id -> when this follower last heard it
         self._session: aiohttp.ClientSession | None = None
         self._token: tuple[str, float] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -109,17 +109,22 @@ class Discovery:
             return "no_quorum"
         if self._forward_failing_since is not None and self.clock() - self._forward_failing_since > FORWARD_GRACE:
             return "leader_unreachable"  # our batches do not get through: the agent should try another node
-        self._pending.add(rid)
+        self._pending[rid] = self.clock()
         return "ok"
 
-    def leader_heartbeats(self, ids: list[str]) -> int:
-        """A follower's batch: mark the known ones seen now; raises NotLeader on a non-leader."""
+    def leader_heartbeats(self, ids: list[str], ages: list[float] | None = None) -> int:
+        """A follower's batch: mark the known ones seen when the follower heard them (``ages``:
+        seconds before it sent the batch, on its own clock; none: just now). A batch that failed and
+        went out again later must not renew its instances as of its late arrival: they may have
+        stopped meanwhile (found by the chaos discovery scenario: 7 stopped instances kept 2 s
+        past ttl + 2 s by a batch retried across a failover). Raises NotLeader on a non-leader."""
         if not self._leading:
             raise NotLeader("this node does not lead the cluster (or its expiry epoch is not open yet)")
         state, now, count = self.store.state, self.clock(), 0
-        for rid in ids:
+        for i, rid in enumerate(ids):
             if state.get(registry.KIND, rid) is not None:
-                self._last_seen[rid] = now
+                seen = now - (ages[i] if ages is not None else 0.0)
+                self._last_seen[rid] = max(seen, self._last_seen.get(rid, seen))
                 count += 1
         self.stats["batched_received"] += count
         return count
@@ -214,10 +219,11 @@ class Discovery:
             if self._leading:  # became leader meanwhile: the grant covered everything
                 self._pending.clear()
                 continue
-            ids = sorted(self._pending)
-            self._pending.clear()
+            batch, self._pending = self._pending, {}
+            ids = sorted(batch)
+            now = self.clock()
             try:
-                await self._forward(ids)
+                await self._forward(ids, [round(max(0.0, now - batch[rid]), 3) for rid in ids])
                 self.stats["forwarded"] += len(ids)
                 self.stats["forward_batches"] += 1
                 self._forward_failing_since = None
@@ -227,7 +233,8 @@ class Discovery:
                 self.stats["forward_errors"] += 1
                 if self._forward_failing_since is None:
                     self._forward_failing_since = self.clock()
-                self._pending.update(ids)  # idempotent: retried with the next batch
+                for rid, heard in batch.items():  # retried with the next batch, as heard then
+                    self._pending[rid] = max(heard, self._pending.get(rid, heard))
                 log.info("discovery: forwarding %d heartbeat(s) to the leader failed: %s", len(ids), exc)
 
     def _leader_url(self) -> str | None:
@@ -254,11 +261,11 @@ class Discovery:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2.0), connector=connector)
         return self._session
 
-    async def _forward(self, ids: list[str]) -> None:
+    async def _forward(self, ids: list[str], ages: list[float]) -> None:
         url = self._leader_url()
         if url is None:
             raise NotLeader("no leader known")
-        async with self._http().post(url.rstrip("/") + "/v1/discovery/heartbeats", json={"ids": ids},
+        async with self._http().post(url.rstrip("/") + "/v1/discovery/heartbeats", json={"ids": ids, "ages": ages},
                                       headers={"Authorization": f"Bearer {self._bearer()}"}) as resp:
             if resp.status != 200:
                 raise NotLeader(f"leader answered HTTP {resp.status}")

@@ -4,7 +4,8 @@
     POST   /v1/upstreams/{id}/targets/{host}:{port}/heartbeat  renew only: no Raft entry, no revision
     DELETE /v1/upstreams/{id}/targets/{host}:{port}            deregister
     GET    /v1/upstreams/{id}/targets                          static and registered targets with liveness
-    POST   /v1/discovery/heartbeats  {"ids": [...]}            a follower's batch, to the leader (admin)
+    POST   /v1/discovery/heartbeats  {"ids": [...], "ages": [...]}  a follower's batch, to the leader (admin);
+                                                                 ages: seconds since the follower heard each
     POST   /v1/discovery/liveness    {"ids": [...]}            seconds since last heartbeat, from the leader
     GET    /v1/discovery                                       this node's discovery counters
 
@@ -32,6 +33,7 @@ from gateway.state import ConfigState
 DISCOVERY_KEY = web.AppKey("discovery", Discovery)
 _TARGET_PATH = re.compile(r"^/v1/upstreams/[^/]+/targets/[^/]+(/heartbeat)?$")
 MAX_BATCH = 10_000
+MAX_AGE = 3600.0  # seconds: a forwarded heartbeat older than that is not worth renewing anything
 
 
 def registrar_allowed(request: web.Request) -> bool:
@@ -155,7 +157,10 @@ async def list_targets(request: web.Request) -> web.Response:
 
 
 async def _ids(request: web.Request) -> list[str]:
-    body = await _json(request)
+    return _ids_in(await _json(request))
+
+
+def _ids_in(body: Any) -> list[str]:
     ids = body.get("ids") if isinstance(body, dict) else None
     if not isinstance(ids, list) or len(ids) > MAX_BATCH or not all(isinstance(i, str) for i in ids):
         raise ValidationError(f"must be a list of at most {MAX_BATCH} registration ids", "ids")
@@ -166,9 +171,16 @@ async def batch_heartbeats(request: web.Request) -> web.Response:
     if request["auth"].get("role") != "admin":
         return web.json_response({"error": {"code": "forbidden", "message": "needs an admin token", "path": None}},
                                  status=403)
-    ids = await _ids(request)
+    body = await _json(request)
+    ids = _ids_in(body)
+    ages = body.get("ages")
+    if ages is not None and (
+        not isinstance(ages, list) or len(ages) != len(ids)
+        or not all(isinstance(a, int | float) and not isinstance(a, bool) and 0 <= a <= MAX_AGE for a in ages)
+    ):
+        raise ValidationError(f"must be a list of one age per id, each 0 to {MAX_AGE} seconds", "ages")
     try:
-        count = request.app[DISCOVERY_KEY].leader_heartbeats(ids)
+        count = request.app[DISCOVERY_KEY].leader_heartbeats(ids, [float(a) for a in ages] if ages else None)
     except NotLeader as exc:
         return web.json_response({"error": {"code": "not_leader", "message": str(exc), "path": None}}, status=409)
     return web.json_response({"ok": True, "renewed": count})

@@ -322,13 +322,17 @@ def _discovery_paths() -> dict[str, Any]:
     }
     ids = {"type": "object", "required": ["ids"],
            "properties": {"ids": {"type": "array", "maxItems": 10_000, "items": _STR}}}
+    batch = {"type": "object", "required": ["ids"], "properties": {
+        **ids["properties"],
+        "ages": {"type": "array", "maxItems": 10_000, "items": {"type": "number", "minimum": 0, "maximum": 3600},
+                 "description": "seconds since the follower heard each id (same length as ids); absent: now"}}}
     registrar = "admin or registrar"
     return {
         "/v1/discovery": {"get": _op("This node's discovery counters", "viewer", {200: {"type": "object"}},
                                      tag="discovery", op_id="discovery")},
         "/v1/discovery/heartbeats": {"post": _op("A follower's batch of heartbeats, to the leader", "admin",
                                                  {200: _obj(("renewed",), renewed=_INT)}, errors=_WRITE,
-                                                 body=ids, tag="discovery", op_id="discovery_heartbeats")},
+                                                 body=batch, tag="discovery", op_id="discovery_heartbeats")},
         "/v1/discovery/liveness": {"post": _op("Seconds since the last heartbeat of each registration", "admin",
                                                {200: _obj(("ages",), ages={"type": "object"})}, errors=_WRITE,
                                                body=ids, tag="discovery", op_id="discovery_liveness")},

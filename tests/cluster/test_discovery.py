@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -118,7 +119,7 @@ async def test_follower_answers_from_local_state_and_batches(setup: tuple[FakeSt
     rid = await _register(store, 1)
     store.raft.role = "follower"
     await d.step()
-    assert d.heartbeat(rid) == "ok" and d._pending == {rid}
+    assert d.heartbeat(rid) == "ok" and set(d._pending) == {rid}
     assert d.heartbeat("reg-unknown") == "unknown"
     d._forward_failing_since = clock.now - 2.0  # its batches to the leader have failed for 2 s
     assert d.heartbeat(rid) == "leader_unreachable"
@@ -151,3 +152,48 @@ async def test_batched_heartbeats_on_the_leader(setup: tuple[FakeStore, Discover
         await d.step()
     assert store.state.get("registrations", rid) is not None
     assert d.last_seen_age(rid) == 0.0
+
+
+async def test_a_batch_retried_later_renews_as_of_when_the_follower_heard(
+    setup: tuple[FakeStore, Discovery, Clock],
+) -> None:
+    """Found by the chaos discovery scenario: a follower's batch failed during a failover and got
+    through 2 s later; the leader counted those heartbeats as of their arrival and kept stopped
+    instances registered past ttl + 2 s. The batch carries each heartbeat's age."""
+    store, d, clock = setup
+    rid = await _register(store, 1)
+    store.raft.role = "follower"
+    await d.step()
+    assert d.heartbeat(rid) == "ok"
+    sent: list[tuple[list[str], list[float]]] = []
+
+    async def forward(ids: list[str], ages: list[float]) -> None:
+        sent.append((ids, ages))
+        if len(sent) == 1:
+            raise NotLeader("the leader moved")
+
+    d._forward = forward  # type: ignore[method-assign]
+    task = asyncio.get_running_loop().create_task(d._flush_loop())
+    try:
+        clock.now += 2.0  # the first flush fails...
+        while len(sent) < 2:  # ...and the retry goes out with the next flush, 2 s after the heartbeat
+            await asyncio.sleep(0.05)
+            clock.now += 0.5
+    finally:
+        task.cancel()
+    assert sent[0][0] == sent[1][0] == [rid]
+    assert sent[1][1][0] >= 2.0, sent  # the retry still says when the heartbeat was heard
+
+    leader_store = FakeStore()
+    leader = Discovery(leader_store, "secret", tick=0.2)  # type: ignore[arg-type]
+    leader.clock = clock
+    leader_store.state = store.state
+    await leader.step()  # grant: every registration seen now
+    clock.now += 4.0
+    assert leader.leader_heartbeats(*sent[1]) == 1
+    # the stale batch renewed it only as of when the follower heard it (without ages: age 0)
+    assert leader.last_seen_age(rid) == pytest.approx(min(4.0, sent[1][1][0])) and leader.last_seen_age(rid) >= 2.0
+    assert leader.leader_heartbeats([rid], [0.5]) == 1
+    assert leader.last_seen_age(rid) == pytest.approx(0.5)
+    assert leader.leader_heartbeats([rid], [3.0]) == 1
+    assert leader.last_seen_age(rid) == pytest.approx(0.5)  # never moved back by an older report
