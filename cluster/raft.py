@@ -36,7 +36,7 @@ from cluster.raft_compat import check_connection_attributes, check_overrides, ch
 from cluster.raft_core import RaftCore
 from cluster.raft_journal import DurableJournal
 from cluster.raft_settings import RaftBindError, RaftConfigError, RaftSettings
-from cluster.raft_transport import BoundTcpConnection, BoundTCPTransport
+from cluster.raft_transport import BoundTcpConnection, BoundTCPTransport, CompactTcpConnection
 
 __all__ = [
     "CommandRejected", "NoQuorum", "OutcomeUnknown", "RaftBindError", "RaftConfigError", "RaftNode",
@@ -73,7 +73,7 @@ _FAIL_NAMES = {v: k.lower() for k, v in vars(FAIL_REASON).items() if isinstance(
 
 def compat_classes(core_class: type[RaftCore] = RaftCore) -> tuple[type, ...]:
     """Every class of ours that overrides private pysyncobj names (checked at start-up)."""
-    return (core_class, BoundTCPTransport, BoundTcpConnection, DurableJournal)
+    return (core_class, BoundTCPTransport, BoundTcpConnection, CompactTcpConnection, DurableJournal)
 
 
 class RaftNode:

@@ -36,13 +36,15 @@ TCP_CONNECTION_ATTRIBUTES = (
     "_TcpConnection__state", "_TcpConnection__fileno", "_TcpConnection__socket", "_TcpConnection__poller",
     "_TcpConnection__sendBufferSize", "_TcpConnection__recvBufferSize", "_TcpConnection__readBuffer",
     "_TcpConnection__writeBuffer", "_TcpConnection__lastReadTime", "_TcpConnection__processConnection",
+    "_TcpConnection__trySendBuffer",
 )  # fmt: skip
 # Protected (single-underscore) library methods the adapter overrides or calls: a rename would leave
 # an override dead as silently as a mangled one (checked on the library classes, by name).
 PROTECTED_METHODS: dict[str, tuple[str, ...]] = {
     "TCPTransport": ("_onTick", "_onMessageReceived", "_onNodeConnected", "_onNodeDisconnected",
                      "_connectIfNecessarySingle", "_onOutgoingConnected", "_onDisconnected", "addNode",
-                     "dropNode", "send"),
+                     "dropNode", "send", "_onNewIncomingConnection"),
+    "TcpConnection": ("send",),
     "SyncObj": ("_checkCommandsToApply", "_isLeader", "addOnTickCallback", "removeOnTickCallback", "_onTick"),
 }  # fmt: skip
 # Protected attributes of the live transport and SyncObj that cluster/raft_transport.py reads.
