@@ -323,7 +323,7 @@ def _discovery_paths() -> dict[str, Any]:
     ids = {"type": "object", "required": ["ids"],
            "properties": {"ids": {"type": "array", "maxItems": 10_000, "items": _STR}}}
     batch = {"type": "object", "required": ["ids"], "properties": {
-        **ids["properties"],
+        "ids": {"type": "array", "maxItems": 10_000, "items": _STR},
         "ages": {"type": "array", "maxItems": 10_000, "items": {"type": "number", "minimum": 0, "maximum": 3600},
                  "description": "seconds since the follower heard each id (same length as ids); absent: now"}}}
     registrar = "admin or registrar"
