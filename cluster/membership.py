@@ -35,7 +35,7 @@ from typing import Any
 
 import msgpack
 from pysyncobj import FAIL_REASON
-from pysyncobj.monotonic import monotonic as raft_clock  # type: ignore[import-untyped]
+from pysyncobj.monotonic import monotonic as raft_clock
 from pysyncobj.node import TCPNode
 from pysyncobj.syncobj import _COMMAND_TYPE
 
@@ -129,7 +129,7 @@ def boot_members(
     entries: Sequence[Entry] = journal
     if dump is not None:
         last, prev = (tuple(e) for e in dump[0])
-        after = int(last[1])
+        after = int(last[1])  # type: ignore[call-overload]  # an entry is (command, index, term)
         if len(journal) < 2 or tuple(journal[0]) != prev or tuple(journal[1]) != last:
             entries = ()
     for command, idx, _term in entries:

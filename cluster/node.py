@@ -270,6 +270,12 @@ async def serve(settings: NodeSettings, stop: asyncio.Event | None = None) -> No
     hub = push.PushHub(store, SOFTWARE_VERSION, **settings.push)
     changes = ChangesAPI(store, sessions=hub.proxies)  # pull, anti-entropy checks, relay fleet reports
     discovery = Discovery(store, settings.secret, source_address=settings.source_address)
+
+    def extra_routes(a: web.Application) -> None:
+        push.add_routes(a, hub, proxies_path="/v1/proxies/streams")
+        changes.add_routes(a)
+        add_discovery_routes(a, discovery)
+
     app = create_admin_app(
         store,
         secret=settings.secret,
@@ -282,8 +288,7 @@ async def serve(settings: NodeSettings, stop: asyncio.Event | None = None) -> No
         forward_timeout=settings.timeouts.forward,
         limits=settings.limits,
         # /v1/proxies/local: the stream sessions merged with pull proxies and relayed ones
-        extra_routes=lambda a: (push.add_routes(a, hub, proxies_path="/v1/proxies/streams"),
-                                changes.add_routes(a), add_discovery_routes(a, discovery)),
+        extra_routes=extra_routes,
         local_fleet=changes.fleet,
         source_address=settings.source_address,
     )

@@ -156,7 +156,7 @@ class RaftCore(PreVoteMixin, ReadIndexMixin, LogSafetyMixin, AppendBatchMixin, M
             ) from exc
 
     # -- the one replicated command ---------------------------------------------------------------
-    @replicated
+    @replicated  # type: ignore[untyped-decorator]  # pysyncobj's, untyped
     def _apply(self, payload: bytes) -> Any:
         return self._apply_fn(payload)
 

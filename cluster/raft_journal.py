@@ -18,7 +18,7 @@ from pysyncobj.journal import FileJournal, MetaStorer
 from cluster.raft_compat import JOURNAL_ATTRIBUTES, JOURNAL_FILE_ATTRIBUTES, check_attributes
 
 
-class DurableMetaStorer(MetaStorer):
+class DurableMetaStorer(MetaStorer):  # type: ignore[misc]
     """Meta (term, vote, commit index) written to a temp file, fsynced, renamed, dir fsynced."""
 
     def __init__(self, path: str, fsync: bool) -> None:
@@ -40,7 +40,7 @@ class DurableMetaStorer(MetaStorer):
             fsync_dir(os.path.dirname(path) or ".")
 
 
-class DurableJournal(FileJournal):
+class DurableJournal(FileJournal):  # type: ignore[misc]
     """FileJournal whose entries are durable before anything depends on them.
 
     Group commit: ``add`` only marks the journal dirty; ``flush_pending`` msyncs once for every

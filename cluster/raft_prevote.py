@@ -41,7 +41,7 @@ from typing import Any
 
 # pysyncobj's own clock: its deadlines (``__raftElectionDeadline``) are CLOCK_MONOTONIC_RAW values,
 # not time.monotonic() ones (see "Clock" above).
-from pysyncobj.monotonic import monotonic as _pysyncobj_monotonic  # type: ignore[import-untyped]
+from pysyncobj.monotonic import monotonic as _pysyncobj_monotonic
 
 raft_clock: Callable[[], float] = _pysyncobj_monotonic
 

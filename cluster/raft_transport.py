@@ -181,8 +181,10 @@ class BoundTCPTransport(TCPTransport):  # type: ignore[misc]
         self._up_nodes.discard(node)
         for hb in (self._hb_sent_at, self._hb_acked_sent_at):
             hb.pop(node, None)
-        for table in (self._link_up, self._link_since, self._last_heard):
-            table.pop(getattr(node, "address", None), None)
+        address = getattr(node, "address", None)
+        if address is not None:
+            for table in (self._link_up, self._link_since, self._last_heard):
+                table.pop(address, None)
 
     def _onNewIncomingConnection(self, conn: Any) -> None:  # noqa: N802
         if type(conn) is TcpConnection:  # accepted by pysyncobj's server: give it our send

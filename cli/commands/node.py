@@ -158,9 +158,9 @@ def add_cmd(node_id: str, raft_addr: str | None, admin_addr: str | None, timeout
                                  param_hint="ID")
     raft_addr, admin_addr = _hostport(raft_addr, "--raft-addr"), _hostport(admin_addr, "--admin-addr")
     sup = None if is_remote() else Supervisor(resolve_dir(current_options()))
-    if sup is None and (raft_addr is None or admin_addr is None):
-        raise click.UsageError("a remote cluster needs --raft-addr and --admin-addr of the new node")
-    if sup is not None and (raft_addr is None or admin_addr is None):
+    if raft_addr is None or admin_addr is None:
+        if sup is None:
+            raise click.UsageError("a remote cluster needs --raft-addr and --admin-addr of the new node")
         ports = free_ports(2, HOST)
         raft_addr, admin_addr = raft_addr or f"{HOST}:{ports[0]}", admin_addr or f"{HOST}:{ports[1]}"
     member = {"id": node_id, "raft_addr": raft_addr, "admin_url": f"{_scheme(sup)}://{admin_addr}"}
