@@ -92,6 +92,8 @@ class HistoryWriter:
                 rec["time"] = self._clock()
             # Encode before writing: a value that is not JSON raises here and leaves the file intact.
             line = json.dumps(rec, allow_nan=False, separators=(",", ":")) + "\n"
+            if self._file.closed:  # a run torn down by an error: its threads may report a moment longer
+                return rec
             self._file.write(line)
             self._file.flush()
         return rec

@@ -55,6 +55,18 @@ def test_writer_appends_and_flushes_each_line(tmp_path: Path) -> None:
     assert [r["node"] for r in read_history(path)] == ["n1", "n2"]
 
 
+def test_a_record_after_close_is_dropped_not_raised(tmp_path: Path) -> None:
+    """A run torn down by an error closes its history while its traffic threads still report:
+    they must not die with "I/O operation on closed file" (seen when a kill-all run could not
+    converge)."""
+    path = tmp_path / "h.jsonl"
+    writer = HistoryWriter(path, clock=lambda: 1.0)
+    writer.record("kept")
+    writer.close()
+    assert writer.record("late", x=1) == {"type": "late", "x": 1, "time": 1.0}
+    assert [r["type"] for r in read_history(path)] == ["kept"]
+
+
 def test_writer_rejects_non_json_without_corrupting_the_file(tmp_path: Path) -> None:
     path = tmp_path / "h.jsonl"
     with HistoryWriter(path, clock=lambda: 1.0) as w:
