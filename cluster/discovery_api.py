@@ -94,7 +94,14 @@ async def put_target(request: web.Request) -> web.Response:
 async def heartbeat_target(request: web.Request) -> web.Response:
     upstream, host, port = _address(request)
     rid = registry.registration_id(upstream, host, port)
-    outcome = request.app[DISCOVERY_KEY].heartbeat(rid)
+    discovery = request.app[DISCOVERY_KEY]
+    outcome = discovery.heartbeat(rid)
+    if outcome == "unknown":
+        # A registration just committed through another node may not be applied here yet: 404
+        # only once a linearizable read shows it absent (an integration run got a 404 from a
+        # follower for a registration that another node had acknowledged milliseconds before).
+        await request.app[STORE_KEY].barrier(request_timeout(request, request.app[SETTINGS_KEY]["read_timeout"]))
+        outcome = discovery.heartbeat(rid)
     if outcome == "unknown":
         raise NotFound(f"{host}:{port} is not registered in upstream {upstream!r}; register it with PUT",
                        f"upstreams[{upstream}].targets[{request.match_info['target']}]")

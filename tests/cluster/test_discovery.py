@@ -197,3 +197,45 @@ async def test_a_batch_retried_later_renews_as_of_when_the_follower_heard(
     assert leader.last_seen_age(rid) == pytest.approx(0.5)
     assert leader.leader_heartbeats([rid], [3.0]) == 1
     assert leader.last_seen_age(rid) == pytest.approx(0.5)  # never moved back by an older report
+
+
+async def test_a_lagging_node_answers_404_only_after_a_linearizable_read(
+    setup: tuple[FakeStore, Discovery, Clock],
+) -> None:
+    """A follower may not have applied a registration that another node has just acknowledged:
+    its heartbeat must not be told "not registered" from that stale state."""
+    from aiohttp import web
+    from aiohttp.test_utils import make_mocked_request
+
+    from cluster.app_keys import SETTINGS_KEY, STORE_KEY
+    from cluster.discovery_api import DISCOVERY_KEY, heartbeat_target
+    from gateway.errors import NotFound
+
+    store, d, _clock = setup
+    behind = store.state
+    rid = await _register(store, 7)
+    caught_up, store.state = store.state, behind  # this node has not applied the registration yet
+    barriers: list[float] = []
+
+    async def barrier(timeout: float) -> Any:
+        barriers.append(timeout)
+        store.state = caught_up  # the read index: this node applies up to the leader's commit
+        return store.state
+
+    store.barrier = barrier  # type: ignore[attr-defined]
+    store.raft.role = "follower"
+    await d.step()
+    app = web.Application()
+    app[DISCOVERY_KEY], app[STORE_KEY] = d, store  # type: ignore[assignment]
+    app[SETTINGS_KEY] = {"read_timeout": 2.0, "write_timeout": 2.0}
+
+    def beat(port: int) -> Any:
+        req = make_mocked_request("POST", f"/v1/upstreams/u/targets/10.0.0.1:{port}/heartbeat", app=app,
+                                  match_info={"id": "u", "target": f"10.0.0.1:{port}"})
+        return heartbeat_target(req)
+
+    response = await beat(7)
+    assert response.status == 200 and barriers == [2.0] and set(d._pending) == {rid}
+    with pytest.raises(NotFound):  # truly unknown: 404 after the read
+        await beat(8)
+    assert len(barriers) == 2
