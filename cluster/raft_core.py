@@ -30,7 +30,7 @@ from cluster.raft_deadline import DeadlineQueue
 from cluster.raft_journal import DurableJournal
 from cluster.raft_prevote import PreVoteMixin
 from cluster.raft_read import ReadIndexMixin
-from cluster.raft_safety import LogSafetyMixin
+from cluster.raft_safety import LogSafetyMixin, align_journal_to_dump
 from cluster.raft_settings import RaftBindError, RaftSettings
 from cluster.raft_transport import transport_class
 
@@ -99,12 +99,15 @@ class RaftCore(PreVoteMixin, ReadIndexMixin, LogSafetyMixin, AppendBatchMixin, M
         )
         # The journal is opened before pysyncobj starts so that the boot membership can be read from it.
         journal = DurableJournal(journal_file, settings.fsync, group=False)
+        dump = read_dump_cluster(dump_file)
+        if dump is not None:  # before anything reads the journal: the boot membership, pysyncobj's load
+            align_journal_to_dump(journal, dump[0])
         known = {m.raft_addr: m for m in settings.peer_members}
         partners = self._membership_init(
             Member(settings.node_id or settings.self_addr, settings.self_addr, settings.admin_url),
             [known.get(addr) or Member(addr, addr, "") for addr in settings.partners],
             [journal[i] for i in range(len(journal))],
-            read_dump_cluster(dump_file),
+            dump,
         )
         with _journal_lock:
             original = _syncobj_module.createJournal

@@ -24,6 +24,7 @@ import contextlib
 import logging
 import os
 import shutil
+from collections.abc import Sequence
 from time import monotonic
 from typing import Any
 
@@ -97,8 +98,6 @@ class LogSafetyMixin:
         A snapshot not newer than the applied index holds nothing we lack: keep our state, and put
         our own dump file back, so that it still matches our journal after a restart."""
         backup = self._dump_file + ".own"
-        if not clearJournal:
-            self._align_journal_to_dump()
         if clearJournal:  # an install from the leader, not the boot load
             try:
                 with open(self._dump_file, "rb") as f:
@@ -123,35 +122,6 @@ class LogSafetyMixin:
         super()._SyncObj__loadDumpFile(clearJournal)  # type: ignore[misc]
         if clearJournal:
             self.events.emit("snapshot_installed", applied=self.raftLastApplied)  # type: ignore[attr-defined]
-
-    def _align_journal_to_dump(self) -> None:
-        """Boot: pysyncobj keeps the journal only if it *starts* with the dump's last two entries,
-        and otherwise replaces it with those two. Compaction writes the dump in one tick and
-        truncates the journal in a later one, so a node killed in between (up to a heartbeat
-        period: a SIGKILL of the whole cluster right after a write) boots with a journal that
-        starts earlier and also holds the entries after the dump. Replacing it dropped them: two
-        followers lost the last acknowledged write, elected one of themselves and overwrote it on
-        the old leader. Found by tests/integration/test_membership.py (restart-all). A journal
-        that holds both dump entries is cut just before them instead: nothing after them is lost."""
-        try:
-            with open(self._dump_file, "rb") as f:
-                entries = msgpack.unpackb(f.read(), raw=False)["entries"]
-            (last_idx, last_term), (prev_idx, prev_term) = ((int(e[1]), int(e[2])) for e in entries)
-        except Exception:  # unreadable or absent: pysyncobj reports and handles it as it does
-            return
-        raft_log = self._SyncObj__raftLog  # type: ignore[attr-defined]
-        if len(raft_log) < 2:
-            return
-        at = prev_idx - raft_log[0][1]
-        if at <= 0 or at + 1 >= len(raft_log):
-            return  # already aligned, or the journal does not reach the dump's entries
-        if (raft_log[at][1], raft_log[at][2]) != (prev_idx, prev_term) or (
-            raft_log[at + 1][1], raft_log[at + 1][2]
-        ) != (last_idx, last_term):
-            return  # another history: pysyncobj replaces the journal, as it should
-        raft_log.deleteEntriesTo(at)
-        log.info("journal cut to the dump's entries %d-%d at boot; %d later entries kept",
-                 prev_idx, last_idx, len(raft_log) - 2)
 
     def _SyncObj__deleteEntriesTo(self, toIDx: int) -> None:  # noqa: N802, N803
         """Compaction deletes the log up to the index its dump was taken at; if the log no longer
@@ -195,3 +165,31 @@ class LogSafetyMixin:
         new["prevLogTerm"] = entries[matched - 1][2]
         new["entries"] = entries[matched:]
         return new
+
+
+def align_journal_to_dump(journal: Any, dump_entries: Sequence[Any]) -> None:
+    """Boot, before anything reads the journal: pysyncobj keeps it only if it *starts* with the
+    dump's last two entries (``dump_entries``: last, previous), and otherwise replaces it with
+    those two. Compaction writes the dump in one tick and truncates the journal in a later one, so
+    a node killed in between (up to a heartbeat period: a SIGKILL of the whole cluster right after
+    a write) boots with a journal that starts earlier and also holds the entries after the dump.
+    Replacing it dropped them: two followers lost the last acknowledged write, elected one of
+    themselves and overwrote it on the old leader (tests/integration/test_membership.py,
+    restart-all). A journal that holds both dump entries is cut just before them instead: nothing
+    after them is lost, and the boot membership (cluster/membership.py) sees the same journal."""
+    try:
+        (last_idx, last_term), (prev_idx, prev_term) = ((int(e[1]), int(e[2])) for e in dump_entries)
+    except (TypeError, ValueError, IndexError):  # not a dump pysyncobj can load: it reports that itself
+        return
+    if len(journal) < 2:
+        return
+    at = prev_idx - journal[0][1]
+    if at <= 0 or at + 1 >= len(journal):
+        return  # already aligned, or the journal does not reach the dump's entries
+    if (journal[at][1], journal[at][2]) != (prev_idx, prev_term) or (
+        journal[at + 1][1], journal[at + 1][2]
+    ) != (last_idx, last_term):
+        return  # another history: pysyncobj replaces the journal, as it should
+    journal.deleteEntriesTo(at)
+    log.info("journal cut to the dump's entries %d-%d at boot; %d later entries kept",
+             prev_idx, last_idx, len(journal) - 2)

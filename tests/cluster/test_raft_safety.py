@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from pysyncobj import SyncObj
 
+from cluster import raft_core
 from cluster.raft import RaftNode, RaftSettings
 from cluster.raft_core import RaftCore
 from tests.support.cluster import free_port
@@ -310,7 +311,7 @@ async def test_boot_keeps_the_entries_after_a_dump_whose_journal_was_not_cut_yet
     finally:
         node.destroy_synchronous()
     if not aligned:
-        monkeypatch.setattr(RaftCore, "_align_journal_to_dump", lambda self: None)
+        monkeypatch.setattr(raft_core, "align_journal_to_dump", lambda journal, entries: None)
 
     applied_again: list[bytes] = []
     node = _single_member(tmp_path, addr, applied_again)
