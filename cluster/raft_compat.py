@@ -27,7 +27,7 @@ SYNCOBJ_ATTRIBUTES = (
     "_SyncObj__transport", "_SyncObj__raftMatchIndex", "_SyncObj__connectedNodes", "_SyncObj__raftLastApplied",
     "_SyncObj__pipeNotifier", "_SyncObj__sendAppendEntries", "_SyncObj__connectedToAnyone",
     "_SyncObj__getCurrentLogIndex", "_SyncObj__getCurrentLogTerm", "_SyncObj__callErrCallback",
-    "_SyncObj__transferInProgress", "_SyncObj__sendNextNodeIdx",
+    "_SyncObj__transferInProgress", "_SyncObj__sendNextNodeIdx", "_SyncObj__setCurrentTerm", "_SyncObj__setState",
 )  # fmt: skip
 
 

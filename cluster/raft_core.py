@@ -184,6 +184,7 @@ class RaftCore(PreVoteMixin, ReadIndexMixin, LogSafetyMixin, AppendBatchMixin, M
             return
         self._note_leader_contact(message)
         super()._SyncObj__onMessageReceived(node, message)
+        self._hold_after_message()  # before pysyncobj's next tick can act on a deadline it just armed
         if self._read_pending and message.get("type") == "next_node_idx":
             self._serve_reads()  # a heartbeat answer may confirm waiting reads: answer them now
 

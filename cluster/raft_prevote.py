@@ -12,7 +12,10 @@ How the election start is overridden: ``_hold_election`` (a tick callback) keeps
 resets it on every heartbeat from a leader, which we see as a changed value). When that wanted
 deadline passes, we run a pre-vote round; a majority of grants sets pysyncobj's deadline to 0, so
 its next tick starts the real election exactly as before. A leadership transfer (TimeoutNow) is
-never held back.
+never held back. The hold is taken on every tick, also while leading (pysyncobj steps a leader down
+without re-arming its deadline), and after every message (pysyncobj's tick checks the deadline
+before ours runs: a message handled for longer than the timeout let it elect on its own). A refusal
+from a member in a higher term moves us to that term, as in etcd.
 
 Clock: every time compared with a pysyncobj deadline is pysyncobj's (``pysyncobj.monotonic``,
 CLOCK_MONOTONIC_RAW on Linux); the last leader contact, compared only with itself, stays on
@@ -65,24 +68,29 @@ class PreVoteMixin:
         self._pv_last_leader_contact = time.monotonic()
         self.pre_votes_started = 0
         self.pre_votes_won = 0
+        self.terms_adopted = 0  # from pre-vote refusals (``_adopt_higher_term``)
         if enabled:
             self.addOnTickCallback(self._hold_election)  # type: ignore[attr-defined]
 
     # -- the election-start override (tick thread) ---------------------------------------------------
     def _hold_election(self) -> None:
-        state = self._SyncObj__raftState  # type: ignore[attr-defined]
-        if state == 2 or self._SyncObj__selfNode is None:  # type: ignore[attr-defined]
-            self._pv_wanted = self._pv_hold = self._pv_round = None
+        if self._SyncObj__selfNode is None:  # type: ignore[attr-defined]
+            self._pv_wanted = self._pv_round = None
             return
-        if getattr(self, "_SyncObj__transferInProgress", False):
-            return  # TimeoutNow from the leader: elect now, no pre-vote
         now = raft_clock()
-        current: float = getattr(self, "_SyncObj__raftElectionDeadline")  # noqa: B009 - pysyncobj's private
-        if current != self._pv_hold:  # pysyncobj (re)armed it: a heartbeat, a vote, an election
-            if current == 0 and self._pv_round is None and self._pv_wanted == 0:
-                return  # our own release: let pysyncobj start the election
-            self._pv_wanted = current
-            self._pv_round = None
+        if self._SyncObj__raftState == 2:  # type: ignore[attr-defined]
+            # Hold while leading too: pysyncobj leaves its deadline where it was when we won (a
+            # long-past election start, or an old hold) and steps down without re-arming it. Past,
+            # its next tick would start an election without a pre-vote; an old hold, read as "the
+            # deadline pysyncobj wants", kept a deposed leader from ever campaigning (found by the
+            # chaos suite, random-halves: no leader for over 30 s).
+            self._pv_wanted = self._pv_round = None
+            self._set_hold(now)
+            return
+        if self._absorb_deadline():
+            return  # our own release (or a leadership transfer): pysyncobj starts the election now
+        if self._pv_wanted is None:  # just stepped down: one election timeout from now, as a follower
+            self._pv_wanted = now + random.uniform(self._pv_min, self._pv_max)
         if self._pv_round is not None:
             round_id, term, ends = self._pv_round
             voters = len(self._SyncObj__otherNodes) + 1  # type: ignore[attr-defined]
@@ -101,8 +109,34 @@ class PreVoteMixin:
             if now >= ends:
                 self._pv_round = None
                 self._pv_wanted = now + random.uniform(self._pv_min, self._pv_max)
-        elif self._pv_wanted is not None and now >= self._pv_wanted and self._SyncObj__connectedToAnyone():  # type: ignore[attr-defined]
+        elif now >= self._pv_wanted and self._SyncObj__connectedToAnyone():  # type: ignore[attr-defined]
             self._start_pre_vote(now)
+        self._set_hold(now)
+
+    def _hold_after_message(self) -> None:
+        """After every message (cluster/raft_core.py): take over a deadline pysyncobj has just armed
+        before its next tick can act on it. pysyncobj arms ``deadline = now + timeout`` when the
+        message arrives; if handling it takes longer than that (installing a 2.4 MB snapshot did),
+        its tick, which runs before ours, found the deadline passed and started an election without a
+        pre-vote, while the leader was alive."""
+        if self.pre_vote_enabled and self._SyncObj__selfNode is not None and not self._absorb_deadline():  # type: ignore[attr-defined]
+            self._set_hold(raft_clock())
+
+    def _absorb_deadline(self) -> bool:
+        """Take a deadline pysyncobj (re)armed — a heartbeat, a granted vote, an election start — as
+        the one it wants; True when it must be left alone: our own release, or a TimeoutNow."""
+        if getattr(self, "_SyncObj__transferInProgress", False):
+            return True  # TimeoutNow from the leader: elect now, no pre-vote
+        current: float = getattr(self, "_SyncObj__raftElectionDeadline")  # noqa: B009 - pysyncobj's private
+        if current == self._pv_hold:
+            return False
+        if current == 0 and self._pv_round is None and self._pv_wanted == 0:
+            return True
+        self._pv_wanted = current
+        self._pv_round = None
+        return False
+
+    def _set_hold(self, now: float) -> None:
         self._pv_hold = now + _HOLD
         self._SyncObj__raftElectionDeadline = self._pv_hold
 
@@ -138,11 +172,30 @@ class PreVoteMixin:
             granted = bool(message["term"] > my_term and up_to_date and not leader_alive)
             self._SyncObj__transport.send(node, {  # type: ignore[attr-defined]
                 "type": PRE_VOTE_RESPONSE, "round": message["round"], "term": message["term"], "granted": granted,
+                "voter_term": my_term,
             })
             return True
         if kind == PRE_VOTE_RESPONSE:
             current = self._pv_round
             if current is not None and message.get("round") == current[0] and message.get("granted"):
                 self._pv_grants.add(node)
+            elif not message.get("granted"):
+                self._adopt_higher_term(message.get("voter_term"))
             return True
         return False
+
+    def _adopt_higher_term(self, voter_term: Any) -> None:
+        """A refusal from a member in a higher term (etcd: any message with a higher term but a
+        granted pre-vote) moves us to that term, as a follower. Our pre-votes ask for our term + 1,
+        which such a member refuses whatever our log: without this, a member left behind in term T
+        while the others moved to T+1 (a candidate whose election failed) could never be elected,
+        even with the longest log, and no one else could be if the others' logs are behind."""
+        if not isinstance(voter_term, int) or voter_term <= self._SyncObj__raftCurrentTerm:  # type: ignore[attr-defined]
+            return
+        self._SyncObj__setCurrentTerm(voter_term, None)  # type: ignore[attr-defined]
+        if self._SyncObj__raftState != 0:  # type: ignore[attr-defined]
+            self._SyncObj__setState(0)  # type: ignore[attr-defined]
+        self._SyncObj__raftLeader = None
+        self._pv_round = None
+        self._pv_wanted = raft_clock() + random.uniform(self._pv_min, self._pv_max)
+        self.terms_adopted += 1
