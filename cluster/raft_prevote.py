@@ -62,6 +62,7 @@ class PreVoteMixin:
         self._pv_hold: float | None = None  # the value we put in its place
         self._pv_round: tuple[int, int, float] | None = None  # (round id, prospective term, ends at)
         self._pv_grants: set[Any] = set()
+        self._pv_nonce = 0.0  # of our current round: breaks a tie between two rounds at once
         self._pv_ids = itertools.count(1)
         # time.monotonic(), not raft_clock(): only ever compared with time.monotonic() (here and in
         # raft_core's vote refusal under leases), never with a pysyncobj deadline.
@@ -145,9 +146,10 @@ class PreVoteMixin:
         round_id = next(self._pv_ids)
         self._pv_round = (round_id, term, now + random.uniform(self._pv_min, self._pv_max))
         self._pv_grants = set()
+        self._pv_nonce = random.random()
         self.pre_votes_started += 1
         message = {
-            "type": PRE_VOTE, "round": round_id, "term": term,
+            "type": PRE_VOTE, "round": round_id, "term": term, "nonce": self._pv_nonce,
             "last_log_index": self._SyncObj__getCurrentLogIndex(),  # type: ignore[attr-defined]
             "last_log_term": self._SyncObj__getCurrentLogTerm(),  # type: ignore[attr-defined]
         }  # fmt: skip
@@ -169,7 +171,8 @@ class PreVoteMixin:
             up_to_date = (message["last_log_term"], message["last_log_index"]) >= (my_last_term, my_last_index)
             leader_alive = (self._SyncObj__raftState == 2  # type: ignore[attr-defined]
                             or time.monotonic() - self._pv_last_leader_contact < self._pv_min)
-            granted = bool(message["term"] > my_term and up_to_date and not leader_alive)
+            granted = bool(message["term"] > my_term and up_to_date and not leader_alive
+                           and not self._contending(message, my_last_term, my_last_index))
             self._SyncObj__transport.send(node, {  # type: ignore[attr-defined]
                 "type": PRE_VOTE_RESPONSE, "round": message["round"], "term": message["term"], "granted": granted,
                 "voter_term": my_term,
@@ -183,6 +186,23 @@ class PreVoteMixin:
                 self._adopt_higher_term(message.get("voter_term"))
             return True
         return False
+
+    def _contending(self, message: dict[str, Any], my_last_term: int, my_last_index: int) -> bool:
+        """Whether our own pre-vote round (or the election it just won) goes before the sender's.
+
+        Two followers whose timeouts end together — both starved of CPU and woken in the same
+        scheduler slice — each granted the other's pre-vote, both started the election, and the
+        votes split, twice in a row (chaos kill-leader, 3 nodes: 0.7 s without a leader). Between
+        two rounds at once only one is granted: the higher term, then the longer log, then the
+        higher random nonce of the round. While our won round waits for pysyncobj to start the
+        election, we grant none."""
+        if self._pv_round is None:
+            released = self._pv_wanted == 0 and getattr(self, "_SyncObj__raftElectionDeadline") == 0  # noqa: B009
+            return bool(released)
+        _round_id, my_term, _ends = self._pv_round
+        mine = (my_term, my_last_term, my_last_index, self._pv_nonce)
+        theirs = (message["term"], message["last_log_term"], message["last_log_index"], message.get("nonce", 0.0))
+        return mine >= theirs
 
     def _adopt_higher_term(self, voter_term: Any) -> None:
         """A refusal from a member in a higher term (etcd: any message with a higher term but a

@@ -158,6 +158,52 @@ def test_a_pre_vote_answer_carries_the_voters_term() -> None:
     assert answer["granted"] is False and answer["voter_term"] == 6
 
 
+def _deliver(to: _Member, sender: str, messages: list[tuple[Any, dict[str, Any]]], source: _Member) -> None:
+    """Hand ``to`` the messages ``source`` sent it (addressed by name); replies go back to ``source``."""
+    for peer, message in messages:
+        if peer == to._SyncObj__selfNode:
+            before = len(to.sent)
+            to._handle_pre_vote(sender, message)
+            for reply_peer, reply in to.sent[before:]:
+                assert reply_peer == sender
+                source._handle_pre_vote(to._SyncObj__selfNode, reply)
+
+
+@pytest.mark.timeout(30)
+def test_of_two_pre_vote_rounds_at_once_exactly_one_is_granted() -> None:
+    # Chaos kill-leader (3 nodes): both surviving followers, woken in the same scheduler slice, each
+    # granted the other's pre-vote; both elected themselves and the votes split, twice (0.7 s).
+    for _attempt in range(20):
+        a, b = _Member(timeout=0.05), _Member(timeout=0.05)
+        b._SyncObj__selfNode, b._SyncObj__otherNodes = "n2", {"n1", "n3"}
+        a._pv_last_leader_contact = b._pv_last_leader_contact = time.monotonic() - 1.0  # the leader died
+        a.tick_until_pre_vote(within=2.0)
+        b.tick_until_pre_vote(within=2.0)  # both rounds open before either hears of the other
+        sent_a, sent_b = list(a.sent), list(b.sent)
+        a.sent.clear()
+        b.sent.clear()
+        _deliver(b, "n1", sent_a, a)
+        _deliver(a, "n2", sent_b, b)
+        granted = [len(m._pv_grants) for m in (a, b)]
+        assert sorted(granted) == [0, 1], granted
+
+
+def test_a_member_that_won_its_pre_vote_grants_no_other_until_its_election_starts() -> None:
+    node = _Member(timeout=0.3)
+    node._pv_last_leader_contact = time.monotonic() - 1.0
+    node.tick_until_pre_vote(within=2.0)
+    round_id = node.sent[0][1]["round"]
+    for peer in ("n2", "n3"):
+        node._handle_pre_vote(peer, {"type": "gw_pre_vote_resp", "round": round_id, "term": 5, "granted": True,
+                                     "voter_term": 4})  # fmt: skip
+    node._hold_election()  # a majority granted: released, pysyncobj's next tick elects
+    assert node._SyncObj__raftElectionDeadline == 0
+    node.sent.clear()
+    node._handle_pre_vote("n2", {"type": "gw_pre_vote", "round": 1, "term": 5, "nonce": 1.0,
+                                 "last_log_index": 99, "last_log_term": 4})  # fmt: skip
+    assert node.sent[0][1]["granted"] is False
+
+
 # -- real members: a slow message must not let pysyncobj start an election itself -------------------
 class SlowOnceCore(RaftCore):
     """Sleeps once, right after handling an AppendEntries, when ``slow_next`` is set (a stand-in for
