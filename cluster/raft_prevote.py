@@ -177,6 +177,8 @@ class PreVoteMixin:
                 "type": PRE_VOTE_RESPONSE, "round": message["round"], "term": message["term"], "granted": granted,
                 "voter_term": my_term,
             })
+            if granted:
+                self._step_aside()
             return True
         if kind == PRE_VOTE_RESPONSE:
             current = self._pv_round
@@ -186,6 +188,16 @@ class PreVoteMixin:
                 self._adopt_higher_term(message.get("voter_term"))
             return True
         return False
+
+    def _step_aside(self) -> None:
+        """Having granted a pre-vote, give that candidate an election timeout before campaigning
+        ourselves, and drop a round of our own: it could still win on a third member's grants and
+        split the vote (three members without a leader, all in a round at once), as a Raft vote
+        resets the voter's timer."""
+        self._pv_round = None
+        later = raft_clock() + random.uniform(self._pv_min, self._pv_max)
+        if self._pv_wanted is not None and self._pv_wanted != 0:
+            self._pv_wanted = max(self._pv_wanted, later)
 
     def _contending(self, message: dict[str, Any], my_last_term: int, my_last_index: int) -> bool:
         """Whether our own pre-vote round (or the election it just won) goes before the sender's.

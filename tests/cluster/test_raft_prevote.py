@@ -188,6 +188,28 @@ def test_of_two_pre_vote_rounds_at_once_exactly_one_is_granted() -> None:
         assert sorted(granted) == [0, 1], granted
 
 
+@pytest.mark.timeout(30)
+def test_of_three_rounds_at_once_only_one_gathers_a_majority() -> None:
+    # No leader and all three members in a round at once (a cluster starting, or a heal): the middle
+    # one, granted by the lowest, would also have won had it kept its round after granting the top.
+    names = ["n1", "n2", "n3"]
+    for _attempt in range(20):
+        members = [_Member(timeout=0.05) for _ in names]
+        for member, name in zip(members, names, strict=True):
+            member._SyncObj__selfNode, member._SyncObj__otherNodes = name, set(names) - {name}
+            member._pv_last_leader_contact = time.monotonic() - 1.0
+            member.tick_until_pre_vote(within=2.0)
+        outboxes = [list(m.sent) for m in members]
+        for m in members:
+            m.sent.clear()
+        for source, outbox, name in zip(members, outboxes, names, strict=True):
+            for target in members:
+                if target is not source:
+                    _deliver(target, name, outbox, source)
+        winners = [m for m in members if m._pv_round is not None and (len(m._pv_grants) + 1) * 2 > 3]
+        assert len(winners) == 1, [(m._SyncObj__selfNode, m._pv_round, m._pv_grants) for m in members]
+
+
 def test_a_member_that_won_its_pre_vote_grants_no_other_until_its_election_starts() -> None:
     node = _Member(timeout=0.3)
     node._pv_last_leader_contact = time.monotonic() - 1.0
