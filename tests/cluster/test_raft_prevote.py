@@ -15,20 +15,11 @@ from typing import Any
 import pytest
 from pysyncobj.monotonic import monotonic as pysyncobj_clock
 
-from cluster.raft import RaftNode, RaftSettings
+from cluster.raft import RaftNode
 from cluster.raft_core import RaftCore
 from cluster.raft_prevote import PreVoteMixin
-from tests.support.cluster import free_port
 from tests.support.http import wait_for
-
-
-class _Transport:
-    def __init__(self) -> None:
-        self.sent: list[tuple[Any, dict[str, Any]]] = []
-
-    def send(self, node: Any, message: dict[str, Any]) -> bool:
-        self.sent.append((node, message))
-        return True
+from tests.support.raft import RecordingTransport, members_of
 
 
 class _Member(PreVoteMixin):
@@ -38,7 +29,7 @@ class _Member(PreVoteMixin):
     def __init__(self, timeout: float, term: int = 4) -> None:
         fields = {"raftState": 0, "selfNode": "n1", "transferInProgress": False, "otherNodes": {"n2", "n3"},
                   "raftCurrentTerm": term, "raftElectionDeadline": pysyncobj_clock() + timeout,
-                  "transport": _Transport(), "raftLeader": None}  # fmt: skip
+                  "transport": RecordingTransport(), "raftLeader": None}  # fmt: skip
         for name, value in fields.items():
             setattr(self, f"_SyncObj__{name}", value)
         self._prevote_init(timeout / 2, timeout, enabled=True)
@@ -249,20 +240,10 @@ class SlowOnceNode(RaftNode):
 
 @pytest.fixture
 def members(tmp_path: Path) -> Iterator[list[SlowOnceCore]]:
-    addrs = [f"127.0.0.1:{free_port()}" for _ in range(3)]
-    nodes: list[RaftNode] = []
-    try:
-        for i, addr in enumerate(addrs):
-            settings = RaftSettings(self_addr=addr, partners=[a for a in addrs if a != addr], password="t",
-                                    data_dir=str(tmp_path / f"n{i}"), fsync=False)
-            nodes.append(SlowOnceNode(settings, apply_fn=lambda p: None, snapshot_fn=lambda: b"",
-                                      restore_fn=lambda b: None))
+    with members_of(tmp_path, SlowOnceNode) as nodes:
         cores = [n._core for n in nodes]
         assert all(isinstance(c, SlowOnceCore) for c in cores)
         yield cores  # type: ignore[misc]
-    finally:
-        for node in nodes:
-            node.destroy_synchronous()
 
 
 @pytest.mark.timeout(60)

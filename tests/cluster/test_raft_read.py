@@ -12,7 +12,7 @@ import pytest
 from cluster.raft import RaftNode
 from cluster.raft_read import ReadIndexMixin, ReadIndexUnavailable
 from tests.support.http import wait_for
-from tests.support.raft import recording_members
+from tests.support.raft import RecordingTransport, recording_members
 
 
 @pytest.fixture
@@ -58,15 +58,6 @@ async def test_a_leader_without_a_majority_gets_no_read_index(members: list[tupl
         await leader.read_index(2.0)
 
 
-class _FakeTransport:
-    def __init__(self) -> None:
-        self.sent: list[tuple[object, dict[str, object]]] = []
-
-    def send(self, node: object, message: dict[str, object]) -> bool:
-        self.sent.append((node, message))
-        return True
-
-
 class _Follower(ReadIndexMixin):
     """The mixin on a stand-in follower: just the pysyncobj state it reads."""
 
@@ -75,7 +66,7 @@ class _Follower(ReadIndexMixin):
     def __init__(self) -> None:
         self._SyncObj__raftState = 0  # follower
         self._SyncObj__raftLeader: object = "old-leader"
-        self._SyncObj__transport = _FakeTransport()
+        self._SyncObj__transport = RecordingTransport()
         self._read_init()
 
     def addOnTickCallback(self, fn: object) -> None:  # noqa: N802 - pysyncobj's name
