@@ -91,7 +91,7 @@ class PreVoteMixin:
         if self._absorb_deadline():
             return  # our own release (or a leadership transfer): pysyncobj starts the election now
         if self._pv_wanted is None:  # just stepped down: one election timeout from now, as a follower
-            self._pv_wanted = now + random.uniform(self._pv_min, self._pv_max)
+            self._pv_wanted = self._timeout_from(now)
         if self._pv_round is not None:
             round_id, term, ends = self._pv_round
             voters = len(self._SyncObj__otherNodes) + 1  # type: ignore[attr-defined]
@@ -109,7 +109,7 @@ class PreVoteMixin:
                 return
             if now >= ends:
                 self._pv_round = None
-                self._pv_wanted = now + random.uniform(self._pv_min, self._pv_max)
+                self._pv_wanted = self._timeout_from(now)
         elif now >= self._pv_wanted and self._SyncObj__connectedToAnyone():  # type: ignore[attr-defined]
             self._start_pre_vote(now)
         self._set_hold(now)
@@ -120,7 +120,11 @@ class PreVoteMixin:
         message arrives; if handling it takes longer than that (installing a 2.4 MB snapshot did),
         its tick, which runs before ours, found the deadline passed and started an election without a
         pre-vote, while the leader was alive."""
-        if self.pre_vote_enabled and self._SyncObj__selfNode is not None and not self._absorb_deadline():  # type: ignore[attr-defined]
+        if not self.pre_vote_enabled or self._SyncObj__selfNode is None:  # type: ignore[attr-defined]
+            return
+        if getattr(self, "_SyncObj__raftElectionDeadline") == self._pv_hold:  # noqa: B009
+            return  # nothing re-armed it (a leader's acks, reads, pre-votes): no clock read, no write
+        if not self._absorb_deadline():
             self._set_hold(raft_clock())
 
     def _absorb_deadline(self) -> bool:
@@ -131,11 +135,20 @@ class PreVoteMixin:
         current: float = getattr(self, "_SyncObj__raftElectionDeadline")  # noqa: B009 - pysyncobj's private
         if current == self._pv_hold:
             return False
-        if current == 0 and self._pv_round is None and self._pv_wanted == 0:
+        if self._released():
             return True
         self._pv_wanted = current
         self._pv_round = None
         return False
+
+    def _timeout_from(self, now: float) -> float:
+        """One random election timeout after ``now`` (pysyncobj's clock)."""
+        return now + random.uniform(self._pv_min, self._pv_max)
+
+    def _released(self) -> bool:
+        """Our won round set pysyncobj's deadline to 0 and its next tick has not elected yet."""
+        current = getattr(self, "_SyncObj__raftElectionDeadline")  # noqa: B009 - pysyncobj's private
+        return bool(current == 0 and self._pv_round is None and self._pv_wanted == 0)
 
     def _set_hold(self, now: float) -> None:
         self._pv_hold = now + _HOLD
@@ -144,7 +157,7 @@ class PreVoteMixin:
     def _start_pre_vote(self, now: float) -> None:
         term = self._SyncObj__raftCurrentTerm + 1  # type: ignore[attr-defined]
         round_id = next(self._pv_ids)
-        self._pv_round = (round_id, term, now + random.uniform(self._pv_min, self._pv_max))
+        self._pv_round = (round_id, term, self._timeout_from(now))
         self._pv_grants = set()
         self._pv_nonce = random.random()
         self.pre_votes_started += 1
@@ -195,7 +208,7 @@ class PreVoteMixin:
         split the vote (three members without a leader, all in a round at once), as a Raft vote
         resets the voter's timer."""
         self._pv_round = None
-        later = raft_clock() + random.uniform(self._pv_min, self._pv_max)
+        later = self._timeout_from(raft_clock())
         if self._pv_wanted is not None and self._pv_wanted != 0:
             self._pv_wanted = max(self._pv_wanted, later)
 
@@ -209,8 +222,7 @@ class PreVoteMixin:
         higher random nonce of the round. While our won round waits for pysyncobj to start the
         election, we grant none."""
         if self._pv_round is None:
-            released = self._pv_wanted == 0 and getattr(self, "_SyncObj__raftElectionDeadline") == 0  # noqa: B009
-            return bool(released)
+            return self._released()
         _round_id, my_term, _ends = self._pv_round
         mine = (my_term, my_last_term, my_last_index, self._pv_nonce)
         theirs = (message["term"], message["last_log_term"], message["last_log_index"], message.get("nonce", 0.0))
@@ -229,5 +241,5 @@ class PreVoteMixin:
             self._SyncObj__setState(0)  # type: ignore[attr-defined]
         self._SyncObj__raftLeader = None
         self._pv_round = None
-        self._pv_wanted = raft_clock() + random.uniform(self._pv_min, self._pv_max)
+        self._pv_wanted = self._timeout_from(raft_clock())
         self.terms_adopted += 1
