@@ -19,7 +19,7 @@ from cluster.raft import RaftNode
 from cluster.raft_core import RaftCore
 from cluster.raft_prevote import PreVoteMixin
 from tests.support.http import wait_for
-from tests.support.raft import RecordingTransport, members_of
+from tests.support.raft import RecordingTransport, recording_members
 
 
 class _Member(PreVoteMixin):
@@ -240,8 +240,8 @@ class SlowOnceNode(RaftNode):
 
 @pytest.fixture
 def members(tmp_path: Path) -> Iterator[list[SlowOnceCore]]:
-    with members_of(tmp_path, SlowOnceNode) as nodes:
-        cores = [n._core for n in nodes]
+    with recording_members(tmp_path, fsync=False, node_class=SlowOnceNode) as nodes:
+        cores = [n._core for n, _applied in nodes]
         assert all(isinstance(c, SlowOnceCore) for c in cores)
         yield cores  # type: ignore[misc]
 
