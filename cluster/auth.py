@@ -1,7 +1,7 @@
 """Admin and proxy authentication: HS256 JWTs signed with a key derived from the cluster secret.
 
 Why derive instead of reusing the secret: the cluster secret also encrypts Raft traffic
-(pysyncobj's Fernet ``password``); a separate HMAC-derived key means a leaked token-signing key
+(AES-GCM frames, cluster/raft_seal.py); a separate HMAC-derived key means a leaked token-signing key
 never decrypts Raft traffic and vice versa.
 
 Revocation and rotation (docs/membership-and-tokens.md): a signature alone cannot be taken back, so

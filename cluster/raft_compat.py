@@ -45,7 +45,8 @@ PROTECTED_METHODS: dict[str, tuple[str, ...]] = {
                      "_connectIfNecessarySingle", "_onOutgoingConnected", "_onDisconnected", "addNode",
                      "dropNode", "send", "_onNewIncomingConnection"),
     "TcpConnection": ("send",),
-    "SyncObj": ("_checkCommandsToApply", "_isLeader", "addOnTickCallback", "removeOnTickCallback", "_onTick"),
+    "SyncObj": ("_checkCommandsToApply", "_isLeader", "addOnTickCallback", "removeOnTickCallback", "_onTick",
+                "encryptor"),
 }  # fmt: skip
 # Protected attributes of the live transport and SyncObj that cluster/raft_transport.py reads.
 TRANSPORT_ATTRIBUTES = ("_syncObj", "_connections", "_unknownConnections", "_nodes", "_lastConnectAttempt")

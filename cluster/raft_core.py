@@ -31,6 +31,7 @@ from cluster.raft_journal import DurableJournal
 from cluster.raft_prevote import PreVoteMixin
 from cluster.raft_read import ReadIndexMixin
 from cluster.raft_safety import LogSafetyMixin, align_journal_to_dump
+from cluster.raft_seal import FrameSeal
 from cluster.raft_settings import RaftBindError, RaftSettings
 from cluster.raft_transport import transport_class
 
@@ -69,8 +70,11 @@ class RaftCore(PreVoteMixin, ReadIndexMixin, LogSafetyMixin, AppendBatchMixin, M
         self._dump_file = dump_file
         self.stale_snapshots_ignored = 0
         self._stale_burst: tuple[int, float, int, int] = (0, 0.0, 0, 0)  # count, last at, index, applied
+        # pysyncobj's own Fernet is never built (password=None): every connection seals its frames
+        # with ``encryptor`` below, which the transport reads from here (cluster/raft_seal.py).
+        self._frame_seal = FrameSeal(settings.password)
         conf = SyncObjConf(
-            password=settings.password,
+            password=None,
             appendEntriesUseBatch=False,
             raftMinTimeout=settings.min_timeout,
             raftMaxTimeout=settings.max_timeout,
@@ -157,6 +161,11 @@ class RaftCore(PreVoteMixin, ReadIndexMixin, LogSafetyMixin, AppendBatchMixin, M
             raise RaftBindError(
                 f"cannot bind Raft address {settings.self_addr}: port busy or address not local"
             ) from exc
+
+    @property
+    def encryptor(self) -> FrameSeal:
+        """What pysyncobj's transport seals and opens every frame with (in place of its Fernet)."""
+        return self._frame_seal
 
     # -- the one replicated command ---------------------------------------------------------------
     @replicated  # type: ignore[untyped-decorator]  # pysyncobj's, untyped

@@ -1,5 +1,6 @@
-"""Raft traffic is encrypted with the cluster secret: a peer without it cannot make a node unpickle
-anything (pysyncobj pickles its messages), and the cluster keeps working."""
+"""Raft traffic is sealed with the cluster secret: a peer without it cannot make a node unpickle
+anything (pysyncobj pickles its messages), and the cluster keeps working. Frames in pysyncobj's own
+Fernet format are refused too, even under the right password: only AES-GCM frames are opened."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ import zlib
 from pathlib import Path
 
 from cryptography.fernet import Fernet
+from pysyncobj.encryptor import getEncryptor
 
+from cluster.auth import raft_password
+from cluster.raft_seal import FrameSeal
 from tests.integration.test_failover import write_any
 from tests.support.cluster import Cluster
 
@@ -31,11 +35,18 @@ def frame(data: bytes) -> bytes:
 def test_unencrypted_or_wrong_key_pickles_are_never_loaded(cluster: Cluster, tmp_path: Path) -> None:
     plain_marker = tmp_path / "plain-pwned"
     wrong_key_marker = tmp_path / "wrong-key-pwned"
+    fernet_marker = tmp_path / "fernet-pwned"
     plain = zlib.compress(pickle.dumps(Exploit(plain_marker)))
     wrong = Fernet(Fernet.generate_key()).encrypt(zlib.compress(pickle.dumps(Exploit(wrong_key_marker))))
+    sealed_wrong = FrameSeal("not-the-cluster-password").encrypt_at_time(
+        zlib.compress(pickle.dumps(Exploit(wrong_key_marker))), 1
+    )
+    fernet_right_key = getEncryptor(raft_password(cluster.secret)).encrypt(
+        zlib.compress(pickle.dumps(Exploit(fernet_marker)))
+    )
     for node in cluster.nodes:
         host, port = node.raft_addr.split(":")
-        for payload in (plain, wrong):
+        for payload in (plain, wrong, sealed_wrong, fernet_right_key):
             with socket.create_connection((host, int(port)), timeout=5) as s:
                 s.sendall(frame(payload))
                 s.settimeout(2)
@@ -44,5 +55,5 @@ def test_unencrypted_or_wrong_key_pickles_are_never_loaded(cluster: Cluster, tmp
                 except OSError:
                     pass
     write_any(cluster, "still-works", 16000, "still-works", time.monotonic() + 10)
-    assert not plain_marker.exists() and not wrong_key_marker.exists()
+    assert not plain_marker.exists() and not wrong_key_marker.exists() and not fernet_marker.exists()
     assert all(n.alive for n in cluster.nodes)
