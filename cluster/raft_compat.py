@@ -38,8 +38,9 @@ TCP_CONNECTION_ATTRIBUTES = (
     "_TcpConnection__writeBuffer", "_TcpConnection__lastReadTime", "_TcpConnection__processConnection",
     "_TcpConnection__trySendBuffer",
 )  # fmt: skip
-# Protected (single-underscore) library methods the adapter overrides or calls: a rename would leave
-# an override dead as silently as a mangled one (checked on the library classes, by name).
+# Protected (single-underscore) library methods, and the public ``SyncObj.encryptor`` property, that
+# the adapter overrides or calls: a rename would leave an override dead as silently as a mangled one
+# (checked on the library classes, by name).
 PROTECTED_METHODS: dict[str, tuple[str, ...]] = {
     "TCPTransport": ("_onTick", "_onMessageReceived", "_onNodeConnected", "_onNodeDisconnected",
                      "_connectIfNecessarySingle", "_onOutgoingConnected", "_onDisconnected", "addNode",
