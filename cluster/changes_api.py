@@ -153,7 +153,7 @@ class ChangesAPI:
         """The status frame (wire form) the stream would send now: revision and hash of the applied state."""
         now = time.monotonic()
         if self._status is None or now - self._status[0] > STATUS_TTL:
-            st = self.store.raft_status()
+            st = self.store.feed_status()
             leader = st.get("leader_id")
             self._status = (now, {
                 "node_id": str(st.get("node_id", self.store.node_id)), "leader_id": None if leader is None else str(leader),

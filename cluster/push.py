@@ -155,8 +155,11 @@ class PushHub:
 
     def _on_store_change(self, revision: int) -> None:
         """Store callback, in the loop: new revision or raft status change."""
-        status = self._status = self._read_status()
         self._status_frame = None  # members may have changed with the Raft configuration
+        if not self._sessions:  # read when a session asks (``self._status or self._read_status()``)
+            self._status = None
+            return
+        status = self._status = self._read_status()
         key = (status.leader_id, status.term, status.has_quorum)
         now = time.time()
         for s in self._sessions.values():
@@ -219,7 +222,7 @@ class PushHub:
         return delta.revision, frame
 
     def _read_status(self) -> Status:
-        st = self.store.raft_status()
+        st = self.store.feed_status()
         leader = st.get("leader_id")
         return Status(
             node_id=str(st.get("node_id", self.store.node_id)), leader_id=None if leader is None else str(leader),

@@ -113,6 +113,10 @@ class RaftNode:
         """Role, leader, term, indexes, quorum, links and counters (``/v1/status``'s Raft part)."""
         return self._core.status()
 
+    def role(self) -> tuple[str, str | None, int, bool]:
+        """(role, leader address, term, has quorum): the cheap part of ``status``."""
+        return self._core.role()
+
     def links(self) -> dict[str, dict[str, Any]]:
         return self._core.links()
 
@@ -184,7 +188,7 @@ class RaftNode:
                 if abort_without_quorum:
                     result, err = await self._await_with_quorum(fut, deadline, quorum_wait)
                 else:
-                    result, err = await asyncio.wait_for(asyncio.shield(fut), remaining)
+                    result, err = await _within(fut, remaining)
             except TimeoutError:
                 raise OutcomeUnknown(last_reason if attempt else "timeout") from None
             if err == FAIL_REASON.SUCCESS:
@@ -238,3 +242,19 @@ class RaftNode:
 def _resolve(fut: asyncio.Future[tuple[Any, int]], result: Any, err: int) -> None:
     if not fut.done():
         fut.set_result((result, err))
+
+
+async def _within(fut: asyncio.Future[tuple[Any, int]], timeout: float) -> tuple[Any, int]:
+    """``fut``'s result, or TimeoutError after ``timeout`` seconds. Unlike ``wait_for(shield(fut))``
+    the waiting task resumes in the loop iteration after the tick thread's answer, not three
+    iterations later (each one an epoll round on a sequential write's critical path)."""
+    timer = asyncio.get_running_loop().call_later(timeout, _expire, fut)
+    try:
+        return await fut
+    finally:
+        timer.cancel()
+
+
+def _expire(fut: asyncio.Future[tuple[Any, int]]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())

@@ -36,6 +36,7 @@ from cluster.raft_settings import RaftBindError, RaftSettings
 from cluster.raft_transport import transport_class
 
 _journal_lock = threading.Lock()
+_ROLES = {0: "follower", 1: "candidate", 2: "leader"}  # pysyncobj's _RAFT_STATE values
 
 
 class RaftCore(PreVoteMixin, ReadIndexMixin, LogSafetyMixin, AppendBatchMixin, MembershipMixin, SyncObj):  # type: ignore[misc]
@@ -265,26 +266,32 @@ class RaftCore(PreVoteMixin, ReadIndexMixin, LogSafetyMixin, AppendBatchMixin, M
         raw = transport.links() if hasattr(transport, "links") else {}
         return {self.member_id(addr) or addr: info for addr, info in raw.items()}
 
-    def status(self) -> dict[str, Any]:
-        # Read straight from the member, not through pysyncobj's getStatus(): that builds a dict of
-        # ~20 debug keys (per-peer next/match indexes, uptime, versions) and the push hub and the
-        # changes API read this status once per applied batch of writes.
+    def role(self) -> tuple[str, str | None, int, bool]:
+        """(role, leader address, term, has quorum) as of the last tick: what the config feeds read
+        once per applied batch of writes, without the links and counters ``status`` gathers."""
         snap = self._role_snapshot
         if snap is None:  # not ticked yet
             snap = (self._SyncObj__raftState, self._SyncObj__raftCurrentTerm, self._SyncObj__raftLeader,
                     self.hasQuorum)
         state, term, leader, has_quorum = snap
+        return _ROLES.get(state, "unknown"), leader.id if leader is not None else None, term, bool(has_quorum)
+
+    def status(self) -> dict[str, Any]:
+        # Read straight from the member, not through pysyncobj's getStatus(): that builds a dict of
+        # ~20 debug keys (per-peer next/match indexes, uptime, versions) and the push hub and the
+        # changes API read this status once per applied batch of writes.
+        role, leader, term, has_quorum = self.role()
         connected = self._SyncObj__connectedNodes
         partners = {node.id: node in connected for node in list(self._SyncObj__otherNodes)}
         transport = self._SyncObj__transport
         return {
-            "role": {0: "follower", 1: "candidate", 2: "leader"}.get(state, "unknown"),
-            "leader": leader.id if leader is not None else None,
+            "role": role,
+            "leader": leader,
             "term": term,
             "commit_index": self._SyncObj__raftCommitIndex,
             "applied_index": self._SyncObj__raftLastApplied,
             "log_len": len(self._SyncObj__raftLog),
-            "has_quorum": bool(has_quorum),
+            "has_quorum": has_quorum,
             "partners_connected": partners,
             "stale_append_entries_trimmed": self.stale_append_entries_trimmed,
             "stale_snapshots_ignored": self.stale_snapshots_ignored,

@@ -132,6 +132,16 @@ class ConfigStore:
     async def transfer_leadership(self, timeout: float) -> None:
         await self._raft.transfer_leadership(timeout)
 
+    def feed_status(self) -> dict[str, Any]:
+        """What a config feed tells proxies (node, leader, term, quorum, revision): read once per
+        applied batch of writes, so without the links, counters and hash of ``raft_status``."""
+        _role, leader_addr, term, has_quorum = self._raft.role()
+        known_leader = leader_addr if leader_addr and has_quorum else None  # see raft_status
+        leader_id = (self._raft.member_id(known_leader) or self._addr_to_id.get(known_leader, known_leader)
+                     if known_leader else None)
+        return {"node_id": self.node_id, "leader_id": leader_id, "term": term, "has_quorum": has_quorum,
+                "revision": self._sm.config.revision}
+
     def raft_status(self) -> dict[str, Any]:
         status = self._raft.status()
         leader_addr = status.pop("leader")

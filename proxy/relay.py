@@ -124,6 +124,9 @@ class RelayStore:
     def token_revoked(self, jti: str) -> bool:
         return False
 
+    def feed_status(self) -> dict[str, Any]:
+        return self.raft_status()
+
     def raft_status(self) -> dict[str, Any]:
         up = self.upstream
         return {

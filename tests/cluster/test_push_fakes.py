@@ -89,6 +89,9 @@ class FakeStore:
     def raft_status(self) -> dict[str, Any]:
         return {"node_id": self.node_id, "revision": self._state.revision, **self.status}
 
+    def feed_status(self) -> dict[str, Any]:
+        return self.raft_status()
+
     def member_urls(self) -> list[str]:
         return list(self.members)
 
