@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from bench.client import Conn
+from bench.cp_cases import UNLIMITED
 from bench.procs import LOAD_CORE, PROXY_CORE, pin, tree_cpu
 from tests.support.cluster import Cluster, NodeProc, upstream_body
 
@@ -62,7 +63,7 @@ def main() -> None:
     ap.add_argument("--out", default="py-spy.txt")
     args = ap.parse_args()
     os.sched_setaffinity(0, {LOAD_CORE})
-    c = Cluster(Path(tempfile.mkdtemp(prefix="cp-cpu-")))
+    c = Cluster(Path(tempfile.mkdtemp(prefix="cp-cpu-")), extra_toml=UNLIMITED)
     c.start_all()
     try:
         for n in c.nodes:

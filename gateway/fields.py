@@ -8,6 +8,7 @@ up lower-cased; methods are upper-cased; CIDRs are normalized by ``ipaddress``.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from typing import Any
@@ -96,15 +97,24 @@ def route_host(*, default: Any = REQUIRED) -> Str:
     return Str(default=default, max_len=255, lower=True, check=check)
 
 
+@functools.lru_cache(maxsize=4096)
+def _normalized_ip(text: str) -> str | None:
+    """``text`` as a normalized IP address, or None if it is not one. Cached: every member
+    validates every upstream target on every write, and fleets reuse a few hundred addresses."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
 def host_or_ip(*, default: Any = REQUIRED) -> Str:
     """An upstream host: an IP address (normalized; ``[::1]`` accepted) or a lower-cased hostname."""
 
     def check(value: str, path: str) -> str:
         bare = value[1:-1] if value.startswith("[") and value.endswith("]") else value
-        try:
-            return str(ipaddress.ip_address(bare))
-        except ValueError:
-            pass
+        address = _normalized_ip(bare)
+        if address is not None:
+            return address
         try:
             return _check_hostname(value, path)
         except ValidationError:

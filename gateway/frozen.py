@@ -80,33 +80,41 @@ def _rebuild_list(value: list[Any]) -> FrozenList:
     return freeze(value)  # type: ignore[no-any-return]
 
 
+_SCALARS = frozenset({str, int, float, bool, bytes, type(None)})  # shared as they are, never copied
+
+
 def freeze(value: Any) -> Any:
     """A deep, read-only copy of ``value`` (dicts, lists and tuples are copied; scalars shared).
 
     Already frozen containers are returned as they are: they can only have been built by this
     function, so their contents are frozen too and copying them again would only cost time.
     """
+    kind = type(value)
+    if kind in _SCALARS or kind is FrozenDict or kind is FrozenList:
+        return value  # exact-type tests first: every member freezes every written spec
     if isinstance(value, FrozenDict | FrozenList):
         return value
     if isinstance(value, dict):
         frozen = FrozenDict()
         for key, item in value.items():
-            dict.__setitem__(frozen, key, freeze(item))
+            dict.__setitem__(frozen, key, item if type(item) in _SCALARS else freeze(item))
         return frozen
     if isinstance(value, list | tuple):
         out = FrozenList()
         for item in value:
-            list.append(out, freeze(item))
+            list.append(out, item if type(item) in _SCALARS else freeze(item))
         return out
     return value
 
 
 def thaw(value: Any) -> Any:
     """A deep, plain (mutable) copy of a frozen value; the inverse of ``freeze``."""
+    if type(value) in _SCALARS:
+        return value
     if isinstance(value, dict):
-        return {key: thaw(item) for key, item in value.items()}
+        return {key: item if type(item) in _SCALARS else thaw(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [thaw(item) for item in value]
+        return [item if type(item) in _SCALARS else thaw(item) for item in value]
     return value
 
 

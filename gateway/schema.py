@@ -50,6 +50,7 @@ class _Sentinel:
         return self.name
 
 
+_IMMUTABLE = (str, int, float, bool, bytes)
 REQUIRED: Any = _Sentinel("REQUIRED")
 """Default marker: the field must be present."""
 FILL: Any = _Sentinel("FILL")
@@ -79,9 +80,14 @@ class Field:
 
     def default_value(self, path: str) -> Any:
         """The value used when the field is absent (a fresh copy; ``FILL`` builds it from ``{}``)."""
-        if self.default is FILL:
+        default = self.default
+        if default is FILL:
             return self.check({}, path)
-        return copy.deepcopy(self.default)
+        if default is None or type(default) in _IMMUTABLE:
+            return default
+        if not default and type(default) in (list, dict):  # the common ``[]`` / ``{}``: no deepcopy
+            return type(default)()
+        return copy.deepcopy(default)
 
     def check(self, value: Any, path: str) -> Any:
         """Validate ``value`` and return its normalized form, or raise ``ValidationError`` at ``path``."""
@@ -324,13 +330,12 @@ class Obj(Field):
                 raise ValidationError(f"unknown field (known fields: {known})", join_path(path, key))
         out: dict[str, Any] = {}
         for name, field in self.fields.items():
-            sub = join_path(path, name)
             if name in value:
-                out[name] = field.check(value[name], sub)
-            elif field.required:
-                raise ValidationError("is required", sub)
+                out[name] = field.check(value[name], join_path(path, name))
+            elif field.default is REQUIRED:
+                raise ValidationError("is required", join_path(path, name))
             else:
-                out[name] = field.default_value(sub)
+                out[name] = field.default_value(join_path(path, name))
         if self.post is not None:
             replaced = self.post(out, path)
             if replaced is not None:
