@@ -11,12 +11,14 @@ lives (details in docs/pysyncobj.md and docs/control-plane.md):
   dump serializer, role/term/quorum snapshots and their events.
 * ``cluster/raft_safety.py`` — log-safety overrides (Raft §5.3 truncation, snapshot commit index,
   stale snapshots, compaction that would empty the log).
-* ``cluster/raft_journal.py`` (durability, group commit), ``cluster/raft_transport.py`` (link
+* ``cluster/raft_journal.py`` (durability, group commit), ``cluster/raft_dump.py`` (log
+  compaction a slice per tick), ``cluster/raft_transport.py`` (link
   deadlines, pings, numbered heartbeats), ``cluster/raft_deadline.py`` (no zombie writes),
   ``cluster/raft_read.py`` (ReadIndex, leader leases), ``cluster/raft_prevote.py`` (pre-vote),
   ``cluster/membership.py`` (dynamic membership).
 * ``cluster/raft_compat.py`` — before the member is built, every override of a private pysyncobj
-  name (in the core, its mixins, the transport, the connection and the journal) is checked.
+  name (in the core, its mixins, the transport, the connection, the journal and the serializer)
+  is checked.
 * ``submit`` here — every call has a deadline (callbacks were seen to never fire), results are
   handed to asyncio with ``call_soon_threadsafe`` from the tick thread, and transient failures (no
   leader, leader changed) are retried with the same payload: the store dedupes by request id.
@@ -25,7 +27,7 @@ lives (details in docs/pysyncobj.md and docs/control-plane.md):
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pysyncobj import FAIL_REASON
@@ -34,6 +36,7 @@ from cluster.events import EventLog
 from cluster.membership import Member
 from cluster.raft_compat import check_connection_attributes, check_overrides, check_protected
 from cluster.raft_core import RaftCore
+from cluster.raft_dump import SlicedSerializer
 from cluster.raft_journal import DurableJournal
 from cluster.raft_settings import RaftBindError, RaftConfigError, RaftSettings
 from cluster.raft_transport import BoundTcpConnection, BoundTCPTransport, CompactTcpConnection
@@ -73,15 +76,18 @@ _FAIL_NAMES = {v: k.lower() for k, v in vars(FAIL_REASON).items() if isinstance(
 
 def compat_classes(core_class: type[RaftCore] = RaftCore) -> tuple[type, ...]:
     """Every class of ours that overrides private pysyncobj names (checked at start-up)."""
-    return (core_class, BoundTCPTransport, BoundTcpConnection, CompactTcpConnection, DurableJournal)
+    return (core_class, BoundTCPTransport, BoundTcpConnection, CompactTcpConnection, DurableJournal, SlicedSerializer)
 
 
 class RaftNode:
     """One Raft member whose only replicated operation is an opaque ``payload: bytes``.
 
     ``apply_fn(payload) -> result`` runs in pysyncobj's tick thread for every committed command, in
-    log order, on every member; it must be deterministic and must not block. ``snapshot_fn() ->
-    bytes`` and ``restore_fn(bytes)`` are called from the same thread for log compaction and boot.
+    log order, on every member; it must be deterministic and must not block. ``snapshot_fn()`` and
+    ``restore_fn(bytes)`` are called from the same thread for log compaction and boot;
+    ``snapshot_fn`` returns the dump's bytes, or an iterable of slices whose concatenation they are
+    (taken over the next ticks, cluster/raft_dump.py: they must read only state captured when it
+    was called).
     """
 
     __slots__ = ("_core", "settings")
@@ -91,7 +97,7 @@ class RaftNode:
         self,
         settings: RaftSettings,
         apply_fn: Callable[[bytes], Any],
-        snapshot_fn: Callable[[], bytes],
+        snapshot_fn: Callable[[], bytes | Iterable[bytes]],
         restore_fn: Callable[[bytes], None],
         on_state_change: Callable[[], None] | None = None,
         events: EventLog | None = None,

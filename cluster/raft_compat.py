@@ -28,6 +28,7 @@ SYNCOBJ_ATTRIBUTES = (
     "_SyncObj__pipeNotifier", "_SyncObj__sendAppendEntries", "_SyncObj__connectedToAnyone",
     "_SyncObj__getCurrentLogIndex", "_SyncObj__getCurrentLogTerm", "_SyncObj__callErrCallback",
     "_SyncObj__transferInProgress", "_SyncObj__sendNextNodeIdx", "_SyncObj__setCurrentTerm", "_SyncObj__setState",
+    "_SyncObj__serializer",
 )  # fmt: skip
 
 
@@ -48,6 +49,7 @@ PROTECTED_METHODS: dict[str, tuple[str, ...]] = {
     "TcpConnection": ("send",),
     "SyncObj": ("_checkCommandsToApply", "_isLeader", "addOnTickCallback", "removeOnTickCallback", "_onTick",
                 "encryptor"),
+    "Serializer": ("serialize", "checkSerializing", "getTransmissionData", "setTransmissionData", "deserialize"),
 }  # fmt: skip
 # Protected attributes of the live transport and SyncObj that cluster/raft_transport.py reads.
 TRANSPORT_ATTRIBUTES = ("_syncObj", "_connections", "_unknownConnections", "_nodes", "_lastConnectAttempt")

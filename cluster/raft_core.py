@@ -9,12 +9,13 @@ order: pre-vote (cluster/raft_prevote.py), ReadIndex (cluster/raft_read.py), the
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from time import monotonic
 from typing import Any
 
@@ -25,9 +26,10 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 from cluster.events import EventLog
 from cluster.membership import Member, MembershipMixin, encode_cluster, read_dump_cluster
 from cluster.raft_batch import AppendBatchMixin
-from cluster.raft_compat import TRANSPORT_ATTRIBUTES, check_attributes
+from cluster.raft_compat import TRANSPORT_ATTRIBUTES, PysyncobjIncompatible, check_attributes
 from cluster.raft_deadline import DeadlineQueue
-from cluster.raft_journal import DurableJournal
+from cluster.raft_dump import DumpJob, SlicedSerializer, write_atomically
+from cluster.raft_journal import DurableJournal, fsync_dir
 from cluster.raft_prevote import PreVoteMixin
 from cluster.raft_read import ReadIndexMixin
 from cluster.raft_safety import LogSafetyMixin, align_journal_to_dump
@@ -43,8 +45,11 @@ class RaftCore(PreVoteMixin, ReadIndexMixin, LogSafetyMixin, AppendBatchMixin, M
     """One pysyncobj member whose only replicated operation is ``_apply(payload: bytes)``.
 
     ``apply_fn(payload) -> result`` runs in pysyncobj's tick thread for every committed command, in
-    log order, on every member; it must be deterministic and must not block. ``snapshot_fn() ->
-    bytes`` and ``restore_fn(bytes)`` are called from the same thread for log compaction and boot.
+    log order, on every member; it must be deterministic and must not block. ``snapshot_fn()`` and
+    ``restore_fn(bytes)`` are called from the same thread for log compaction and boot;
+    ``snapshot_fn`` returns the dump's bytes, or an iterable of slices whose concatenation they are
+    (taken over the next ticks, cluster/raft_dump.py: they must read only state captured when it
+    was called).
     The caller (``RaftNode``) validates the settings and runs the start-up compatibility checks.
     """
 
@@ -52,7 +57,7 @@ class RaftCore(PreVoteMixin, ReadIndexMixin, LogSafetyMixin, AppendBatchMixin, M
         self,
         settings: RaftSettings,
         apply_fn: Callable[[bytes], Any],
-        snapshot_fn: Callable[[], bytes],
+        snapshot_fn: Callable[[], bytes | Iterable[bytes]],
         restore_fn: Callable[[bytes], None],
         on_state_change: Callable[[], None] | None = None,
         events: EventLog | None = None,
@@ -114,9 +119,14 @@ class RaftCore(PreVoteMixin, ReadIndexMixin, LogSafetyMixin, AppendBatchMixin, M
             [journal[i] for i in range(len(journal))],
             dump,
         )
+        if not hasattr(_syncobj_module, "Serializer"):
+            raise PysyncobjIncompatible("pysyncobj.syncobj has no Serializer to replace (cluster/raft_dump.py); "
+                                        "refusing to start")
         with _journal_lock:
             original = _syncobj_module.createJournal
+            original_serializer = _syncobj_module.Serializer
             _syncobj_module.createJournal = lambda path=None: journal
+            _syncobj_module.Serializer = functools.partial(SlicedSerializer, capture=self._capture_dump)
             try:
                 super().__init__(
                     settings.self_addr,
@@ -132,7 +142,11 @@ class RaftCore(PreVoteMixin, ReadIndexMixin, LogSafetyMixin, AppendBatchMixin, M
                 )
             finally:
                 _syncobj_module.createJournal = original
+                _syncobj_module.Serializer = original_serializer
         check_attributes(self)
+        if not isinstance(self._SyncObj__serializer, SlicedSerializer):
+            raise PysyncobjIncompatible("pysyncobj did not build its serializer through pysyncobj.syncobj.Serializer "
+                                        "(cluster/raft_dump.py); refusing to start")
         check_attributes(self._SyncObj__transport, TRANSPORT_ATTRIBUTES)
         self._read_init(settings.effective_lease_duration if settings.lease_reads else None)
         self._vote_quiet = settings.min_timeout if settings.lease_reads else None
@@ -308,22 +322,32 @@ class RaftCore(PreVoteMixin, ReadIndexMixin, LogSafetyMixin, AppendBatchMixin, M
         }
 
     # -- msgpack dump (log compaction snapshot) ----------------------------------------------------
-    def _serialize_dump(self, file_name: str, data: Any) -> None:
+    def _capture_dump(self, data: Any) -> DumpJob:
+        """What a log-compaction dump holds, taken now on the tick thread; encoded over the next
+        ticks (cluster/raft_dump.py). ``snapshot_fn`` may return its dump as slices of an
+        immutable state value."""
         last_entry, prev_entry, cluster = data
-        payload = {
+        header = {
             "format": 2,
             "entries": [list(last_entry), list(prev_entry)],
             "cluster": encode_cluster(cluster, self._known),  # format 1: bare addresses
-            "app": self._snapshot_fn(),
         }
-        with open(file_name, "wb") as f:
-            f.write(msgpack.packb(payload, use_bin_type=True))
-            f.flush()
-            if self.settings.fsync:
-                os.fsync(f.fileno())
+        return DumpJob(self._snapshot_fn(), lambda path, app: self._write_dump(path, header, app))
+
+    def _write_dump(self, file_name: str, header: dict[str, Any], app: list[bytes]) -> None:
+        write_atomically(file_name, msgpack.packb({**header, "app": b"".join(app)}, use_bin_type=True),
+                         self.settings.fsync)
+        if self.settings.fsync:  # the rename too, before pysyncobj drops the log entries it covers
+            fsync_dir(os.path.dirname(os.path.abspath(file_name)))
         backup = self._dump_file + ".own"  # a snapshot transmission is coming in (raft_safety.py):
         if os.path.exists(backup):  # if it proves stale, the dump put back must be this newer one
             shutil.copyfile(file_name, backup)
+
+    def _serialize_dump(self, file_name: str, data: Any) -> None:
+        """pysyncobj's synchronous serializer hook (the SlicedSerializer makes its dumps itself)."""
+        job = self._capture_dump(data)
+        job.advance(float("inf"))
+        job.write(file_name)
 
     def _deserialize_dump(self, file_name: str) -> tuple[Any, Any, Any]:
         boot = self._take_boot_members()  # taken even if this load fails: it is for the boot load only

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -41,6 +41,7 @@ from gateway.delta import Delta
 from gateway.errors import GatewayError
 from gateway.frozen import thaw
 from gateway.model import Txn
+from gateway.packing import LazyList, iter_pack
 from gateway.state import ConfigState
 
 __all__ = [
@@ -123,7 +124,11 @@ class Dedupe:
         return replace(self, generations=tuple(gens))
 
     def items(self) -> list[tuple[str, Result]]:
-        return [(k, v) for gen in self.generations for k, v in gen.items()]
+        return list(self.iter_items())
+
+    def iter_items(self) -> Iterator[tuple[str, Result]]:
+        for gen in self.generations:
+            yield from gen.items()
 
     def with_items(self, items: list[tuple[str, Result]]) -> Dedupe:
         table = replace(self, generations=())
@@ -209,16 +214,23 @@ class ReplicatedState:
 
     # -- dump / restore ------------------------------------------------------------------------------
     def to_dump(self) -> bytes:
+        return b"".join(self.dump_slices())
+
+    def dump_slices(self, batch: int = 256) -> Iterator[bytes]:
+        """``to_dump()`` in slices of about ``batch`` records each: log compaction encodes one slice
+        per Raft tick (cluster/raft_dump.py), so a 4 MB dump never stalls heartbeats. The tables
+        are read lazily; this value is immutable, so the slices may be taken while newer states
+        are applied."""
         data = {
             "state": self.config.to_snapshot(),
-            "deltas": [encode_delta(d) for d, _ in self.deltas],
-            "dedupe": [[k, v] for k, v in self.dedupe.items()],
+            "deltas": LazyList(len(self.deltas), (encode_delta(d) for d, _ in self.deltas)),
+            "dedupe": LazyList(len(self.dedupe), ([k, v] for k, v in self.dedupe.iter_items())),
             "tokens": dict(self.tokens),
             "reg_epoch": self.reg_epoch,
-            "audit": self.audit.to_wire(),
+            "audit": {"records": LazyList(len(self.audit), self.audit.iter_records()), "dropped": self.audit.dropped,
+                      "next_seq": self.audit.next_seq},
         }
-        packed: bytes = msgpack.packb(data, use_bin_type=True)
-        return packed
+        return iter_pack(data, batch)
 
     def from_dump(self, blob: bytes) -> ReplicatedState:
         """A state restored from ``to_dump`` output, keeping this value's limits."""

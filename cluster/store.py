@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from cluster.audit_api import stamp
@@ -299,8 +299,9 @@ class ConfigStore:
         self._notify(self._sm.config.revision)
 
     # -- dump / restore (tick thread) ------------------------------------------------------------
-    def _dump(self) -> bytes:
-        return self._sm.to_dump()
+    def _dump(self) -> Iterator[bytes]:
+        """The applied value's dump, in slices encoded over the next ticks (it is immutable)."""
+        return self._sm.dump_slices()
 
     def _restore(self, blob: bytes) -> None:
         self._sm = self._sm.from_dump(blob)

@@ -15,7 +15,7 @@ Writes that are rejected or deduplicated retries leave no record (the API counts
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -97,6 +97,11 @@ class AuditLog:
                 break
         out.reverse()
         return out
+
+    def iter_records(self) -> Iterator[Record]:
+        """The records, oldest first, without building the flat tuple (``records``)."""
+        for chunk in self.chunks:
+            yield from chunk
 
     def to_wire(self) -> dict[str, Any]:
         return {"records": [dict(r) for r in self.records], "dropped": self.dropped, "next_seq": self.next_seq}

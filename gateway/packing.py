@@ -9,11 +9,12 @@ and never pickle.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import msgpack
 
-__all__ = ["array_header", "canonical", "pack", "unpack"]
+__all__ = ["LazyList", "array_header", "canonical", "iter_pack", "pack", "unpack"]
 
 
 def pack(obj: Any) -> bytes:
@@ -62,3 +63,80 @@ def _sort_key(key: Any) -> tuple[str, str]:
     if isinstance(key, str):
         return ("", key)
     return (type(key).__name__, repr(key))
+
+
+class LazyList:
+    """A list known by its length whose items are made only while ``iter_pack`` encodes them: a
+    10,000-entry table is then never built whole (``pack`` does not take one: use ``iter_pack``)."""
+
+    __slots__ = ("_items", "length")
+
+    def __init__(self, length: int, items: Iterable[Any]) -> None:
+        self.length = length
+        self._items = items
+
+    def __iter__(self) -> Iterator[Any]:
+        count = 0
+        for item in self._items:
+            count += 1
+            yield item
+        if count != self.length:  # the header already promised ``length`` items
+            raise ValueError(f"LazyList promised {self.length} items, made {count}")
+
+
+def iter_pack(obj: Any, batch: int = 256) -> Iterator[bytes]:
+    """``pack(obj)`` in slices: ``b"".join(iter_pack(obj)) == pack(obj)`` byte for byte (with any
+    ``LazyList`` taken as the list it makes). Maps and lists longer than ``batch``, or with one up
+    to three levels down, are opened with their header and their items packed ``batch`` at a time,
+    so a caller can do other work between two slices (msgpack packs one call whole, holding the
+    GIL throughout). Items of a list are sliced only when they are long themselves, and those of a
+    ``LazyList`` never: they are meant to be records."""
+    if isinstance(obj, LazyList) or (isinstance(obj, list | tuple) and _big(obj, batch, 3)):
+        lazy = isinstance(obj, LazyList)
+        yield array_header(obj.length if isinstance(obj, LazyList) else len(obj))
+        chunk: list[bytes] = []
+        for item in obj:
+            if not lazy and _big(item, batch, 0):
+                if chunk:
+                    yield b"".join(chunk)
+                    chunk = []
+                yield from iter_pack(item, batch)
+                continue
+            chunk.append(pack(item))
+            if len(chunk) >= batch:
+                yield b"".join(chunk)
+                chunk = []
+        if chunk:
+            yield b"".join(chunk)
+    elif isinstance(obj, dict) and _big(obj, batch, 3):
+        yield msgpack.Packer(use_bin_type=True).pack_map_header(len(obj))
+        entries: list[bytes] = []
+        for key, value in obj.items():
+            if _big(value, batch, 2):
+                yield b"".join(entries) + pack(key)
+                entries = []
+                yield from iter_pack(value, batch)
+                continue
+            entries.append(pack(key) + pack(value))
+            if len(entries) >= batch:
+                yield b"".join(entries)
+                entries = []
+        if entries:
+            yield b"".join(entries)
+    else:
+        yield pack(obj)
+
+
+def _big(obj: Any, batch: int, depth: int) -> bool:
+    """A container worth slicing: a LazyList, longer than ``batch``, or holding such a container
+    at most ``depth`` levels down."""
+    if isinstance(obj, LazyList):
+        return True
+    if not isinstance(obj, dict | list | tuple):
+        return False
+    if len(obj) > batch:
+        return True
+    if depth == 0:
+        return False
+    children = obj.values() if isinstance(obj, dict) else obj
+    return any(_big(child, batch, depth - 1) for child in children if isinstance(child, dict | list | tuple | LazyList))

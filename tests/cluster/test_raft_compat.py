@@ -148,7 +148,7 @@ def test_raft_node_is_a_facade_pysyncobj_is_not_reachable_through_it(tmp_path: P
             node.anything = 1  # type: ignore[attr-defined]  # no attribute bag to leak through
         public = {n for n in dir(node) if not n.startswith("_")}
         assert public == {
-            "settings", "core_class", "events", "status", "links", "is_leader", "has_leader_with_quorum",
+            "settings", "core_class", "events", "status", "role", "links", "is_leader", "has_leader_with_quorum",
             "read_index_rounds", "members", "member_id", "self_member", "reachable_ids", "change_membership",
             "transfer_leadership", "read_index", "submit", "destroy", "destroy_synchronous",
         }, public

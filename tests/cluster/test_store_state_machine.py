@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import msgpack
 import pytest
 
 from cluster import state_machine as sm
 from cluster.state_machine import Dedupe, ReplicatedState, command_deadline, decode_command, encode_command
-from gateway.codec import encode_txn
+from gateway.codec import encode_delta, encode_txn
 from gateway.model import Op, Txn
 
 UPSTREAM = {"targets": [{"host": "127.0.0.1", "port": 9001}]}
@@ -111,6 +112,22 @@ def test_dump_and_restore_round_trip() -> None:
     assert restored.dedupe.items() == s.dedupe.items() and dict(restored.tokens) == dict(s.tokens)
     _, dup = restored.apply(txn_cmd("r2", put("u2")))
     assert dup["duplicate"]
+
+
+def test_the_sliced_dump_is_the_dump_and_reads_only_the_value_it_was_taken_from() -> None:
+    s = ReplicatedState.empty(delta_log_entries=300, dedupe_entries=600, audit_entries=600)
+    stamp = {"subject": "t", "jti": "j", "role": "admin", "client": "127.0.0.1", "request_id": None, "time": 1.0}
+    for i in range(700):  # past every table's capacity, so each is long and trimmed
+        s, _ = s.apply({**txn_cmd(f"r{i}", put(f"u{i % 40}", 9000 + i)), "audit": stamp})
+    whole = msgpack.packb({  # the encoding dumps had before they were sliced: members must agree
+        "state": s.config.to_snapshot(), "deltas": [encode_delta(d) for d, _ in s.deltas],
+        "dedupe": [[k, v] for k, v in s.dedupe.items()], "tokens": dict(s.tokens), "reg_epoch": s.reg_epoch,
+        "audit": s.audit.to_wire()}, use_bin_type=True)
+    slices = s.dump_slices(batch=64)
+    later, _ = s.apply(txn_cmd("after", put("u1", 1)))  # applied while the slices are being taken
+    parts = list(slices)
+    assert len(parts) > 10 and b"".join(parts) == whole == s.to_dump()
+    assert later.to_dump() != whole and ReplicatedState.empty().from_dump(whole).config == s.config
 
 
 def test_bad_and_unknown_commands_never_raise() -> None:
