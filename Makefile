@@ -24,7 +24,7 @@ status: install
 
 test: install
 	$(BIN)/ruff check gateway cluster proxy cli chaos tests bench
-	$(BIN)/mypy --strict gateway cluster proxy
+	$(BIN)/mypy --strict gateway cluster proxy cli chaos bench
 	$(BIN)/pytest -q -p no:cacheprovider
 
 # The long chaos run: every scenario on 3 and 5 nodes, several seeds (the CI smoke is in make test).

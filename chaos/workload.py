@@ -31,7 +31,7 @@ from chaos.controller import PROXY_PORT, Controller, Member
 
 REGISTERS = 5
 ROUTE = "r0"
-Recorder = Callable[..., None]
+Recorder = Callable[..., object]  # HistoryWriter.record (it returns the event it wrote)
 
 
 def http_call(

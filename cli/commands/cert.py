@@ -115,7 +115,8 @@ def list_cmd(dir_: str | None, as_json: bool) -> None:
     if not rows:
         click.echo(f"no certificates in {d}")
     for r in rows:
-        click.echo(f"{r['name']}: {', '.join(map(str, r['sans'])) or '-'}; until {r['not_after']} ({r['days_left']} days)")
+        sans = r["sans"] if isinstance(r["sans"], list) else []
+        click.echo(f"{r['name']}: {', '.join(map(str, sans)) or '-'}; until {r['not_after']} ({r['days_left']} days)")
 
 
 def _copy_private(src: Path, dst: Path, keep: bool = True) -> None:

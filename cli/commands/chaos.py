@@ -62,7 +62,7 @@ def list_cmd(as_json: bool) -> None:
 
     table = Table("scenario", "min nodes", "what it does")
     for r in rows:
-        table.add_row(r["scenario"], str(r["min_nodes"]), r["description"])
+        table.add_row(str(r["scenario"]), str(r["min_nodes"]), str(r["description"]))
     console.show(table)
 
 
@@ -110,7 +110,7 @@ def run_cmd(scenarios: tuple[str, ...], seed: tuple[int, ...], duration: float, 
 
 def _run_all(names: list[str], seeds: list[int], duration: float, nodes: int, proxies: int, clients: int,
              out: Path, quiet: bool) -> list[dict[str, Any]]:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
     from chaos.net import NetError, setup_namespace
     from chaos.report import render_summary, write_report
@@ -126,11 +126,14 @@ def _run_all(names: list[str], seeds: list[int], duration: float, nodes: int, pr
                 task = progress.add_task(f"{name} (seed {s}, {nodes} nodes)", total=1.0)
                 opts = RunOptions(scenario=name, seed=s, duration=duration, nodes=nodes, proxies=proxies,
                                   clients=clients, out=out / f"{name}-n{nodes}-s{s}")
+                def advance(fraction: float, task: TaskID = task) -> None:
+                    progress.update(task, completed=fraction)
+
                 try:
                     report = run_scenario(
                         opts,
                         log=(lambda m: None) if quiet else progress.console.print,
-                        progress=lambda f, task=task: progress.update(task, completed=f),
+                        progress=advance,
                     )
                 except (ScenarioError, NetError, RuntimeError, OSError) as exc:
                     # The harness could not do its job (no leader, a partition not as intended, a

@@ -34,6 +34,8 @@ def request(
     timeout: float = 10.0,
 ) -> Response:
     parts = urlsplit(url)
+    if not parts.hostname:
+        raise ValueError(f"no host in {url!r}")
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
     hdrs = dict(headers or {})
     if token is not None:
