@@ -3,6 +3,7 @@ session at its base; anything a parked sender would do first (status, credential
 
 from __future__ import annotations
 
+import asyncio
 import struct
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from tests.cluster.test_push_fakes import (
     route,
     seed,
     until,
+    upstream,
 )
 
 
@@ -186,3 +188,30 @@ async def test_the_fan_out_writes_through_a_tls_transport(tmp_path: Path) -> Non
     finally:
         await http.close()
         await runner.cleanup()
+
+
+async def test_without_sessions_a_store_change_reads_no_status() -> None:
+    """Every applied batch of writes wakes the hub: with no proxy connected it reads nothing (the
+    status is read when a session asks), and the session then sees the status as it is now."""
+    reads = 0
+
+    class CountingStore(FakeStore):
+        def feed_status(self) -> dict[str, Any]:
+            nonlocal reads
+            reads += 1
+            return super().feed_status()
+
+    store = CountingStore()
+    cluster = FakeCluster(store)
+    hub = PushHub(store, "gwadm/test", heartbeat=2.0)
+    hub.start()
+    reads = 0
+    for i in range(5):
+        cluster.write(put("upstreams", f"u{i}", upstream()))
+    await asyncio.sleep(0)  # the store's subscriber calls run in the loop
+    await asyncio.sleep(0)
+    assert reads == 0
+    store.status = {"leader_id": "n2", "term": 7, "has_quorum": True}
+    store._notify()
+    await asyncio.sleep(0)
+    assert hub._status is None and hub._read_status().term == 7 and reads == 1
