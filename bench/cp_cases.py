@@ -222,7 +222,8 @@ def _run(ctx: Any, s: dict[str, Any]) -> Section:
     method = (
         f"3-member clusters on loopback, both running, every member pinned on core {PROXY_CORE}, fsync on; the "
         f"client (one asyncio process, the same minimal HTTP/1.1 keep-alive client for both) on core {LOAD_CORE}, "
-        "talking to the leader. gwadm: PUT /v1/upstreams/kN, GET /v1/upstreams/k0 (default read: linearizable); "
+        "talking to the leader. gwadm: PUT /v1/upstreams/kN, GET /v1/upstreams/k0 (default read: linearizable), "
+        "the per-token rate limit lifted (etcd has none); "
         "etcd: POST /v3/kv/put, /v3/kv/range with serializable=false. "
         f"{s['cp_rounds']} interleaved rounds of {s['cp_ops']} sequential writes, then of {s['cp_ops']} reads; "
         f"{s['tput_rounds']} rounds of {s['writers']} concurrent writers for {s['tput_seconds']} s; "
