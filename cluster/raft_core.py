@@ -28,8 +28,8 @@ from cluster.membership import Member, MembershipMixin, encode_cluster, read_dum
 from cluster.raft_batch import AppendBatchMixin
 from cluster.raft_compat import TRANSPORT_ATTRIBUTES, PysyncobjIncompatible, check_attributes
 from cluster.raft_deadline import DeadlineQueue
-from cluster.raft_dump import DumpJob, SlicedSerializer, write_atomically
-from cluster.raft_journal import DurableJournal, fsync_dir
+from cluster.raft_dump import DumpJob, SlicedSerializer
+from cluster.raft_journal import DurableJournal, write_atomically
 from cluster.raft_prevote import PreVoteMixin
 from cluster.raft_read import ReadIndexMixin
 from cluster.raft_safety import LogSafetyMixin, align_journal_to_dump
@@ -335,10 +335,9 @@ class RaftCore(PreVoteMixin, ReadIndexMixin, LogSafetyMixin, AppendBatchMixin, M
         return DumpJob(self._snapshot_fn(), lambda path, app: self._write_dump(path, header, app))
 
     def _write_dump(self, file_name: str, header: dict[str, Any], app: list[bytes]) -> None:
+        # with the rename on disk before pysyncobj drops the log entries the dump covers
         write_atomically(file_name, msgpack.packb({**header, "app": b"".join(app)}, use_bin_type=True),
                          self.settings.fsync)
-        if self.settings.fsync:  # the rename too, before pysyncobj drops the log entries it covers
-            fsync_dir(os.path.dirname(os.path.abspath(file_name)))
         backup = self._dump_file + ".own"  # a snapshot transmission is coming in (raft_safety.py):
         if os.path.exists(backup):  # if it proves stale, the dump put back must be this newer one
             shutil.copyfile(file_name, backup)

@@ -24,7 +24,6 @@ meanwhile abandons the dump in progress (``abandon``): it must not replace the n
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -123,15 +122,4 @@ class SlicedSerializer(Serializer):  # type: ignore[misc]
             self._Serializer__pid = 0
 
 
-def write_atomically(path: str, data: bytes, fsync: bool) -> None:
-    """``data`` as ``path``: written to ``path.tmp``, synced, renamed over ``path``."""
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        if fsync:
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-__all__ = ["SERIALIZER_ATTRIBUTES", "DumpJob", "SlicedSerializer", "write_atomically"]
+__all__ = ["SERIALIZER_ATTRIBUTES", "DumpJob", "SlicedSerializer"]

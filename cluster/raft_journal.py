@@ -28,16 +28,7 @@ class DurableMetaStorer(MetaStorer):  # type: ignore[misc]
     def storeMeta(self, meta: Any) -> None:  # noqa: N802 - pysyncobj's name
         from pysyncobj.pickle import dumps
 
-        path = self.getPath()
-        tmp = path + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(dumps(meta))
-            f.flush()
-            if self._fsync:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-        if self._fsync:
-            fsync_dir(os.path.dirname(path) or ".")
+        write_atomically(self.getPath(), dumps(meta), self._fsync)
 
 
 class DurableJournal(FileJournal):  # type: ignore[misc]
@@ -106,6 +97,20 @@ class DurableJournal(FileJournal):  # type: ignore[misc]
     def clear(self) -> None:
         super().clear()
         self._sync()
+
+
+def write_atomically(path: str, data: bytes, fsync: bool) -> None:
+    """``data`` as ``path``: written to ``path.tmp``, then renamed over ``path``; with ``fsync``
+    the file and the rename are on disk before this returns."""
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        if fsync:
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+    if fsync:
+        fsync_dir(os.path.dirname(path) or ".")
 
 
 def fsync_dir(path: str) -> None:

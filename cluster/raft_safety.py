@@ -120,9 +120,7 @@ class LogSafetyMixin:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(backup)
         if clearJournal:  # a dump of our older state still being made must not replace this one
-            abandon = getattr(self._SyncObj__serializer, "abandon", None)  # type: ignore[attr-defined]
-            if abandon is not None:
-                abandon()
+            self._SyncObj__serializer.abandon()  # type: ignore[attr-defined]  # raft_dump.SlicedSerializer
         super()._SyncObj__loadDumpFile(clearJournal)  # type: ignore[misc]
         if clearJournal:
             self.events.emit("snapshot_installed", applied=self.raftLastApplied)  # type: ignore[attr-defined]

@@ -136,20 +136,20 @@ class ConfigStore:
         """What a config feed tells proxies (node, leader, term, quorum, revision): read once per
         applied batch of writes, so without the links, counters and hash of ``raft_status``."""
         _role, leader_addr, term, has_quorum = self._raft.role()
-        known_leader = leader_addr if leader_addr and has_quorum else None  # see raft_status
-        leader_id = (self._raft.member_id(known_leader) or self._addr_to_id.get(known_leader, known_leader)
-                     if known_leader else None)
-        return {"node_id": self.node_id, "leader_id": leader_id, "term": term, "has_quorum": has_quorum,
-                "revision": self._sm.config.revision}
+        return {"node_id": self.node_id, "leader_id": self._leader_id(leader_addr, has_quorum), "term": term,
+                "has_quorum": has_quorum, "revision": self._sm.config.revision}
+
+    def _leader_id(self, leader_addr: str | None, has_quorum: bool) -> str | None:
+        # Without quorum the last known leader is only a memory (pysyncobj keeps it until the next
+        # election, which a cut-off follower never starts): report none.
+        if not leader_addr or not has_quorum:
+            return None
+        # the member table knows nodes added since start
+        return self._raft.member_id(leader_addr) or self._addr_to_id.get(leader_addr, leader_addr)
 
     def raft_status(self) -> dict[str, Any]:
         status = self._raft.status()
-        leader_addr = status.pop("leader")
-        # Without quorum the last known leader is only a memory (pysyncobj keeps it until the next
-        # election, which a cut-off follower never starts): report none.
-        known_leader = leader_addr if leader_addr and status["has_quorum"] else None
-        leader_id = (self._raft.member_id(known_leader) or self._addr_to_id.get(known_leader, known_leader)
-                     if known_leader else None)  # the member table knows nodes added since start
+        leader_id = self._leader_id(status.pop("leader"), status["has_quorum"])
         sm = self._sm  # one read: the tick thread may swap it between two
         status.update(
             node_id=self.node_id,
