@@ -39,7 +39,7 @@ from gateway.audit import AuditLog, records_for
 from gateway.codec import decode_delta, decode_txn, encode_delta
 from gateway.delta import Delta
 from gateway.errors import GatewayError
-from gateway.frozen import thaw
+from gateway.evolve import evolve
 from gateway.model import Txn
 from gateway.packing import LazyList, iter_pack
 from gateway.state import ConfigState
@@ -97,6 +97,7 @@ class Dedupe:
 
     capacity: int = DEDUPE_ENTRIES
     generations: tuple[Mapping[str, Result], ...] = ()  # oldest first; the last one is filling
+    size: int = 0  # entries held (the generations' total)
 
     @property
     def generation_size(self) -> int:
@@ -110,18 +111,20 @@ class Dedupe:
         return None
 
     def __len__(self) -> int:
-        return sum(len(g) for g in self.generations)
+        return self.size
 
     def put(self, request_id: str, result: Result) -> Dedupe:
         gens = list(self.generations)
+        total = self.size
         if not gens or len(gens[-1]) >= self.generation_size:
             gens.append({})
-        gens[-1] = {**gens[-1], request_id: result}
-        total = sum(len(g) for g in gens)
+        last = gens[-1]
+        total += request_id not in last
+        gens[-1] = {**last, request_id: result}
         while len(gens) > 1 and total > self.capacity:
             total -= len(gens[0])
             gens.pop(0)
-        return replace(self, generations=tuple(gens))
+        return evolve(self, generations=tuple(gens), size=total)
 
     def items(self) -> list[tuple[str, Result]]:
         return list(self.iter_items())
@@ -131,7 +134,7 @@ class Dedupe:
             yield from gen.items()
 
     def with_items(self, items: list[tuple[str, Result]]) -> Dedupe:
-        table = replace(self, generations=())
+        table = evolve(self, generations=(), size=0)
         for k, v in items:
             table = table.put(k, v)
         return table
@@ -176,7 +179,7 @@ class ReplicatedState:
             if "audit" in cmd:  # an admin write stamped with its caller (cluster/audit_api.py)
                 records = records_for(cmd, result, new.config.revision, txn=cmd.get(_DECODED_TXN))
                 if records:
-                    new = replace(new, audit=new.audit.append(records))
+                    new = evolve(new, audit=new.audit.append(records))
             return new, result
         except Exception as exc:  # a bug must not wedge the log: reject it on every node alike
             return self, _error("internal", f"internal error: {type(exc).__name__}: {exc}")
@@ -187,7 +190,7 @@ class ReplicatedState:
         return {**seen, "duplicate": True} if seen is not None else None
 
     def remember(self, request_id: str | None, result: Result) -> ReplicatedState:
-        return replace(self, dedupe=self.dedupe.put(request_id, result)) if request_id else self
+        return evolve(self, dedupe=self.dedupe.put(request_id, result)) if request_id else self
 
     def with_config(self, config: ConfigState, delta: Delta) -> ReplicatedState:
         size = len(encode_delta(delta))
@@ -201,7 +204,7 @@ class ReplicatedState:
             total -= old[drop][1]
             drop += 1
         # one copy of the (up to 1,000-entry) log per write, not three
-        return replace(self, config=config, deltas=old[drop:] + ((delta, size),), delta_bytes=total)
+        return evolve(self, config=config, deltas=old[drop:] + ((delta, size),), delta_bytes=total)
 
     def deltas_since(self, revision: int) -> list[Delta] | None:
         """Deltas from ``revision`` to the head; None if the log no longer reaches back that far."""
@@ -289,7 +292,8 @@ def _txn(state: ReplicatedState, cmd: dict[str, Any]) -> tuple[ReplicatedState, 
 def txn_fingerprint(txn: Txn) -> str:
     """What a retry must repeat: the ops' action, kind, id and body (not the CAS expectations: a
     retried PATCH expects the mod_revision its first attempt produced)."""
-    ops = [[op.action, op.kind, op.id, thaw(op.body) if op.body is not None else None] for op in txn.ops]
+    # frozen bodies pack exactly as their thawed copies would (FrozenDict/FrozenList are dict/list)
+    ops = [[op.action, op.kind, op.id, op.body] for op in txn.ops]
     return hashlib.sha256(msgpack.packb(ops, use_bin_type=True)).hexdigest()[:32]
 
 

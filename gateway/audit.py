@@ -21,6 +21,7 @@ from typing import Any
 
 from .codec import decode_txn
 from .errors import GatewayError
+from .evolve import evolve
 from .model import Txn
 
 __all__ = ["AUDITED_COMMANDS", "DEFAULT_CAPACITY", "META_FIELDS", "AuditLog", "records_for"]
@@ -75,8 +76,8 @@ class AuditLog:
             last.append(rec)
         chunks.append(tuple(last))
         kept, size, drop = _trim(chunks, self.size + len(numbered), self.capacity)
-        return replace(self, chunks=kept, size=size, dropped=self.dropped + drop,
-                       next_seq=self.next_seq + len(numbered))
+        return evolve(self, chunks=kept, size=size, dropped=self.dropped + drop,
+                      next_seq=self.next_seq + len(numbered))
 
     def query(self, *, subject: str | None = None, kind: str | None = None, since: int | None = None,
               limit: int = 1000) -> list[dict[str, Any]]:

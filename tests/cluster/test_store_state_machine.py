@@ -68,6 +68,29 @@ def test_dedupe_table_is_bounded_oldest_dropped() -> None:
     assert partial.get("x") is None and grown.get("x") == {"ok": True}
 
 
+def test_dedupe_size_is_the_generations_total_also_with_repeated_ids() -> None:
+    table = Dedupe(capacity=40)
+    for i in range(300):
+        table = table.put(f"r{i % 70}", {"ok": True, "i": i})  # ids repeat, within and across generations
+        assert len(table) == sum(len(g) for g in table.generations)
+    assert table.with_items(table.items()).size == sum(len(g) for g in table.with_items(table.items()).generations)
+
+
+def test_txn_fingerprint_of_a_frozen_body_is_that_of_its_plain_copy() -> None:
+    import hashlib
+
+    import msgpack
+
+    from cluster.state_machine import txn_fingerprint
+    from gateway.frozen import freeze, thaw
+    from gateway.model import Op, Txn
+
+    body = {"targets": [{"host": "10.0.0.1", "port": 80, "weight": 3}], "hash_on": "ip", "tags": ["a", "b"]}
+    txn = Txn(request_id="fp", ops=(Op("put", "upstreams", "u1", freeze(body)), Op("delete", "routes", "r1")))
+    plain = [[op.action, op.kind, op.id, thaw(op.body) if op.body is not None else None] for op in txn.ops]
+    assert txn_fingerprint(txn) == hashlib.sha256(msgpack.packb(plain, use_bin_type=True)).hexdigest()[:32]
+
+
 def test_token_commands_revoke_expire_and_rotate_once() -> None:
     s = ReplicatedState.empty()
     s, r = s.apply({"type": "token_revoke", "jti": "j1", "exp": 100, "now": 50})
