@@ -19,6 +19,8 @@ lives (details in docs/pysyncobj.md and docs/control-plane.md):
 * ``cluster/raft_compat.py`` — before the member is built, every override of a private pysyncobj
   name (in the core, its mixins, the transport, the connection, the journal and the serializer)
   is checked.
+* ``cluster/raft_proposals.py`` — commands proposed in the same loop iteration share one log
+  entry; every member applies a batch entry's commands one by one through ``apply_fn``.
 * ``submit`` here — every call has a deadline (callbacks were seen to never fire), results are
   handed to asyncio with ``call_soon_threadsafe`` from the tick thread, and transient failures (no
   leader, leader changed) are retried with the same payload: the store dedupes by request id.
@@ -38,6 +40,7 @@ from cluster.raft_compat import check_connection_attributes, check_overrides, ch
 from cluster.raft_core import RaftCore
 from cluster.raft_dump import SlicedSerializer
 from cluster.raft_journal import DurableJournal
+from cluster.raft_proposals import BATCH_DENIED, ProposalBatcher, apply_batch
 from cluster.raft_settings import RaftBindError, RaftConfigError, RaftSettings
 from cluster.raft_transport import BoundTcpConnection, BoundTCPTransport, CompactTcpConnection
 
@@ -90,7 +93,7 @@ class RaftNode:
     was called).
     """
 
-    __slots__ = ("_core", "settings")
+    __slots__ = ("_batcher", "_core", "settings")
     core_class: type[RaftCore] = RaftCore  # tests substitute a recording subclass
 
     def __init__(
@@ -108,7 +111,10 @@ class RaftNode:
             check_protected(cls)
         check_connection_attributes()
         self.settings = settings
-        self._core = self.core_class(settings, apply_fn, snapshot_fn, restore_fn, on_state_change, events)
+        # commands proposed together share a log entry (cluster/raft_proposals.py): every member
+        # applies a batch entry's commands one by one, through the same apply_fn
+        self._core = self.core_class(settings, apply_batch(apply_fn), snapshot_fn, restore_fn, on_state_change, events)
+        self._batcher = ProposalBatcher(lambda payload, answer: self._core._apply(payload, callback=answer))
 
     # -- what a node sees --------------------------------------------------------------------------
     @property
@@ -117,7 +123,10 @@ class RaftNode:
 
     def status(self) -> dict[str, Any]:
         """Role, leader, term, indexes, quorum, links and counters (``/v1/status``'s Raft part)."""
-        return self._core.status()
+        status = self._core.status()
+        # log entries this node proposed, and how many commands went in batch entries (raft_proposals)
+        status["proposals"] = {"entries": self._batcher.entries, "batched": self._batcher.batched}
+        return status
 
     def role(self) -> tuple[str, str | None, int, bool]:
         """(role, leader address, term, has quorum): the cheap part of ``status``."""
@@ -185,11 +194,7 @@ class RaftNode:
             if remaining <= 0:
                 raise OutcomeUnknown(last_reason)
             fut: asyncio.Future[tuple[Any, int]] = loop.create_future()
-
-            def callback(result: Any, err: int, fut: asyncio.Future[tuple[Any, int]] = fut) -> None:
-                loop.call_soon_threadsafe(_resolve, fut, result, err)
-
-            self._core._apply(payload, callback=callback)
+            self._batcher.propose(payload, fut)  # alone or in a batch entry with this iteration's others
             try:
                 if abort_without_quorum:
                     result, err = await self._await_with_quorum(fut, deadline, quorum_wait)
@@ -201,6 +206,8 @@ class RaftNode:
                 return result
             if err == FAIL_REASON.REQUEST_DENIED:  # only our deadline check denies an _apply command
                 raise CommandRejected("its deadline passed before the leader appended it: not applied")
+            if err == BATCH_DENIED:  # denied for another command's deadline; this one was not appended either
+                continue
             last_reason = _FAIL_NAMES.get(err, str(err))
             if err not in _RETRYABLE:
                 raise OutcomeUnknown(last_reason)
@@ -243,11 +250,6 @@ class RaftNode:
 
     def destroy_synchronous(self) -> None:
         self._core.destroy_synchronous()
-
-
-def _resolve(fut: asyncio.Future[tuple[Any, int]], result: Any, err: int) -> None:
-    if not fut.done():
-        fut.set_result((result, err))
 
 
 async def _within(fut: asyncio.Future[tuple[Any, int]], timeout: float) -> tuple[Any, int]:

@@ -74,6 +74,7 @@ async def test_concurrent_writes_share_journal_flushes(tmp_path: Path) -> None:
         while node.status()["role"] != "leader":
             assert time.monotonic() < deadline, "single node never became leader"
             await asyncio.sleep(0.05)
+        node._batcher.max_commands = 1  # one entry per command: the journal's own group commit
         before = node._core._journal.flushes
         payloads = [encode_command({"type": "barrier", "n": i}, time.time() + 10) for i in range(64)]
         await asyncio.gather(*(node.submit(p, timeout=10) for p in payloads))
