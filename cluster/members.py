@@ -25,8 +25,9 @@ from aiohttp import web
 
 from cluster.app_keys import SETTINGS_KEY, STORE_KEY
 from cluster.auth import mint_token
-from cluster.membership import Member, MembershipUnavailable
+from cluster.membership import MembershipUnavailable
 from cluster.membership_policy import Refusal, check_add, check_remove
+from cluster.membership_records import Member
 from cluster.raft import OutcomeUnknown
 from gateway.errors import ValidationError
 from gateway.model import KINDS, check_id

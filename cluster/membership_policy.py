@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from cluster.membership import Member
+    from cluster.membership_records import Member
 
 
 class Refusal(Exception):

@@ -27,7 +27,7 @@ from cluster.changes_api import ChangesAPI
 from cluster.discovery import Discovery
 from cluster.discovery_api import add_discovery_routes
 from cluster.limits import Limits, make_runner
-from cluster.membership import Member
+from cluster.membership_records import Member
 from cluster.raft import RaftSettings
 from cluster.store import ConfigStore
 from cluster.timeouts import Timeouts

@@ -35,7 +35,7 @@ from typing import Any
 from pysyncobj import FAIL_REASON
 
 from cluster.events import EventLog
-from cluster.membership import Member
+from cluster.membership_records import Member
 from cluster.raft_compat import check_connection_attributes, check_overrides, check_protected
 from cluster.raft_core import RaftCore
 from cluster.raft_dump import SlicedSerializer

@@ -24,7 +24,8 @@ import pysyncobj.syncobj as _syncobj_module
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 
 from cluster.events import EventLog
-from cluster.membership import Member, MembershipMixin, encode_cluster, read_dump_cluster
+from cluster.membership import MembershipMixin
+from cluster.membership_records import Member, encode_cluster, read_dump_cluster
 from cluster.raft_batch import AppendBatchMixin
 from cluster.raft_compat import TRANSPORT_ATTRIBUTES, PysyncobjIncompatible, check_attributes
 from cluster.raft_deadline import DeadlineQueue

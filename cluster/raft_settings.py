@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cluster.membership import Member
+from cluster.membership_records import Member
 
 
 class RaftConfigError(ValueError):

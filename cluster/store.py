@@ -19,7 +19,7 @@ from typing import Any
 
 from cluster.audit_api import stamp
 from cluster.events import EventLog
-from cluster.membership import Member
+from cluster.membership_records import Member
 from cluster.raft import OutcomeUnknown, RaftNode, RaftSettings
 from cluster.raft_read import ReadIndexUnavailable
 from cluster.state_machine import (

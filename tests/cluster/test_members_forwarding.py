@@ -19,7 +19,7 @@ from cluster import members as members_module
 from cluster.admin_api import error_middleware
 from cluster.app_keys import SETTINGS_KEY, STORE_KEY
 from cluster.members import remove_member
-from cluster.membership import Member
+from cluster.membership_records import Member
 
 
 class FakeRaft:

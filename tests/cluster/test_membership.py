@@ -9,7 +9,8 @@ import pytest
 from pysyncobj.node import TCPNode
 
 from cluster.auth import AuthError, check_policy, jti_expiry, mint_token_claims, verify_token
-from cluster.membership import (
+from cluster.membership_policy import Refusal, check_add, check_remove
+from cluster.membership_records import (
     MEMBERSHIP_COMMAND,
     Member,
     boot_members,
@@ -17,7 +18,6 @@ from cluster.membership import (
     encode_cluster,
     member_of,
 )
-from cluster.membership_policy import Refusal, check_add, check_remove
 
 N = {i: Member(f"n{i}", f"127.0.0.1:70{i:02d}", f"http://127.0.0.1:80{i:02d}") for i in range(1, 7)}
 THREE = [N[1], N[2], N[3]]

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from cluster.membership import Member, MembershipUnavailable
+from cluster.membership import MembershipUnavailable
 from cluster.membership_policy import Refusal
+from cluster.membership_records import Member
 from cluster.raft import RaftNode, RaftSettings
 from tests.support.cluster import free_port
 from tests.support.http import wait_for
