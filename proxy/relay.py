@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable
@@ -218,6 +219,10 @@ class RelaySettings:
     poll_interval: float = 10.0
     check_interval: float = 30.0
     downstream_tokens: tuple[str, ...] = ()
+    # TLS (cluster/tls.py), as on a proxy: cp_ssl verifies the upstream (https/wss, the cluster's CA,
+    # a client certificate under mutual TLS); listen_ssl makes the downstream listener serve https/wss.
+    cp_ssl: ssl.SSLContext | None = None
+    listen_ssl: ssl.SSLContext | None = None
 
 
 class RelayNode:
@@ -234,7 +239,7 @@ class RelayNode:
             settings.sync, settings.cp_urls, settings.token, settings.relay_id, self.dp, self.cache,
             address=f"{host}:{port}", software=self.software, build_runtime=_build,
             members_file=settings.state_dir / MEMBERS_FILE, poll_interval=settings.poll_interval,
-            check_interval=settings.check_interval, **sync_options,
+            check_interval=settings.check_interval, ssl_context=settings.cp_ssl, **sync_options,
         )  # fmt: skip
         previous = self.sync.on_status  # anti-entropy's, in hybrid mode
 
@@ -306,7 +311,7 @@ class RelayNode:
         await runner.setup()
         host, port = self.settings.listen
         try:
-            site = web.TCPSite(runner, host, port)
+            site = web.TCPSite(runner, host, port, ssl_context=self.settings.listen_ssl)
             await site.start()
         except OSError as exc:
             await runner.cleanup()
@@ -317,7 +322,8 @@ class RelayNode:
         self.bound = sockets[0].getsockname()[:2] if sockets else (host, port)
         self.sync.start()
         self._reporter = asyncio.create_task(self._report_loop(), name="relay-fleet-report")
-        log.info("relay %s listening on %s:%d, control plane %s", self.settings.relay_id, host, port,
+        log.info("relay %s listening on %s://%s:%d, control plane %s", self.settings.relay_id,
+                 "https" if self.settings.listen_ssl is not None else "http", host, port,
                  ", ".join(self.settings.cp_urls))  # fmt: skip
 
     async def stop(self) -> None:
@@ -331,7 +337,8 @@ class RelayNode:
             self._runner = None
 
     async def _report_loop(self) -> None:
-        async with aiohttp.ClientSession() as http:
+        connector = aiohttp.TCPConnector(ssl=self.settings.cp_ssl or True)  # https: the cluster's CA
+        async with aiohttp.ClientSession(connector=connector) as http:
             while True:
                 await asyncio.sleep(REPORT_INTERVAL)
                 url = self.sync.connected_url

@@ -39,11 +39,21 @@ def relay_group() -> None:
               help="Pull: how long one long-poll waits (0.1..30 s).")
 @click.option("--check-interval", default=30.0, show_default=True, type=float, metavar="S",
               help="Hybrid: anti-entropy check at least this often.")
+@click.option("--ca", envvar="GWADM_RELAY_CA", metavar="FILE",
+              help="CA certificate the control plane's (https/wss) certificate must chain to.")
+@click.option("--tls-cert", envvar="GWADM_RELAY_TLS_CERT", metavar="FILE",
+              help="Client certificate presented to the control plane (mutual TLS).")
+@click.option("--tls-key", envvar="GWADM_RELAY_TLS_KEY", metavar="FILE", help="Key of --tls-cert.")
+@click.option("--listen-tls-cert", envvar="GWADM_RELAY_LISTEN_TLS_CERT", metavar="FILE",
+              help="Serve downstream proxies over TLS (https/wss) with this certificate.")
+@click.option("--listen-tls-key", envvar="GWADM_RELAY_LISTEN_TLS_KEY", metavar="FILE", help="Key of --listen-tls-cert.")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 def run(
     cp: tuple[str, ...], listen: str, state_dir: str, token_file: str, downstream_token_file: str | None,
-    relay_id: str | None, sync_mode: str, poll_interval: float, check_interval: float, log_level: str,
+    relay_id: str | None, sync_mode: str, poll_interval: float, check_interval: float, ca: str | None,
+    tls_cert: str | None, tls_key: str | None, listen_tls_cert: str | None, listen_tls_key: str | None,
+    log_level: str,
 ) -> None:  # fmt: skip
     """Run one relay until SIGTERM/SIGINT."""
     from proxy.node import SettingsError, load_settings
@@ -54,8 +64,10 @@ def run(
         base = load_settings(
             cp=",".join(cp), listen=listen, status_listen="127.0.0.1:0", state_dir=state_dir,
             token_file=token_file, proxy_id=relay_id, sync=sync_mode, poll_interval=poll_interval,
-            check_interval=check_interval,
+            check_interval=check_interval, ca=ca, tls_cert=tls_cert, tls_key=tls_key,
+            listen_tls_cert=listen_tls_cert, listen_tls_key=listen_tls_key,
         )  # fmt: skip
+        cp_ssl, listen_ssl = base.cp_ssl_context(), base.listen_ssl_context()
         extra: tuple[str, ...] = ()
         if downstream_token_file:
             try:
@@ -69,7 +81,7 @@ def run(
     settings = RelaySettings(
         cp_urls=base.cp_urls, listen=base.listen, state_dir=base.state_dir, token=base.token,
         relay_id=base.proxy_id, sync=base.sync, poll_interval=base.poll_interval,
-        check_interval=base.check_interval, downstream_tokens=extra,
+        check_interval=base.check_interval, downstream_tokens=extra, cp_ssl=cp_ssl, listen_ssl=listen_ssl,
     )  # fmt: skip
     logging.basicConfig(
         level=log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -25,7 +25,8 @@ from cli import certs, procs
 from cli.client import get_json
 from cli.procs import free_ports
 from tests.support.cluster import ROOT, running_cluster
-from tests.support.http import wait_for
+from tests.support.http import request, wait_for
+from tests.support.relay import RelayProc
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 
@@ -219,3 +220,54 @@ def test_node_without_tls_or_insecure_refuses_to_start(tmp_path: Path) -> None:
                          text=True, timeout=30, cwd=ROOT, env=procs.child_env())
     assert res.returncode != 0 and "plain HTTP only with insecure = true" in res.stderr, res.stderr
     assert not os.path.exists(tmp_path / "d")  # refused before anything was created
+
+
+def test_a_relay_verifies_the_cluster_and_serves_its_proxies_over_tls(
+    tls_cluster: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """`gwadm relay run --ca ... --listen-tls-cert ...`: the relay follows a TLS control plane whose
+    certificate chains to the cluster's CA, and serves a proxy (``--ca``) over wss; a relay
+    without ``--ca`` refuses the cluster's certificate and has nothing to serve."""
+    d, _ = tls_cluster
+    info = up(d, "--proxies", "0")
+    cp = info["nodes"][0]["admin_url"]
+    ca = str(d / "tls" / "ca.pem")
+    served = certs.issue(d, "relay", ["127.0.0.1"])
+    relay = RelayProc("r1", [cp], d / "proxy.token", tmp_path / "r1", scheme="https", ca=ca,
+                      extra_args=["--ca", ca, "--listen-tls-cert", str(served.cert),
+                                  "--listen-tls-key", str(served.key)])  # fmt: skip
+    blind = RelayProc("r2", [cp], d / "proxy.token", tmp_path / "r2")
+    proxy: subprocess.Popen[bytes] | None = None
+    try:
+        relay.start()
+        blind.start()
+        token = (d / "admin.token").read_text().strip()
+        put = request("PUT", cp + "/v1/upstreams/u1", token=token, ca=ca,
+                      json_body={"targets": [{"host": "127.0.0.1", "port": 9, "weight": 1}]})  # fmt: skip
+        assert put.status in (200, 201), put
+        rev = put.json()["revision"]
+        wait_for(lambda: relay.status()["mode"] == "synced" and relay.status()["revision"] >= rev, 30,
+                 "the relay synced over https/wss")  # fmt: skip
+        proxy, proxy_log, status_url = _start_proxy(d, tmp_path, "p-behind-relay", relay.url, "--ca", ca)
+
+        def behind() -> bool:
+            st = get_json(status_url + "/status", None, 2.0)[1]
+            return bool(st and st["revision"] >= rev)
+
+        try:
+            wait_for(behind, 30, "the proxy synced through the relay over wss")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nproxy log:\n{proxy_log.read_text(errors='replace')[-3000:]}") from None
+        wait_for(lambda: "certificate verify failed" in blind.log_path.read_text(errors="replace"), 30,
+                 "the relay without --ca to log the refused certificate")
+        assert blind.status()["revision"] == 0 and blind.status()["mode"] == "empty"
+    finally:
+        if proxy is not None:
+            proxy.send_signal(signal.SIGTERM)
+            try:
+                proxy.wait(10)
+            except subprocess.TimeoutExpired:
+                proxy.kill()
+                proxy.wait(5)
+        relay.stop()
+        blind.stop()

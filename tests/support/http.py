@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -32,11 +33,18 @@ def request(
     data: bytes | None = None,
     headers: dict[str, str] | None = None,
     timeout: float = 10.0,
+    ca: str | None = None,
 ) -> Response:
+    """One request; ``https`` URLs verify the server against ``ca`` (a PEM file)."""
     parts = urlsplit(url)
     if not parts.hostname:
         raise ValueError(f"no host in {url!r}")
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    conn: http.client.HTTPConnection
+    if parts.scheme == "https":
+        context = ssl.create_default_context(cafile=ca)
+        conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout, context=context)
+    else:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
     hdrs = dict(headers or {})
     if token is not None:
         hdrs.setdefault("Authorization", f"Bearer {token}")

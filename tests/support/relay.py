@@ -20,11 +20,13 @@ class RelayProc:
     dir: Path
     port: int = field(default_factory=free_port)
     extra_args: list[str] = field(default_factory=list)
+    scheme: str = "http"  # https: the relay serves TLS (extra_args has --listen-tls-cert/--listen-tls-key)
+    ca: str | None = None  # verifies the relay's certificate (https)
     proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def log_path(self) -> Path:
@@ -45,7 +47,7 @@ class RelayProc:
         if self.proc is not None and self.proc.poll() is not None:
             raise AssertionError(f"relay {self.id} exited:\n{self.log_tail()}")
         try:
-            return request("GET", self.url + "/healthz", timeout=1).status == 200
+            return request("GET", self.url + "/healthz", timeout=1, ca=self.ca).status == 200
         except OSError:
             return False
 
@@ -54,7 +56,8 @@ class RelayProc:
         self.proc = None
 
     def status(self) -> dict[str, Any]:
-        data: dict[str, Any] = request("GET", self.url + "/status", token=self.token_file.read_text().strip()).json()
+        token = self.token_file.read_text().strip()
+        data: dict[str, Any] = request("GET", self.url + "/status", token=token, ca=self.ca).json()
         return data
 
     def log_tail(self, lines: int = 40) -> str:
