@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pysyncobj import FAIL_REASON
+
+from cluster.raft import CommandRejected, RaftNode
 from cluster.raft_proposals import (
     BATCH_DENIED,
     ProposalBatcher,
@@ -20,9 +23,6 @@ from cluster.raft_proposals import (
     encode_batch,
     is_batch,
 )
-from pysyncobj import FAIL_REASON
-
-from cluster.raft import CommandRejected, RaftNode
 from cluster.state_machine import command_deadline, encode_command
 from tests.support.http import wait_for
 from tests.support.raft import recording_members
