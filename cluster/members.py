@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -69,6 +70,12 @@ def _member_status(request: web.Request) -> dict[str, Any]:
         "started_at": settings.get("started_at"),
         "insecure": bool(settings.get("insecure", False)),  # plain HTTP admin API (--insecure)
         "counts": {kind: store.state.count(kind) for kind in KINDS},
+        # the collector's tuning (cluster/node.py GC_THRESHOLD) and what boot froze out of it
+        "gc": {
+            "threshold": list(gc.get_threshold()),
+            "frozen": gc.get_freeze_count(),
+            "collections": [generation["collections"] for generation in gc.get_stats()],
+        },
     }
 
 

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from cluster.node import GC_THRESHOLD
 from tests.integration.test_failover import assert_all_present, write_any
-from tests.support.cluster import ROOT, Cluster
+from tests.support.cluster import ROOT, Cluster, upstream_body
+from tests.support.http import request
 
 
 def run_node(config: Path) -> subprocess.CompletedProcess[str]:
@@ -72,3 +74,25 @@ def test_log_compaction_dumps_are_msgpack_and_survive_kill_all(tmp_path: Path) -
         write_any(c, "after", 15000, "after", time.monotonic() + 10)
     finally:
         c.stop_all()
+
+
+def test_a_running_node_tunes_its_collector_and_freezes_what_boot_built(cluster: Cluster) -> None:
+    leader = cluster.wait_ready()
+
+    def young_collections() -> int:
+        status = cluster.status(leader)
+        assert status is not None
+        return int(status["gc"]["collections"][0])
+
+    before = young_collections()
+    for i in range(100):
+        r = request("PUT", leader.url + f"/v1/upstreams/gc{i}", token=cluster.token, json_body=upstream_body(20000 + i))
+        assert r.status in (200, 201), r.body
+    # At the default threshold (700) the leader collects its young generation about 6 times in
+    # these 100 writes.
+    assert young_collections() - before <= 2
+    for node in cluster.nodes:
+        status = cluster.status(node)
+        assert status is not None, node.id
+        assert tuple(status["gc"]["threshold"]) == GC_THRESHOLD, node.id
+        assert status["gc"]["frozen"] > 10_000, node.id  # modules, settings, the restored config
