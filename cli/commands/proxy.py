@@ -11,6 +11,8 @@ import sys
 
 import click
 
+from cli.tls_options import tls_options
+
 
 @click.group(name="proxy")
 def proxy_group() -> None:
@@ -66,14 +68,7 @@ def proxy_group() -> None:
     metavar="IP",
     help="Bind outgoing control-plane connections to this local address (chaos harness).",
 )
-@click.option("--ca", envvar="GWADM_PROXY_CA", metavar="FILE",
-              help="CA certificate the control plane's (https/wss) certificate must chain to.")
-@click.option("--tls-cert", envvar="GWADM_PROXY_TLS_CERT", metavar="FILE",
-              help="Client certificate presented to the control plane (mutual TLS).")
-@click.option("--tls-key", envvar="GWADM_PROXY_TLS_KEY", metavar="FILE", help="Key of --tls-cert.")
-@click.option("--listen-tls-cert", envvar="GWADM_PROXY_LISTEN_TLS_CERT", metavar="FILE",
-              help="Serve proxied traffic over TLS with this certificate (no SNI needed).")
-@click.option("--listen-tls-key", envvar="GWADM_PROXY_LISTEN_TLS_KEY", metavar="FILE", help="Key of --listen-tls-cert.")
+@tls_options("GWADM_PROXY", listen_help="Serve proxied traffic over TLS with this certificate (no SNI needed).")
 @click.option(
     "--sync",
     "sync_mode",

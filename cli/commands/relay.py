@@ -14,6 +14,8 @@ from pathlib import Path
 
 import click
 
+from cli.tls_options import tls_options
+
 
 @click.group(name="relay")
 def relay_group() -> None:
@@ -39,14 +41,7 @@ def relay_group() -> None:
               help="Pull: how long one long-poll waits (0.1..30 s).")
 @click.option("--check-interval", default=30.0, show_default=True, type=float, metavar="S",
               help="Hybrid: anti-entropy check at least this often.")
-@click.option("--ca", envvar="GWADM_RELAY_CA", metavar="FILE",
-              help="CA certificate the control plane's (https/wss) certificate must chain to.")
-@click.option("--tls-cert", envvar="GWADM_RELAY_TLS_CERT", metavar="FILE",
-              help="Client certificate presented to the control plane (mutual TLS).")
-@click.option("--tls-key", envvar="GWADM_RELAY_TLS_KEY", metavar="FILE", help="Key of --tls-cert.")
-@click.option("--listen-tls-cert", envvar="GWADM_RELAY_LISTEN_TLS_CERT", metavar="FILE",
-              help="Serve downstream proxies over TLS (https/wss) with this certificate.")
-@click.option("--listen-tls-key", envvar="GWADM_RELAY_LISTEN_TLS_KEY", metavar="FILE", help="Key of --listen-tls-cert.")
+@tls_options("GWADM_RELAY", listen_help="Serve downstream proxies over TLS (https/wss) with this certificate.")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 def run(
