@@ -70,9 +70,18 @@ def conn_options(f: F) -> F:
         click.option("--ca", "ca", metavar="FILE", expose_value=False, callback=_store,
                      help="CA certificate of the cluster (default $GWADM_CA or DIR/tls/ca.pem)."),
     ]  # fmt: skip
-    for opt in reversed(opts):
-        f = opt(f)
-    return f
+    return with_options(opts)(f)
+
+
+def with_options(options: list[Callable[[Any], Any]]) -> Callable[[F], F]:
+    """One decorator for several click options; ``--help`` lists them in the order given."""
+
+    def decorate(f: F) -> F:
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
 
 
 def current_options() -> ConnOptions:

@@ -8,6 +8,8 @@ from typing import Any, TypeVar
 
 import click
 
+from cli.connection import with_options
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -24,10 +26,4 @@ def tls_options(env_prefix: str, *, listen_help: str) -> Callable[[F], F]:
         click.option("--listen-tls-key", envvar=f"{env_prefix}_LISTEN_TLS_KEY", metavar="FILE",
                      help="Key of --listen-tls-cert."),
     ]  # fmt: skip
-
-    def decorate(fn: F) -> F:
-        for option in reversed(options):
-            fn = option(fn)
-        return fn
-
-    return decorate
+    return with_options(options)

@@ -11,7 +11,7 @@ import click
 
 from cli import console, render
 from cli.commands.cluster import json_option
-from cli.connection import conn_options, make_client
+from cli.connection import conn_options, make_client, with_options
 
 KIND_GROUPS = {"route": "routes", "upstream": "upstreams", "consumer": "consumers", "plugin": "plugins"}
 
@@ -93,10 +93,7 @@ def make_kind_group(name: str, kind: str) -> click.Group:
                      help="Only if the resource's mod_revision is N (0 = must not exist)."),
     ]  # fmt: skip
 
-    def with_body(f: Any) -> Any:
-        for opt in reversed(body_opts):
-            f = opt(f)
-        return f
+    with_body = with_options(body_opts)
 
     @group.command("put")
     @conn_options
