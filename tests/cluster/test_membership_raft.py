@@ -8,6 +8,7 @@ taken from the journal and the dump, so that stale config peers cannot bring a r
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,12 +94,17 @@ async def test_an_added_member_catches_up_and_every_member_knows_its_admin_url(n
     leader = nodes.leader()
     for i in range(5):
         await leader.submit(f"w{i}".encode(), timeout=5)
-    # pysyncobj would take both changes; the second must wait for the first to commit
-    first, second = await asyncio.gather(
-        leader.change_membership("add", nodes.members["n4"], 5),
-        leader.change_membership("add", Member("n5", "127.0.0.1:1", "http://n5.test:8000"), 5),
-        return_exceptions=True,
-    )
+    # pysyncobj would take both changes; the second must wait for the first to commit. Both are
+    # held in the queue so that one tick judges them in turn: otherwise, on a busy machine, the
+    # first can commit before the second is queued, and then the second is rightly accepted.
+    leader._core._hold_commands_until = math.inf
+    changes = [
+        asyncio.ensure_future(leader.change_membership("add", nodes.members["n4"], 5)),
+        asyncio.ensure_future(leader.change_membership("add", Member("n5", "127.0.0.1:1", "http://n5.test:8000"), 5)),
+    ]
+    await asyncio.sleep(0)  # each task queues its change before its first await
+    leader._core._hold_commands_until = 0.0
+    first, second = await asyncio.gather(*changes, return_exceptions=True)
     assert first is None
     assert isinstance(second, Refusal) and "a membership change is in progress (adding n4" in second.message
     n4 = nodes.start("n4", ["n1", "n2", "n3"])
