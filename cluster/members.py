@@ -66,6 +66,10 @@ def _member_status(request: web.Request) -> dict[str, Any]:
         "link_counters": st.get("link_counters", {}),
         "read_index_rounds": st.get("read_index_rounds", 0),  # heartbeat rounds that confirmed reads
         "lease": st.get("lease", {"enabled": False}),  # leader leases (cluster/raft_read.py)
+        # log entries this node proposed and commands that went in batch entries
+        # (cluster/raft_proposals.py); AppendEntries rounds sent and saved (cluster/raft_batch.py)
+        "proposals": st.get("proposals", {}),
+        "append_entries": st.get("append_entries", {}),
         "links_down": sorted(p for p, link in st.get("links", {}).items() if link["state"] != "up"),
         "started_at": settings.get("started_at"),
         "insecure": bool(settings.get("insecure", False)),  # plain HTTP admin API (--insecure)

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,27 @@ def test_a_running_node_tunes_its_collector_and_freezes_what_boot_built(cluster:
         assert status is not None, node.id
         assert tuple(status["gc"]["threshold"]) == GC_THRESHOLD, node.id
         assert status["gc"]["frozen"] > 10_000, node.id  # modules, settings, the restored config
+
+
+def test_concurrent_writes_share_log_entries_and_the_status_counts_them(cluster: Cluster) -> None:
+    """/v1/status `proposals` (cluster/raft_proposals.py) and `append_entries` (raft_batch.py)."""
+    leader = cluster.wait_ready()
+    writers, each = 32, 8
+
+    def write(w: int) -> None:
+        for i in range(each):
+            r = request("PUT", leader.url + f"/v1/upstreams/cw{w}", token=cluster.token,
+                        json_body=upstream_body(21000 + i))
+            assert r.status in (200, 201), r.body
+
+    status = cluster.status(leader)
+    assert status is not None
+    before = status["proposals"]["entries"]
+    with ThreadPoolExecutor(writers) as pool:
+        list(pool.map(write, range(writers)))
+    status = cluster.status(leader)
+    assert status is not None
+    proposals, rounds = status["proposals"], status["append_entries"]
+    assert set(proposals) == {"entries", "batched"}
+    assert proposals["batched"] > 0 and proposals["entries"] - before < writers * each, proposals
+    assert rounds["rounds"] > 0 and rounds["coalesced"] >= 0, rounds
