@@ -11,7 +11,7 @@ import pytest
 
 from cluster.raft import RaftNode
 from tests.support.http import wait_for
-from tests.support.raft import recording_members
+from tests.support.raft import recording_members, wait_for_leader
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def append_entries_sent(node: RaftNode) -> dict[str, int]:
 
 async def test_concurrent_commands_share_append_entries(members: list[tuple[RaftNode, list[bytes]]]) -> None:
     nodes = [n for n, _ in members]
-    leader = wait_for(lambda: next((n for n in nodes if n.is_leader()), None), 10, "leader")
+    leader = wait_for_leader(nodes)
     await leader.submit(b"warm-up", timeout=5)
     before = append_entries_sent(leader)
     payloads = [f"w{i}".encode() for i in range(200)]
@@ -54,7 +54,7 @@ async def test_sequential_writes_carry_the_commit_index_in_the_next_round(
     AppendEntries, so a write costs about one round instead of two; the last one is still
     announced on its own (followers apply it without any further write)."""
     nodes = [n for n, _ in members]
-    leader = wait_for(lambda: next((n for n in nodes if n.is_leader()), None), 10, "leader")
+    leader = wait_for_leader(nodes)
     await leader.submit(b"warm-up", timeout=5)
     rounds = leader.status()["append_entries"]["rounds"]
     count = 60

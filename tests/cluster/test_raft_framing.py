@@ -12,7 +12,7 @@ import pytest
 
 from cluster.raft_transport import SMALL_MESSAGE, CompactTcpConnection, _zlib_frame
 from tests.support.http import wait_for
-from tests.support.raft import recording_members
+from tests.support.raft import recording_members, wait_for_leader
 
 pytestmark = pytest.mark.timeout(40)
 
@@ -34,7 +34,7 @@ def test_small_messages_are_stored_and_large_ones_compressed() -> None:
 
 async def test_every_peer_connection_frames_compactly(tmp_path: Path) -> None:
     with recording_members(tmp_path, fsync=False) as members:
-        leader = wait_for(lambda: next((n for n, _ in members if n.is_leader()), None), 10, "leader")
+        leader = wait_for_leader(n for n, _ in members)
         rng = random.Random(12)
         print("seed 12")
         for _ in range(5):

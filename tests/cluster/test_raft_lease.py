@@ -15,6 +15,7 @@ from cluster.raft import RaftConfigError, RaftNode, RaftSettings
 from cluster.raft_read import ReadIndexUnavailable, lease_expiry
 from tests.support.cluster import free_port
 from tests.support.http import wait_for
+from tests.support.raft import wait_for_leader
 
 
 def test_the_lease_runs_from_the_send_time_of_the_heartbeat_that_completed_the_majority() -> None:
@@ -66,8 +67,7 @@ def members(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[bo
 
 async def test_lease_reads_on_the_leader_cost_no_heartbeat_round(members: tuple[bool, list[RaftNode]]) -> None:
     lease, nodes = members
-    leader = wait_for(lambda: next((n for n in nodes if n.is_leader() and n.status()["has_quorum"]), None), 10,
-                      "leader")
+    leader = wait_for_leader(nodes, with_quorum=True)
     await leader.submit(b"w", timeout=5)
     wait_for(lambda: leader.status()["lease"]["valid_for_s"] is not None or not lease, 5, "a lease")
     rounds, served = leader.read_index_rounds, leader.status()["lease"]["reads"]
@@ -85,8 +85,7 @@ async def test_lease_reads_on_the_leader_cost_no_heartbeat_round(members: tuple[
 async def test_a_cut_off_leader_stops_lease_reads_when_its_lease_ends(tmp_path: Path) -> None:
     nodes = start_members(tmp_path, lease=True)
     try:
-        leader = wait_for(lambda: next((n for n in nodes if n.is_leader() and n.status()["has_quorum"]), None),
-                          10, "leader")
+        leader = wait_for_leader(nodes, with_quorum=True)
         await leader.submit(b"w", timeout=5)
         await leader.read_index(2.0)
         duration = leader.settings.effective_lease_duration
@@ -136,8 +135,7 @@ async def test_a_follower_that_hears_its_leader_ignores_vote_requests_but_not_a_
     monkeypatch.setattr(time, "monotonic", lambda: real() + skew)
     nodes = start_members(tmp_path, lease=True)
     try:
-        leader = wait_for(lambda: next((n for n in nodes if n.is_leader() and n.status()["has_quorum"]), None),
-                          10, "leader")
+        leader = wait_for_leader(nodes, with_quorum=True)
         await leader.submit(b"w", timeout=5)
         follower = next(n for n in nodes if n is not leader)
         term = follower.status()["term"]
@@ -149,8 +147,7 @@ async def test_a_follower_that_hears_its_leader_ignores_vote_requests_but_not_a_
         assert leader.is_leader() and leader.status()["term"] == term
         # a leadership transfer's candidate is tagged and elected as before; the old leader's lease is gone
         await leader.transfer_leadership(5.0)
-        new = wait_for(lambda: next((n for n in nodes if n.is_leader() and n.status()["has_quorum"]), None), 10,
-                       "a new leader")
+        new = wait_for_leader(nodes, with_quorum=True)
         assert new is not leader and new.status()["term"] > term
         assert leader.status()["lease"]["valid_for_s"] is None
     finally:

@@ -25,7 +25,7 @@ from cluster.raft_proposals import (
 )
 from cluster.state_machine import command_deadline, encode_command
 from tests.support.http import wait_for
-from tests.support.raft import recording_members
+from tests.support.raft import recording_members, wait_for_leader
 
 
 def test_a_batch_carries_its_commands_and_their_earliest_deadline() -> None:
@@ -119,7 +119,7 @@ async def test_concurrent_commands_share_log_entries_on_a_real_cluster(
     members: list[tuple[RaftNode, list[bytes]]],
 ) -> None:
     nodes = [n for n, _ in members]
-    leader = wait_for(lambda: next((n for n in nodes if n.is_leader()), None), 10, "leader")
+    leader = wait_for_leader(nodes)
     follower = next(n for n in nodes if n is not leader)
     await leader.submit(b"warm-up", timeout=5)
     commit = leader.status()["commit_index"]
@@ -145,7 +145,7 @@ async def test_a_late_command_in_a_batch_is_refused_and_the_others_are_applied(
     members: list[tuple[RaftNode, list[bytes]]],
 ) -> None:
     nodes = [n for n, _ in members]
-    leader = wait_for(lambda: next((n for n in nodes if n.is_leader()), None), 10, "leader")
+    leader = wait_for_leader(nodes)
     await leader.submit(b"warm-up", timeout=5)
     late = encode_command({"type": "barrier", "late": True}, time.time() - 0.01)
     fresh = [encode_command({"type": "barrier", "n": i}, time.time() + 10) for i in range(8)]

@@ -12,7 +12,7 @@ import pytest
 from cluster.raft import RaftNode
 from cluster.raft_read import ReadIndexMixin, ReadIndexUnavailable
 from tests.support.http import wait_for
-from tests.support.raft import RecordingTransport, recording_members
+from tests.support.raft import RecordingTransport, recording_members, wait_for_leader
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ async def test_read_index_without_a_log_entry_on_leader_and_follower(
     members: list[tuple[RaftNode, list[bytes]]],
 ) -> None:
     nodes = [n for n, _ in members]
-    leader = wait_for(lambda: next((n for n in nodes if n.is_leader()), None), 10, "leader")
+    leader = wait_for_leader(nodes)
     follower = next(n for n in nodes if n is not leader)
     for i in range(3):
         await leader.submit(f"w{i}".encode(), timeout=5)
@@ -49,7 +49,7 @@ async def test_read_index_without_a_log_entry_on_leader_and_follower(
 
 async def test_a_leader_without_a_majority_gets_no_read_index(members: list[tuple[RaftNode, list[bytes]]]) -> None:
     nodes = [n for n, _ in members]
-    leader = wait_for(lambda: next((n for n in nodes if n.is_leader()), None), 10, "leader")
+    leader = wait_for_leader(nodes)
     await leader.submit(b"x", timeout=5)
     for n in nodes:
         if n is not leader:

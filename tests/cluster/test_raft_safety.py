@@ -24,6 +24,7 @@ from cluster.raft import RaftNode, RaftSettings
 from cluster.raft_core import RaftCore
 from tests.support.cluster import free_port
 from tests.support.http import wait_for
+from tests.support.raft import recording_members
 
 
 class RecordingNode(RaftCore):
@@ -74,30 +75,14 @@ class RecordingFacade(RaftNode):
 
 @pytest.fixture
 def members(tmp_path: Path) -> Iterator[list[RecordingNode]]:
-    addrs = [f"127.0.0.1:{free_port()}" for _ in range(3)]
-    nodes: list[RecordingNode] = []
-    try:
-        for i, addr in enumerate(addrs):
-            node_holder: list[RecordingNode] = []
-            settings = RaftSettings(
-                self_addr=addr, partners=[a for a in addrs if a != addr], password="test-secret",
-                data_dir=str(tmp_path / f"n{i}"), fsync=False,
-            )
-            facade = RecordingFacade(
-                settings,
-                apply_fn=lambda payload, h=node_holder: h[0].applied.append(payload) or len(h[0].applied),
-                snapshot_fn=lambda: b"",
-                restore_fn=lambda blob: None,
-            )
+    with recording_members(tmp_path, fsync=False, node_class=RecordingFacade) as out:
+        nodes: list[RecordingNode] = []
+        for facade, applied in out:
             node = facade._core
             assert isinstance(node, RecordingNode)
-            node.facade = facade
-            node_holder.append(node)
+            node.facade, node.applied = facade, applied  # every payload its member applied, in order
             nodes.append(node)
         yield nodes
-    finally:
-        for node in nodes:
-            node.destroy_synchronous()
 
 
 async def test_stale_append_entries_does_not_truncate_applied_entries(members: list[RecordingNode]) -> None:

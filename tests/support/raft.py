@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from cluster.raft import RaftNode, RaftSettings
 from tests.support.cluster import free_port
+from tests.support.http import wait_for
 
 
 @contextmanager
@@ -31,6 +32,17 @@ def recording_members(
     finally:
         for node, _ in out:
             node.destroy_synchronous()
+
+
+def wait_for_leader(nodes: Iterable[RaftNode], timeout: float = 10, *, with_quorum: bool = False) -> RaftNode:
+    """The member that is leader (and, ``with_quorum``, knows it has a majority) once there is one."""
+    members = list(nodes)
+
+    def leader() -> RaftNode | None:
+        return next((n for n in members if n.is_leader() and (not with_quorum or n.status()["has_quorum"])), None)
+
+    found: RaftNode = wait_for(leader, timeout, "a leader" + (" with quorum" if with_quorum else ""))
+    return found
 
 
 class RecordingTransport:
