@@ -306,6 +306,11 @@ class PushHub:
                 problem = self._receive(session, msg)
                 if problem is not None:
                     break
+        except ConnectionResetError as exc:
+            # aiohttp answers a proxy's ping while it reads; if our own heartbeat has just given up
+            # on the proxy (as after this node was paused) the transport is closing and that pong
+            # raises (aio-libs/aiohttp#4587). The proxy is gone either way: end as on a close.
+            log.info("proxy %s: stream reset while answering a ping (%s)", session.proxy_id, exc)
         finally:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -356,6 +361,8 @@ class PushHub:
             msg = await ws.receive(timeout=self.hello_timeout)
         except TimeoutError:
             await self._reject(ws, "no_hello", f"no hello within {self.hello_timeout:g}s")
+            return None
+        except ConnectionResetError:  # a pong to a closing transport (see _serve): the proxy is gone
             return None
         if msg.type == WSMsgType.ERROR:  # e.g. a first frame over max_frame: closed with 1009
             self.admission.count("bad_frame")

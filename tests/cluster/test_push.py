@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 import zlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -11,7 +13,7 @@ import pytest
 
 from cluster.auth import mint_token_claims
 from cluster.push import PushHub
-from gateway.codec import decode
+from gateway.codec import decode, encode
 from gateway.delta import Delta, apply_delta
 from gateway.state import ConfigState
 from tests.cluster.test_push_fakes import (
@@ -315,6 +317,30 @@ async def test_fleet_registry(env: dict[str, Any]) -> None:
         env["cluster"].write(delete("routes", "r0"))
         item = (await fetch())["items"][0]
         assert (item["id"], item["connected"], item["lag"]) == ("edge-1", False, 1)
+
+
+async def test_a_ping_read_after_our_heartbeat_gave_up_ends_the_session_quietly(
+    env: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by chaos pause-leader: a node resumed from SIGSTOP runs its overdue pong deadline (which
+    closes the transport) before it handles the ping the proxy sent meanwhile; aiohttp's automatic
+    pong to that ping then raised out of the stream handler, logged as an unhandled error."""
+    seed(env["cluster"])
+    srv = await env["server"](heartbeat=0.2)
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(srv.url + "/v1/stream", headers={"Authorization": f"Bearer {PROXY_TOKEN}"},
+                                   autoping=False)  # fmt: skip  # this proxy never answers the hub's pings
+        await ws.send_bytes(encode({"t": "hello", "proto": 1, "proxy_id": "p1", "software": "raw/1", "revision": 0,
+                                    "hash": "", "address": "127.0.0.1:1"}))  # fmt: skip
+        while (await ws.receive(timeout=5)).type != aiohttp.WSMsgType.PING:
+            pass  # status and snapshot frames first; then the hub's heartbeat ping
+        await until(lambda: srv.hub.proxies() and srv.hub.proxies()[0]["connected"], what="session registered")
+        await ws.ping()
+        time.sleep(0.3)  # the loop (the node) stands still past the pong deadline, our ping unread
+        await until(lambda: not srv.hub.proxies()[0]["connected"], what="session ended")
+        await ws.close()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [r.getMessage() for r in errors]
 
 
 async def test_close_ends_sessions_with_going_away(env: dict[str, Any]) -> None:
