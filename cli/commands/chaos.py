@@ -8,6 +8,7 @@ disappear with the run.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,9 @@ def _scenario_names(prefix: str) -> list[str]:
     return [n for n in ["all", *NEMESES] if n.startswith(prefix)]
 
 
+_ENDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
 def _reexec_in_namespace() -> int:
     from chaos.net import NetError, unshare_argv
 
@@ -37,10 +41,33 @@ def _reexec_in_namespace() -> int:
         argv = unshare_argv([sys.executable, "-m", "cli", *sys.argv[1:]])
     except NetError as exc:
         raise click.ClickException(str(exc)) from None
+    child = subprocess.Popen(argv)  # unshare and env exec: this is the run itself
+
+    def forward(signum: int, _frame: Any) -> None:
+        child.send_signal(signum)  # the run tears itself down (see _end_on_signals) and exits
+
+    previous = {s: signal.signal(s, forward) for s in _ENDING_SIGNALS}
     try:
-        return subprocess.call(argv)
-    except KeyboardInterrupt:  # the child got the same SIGINT and tears its run down
-        return 130
+        while True:
+            try:
+                return child.wait()
+            except KeyboardInterrupt:  # the child got the same SIGINT and tears its run down
+                pass
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _end_on_signals() -> None:
+    """SIGTERM and SIGHUP end a run as Ctrl-C does: through ``run_scenario``'s ``finally``, which
+    kills the members and removes the rules. Python's default action for them skips every
+    ``finally`` and left the cluster and proxies of the run behind, still serving."""
+
+    def leave(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    for s in _ENDING_SIGNALS:
+        signal.signal(s, leave)
 
 
 @chaos_group.command("list")
@@ -102,6 +129,7 @@ def run_cmd(scenarios: tuple[str, ...], seed: tuple[int, ...], duration: float, 
             raise click.UsageError(f"scenario {name} needs --nodes {NEMESES[name].min_nodes}")
     if not in_private_netns():
         sys.exit(_reexec_in_namespace())
+    _end_on_signals()
     reports = _run_all(names, list(seed), duration, n_nodes, proxies, clients, Path(out), as_json)
     if as_json:
         click.echo(json.dumps(reports, indent=2))
