@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -159,6 +160,10 @@ def run_scenario(opts: RunOptions, log: Log = print, progress: Callable[[float],
         raise ScenarioError(f"{opts.scenario} needs at least {nemesis.min_nodes} CP nodes")
     out = opts.out
     out.mkdir(parents=True, exist_ok=True)
+    # A run again into the same directory starts from nothing: the members of the last run would
+    # boot from its Raft data and append to its logs, whose old tracebacks the processes checker
+    # would then blame on this run.
+    shutil.rmtree(out / "members", ignore_errors=True)
     rng = random.Random(opts.seed)
     ctrl = Controller(out / "members", opts.nodes, opts.proxies, raft=opts.raft)
     net = Net()

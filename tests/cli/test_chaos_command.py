@@ -1,7 +1,8 @@
-"""`gwadm chaos run` ended by a signal: nothing of the run is left behind."""
+"""`gwadm chaos run` as an operator uses it: ended by a signal, or run again into the same directory."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -53,3 +54,24 @@ def test_a_signalled_run_stops_its_cluster_and_proxies(tmp_path: Path, signum: i
             run.wait(10)
         for pid in processes_mentioning(str(out)):  # what a failed run left: never leak it
             os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.timeout(150)
+def test_a_run_into_a_used_directory_starts_from_nothing(tmp_path: Path) -> None:
+    """Found re-running one scenario: its members booted from the last run's Raft data and
+    appended to its logs, and the last run's traceback failed the new run's processes checker."""
+    require_namespace()
+    out = tmp_path / "out"
+    stale = out / "kill-leader-n3-s1" / "members" / "n1"
+    (stale / "data").mkdir(parents=True)
+    (stale / "data" / "left-by-the-last-run").write_text("x")
+    (stale / "process.log").write_text("Traceback (most recent call last):\n  a crash of the last run\n")
+    argv = [sys.executable, "-m", "cli", "chaos", "run", "--scenario", "kill-leader", "--seed", "1",
+            "--duration", "3", "--out", str(out), "--json"]
+    print("seed 1", " ".join(argv))
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=140)
+    report = json.loads((out / "kill-leader-n3-s1" / "report.json").read_text())
+    processes = next(c for c in report["checkers"] if c["name"] == "processes")
+    assert processes["ok"], (processes, done.stderr[-2000:])
+    assert not (stale / "data" / "left-by-the-last-run").exists()
+    assert "a crash of the last run" not in (stale / "process.log").read_text()
