@@ -16,6 +16,13 @@ from tests.support.cluster import ROOT
 from tests.support.http import wait_for
 
 
+def chaos_argv(out: Path, duration: int) -> list[str]:
+    argv = [sys.executable, "-m", "cli", "chaos", "run", "--scenario", "kill-leader", "--seed", "1",
+            "--duration", str(duration), "--out", str(out), "--json"]
+    print("seed 1", " ".join(argv))
+    return argv
+
+
 def processes_mentioning(text: str) -> list[int]:
     """PIDs whose command line contains ``text`` (members in the run's namespace included)."""
     found = []
@@ -36,10 +43,7 @@ def processes_mentioning(text: str) -> list[int]:
 def test_a_signalled_run_stops_its_cluster_and_proxies(tmp_path: Path, signum: int) -> None:
     require_namespace()
     out = tmp_path / "out"
-    argv = [sys.executable, "-m", "cli", "chaos", "run", "--scenario", "kill-leader", "--seed", "1",
-            "--duration", "60", "--out", str(out), "--json"]
-    print("seed 1", " ".join(argv))
-    run = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    run = subprocess.Popen(chaos_argv(out, 60), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         history = out / "kill-leader-n3-s1" / "history.jsonl"
         # members and proxies up, and the workload writing: the run is in full swing
@@ -66,10 +70,7 @@ def test_a_run_into_a_used_directory_starts_from_nothing(tmp_path: Path) -> None
     (stale / "data").mkdir(parents=True)
     (stale / "data" / "left-by-the-last-run").write_text("x")
     (stale / "process.log").write_text("Traceback (most recent call last):\n  a crash of the last run\n")
-    argv = [sys.executable, "-m", "cli", "chaos", "run", "--scenario", "kill-leader", "--seed", "1",
-            "--duration", "3", "--out", str(out), "--json"]
-    print("seed 1", " ".join(argv))
-    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=140)
+    done = subprocess.run(chaos_argv(out, 3), cwd=ROOT, capture_output=True, text=True, timeout=140)
     report = json.loads((out / "kill-leader-n3-s1" / "report.json").read_text())
     processes = next(c for c in report["checkers"] if c["name"] == "processes")
     assert processes["ok"], (processes, done.stderr[-2000:])

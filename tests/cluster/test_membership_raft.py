@@ -21,6 +21,7 @@ from cluster.membership_records import Member
 from cluster.raft import RaftNode, RaftSettings
 from tests.support.cluster import free_port
 from tests.support.http import wait_for
+from tests.support.raft import wait_for_leader
 
 
 class Nodes:
@@ -47,10 +48,7 @@ class Nodes:
         return node
 
     def leader(self) -> RaftNode:
-        found: RaftNode = wait_for(
-            lambda: next((n for n in self.running.values() if n.is_leader() and n.status()["has_quorum"]), None),
-            10, "a leader")
-        return found
+        return wait_for_leader(self.running.values(), with_quorum=True)
 
     def stop_all(self) -> None:
         for node in self.running.values():

@@ -13,7 +13,7 @@ import pytest
 
 from cluster.auth import mint_token_claims
 from cluster.push import PushHub
-from gateway.codec import decode, encode
+from gateway.codec import decode
 from gateway.delta import Delta, apply_delta
 from gateway.state import ConfigState
 from tests.cluster.test_push_fakes import (
@@ -330,8 +330,7 @@ async def test_a_ping_read_after_our_heartbeat_gave_up_ends_the_session_quietly(
     async with aiohttp.ClientSession() as http:
         ws = await http.ws_connect(srv.url + "/v1/stream", headers={"Authorization": f"Bearer {PROXY_TOKEN}"},
                                    autoping=False)  # fmt: skip  # this proxy never answers the hub's pings
-        await ws.send_bytes(encode({"t": "hello", "proto": 1, "proxy_id": "p1", "software": "raw/1", "revision": 0,
-                                    "hash": "", "address": "127.0.0.1:1"}))  # fmt: skip
+        await RawProxy(http, ws).hello(0)
         while (await ws.receive(timeout=5)).type != aiohttp.WSMsgType.PING:
             pass  # status and snapshot frames first; then the hub's heartbeat ping
         await until(lambda: srv.hub.proxies() and srv.hub.proxies()[0]["connected"], what="session registered")

@@ -31,10 +31,10 @@ class RecordingNode(RaftCore):
     """The pysyncobj member inside a RaftNode (white-box: these tests drive its message handler)."""
 
     facade: RaftNode
+    applied: list[bytes]  # every payload this member applied, in order (set by the fixture)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.recorded: list[tuple[Any, dict[str, Any]]] = []
-        self.applied: list[bytes] = []
         super().__init__(*args, **kwargs)
 
     async def submit(self, payload: bytes, timeout: float) -> Any:
@@ -80,7 +80,7 @@ def members(tmp_path: Path) -> Iterator[list[RecordingNode]]:
         for facade, applied in out:
             node = facade._core
             assert isinstance(node, RecordingNode)
-            node.facade, node.applied = facade, applied  # every payload its member applied, in order
+            node.facade, node.applied = facade, applied
             nodes.append(node)
         yield nodes
 
