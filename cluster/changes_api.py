@@ -110,7 +110,8 @@ class ChangesAPI:
 
     def start(self) -> None:
         if self._unsubscribe is None:
-            self._unsubscribe = self.store.subscribe(self._on_store_change)
+            # Woken by writes only while a poll is held (ConfigStore.subscribe); see _wait_change.
+            self._unsubscribe = self.store.subscribe(self._on_store_change, lambda: bool(self._waiters))
 
     async def close(self) -> None:
         if self._unsubscribe is not None:
@@ -133,11 +134,16 @@ class ChangesAPI:
             if not fut.done():
                 fut.set_result(None)
 
-    async def _wait_change(self, timeout: float) -> None:
-        """Until the next change, or ``timeout`` seconds (rounded up to the timer slot)."""
+    async def _wait_change(self, timeout: float, seen: int) -> None:
+        """Until the next change after revision ``seen``, or ``timeout`` seconds (rounded up to the
+        timer slot)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         self._waiters.append(fut)
+        # A write applied after the caller read ``seen`` but before this waiter was registered
+        # woke nobody (no poll was held): it counts as the change.
+        if self.store.state.revision != seen:
+            fut.set_result(None)
         slot = math.ceil((loop.time() + timeout) / TIMER_SLOT)
         held = self._slots.get(slot)
         if held is None:
@@ -208,7 +214,7 @@ class ChangesAPI:
             remaining = deadline - time.monotonic()
             if not idle or remaining <= 0:
                 break
-            await self._wait_change(remaining)
+            await self._wait_change(remaining, head)
         self._seen(request, since, status)
         if idle and conditional == etag:
             self.requests["not_modified"] += 1

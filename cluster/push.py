@@ -139,7 +139,9 @@ class PushHub:
         """Subscribe to store changes (idempotent; also done lazily by the first session)."""
         self._closing = False
         if self._unsubscribe is None:
-            self._unsubscribe = self.store.subscribe(self._on_store_change)
+            # No sessions, nothing to push: a write then wakes nothing (ConfigStore.subscribe). A
+            # new session's sender reads the store after it is registered.
+            self._unsubscribe = self.store.subscribe(self._on_store_change, lambda: bool(self._sessions))
             self._status = self._read_status()
 
     async def close(self) -> None:
@@ -404,6 +406,8 @@ class PushHub:
 
     def _drop(self, s: Session) -> None:
         self._sessions.pop(s.key, None)
+        if not self._sessions:  # unsubscribed from writes now: read afresh when a session asks
+            self._status = None
         if self._by_proxy.get(s.proxy_id) is s:
             del self._by_proxy[s.proxy_id]
             # Another live stream under the same id (a restarted proxy, or a client reusing a

@@ -103,7 +103,11 @@ class RelayStore:
         start = next((i for i, d in enumerate(deltas) if d.base == revision), None)
         return None if start is None else deltas[start:]
 
-    def subscribe(self, callback: Callable[[int], None]) -> Callable[[], None]:
+    def subscribe(
+        self, callback: Callable[[int], None], wants_changes: Callable[[], bool] | None = None
+    ) -> Callable[[], None]:
+        """Every change is reported (``wants_changes`` is for ConfigStore, whose writes are applied
+        on another thread; here a change is already on the loop)."""
         self._subscribers.append(callback)
 
         def unsubscribe() -> None:

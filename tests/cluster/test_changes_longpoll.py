@@ -46,7 +46,7 @@ async def test_a_cancelled_wait_leaves_the_others_waiting(env: dict[str, Any]) -
     api: ChangesAPI = env["api"]
     seed(env["cluster"])
     api.start()
-    waits = [asyncio.create_task(api._wait_change(20)) for _ in range(3)]
+    waits = [asyncio.create_task(api._wait_change(20, api.store.state.revision)) for _ in range(3)]
     await asyncio.sleep(0.01)
     waits[0].cancel()
     await asyncio.sleep(0.01)
@@ -71,3 +71,17 @@ async def test_a_pollers_fleet_entry_follows_its_headers_poll_after_poll(env: di
     e = entry()
     assert (e["mode"], e["last_error"], e["address"], e["software"]) == ("synced", None, "10.0.0.9:8000", "gwadm/1")
     assert e["connected"] and e["sync"] == "pull" and e["via"] is None and "lag" in e
+
+
+async def test_a_poll_whose_revision_moved_before_it_was_held_returns_at_once(env: dict[str, Any]) -> None:  # noqa: F811
+    """While no poll is held a write wakes nobody (ConfigStore.subscribe), so a poll that read its
+    revision just before a write and registers just after must see it, not sleep out its wait."""
+    api: ChangesAPI = env["api"]
+    head = seed(env["cluster"])
+    api.start()
+    env["cluster"].write(put("routes", "z", route("/z")))  # applied, reported to nobody
+    await asyncio.sleep(0)
+    assert env["cluster"].stores[0].changes_declined >= 1
+    t0 = time.monotonic()
+    await asyncio.wait_for(api._wait_change(20, head), 5)
+    assert time.monotonic() - t0 < 2.0  # generous: the bug waits the full 20 s

@@ -120,6 +120,34 @@ async def test_small_lag_gets_one_composed_delta_then_live_deltas(env: dict[str,
     assert (d["t"], d["base"], d["revision"]) == ("delta", head, rev)
 
 
+async def test_a_hub_without_sessions_is_not_woken_by_writes_and_the_next_session_is_current(
+    env: dict[str, Any],
+) -> None:
+    """With no session the hub declines config changes (ConfigStore.subscribe: on a follower each
+    wake-up cost the tick thread a GIL hand-off per write); a proxy that connects later still gets
+    the newest state, and a session that has left unsubscribes the hub from writes again."""
+    cluster, store = env["cluster"], env["store"]
+    seed(cluster, routes=0)
+    old = store.state
+    srv = await env["server"]()
+    srv.hub.start()
+    declined = store.changes_declined
+    head = cluster.write(put("routes", "a", route("/a")))
+    assert store.changes_declined == declined + 1
+    c = await env["client"](srv)
+    await c.hello(old.revision, old.hash())
+    d = await c.recv_config()
+    assert (d["t"], d["base"], d["revision"]) == ("delta", old.revision, head)
+    await c.send({"t": "ack", "revision": head})
+    rev = cluster.write(put("routes", "b", route("/b")))  # a session: reported and pushed
+    assert store.changes_declined == declined + 1
+    assert (await c.recv_config())["revision"] == rev
+    await c.close()
+    await until(lambda: not srv.hub._sessions, what="the session dropped")
+    cluster.write(put("routes", "c", route("/c")))
+    assert store.changes_declined == declined + 2
+
+
 async def test_outside_window_gets_snapshot(env: dict[str, Any]) -> None:
     env["store"].window = 2
     head = seed(env["cluster"], routes=5)

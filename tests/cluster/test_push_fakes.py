@@ -62,6 +62,8 @@ class FakeStore:
         self._state = ConfigState.empty()
         self._deltas: list[Delta] = []
         self._subs: list[Callable[[int], None]] = []
+        self._wants: dict[Callable[[int], None], Callable[[], bool] | None] = {}
+        self.changes_declined = 0  # config changes no subscriber wanted (ConfigStore.subscribe)
         self.status: dict[str, Any] = {"leader_id": "n1", "term": 1, "has_quorum": True}
         self.members: list[str] = ["http://127.0.0.1:8001"]  # admin URLs in status frames
         self.token_generation = 0  # the token policy every Store is (cluster/auth.py TokenPolicy)
@@ -82,8 +84,11 @@ class FakeStore:
             return None
         return [d for d in self._deltas if d.base >= revision]
 
-    def subscribe(self, callback: Callable[[int], None]) -> Callable[[], None]:
+    def subscribe(
+        self, callback: Callable[[int], None], wants_changes: Callable[[], bool] | None = None
+    ) -> Callable[[], None]:
         self._subs.append(callback)
+        self._wants[callback] = wants_changes
         return lambda: self._subs.remove(callback) if callback in self._subs else None
 
     def raft_status(self) -> dict[str, Any]:
@@ -100,13 +105,17 @@ class FakeStore:
         assert delta.base == self._state.revision
         self._state = state
         self._deltas = (self._deltas + [delta])[-self.window :]
-        self._notify()
+        self._notify(config_change=True)
 
     def set_status(self, **kw: Any) -> None:
         self.status.update(kw)
         self._notify()
 
-    def _notify(self) -> None:
+    def _notify(self, config_change: bool = False) -> None:
+        """As ConfigStore: a config change reaches the subscribers only if one wants it."""
+        if config_change and not any(w is None or w() for w in self._wants.values()):
+            self.changes_declined += 1
+            return
         loop = asyncio.get_running_loop()
         for cb in list(self._subs):
             loop.call_soon(cb, self._state.revision)

@@ -8,6 +8,7 @@ Raft attribute at all, and everything the HTTP handlers need is a store method."
 from __future__ import annotations
 
 import ast
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -93,8 +94,6 @@ async def test_a_store_exposes_no_raft_node(store: ConfigStore) -> None:
 async def test_writes_applied_together_share_one_subscriber_wake_up(store: ConfigStore) -> None:
     """The tick thread applies a batch of writes back to back; subscribers (push hub, changes API)
     are woken once for the batch, with the newest revision, not once per write."""
-    import asyncio
-
     from gateway.model import Op, Txn
 
     wait_for(store.is_leader, 10, "single member leads")
@@ -119,3 +118,35 @@ async def test_writes_applied_together_share_one_subscriber_wake_up(store: Confi
     print("wake-ups for 100 writes:", len(seen))
     assert seen and seen[-1] == final, seen  # the last change is always reported
     assert seen == sorted(seen) and len(seen) < 10, seen  # one per write without it
+
+
+async def test_a_write_wakes_no_subscriber_that_declines_config_changes(store: ConfigStore) -> None:
+    """With no session and no held poll (``wants_changes`` False) an applied write queues nothing
+    on the loop; once one wants changes, every write is reported again."""
+    from gateway.model import Op, Txn
+
+    wait_for(store.is_leader, 10, "single member leads")
+    seen: list[int] = []
+    wanted = False
+    store.subscribe(seen.append, lambda: wanted)
+    start = store.state.revision  # Raft status changes (this node's election) are still reported
+
+    async def put(i: int) -> int:
+        txn = Txn(f"w{i}", (Op("put", "upstreams", f"u{i}", {"targets": [{"host": "127.0.0.1", "port": 1000 + i}]}),))
+        result = await store.write(txn, 5.0)
+        assert result["ok"], result
+        return int(result["revision"])
+
+    for i in range(5):
+        await put(i)
+    for _ in range(10):
+        await asyncio.sleep(0.01)  # a wake-up queued by the applies would have run by now
+    assert store.state.revision == start + 5
+    assert [r for r in seen if r > start] == []
+    wanted = True
+    revision = await put(5)
+    for _ in range(500):  # the loop must run for the queued wake-up: poll without blocking it
+        if revision in seen:
+            break
+        await asyncio.sleep(0.01)
+    assert [r for r in seen if r > start] == [revision]
