@@ -77,7 +77,8 @@ def _member_status(request: web.Request) -> dict[str, Any]:
         # the collector's tuning (cluster/node.py GC_THRESHOLD) and what boot froze out of it
         "gc": {
             "threshold": list(gc.get_threshold()),
-            "frozen": gc.get_freeze_count(),
+            # taken once, when boot froze it: counting walks every frozen object, in the loop
+            "frozen": settings.get("gc_frozen", 0),
             "collections": [generation["collections"] for generation in gc.get_stats()],
         },
     }

@@ -321,6 +321,7 @@ async def serve(settings: NodeSettings, stop: asyncio.Event | None = None) -> No
         # every later full collection.
         gc.set_threshold(*GC_THRESHOLD)
         gc.freeze()
+        app[SETTINGS_KEY]["gc_frozen"] = gc.get_freeze_count()
         log.info("node %s ready: admin %s raft %s", settings.node_id, settings.admin_url, settings.raft_addr)
         await stop.wait()
         log.info("node %s stopping", settings.node_id)
