@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from immutables import Map
+
 from .delta import Delta, DeltaOp, digest_sum, hash_from_sum, updated_sum
 from .errors import CodecError, Conflict, InUse, NotFound, ReferenceViolation, ValidationError
 from .model import (
@@ -32,7 +34,13 @@ from .validate import validate_spec
 
 __all__ = ["ConfigState"]
 
-_Kinds = dict[str, dict[str, Resource]]
+# Each kind's table is a persistent map (a HAMT, ``immutables.Map``): a successor state shares all
+# but the path to what changed, so a one-route write on a 10,000-route config costs O(log n), not a
+# copy of the table (a dict copy of 10,000 entries was ~85 us, 6x the rest of the apply), on every
+# member of the cluster and on every proxy applying the delta.
+_Table = Map[str, Resource]
+_Kinds = dict[str, _Table]
+_EMPTY: _Table = Map()
 
 
 class ConfigState:
@@ -59,7 +67,7 @@ class ConfigState:
     @classmethod
     def empty(cls) -> ConfigState:
         """The state before the first transaction: revision 0, no resources."""
-        return cls(0, {kind: {} for kind in STORED_KINDS})
+        return cls(0, {kind: _EMPTY for kind in STORED_KINDS})
 
     @classmethod
     def from_snapshot(cls, data: Any) -> ConfigState:
@@ -75,7 +83,7 @@ class ConfigState:
         resources = data.get("resources", {})
         if not isinstance(resources, Mapping):
             raise CodecError("snapshot resources must be a map of kind -> {id: resource}", "resources")
-        kinds: _Kinds = {kind: {} for kind in STORED_KINDS}
+        tables: dict[str, dict[str, Resource]] = {kind: {} for kind in STORED_KINDS}
         for kind, items in resources.items():
             if kind not in STORED_KINDS:
                 raise CodecError(f"unknown kind {kind!r} in snapshot", "resources")
@@ -85,8 +93,8 @@ class ConfigState:
                 resource = resource_from_dict(kind, id, item)
                 if resource.mod_revision > revision:
                     raise CodecError(f"mod_revision is newer than the snapshot revision {revision}", f"{kind}[{id}]")
-                kinds[kind][id] = resource
-        return cls(revision, kinds)
+                tables[kind][id] = resource
+        return cls(revision, {kind: Map(items) for kind, items in tables.items()})
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -215,13 +223,13 @@ class ConfigState:
         """Internal (used by ``apply_delta``): a new state with ``changes`` (``None`` = delete)."""
         kinds = dict(self._kinds)
         for kind, items in changes.items():
-            copied = dict(kinds[kind])
+            table = kinds[kind]
             for id, resource in items.items():
-                if resource is None:
-                    copied.pop(id, None)
-                else:
-                    copied[id] = resource
-            kinds[kind] = copied
+                if resource is not None:
+                    table = table.set(id, resource)
+                elif id in table:
+                    table = table.delete(id)
+            kinds[kind] = table
         touched = [(kind, id) for kind, items in changes.items() for id in items]
         return ConfigState(revision, kinds, self._derived_sum(kinds, touched))
 
@@ -342,21 +350,15 @@ def _key_path(consumer_id: str, credential: str, index: int) -> str:
 
 
 class _Working:
-    """The kinds being built by one ``apply``: a kind's dict is copied on its first write only."""
+    """The kinds being built by one ``apply`` (each write derives a new persistent table)."""
 
-    __slots__ = ("kinds", "_copied", "touched")
+    __slots__ = ("kinds", "touched")
 
     def __init__(self, base: _Kinds) -> None:
         self.kinds: _Kinds = dict(base)
-        self._copied: set[str] = set()
         self.touched: dict[tuple[str, str], None] = {}  # ordered set, in order of first touch
 
     def set(self, kind: str, id: str, resource: Resource | None) -> None:
-        if kind not in self._copied:
-            self.kinds[kind] = dict(self.kinds[kind])
-            self._copied.add(kind)
-        if resource is None:
-            del self.kinds[kind][id]
-        else:
-            self.kinds[kind][id] = resource
+        table = self.kinds[kind]
+        self.kinds[kind] = table.delete(id) if resource is None else table.set(id, resource)
         self.touched.setdefault((kind, id), None)
