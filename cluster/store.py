@@ -60,8 +60,7 @@ class ConfigStore:
             delta_log_entries=delta_log_entries, delta_log_bytes=delta_log_bytes, dedupe_entries=dedupe_entries,
             audit_entries=audit_entries,
         )
-        self._subscribers: list[Callable[[int], None]] = []
-        self._wants: dict[Callable[[int], None], Callable[[], bool] | None] = {}
+        self._subscribers: dict[Callable[[int], None], Callable[[], bool] | None] = {}  # -> wants_changes
         self._loop = asyncio.get_running_loop()
         self._raft = RaftNode(
             settings,
@@ -97,13 +96,10 @@ class ConfigStore:
         50 us of CPU per write and a GIL hand-off with the tick thread. Raft status changes are
         always delivered. A subscriber that declines must read the store after it starts caring
         (e.g. after registering a waiter), since a write applied just before was not reported."""
-        self._subscribers.append(callback)
-        self._wants[callback] = wants_changes
+        self._subscribers[callback] = wants_changes
 
         def unsubscribe() -> None:
-            if callback in self._subscribers:
-                self._subscribers.remove(callback)
-            self._wants.pop(callback, None)
+            self._subscribers.pop(callback, None)
 
         return unsubscribe
 
@@ -284,7 +280,7 @@ class ConfigStore:
         return result
 
     def _changes_wanted(self) -> bool:
-        return any(wants is None or wants() for wants in list(self._wants.values()))
+        return any(wants is None or wants() for wants in list(self._subscribers.values()))
 
     _notify_pending = False  # a _dispatch_latest is queued on the loop and has not started yet
 

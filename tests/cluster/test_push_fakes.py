@@ -61,8 +61,7 @@ class FakeStore:
         self.window = window
         self._state = ConfigState.empty()
         self._deltas: list[Delta] = []
-        self._subs: list[Callable[[int], None]] = []
-        self._wants: dict[Callable[[int], None], Callable[[], bool] | None] = {}
+        self._subs: dict[Callable[[int], None], Callable[[], bool] | None] = {}  # -> wants_changes
         self.changes_declined = 0  # config changes no subscriber wanted (ConfigStore.subscribe)
         self.status: dict[str, Any] = {"leader_id": "n1", "term": 1, "has_quorum": True}
         self.members: list[str] = ["http://127.0.0.1:8001"]  # admin URLs in status frames
@@ -87,9 +86,8 @@ class FakeStore:
     def subscribe(
         self, callback: Callable[[int], None], wants_changes: Callable[[], bool] | None = None
     ) -> Callable[[], None]:
-        self._subs.append(callback)
-        self._wants[callback] = wants_changes
-        return lambda: self._subs.remove(callback) if callback in self._subs else None
+        self._subs[callback] = wants_changes
+        return lambda: self._subs.pop(callback, None)
 
     def raft_status(self) -> dict[str, Any]:
         return {"node_id": self.node_id, "revision": self._state.revision, **self.status}
@@ -113,7 +111,7 @@ class FakeStore:
 
     def _notify(self, config_change: bool = False) -> None:
         """As ConfigStore: a config change reaches the subscribers only if one wants it."""
-        if config_change and not any(w is None or w() for w in self._wants.values()):
+        if config_change and not any(w is None or w() for w in self._subs.values()):
             self.changes_declined += 1
             return
         loop = asyncio.get_running_loop()

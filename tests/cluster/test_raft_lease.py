@@ -139,8 +139,9 @@ async def test_a_follower_that_hears_its_leader_ignores_vote_requests_but_not_a_
         await leader.submit(b"w", timeout=5)
         follower = next(n for n in nodes if n is not leader)
         # one write commits on a majority: the other follower may not have heard the leader yet
-        term = wait_for(lambda: leader.status()["term"] if follower.status()["term"] == leader.status()["term"]
-                        and follower.status()["leader"] else None, 10, "the follower hears the leader")
+        wait_for(lambda: follower.status()["leader"] and follower.status()["term"] == leader.status()["term"],
+                 10, "the follower hears the leader")
+        term = leader.status()["term"]
         vote = {"type": "request_vote", "term": term + 5, "last_log_index": 10**6, "last_log_term": term + 4}
         _on_tick(follower, lambda: follower._core._SyncObj__onMessageReceived(
             next(iter(follower._core._SyncObj__otherNodes)), dict(vote)))
