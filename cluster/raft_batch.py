@@ -23,12 +23,14 @@ other that was half the Raft messages of every write. The leader now waits up to
 ``commit_announce_delay`` (2 ms) for the next round with entries (the next write usually arrives
 within it) or a heartbeat, and only then sends the announcement on its own (the tick's poll is
 shortened so it is on time). Only followers learn commits later, by at most that delay; the
-leader's answers do not wait. Not delayed: when a follower forwarded one of the entries (it waits
+leader's answers do not wait (the tick's poll ends when it is due: ``AnnouncePoller``). Not delayed: when a follower forwarded one of the entries (it waits
 to apply it before answering its client: ``DeadlineQueue.forwarded``), and every ReadIndex
 heartbeat round carries the commit index anyway.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from pysyncobj.monotonic import monotonic as raft_clock
 
@@ -96,9 +98,32 @@ class AppendBatchMixin:
         self._announced_commit = self._SyncObj__raftCommitIndex  # type: ignore[attr-defined]
         super()._SyncObj__sendAppendEntries()  # type: ignore[misc]
 
-    def _onTick(self, timeToWait: float = 0.0) -> None:  # noqa: N802, N803 - pysyncobj's names
-        """A held commit announcement shortens the tick's wait for socket events."""
-        at = self._announce_at
+    def _batch_init(self) -> None:
+        """The tick's poll for socket events ends when a held commit announcement is due.
+
+        The announcement is held while the tick applies entries, after pysyncobj chose how long
+        the tick's closing poll waits (``autoTickPeriod``, 50 ms): it must bound that very poll,
+        not only the next tick's, or it waits for the next heartbeat or message (both followers
+        had often acknowledged already), and the next write's AppendEntries carried the commit
+        instead, so the followers applied it while the leader waited for their answers."""
+        self._poller = AnnouncePoller(self._poller, self)  # type: ignore[has-type]
+
+
+class AnnouncePoller:
+    """pysyncobj's poller, whose ``poll`` never waits past the member's due commit announcement."""
+
+    def __init__(self, inner: Any, member: AppendBatchMixin) -> None:
+        self.inner = inner
+        self._member = member
+
+    def subscribe(self, descr: Any, callback: Any, eventMask: int) -> None:  # noqa: N803 - pysyncobj's
+        self.inner.subscribe(descr, callback, eventMask)
+
+    def unsubscribe(self, descr: Any) -> None:
+        self.inner.unsubscribe(descr)
+
+    def poll(self, timeout: float) -> None:
+        at = self._member._announce_at
         if at is not None:
-            timeToWait = max(0.0, min(timeToWait, at - raft_clock()))
-        super()._onTick(timeToWait)  # type: ignore[misc]
+            timeout = max(0.0, min(timeout, at - raft_clock()))
+        self.inner.poll(timeout)

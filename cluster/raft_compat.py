@@ -28,7 +28,7 @@ SYNCOBJ_ATTRIBUTES = (
     "_SyncObj__pipeNotifier", "_SyncObj__sendAppendEntries", "_SyncObj__connectedToAnyone",
     "_SyncObj__getCurrentLogIndex", "_SyncObj__getCurrentLogTerm", "_SyncObj__callErrCallback",
     "_SyncObj__transferInProgress", "_SyncObj__sendNextNodeIdx", "_SyncObj__setCurrentTerm", "_SyncObj__setState",
-    "_SyncObj__serializer",
+    "_SyncObj__serializer", "_poller",
 )  # fmt: skip
 
 
@@ -47,7 +47,7 @@ PROTECTED_METHODS: dict[str, tuple[str, ...]] = {
                      "_connectIfNecessarySingle", "_onOutgoingConnected", "_onDisconnected", "addNode",
                      "dropNode", "send", "_onNewIncomingConnection"),
     "TcpConnection": ("send",),
-    "SyncObj": ("_checkCommandsToApply", "_isLeader", "addOnTickCallback", "removeOnTickCallback", "_onTick",
+    "SyncObj": ("_checkCommandsToApply", "_isLeader", "addOnTickCallback", "removeOnTickCallback",
                 "encryptor"),
     "Serializer": ("serialize", "checkSerializing", "getTransmissionData", "setTransmissionData", "deserialize"),
 }  # fmt: skip

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pysyncobj.monotonic import monotonic as raft_clock
 
 from cluster.raft import RaftNode
 from tests.support.http import wait_for
@@ -69,3 +71,37 @@ async def test_sequential_writes_carry_the_commit_index_in_the_next_round(
     follower = next(n for n in nodes if n is not leader)
     await follower.submit(b"via-follower", timeout=5)
     assert all(b"via-follower" in applied for n, applied in members if n is follower)
+
+
+async def test_a_held_commit_announcement_bounds_the_ticks_own_poll(
+    members: list[tuple[RaftNode, list[bytes]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The announcement is held while a tick applies, after pysyncobj picked that tick's poll
+    timeout (50 ms): the poll must still end when the announcement is due, or it goes out with
+    the next heartbeat or write instead (and the followers apply on the next write's path)."""
+    nodes = [n for n, _ in members]
+    leader = wait_for_leader(nodes)
+    await leader.submit(b"warm-up", timeout=5)
+    core = leader._core
+    inner = getattr(core._poller, "inner", core._poller)  # the poller that waits on the sockets
+    original = type(inner).poll
+    held, late = 0, []
+
+    def poll(self: Any, timeout: float) -> Any:
+        nonlocal held
+        at = core._announce_at
+        if self is inner and at is not None:
+            held += 1
+            overshoot = raft_clock() + timeout - at
+            if overshoot > 0.001:
+                late.append(round(overshoot * 1000, 1))
+        return original(self, timeout)
+
+    monkeypatch.setattr(type(inner), "poll", poll)
+    for i in range(20):
+        await leader.submit(f"a{i}".encode(), timeout=5)
+        await asyncio.sleep(0.01)  # no next write within commit_announce_delay
+    monkeypatch.undo()
+    print("polls with an announcement held:", held, "late by (ms):", late)
+    assert held >= 20
+    assert not late
