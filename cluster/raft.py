@@ -35,6 +35,7 @@ from typing import Any
 from pysyncobj import FAIL_REASON
 
 from cluster.events import EventLog
+from cluster.loop_wait import within
 from cluster.membership_records import Member
 from cluster.raft_compat import check_connection_attributes, check_overrides, check_protected
 from cluster.raft_core import RaftCore
@@ -199,7 +200,7 @@ class RaftNode:
                 if abort_without_quorum:
                     result, err = await self._await_with_quorum(fut, deadline, quorum_wait)
                 else:
-                    result, err = await _within(fut, remaining)
+                    result, err = await within(fut, remaining)
             except TimeoutError:
                 raise OutcomeUnknown(last_reason if attempt else "timeout") from None
             if err == FAIL_REASON.SUCCESS:
@@ -250,19 +251,3 @@ class RaftNode:
 
     def destroy_synchronous(self) -> None:
         self._core.destroy_synchronous()
-
-
-async def _within(fut: asyncio.Future[tuple[Any, int]], timeout: float) -> tuple[Any, int]:
-    """``fut``'s result, or TimeoutError after ``timeout`` seconds. Unlike ``wait_for(shield(fut))``
-    the waiting task resumes in the loop iteration after the tick thread's answer, not three
-    iterations later (each one an epoll round on a sequential write's critical path)."""
-    timer = asyncio.get_running_loop().call_later(timeout, _expire, fut)
-    try:
-        return await fut
-    finally:
-        timer.cancel()
-
-
-def _expire(fut: asyncio.Future[tuple[Any, int]]) -> None:
-    if not fut.done():
-        fut.set_exception(TimeoutError())

@@ -122,6 +122,9 @@ class AnnouncePoller:
     def unsubscribe(self, descr: Any) -> None:
         self.inner.unsubscribe(descr)
 
+    def __getattr__(self, name: str) -> Any:  # anything else a pysyncobj release may call
+        return getattr(self.inner, name)
+
     def poll(self, timeout: float) -> None:
         at = self._member._announce_at
         if at is not None:

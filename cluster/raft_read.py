@@ -34,6 +34,8 @@ from typing import Any
 
 from pysyncobj.monotonic import monotonic as monotonic_time  # the clock the transport stamps sends with
 
+from cluster.loop_wait import within
+
 READ_REQUEST, READ_RESPONSE = "gw_read_index", "gw_read_index_resp"
 CONFIRM_TIMEOUT = 1.0  # seconds a leader tries to confirm one read before giving up on it
 
@@ -94,7 +96,7 @@ class ReadIndexMixin:
         self._read_new.append(reply)
         self._wake()
         try:
-            index, error = await asyncio.wait_for(asyncio.shield(fut), timeout)
+            index, error = await within(fut, timeout)
         except TimeoutError:
             raise ReadIndexUnavailable("no read index in time") from None
         if error is not None or index is None:

@@ -25,6 +25,7 @@ from cluster.raft_proposals import (
 )
 from cluster.state_machine import command_deadline, encode_command
 from tests.support.http import wait_for
+from tests.support.loop import LoopTicker
 from tests.support.raft import recording_members, wait_for_leader
 
 
@@ -157,3 +158,34 @@ async def test_a_late_command_in_a_batch_is_refused_and_the_others_are_applied(
              "every member applied")
     for _, applied in members:
         assert late not in applied and all(p in applied for p in fresh)
+
+
+async def test_a_write_resumes_in_the_loop_iteration_after_its_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``submit`` wakes in the iteration after the tick thread's answer (``wait_for(shield(fut))``
+    took three, each an epoll round on every write's path)."""
+    import cluster.raft_proposals as proposals
+
+    ticker = LoopTicker()
+    resolved: list[int] = []
+    resolve = proposals._resolve
+
+    def recording_resolve(*args: Any) -> None:
+        resolved.append(ticker.count)
+        resolve(*args)
+
+    with recording_members(tmp_path, fsync=False) as members:
+        nodes = [n for n, _ in members]
+        leader = wait_for_leader(nodes, with_quorum=True)
+        await leader.submit(b"warm-up", timeout=5)
+        monkeypatch.setattr(proposals, "_resolve", recording_resolve)
+        ticker.start()
+        try:
+            for i in range(3):
+                resolved.clear()
+                await leader.submit(f"w{i}".encode(), timeout=5)
+                assert len(resolved) == 1
+                assert ticker.count - resolved[0] <= 1, ("resumed", ticker.count - resolved[0], "iterations later")
+        finally:
+            ticker.stop()

@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cluster.raft import RaftNode
 from cluster.raft_read import ReadIndexMixin, ReadIndexUnavailable
 from tests.support.http import wait_for
+from tests.support.loop import LoopTicker
 from tests.support.raft import RecordingTransport, recording_members, wait_for_leader
 
 
@@ -87,3 +89,37 @@ def test_a_follower_read_waiting_for_a_leader_that_lost_office_fails_over_at_onc
     node._read_new.append(lambda index, error: answers.append((index, error)))
     node._serve_reads()
     assert node._SyncObj__transport.sent[-1][0] == "new-leader"
+
+
+async def test_a_read_resumes_in_the_loop_iteration_after_its_read_index_arrives(
+    members: list[tuple[RaftNode, list[bytes]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tick thread's answer wakes the reading task at once (it waited three loop iterations,
+    each an epoll round, on every linearizable read's path)."""
+    import cluster.raft_read as raft_read
+
+    nodes = [n for n, _ in members]
+    leader = wait_for_leader(nodes)
+    await leader.submit(b"w", timeout=5)
+    wait_for(lambda: all(n.status()["applied_index"] == leader.status()["commit_index"] for n in nodes), 10,
+             "every member applied")
+    ticker = LoopTicker()
+    settled: list[int] = []
+    settle = raft_read._settle
+
+    def recording_settle(*args: Any) -> None:
+        settled.append(ticker.count)
+        settle(*args)
+
+    monkeypatch.setattr(raft_read, "_settle", recording_settle)
+    follower = next(n for n in nodes if n is not leader)
+    ticker.start()
+    try:
+        for node in (leader, follower):
+            for _ in range(3):
+                settled.clear()
+                await node.read_index(2.0)
+                assert len(settled) == 1
+                assert ticker.count - settled[0] <= 1, ("resumed", ticker.count - settled[0], "iterations later")
+    finally:
+        ticker.stop()
