@@ -51,10 +51,31 @@ def canonical(obj: Any) -> Any:
     (a snapshot decoded on a proxy versus a spec normalized on a node). Sequences become lists.
     """
     if isinstance(obj, dict):
-        return {key: canonical(obj[key]) for key in sorted(obj, key=_sort_key)}
+        out = {}
+        for key in _sorted_keys(obj):
+            value = obj[key]
+            out[key] = value if type(value) in _SCALARS else canonical(value)
+        return out
     if isinstance(obj, list | tuple):
-        return [canonical(item) for item in obj]
+        return [item if type(item) in _SCALARS else canonical(item) for item in obj]
     return obj
+
+
+# Leaves canonical() returns as they are: not recursed into (the config hash packs one spec per
+# changed resource on every member and proxy; the call per scalar was half of canonical's cost).
+_SCALARS = frozenset((str, int, float, bool, type(None), bytes))
+
+
+def _sorted_keys(mapping: dict[Any, Any]) -> list[Any]:
+    """The keys in ``_sort_key`` order. String keys (every validated spec) sort by plain
+    comparison, which is that order for them, without a key call per key."""
+    try:
+        keys = sorted(mapping)
+    except TypeError:  # mixed key types
+        return sorted(mapping, key=_sort_key)
+    if keys and not (isinstance(keys[0], str) and isinstance(keys[-1], str)):
+        return sorted(mapping, key=_sort_key)  # ints, floats, ...: ordered by (type, repr)
+    return keys
 
 
 def _sort_key(key: Any) -> tuple[str, str]:
