@@ -23,13 +23,14 @@ other that was half the Raft messages of every write. The leader now waits up to
 ``commit_announce_delay`` (2 ms) for the next round with entries (the next write usually arrives
 within it) or a heartbeat, and only then sends the announcement on its own (the tick's poll is
 shortened so it is on time). Only followers learn commits later, by at most that delay; the
-leader's answers do not wait (the tick's poll ends when it is due: ``AnnouncePoller``). Not delayed: when a follower forwarded one of the entries (it waits
+leader's answers do not wait (the tick's poll ends when it is due: ``DeadlinePoller``). Not delayed: when a follower forwarded one of the entries (it waits
 to apply it before answering its client: ``DeadlineQueue.forwarded``), and every ReadIndex
 heartbeat round carries the commit index anyway.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pysyncobj.monotonic import monotonic as raft_clock
@@ -106,15 +107,25 @@ class AppendBatchMixin:
         not only the next tick's, or it waits for the next heartbeat or message (both followers
         had often acknowledged already), and the next write's AppendEntries carried the commit
         instead, so the followers applied it while the leader waited for their answers."""
-        self._poller = AnnouncePoller(self._poller, self)  # type: ignore[has-type]
+        self._poller = DeadlinePoller(self._poller, self._next_wake)  # type: ignore[has-type]
+
+    def _next_wake(self) -> float | None:
+        """When the tick must run again at the latest (pysyncobj's clock), or None: no deadline."""
+        wakes = [at for at in (self._announce_at, self._election_wake()) if at is not None]
+        return min(wakes) if wakes else None
+
+    def _election_wake(self) -> float | None:
+        """Overridden by the pre-vote mixin: when this follower starts (or ends) a pre-vote round."""
+        return None
 
 
-class AnnouncePoller:
-    """pysyncobj's poller, whose ``poll`` never waits past the member's due commit announcement."""
+class DeadlinePoller:
+    """pysyncobj's poller, whose ``poll`` never waits past the member's next deadline
+    (``wake() -> float | None``, on pysyncobj's clock; a past deadline means "now")."""
 
-    def __init__(self, inner: Any, member: AppendBatchMixin) -> None:
+    def __init__(self, inner: Any, wake: Callable[[], float | None]) -> None:
         self.inner = inner
-        self._member = member
+        self._wake = wake
 
     def subscribe(self, descr: Any, callback: Any, eventMask: int) -> None:  # noqa: N803 - pysyncobj's
         self.inner.subscribe(descr, callback, eventMask)
@@ -126,7 +137,7 @@ class AnnouncePoller:
         return getattr(self.inner, name)
 
     def poll(self, timeout: float) -> None:
-        at = self._member._announce_at
+        at = self._wake()
         if at is not None:
             timeout = max(0.0, min(timeout, at - raft_clock()))
         self.inner.poll(timeout)

@@ -149,10 +149,10 @@ class RaftCore(PreVoteMixin, ReadIndexMixin, LogSafetyMixin, AppendBatchMixin, M
             raise PysyncobjIncompatible("pysyncobj did not build its serializer through pysyncobj.syncobj.Serializer "
                                         "(cluster/raft_dump.py); refusing to start")
         check_attributes(self._SyncObj__transport, TRANSPORT_ATTRIBUTES)
-        self._batch_init()
         self._read_init(settings.effective_lease_duration if settings.lease_reads else None)
         self._vote_quiet = settings.min_timeout if settings.lease_reads else None
         self._prevote_init(settings.min_timeout, settings.max_timeout, settings.pre_vote)
+        self._batch_init()  # after the pre-vote state its poll deadline reads
         self._journal = journal
         transport = self._SyncObj__transport
         transport.before_ack = journal.flush_pending  # group commit (raft_journal.py)...

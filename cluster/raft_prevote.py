@@ -73,6 +73,16 @@ class PreVoteMixin:
         if enabled:
             self.addOnTickCallback(self._hold_election)  # type: ignore[attr-defined]
 
+    def _election_wake(self) -> float | None:
+        """When the tick must run again to start (or end) a pre-vote round: pysyncobj's idle poll
+        waits up to ``autoTickPeriod`` (50 ms), which every election after a lost leader waited on
+        top of its timeout (25 ms on average). Only a future time: one in the past is a round the
+        last tick chose not to start (nobody connected) and must not make the tick spin."""
+        if not self.pre_vote_enabled or self._SyncObj__raftState == 2:  # type: ignore[attr-defined]
+            return None
+        at = self._pv_round[2] if self._pv_round is not None else self._pv_wanted
+        return at if at and at > raft_clock() else None
+
     # -- the election-start override (tick thread) ---------------------------------------------------
     def _hold_election(self) -> None:
         if self._SyncObj__selfNode is None:  # type: ignore[attr-defined]

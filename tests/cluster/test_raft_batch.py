@@ -93,7 +93,7 @@ async def test_a_held_commit_announcement_bounds_the_ticks_own_poll(
         if self is inner and at is not None:
             held += 1
             overshoot = raft_clock() + timeout - at
-            if overshoot > 0.001:
+            if overshoot > 0.01:  # slack: a GIL hand-off between the two clock reads (the bug: 48 ms)
                 late.append(round(overshoot * 1000, 1))
         return original(self, timeout)
 

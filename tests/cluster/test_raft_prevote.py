@@ -260,3 +260,44 @@ def test_a_follower_busy_longer_than_its_election_timeout_does_not_elect_behind_
     time.sleep(1.0)
     assert leader._isLeader(), "the healthy leader was deposed"
     assert [m.raftCurrentTerm for m in members] == terms, "an election started while the leader was alive"
+
+
+@pytest.mark.timeout(60)
+def test_a_follower_without_a_leader_never_polls_past_its_pre_vote_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pysyncobj's idle tick polls for up to 50 ms: once the leader is gone, a follower must wake
+    when its pre-vote is due (or its round ends), not up to 50 ms later (every failover paid it)."""
+    with recording_members(tmp_path, fsync=False) as nodes:
+        cores = [n._core for n, _applied in nodes]
+        wait_for(lambda: next((c for c in cores if c._isLeader()), None), 10, "a leader")
+        time.sleep(0.5)  # start-up elections settle
+        leader = wait_for(lambda: next((c for c in cores if c._isLeader()), None), 10, "a leader")
+        followers = [c for c in cores if c is not leader]
+        inner = {id(getattr(c._poller, "inner", c._poller)): c for c in followers}  # the sockets' pollers
+        poller_class = type(getattr(followers[0]._poller, "inner", followers[0]._poller))
+        original = poller_class.poll
+        late: list[float] = []
+        near = 0
+
+        def poll(self: Any, timeout: float) -> Any:
+            nonlocal near
+            core = inner.get(id(self))
+            if core is not None and core._SyncObj__raftState != 2:
+                now = pysyncobj_clock()
+                wanted = core._pv_round[2] if core._pv_round is not None else core._pv_wanted
+                if wanted and wanted > now:
+                    if wanted - now < 0.05:  # pysyncobj's 50 ms idle poll would sleep past it
+                        near += 1
+                    if now + timeout - wanted > 0.01:  # slack: a GIL hand-off between the two clock reads
+                        late.append(round((now + timeout - wanted) * 1000, 1))
+            return original(self, timeout)
+
+        monkeypatch.setattr(poller_class, "poll", poll)
+        old_term = max(c.raftCurrentTerm for c in followers)
+        nodes[cores.index(leader)][0].destroy_synchronous()
+        wait_for(lambda: any(c._isLeader() and c.raftCurrentTerm > old_term for c in followers), 20, "a new leader")
+        monkeypatch.undo()
+        print("polls within 50 ms of a pre-vote deadline:", near, "late by (ms):", late)
+        assert near >= 1  # the case was exercised
+        assert not late
