@@ -21,9 +21,9 @@ capped at ``max_delay``: past it, the entries appended so far go out at once.
 carries nothing but the new commit index, and each follower answers it: with one writer after the
 other that was half the Raft messages of every write. The leader now waits up to
 ``commit_announce_delay`` (2 ms) for the next round with entries (the next write usually arrives
-within it) or a heartbeat, and only then sends the announcement on its own (the tick's poll is
-shortened so it is on time). Only followers learn commits later, by at most that delay; the
-leader's answers do not wait (the tick's poll ends when it is due: ``DeadlinePoller``). Not delayed: when a follower forwarded one of the entries (it waits
+within it) or a heartbeat, and only then sends the announcement on its own (the tick's poll ends
+when it is due: ``DeadlinePoller``). Only followers learn commits later, by at most that delay; the
+leader's answers do not wait. Not delayed: when a follower forwarded one of the entries (it waits
 to apply it before answering its client: ``DeadlineQueue.forwarded``), and every ReadIndex
 heartbeat round carries the commit index anyway.
 """
@@ -100,7 +100,8 @@ class AppendBatchMixin:
         super()._SyncObj__sendAppendEntries()  # type: ignore[misc]
 
     def _batch_init(self) -> None:
-        """The tick's poll for socket events ends when a held commit announcement is due.
+        """The tick's poll for socket events ends at the member's next deadline (``_next_wake``):
+        a held commit announcement, or a follower's pre-vote (``_election_wake``).
 
         The announcement is held while the tick applies entries, after pysyncobj chose how long
         the tick's closing poll waits (``autoTickPeriod``, 50 ms): it must bound that very poll,
@@ -127,13 +128,7 @@ class DeadlinePoller:
         self.inner = inner
         self._wake = wake
 
-    def subscribe(self, descr: Any, callback: Any, eventMask: int) -> None:  # noqa: N803 - pysyncobj's
-        self.inner.subscribe(descr, callback, eventMask)
-
-    def unsubscribe(self, descr: Any) -> None:
-        self.inner.unsubscribe(descr)
-
-    def __getattr__(self, name: str) -> Any:  # anything else a pysyncobj release may call
+    def __getattr__(self, name: str) -> Any:  # subscribe, unsubscribe, anything else pysyncobj calls
         return getattr(self.inner, name)
 
     def poll(self, timeout: float) -> None:

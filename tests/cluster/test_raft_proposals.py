@@ -168,18 +168,11 @@ async def test_a_write_resumes_in_the_loop_iteration_after_its_answer(
     import cluster.raft_proposals as proposals
 
     ticker = LoopTicker()
-    resolved: list[int] = []
-    resolve = proposals._resolve
-
-    def recording_resolve(*args: Any) -> None:
-        resolved.append(ticker.count)
-        resolve(*args)
-
     with recording_members(tmp_path, fsync=False) as members:
         nodes = [n for n, _ in members]
         leader = wait_for_leader(nodes, with_quorum=True)
         await leader.submit(b"warm-up", timeout=5)
-        monkeypatch.setattr(proposals, "_resolve", recording_resolve)
+        resolved = ticker.stamp_calls(monkeypatch, proposals, "_resolve")
         ticker.start()
         try:
             for i in range(3):

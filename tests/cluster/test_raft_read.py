@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -104,14 +103,7 @@ async def test_a_read_resumes_in_the_loop_iteration_after_its_read_index_arrives
     wait_for(lambda: all(n.status()["applied_index"] == leader.status()["commit_index"] for n in nodes), 10,
              "every member applied")
     ticker = LoopTicker()
-    settled: list[int] = []
-    settle = raft_read._settle
-
-    def recording_settle(*args: Any) -> None:
-        settled.append(ticker.count)
-        settle(*args)
-
-    monkeypatch.setattr(raft_read, "_settle", recording_settle)
+    settled = ticker.stamp_calls(monkeypatch, raft_read, "_settle")
     follower = next(n for n in nodes if n is not leader)
     ticker.start()
     try:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
+
+import pytest
 
 
 class LoopTicker:
@@ -25,3 +28,15 @@ class LoopTicker:
     def stop(self) -> None:
         if self._handle is not None:
             self._handle.cancel()
+
+    def stamp_calls(self, monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> list[int]:
+        """Replace ``module.name`` with a wrapper that notes this ticker's count at each call."""
+        stamps: list[int] = []
+        original = getattr(module, name)
+
+        def stamped(*args: Any) -> Any:
+            stamps.append(self.count)
+            return original(*args)
+
+        monkeypatch.setattr(module, name, stamped)
+        return stamps
