@@ -1,5 +1,5 @@
 """The chaos run's private network: a network namespace, one 127.0.0.x address per member, and
-partitions / packet loss as nftables rules between addresses (DESIGN.md §6).
+partitions / packet loss as nftables rules between addresses (docs/architecture.md §6).
 
 Why a namespace: rules then never touch the host, and everything vanishes with the last process of
 the run (also after SIGKILL of the runner). Why per-member addresses: a partition is then a pair

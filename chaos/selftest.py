@@ -34,7 +34,7 @@ def partition_selftest() -> dict[str, Any]:
         net.cut([(a, b)])
         result["cut_pair"] = [a, b]
         result["cut_blocked"] = sorted([x.src, x.dst] for x in verify_partition(net, ADDRS))
-        # The trap of DESIGN.md §6: an unbound socket leaves from 127.0.0.1, which no rule names.
+        # The trap of docs/architecture.md §6: an unbound socket leaves from 127.0.0.1, which no rule names.
         result["unbound_to_cut_member_connects"] = probe(None, b)  # unbound: the kernel picks 127.0.0.1
         # A wrong expectation must be caught: claim a cut that is not there.
         net.cut_pairs.add(frozenset((ADDRS[2], ADDRS[3])))

@@ -1,4 +1,4 @@
-"""The admin REST API of a control-plane node (aiohttp), as in DESIGN.md §3 and docs/contracts.md §5.
+"""The admin REST API of a control-plane node (aiohttp), as in docs/architecture.md §3 and docs/contracts.md §5.
 
 Reads are linearizable by default (a replicated barrier first); ``?consistency=stale`` skips it.
 Writes are validated here first for fast, precise 4xx answers, then replicated; the state machine

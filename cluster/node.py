@@ -77,7 +77,7 @@ class NodeSettings:
     push: dict[str, Any] = field(default_factory=dict)  # [push]: stream limits, see cluster/push.py
     timeouts: Timeouts = field(default_factory=Timeouts)  # [timeouts]: see cluster/timeouts.py
     # Source address for every outgoing connection (Raft peers, peer admin APIs): the address peers
-    # and partition rules know this node by (DESIGN.md §6). None = the kernel picks.
+    # and partition rules know this node by (docs/architecture.md §6). None = the kernel picks.
     source_address: str | None = None
     # TLS (cluster/tls.py): the admin API and the push stream serve https/wss with tls_cert/tls_key;
     # ca verifies peers (and, with mtls, the client certificates proxies must present on /v1/stream).

@@ -15,7 +15,7 @@ Why each piece exists:
   heard) for ``/v1/status``; ``on_link_change`` feeds the node's event log.
 * **Source address.** ``TcpConnection.connect`` connects without binding, so on loopback every Raft
   connection leaves from 127.0.0.1 whatever address the node listens on; partition rules written
-  per node address (DESIGN.md §6) would silently miss it. With ``source_address`` set, each
+  per node address (docs/architecture.md §6) would silently miss it. With ``source_address`` set, each
   outgoing connection binds that address (port 0) before connecting.
 * **Denial reasons.** A follower's membership change travels to the leader as pysyncobj's
   ``apply_command``; a refusal comes back as a bare REQUEST_DENIED. ``denial_reason`` (set by the

@@ -10,7 +10,7 @@ Traffic is served by ``listen`` (an asyncio server of ``proxy.http_server.HttpPr
 parsing, pooled upstream connections); each request runs ``serve``: route, plugins, forward. The
 status app (``/status /ready /live /metrics``) stays on aiohttp, on its own port.
 
-Modes (DESIGN.md §5): ``empty`` (no runtime: every request gets 503 JSON, /ready is 503),
+Modes (docs/architecture.md §5): ``empty`` (no runtime: every request gets 503 JSON, /ready is 503),
 ``synced`` and ``cached``; the sync client and the cache loader set the mode, ``swap`` only moves
 an ``empty`` proxy to ``synced`` when none is given.
 """
@@ -423,7 +423,7 @@ def make_session(source_address: str | None = None) -> aiohttp.ClientSession:
     """The client session for active health checks and JWKS fetches (traffic does not use it).
 
     ``source_address`` binds outgoing connections (the chaos harness cuts links by address, and an
-    unbound socket would leave from 127.0.0.1, see DESIGN.md §6).
+    unbound socket would leave from 127.0.0.1, see docs/architecture.md §6).
     """
     local_addr = (source_address, 0) if source_address else None
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=10, local_addr=local_addr)

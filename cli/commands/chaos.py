@@ -1,4 +1,4 @@
-"""`gwadm chaos run|list|selftest`: fault injection against a throwaway cluster (DESIGN.md §6).
+"""`gwadm chaos run|list|selftest`: fault injection against a throwaway cluster (docs/architecture.md §6).
 
 The command re-executes itself inside a fresh network namespace (``unshare -n``, or ``-r -n``
 without root), so its nftables rules and its 127.0.0.x members never touch the host network and

@@ -1,7 +1,7 @@
 """The partition machinery, proved inside a real private namespace (``gwadm chaos selftest``).
 
 Skipped with a reason where namespaces cannot be made, except under CI=true where that is a failure
-(DESIGN.md §6).
+(docs/architecture.md §6).
 """
 
 from __future__ import annotations
