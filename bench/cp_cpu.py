@@ -5,10 +5,13 @@ The servers are pinned on core 1 (the bench's SERVER core), this client on core 
 to the leader for ``SECONDS`` after a 1 s warm-up (``--prefill N`` writes first: a steady state
 with full audit and dedupe tables). Optionally py-spy samples the leader or a follower meanwhile::
 
-    python -m bench.cp_cpu 5 [--writers 32] [--prefill 0] [--profile leader|follower --out raw.txt]
+    python -m bench.cp_cpu 5 [--writers 32] [--prefill 0] [--threads] [--profile leader|follower --out raw.txt]
 
 Prints writes, writes/s, the cluster's CPU per write and its split (leader, mean follower), and
 the load average: on a shared machine run two checkouts alternately and compare medians.
+``--threads`` adds each member's split by thread (``loop``: the asyncio thread, HTTP and the
+handlers; ``tick``: pysyncobj's thread, Raft and the state machine's apply), from the kernel's
+per-thread run time.
 """
 
 from __future__ import annotations
@@ -54,6 +57,28 @@ async def write_for(leader: NodeProc, token: str, writers: int, seconds: float) 
     return done, failed
 
 
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds of each thread of ``pid`` (utime + stime), by thread id."""
+    times: dict[int, float] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        times[int(tid)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return times
+
+
+def thread_split(pid: int, before: dict[int, float], after: dict[int, float]) -> dict[str, float]:
+    """CPU seconds between two ``thread_cpu`` readings: ``loop`` (the main thread: asyncio), ``tick``
+    (the busiest other thread: pysyncobj's), ``other`` (the rest)."""
+    used = {tid: t - before.get(tid, 0.0) for tid, t in after.items()}
+    loop = used.pop(pid, 0.0)
+    rest = sorted(used.values(), reverse=True)
+    return {"loop": loop, "tick": rest[0] if rest else 0.0, "other": sum(rest[1:])}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("seconds", type=float)
@@ -61,6 +86,7 @@ def main() -> None:
     ap.add_argument("--prefill", type=int, default=0)
     ap.add_argument("--profile", choices=("leader", "follower"))
     ap.add_argument("--out", default="py-spy.txt")
+    ap.add_argument("--threads", action="store_true")
     args = ap.parse_args()
     os.sched_setaffinity(0, {LOAD_CORE})
     c = Cluster(Path(tempfile.mkdtemp(prefix="cp-cpu-")), extra_toml=UNLIMITED)
@@ -76,6 +102,7 @@ def main() -> None:
             filled += asyncio.run(write_for(leader, c.token, args.writers, 2.0))[0]
         meters = {n.id: tree_cpu(n.proc.pid) for n in c.nodes if n.proc is not None}
         before = {k: m() for k, m in meters.items()}
+        threads_before = {n.id: thread_cpu(n.proc.pid) for n in c.nodes if n.proc is not None}
         spy = None
         if args.profile:
             target = leader if args.profile == "leader" else next(n for n in c.nodes if n is not leader)
@@ -87,6 +114,7 @@ def main() -> None:
         done, failed = asyncio.run(write_for(leader, c.token, args.writers, args.seconds))
         wall = time.perf_counter() - t0
         used = {k: m() - before[k] for k, m in meters.items()}
+        threads_used = {n.id: thread_cpu(n.proc.pid) for n in c.nodes if n.proc is not None}
         if spy is not None:
             spy.wait(30)
         total = sum(used.values())
@@ -95,6 +123,13 @@ def main() -> None:
         print(f"writes={done} failed={failed} rate={done / wall:.0f}/s cpu/write={total * per:.2f}ms "
               f"leader={lead * per:.2f}ms follower={(total - lead) / 2 * per:.2f}ms "
               f"load={os.getloadavg()[0]:.2f}")  # fmt: skip
+        if args.threads:
+            for n in c.nodes:
+                assert n.proc is not None
+                role = "leader" if n is leader else "follower"
+                split = thread_split(n.proc.pid, threads_before[n.id], threads_used[n.id])
+                shown = " ".join(f"{k}={v * per * 1000:.0f}us" for k, v in split.items())
+                print(f"  {n.id} {role}: {shown} per write")
     finally:
         c.stop_all()
 
