@@ -78,7 +78,7 @@ def decode(data: bytes | bytearray | memoryview) -> Any:
 
 
 def _map(value: Any, what: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
+    if not isinstance(value, dict) and not isinstance(value, Mapping):  # dict first: the ABC check is slow
         raise CodecError(f"{what} must be a map")
     return value
 
@@ -137,7 +137,7 @@ def _op_from(value: Any, index: int) -> Op:
     if action not in ACTIONS:
         raise CodecError(f"{what}: action must be put or delete")
     body = op.get("body")
-    if body is not None and not isinstance(body, Mapping):
+    if body is not None and not isinstance(body, dict) and not isinstance(body, Mapping):
         raise CodecError(f"{what}: body must be a map or null")
     return Op(
         action=action,

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .errors import ValidationError
+from .frozen import freeze, thaw
 
 __all__ = [
     "FILL",
@@ -73,16 +74,25 @@ class Field:
     def __init__(self, *, default: Any = REQUIRED, nullable: bool = False) -> None:
         self.default = default
         self.nullable = nullable
+        self._filled: Any = None  # FILL: the frozen value built from ``{}``, once built
 
     @property
     def required(self) -> bool:
         return self.default is REQUIRED
 
     def default_value(self, path: str) -> Any:
-        """The value used when the field is absent (a fresh copy; ``FILL`` builds it from ``{}``)."""
+        """The value used when the field is absent (a fresh copy; ``FILL`` builds it from ``{}``).
+
+        A ``FILL`` value depends on the schema alone, so it is built once (every written upstream
+        fills ``health`` and ``timeouts``, on every member) and copied after; one that cannot be
+        built raises at ``path`` every time."""
         default = self.default
         if default is FILL:
-            return self.check({}, path)
+            if self._filled is None:
+                value = self.check({}, path)
+                self._filled = freeze(value)
+                return value
+            return thaw(self._filled)
         if default is None or type(default) in _IMMUTABLE:
             return default
         if not default and type(default) in (list, dict):  # the common ``[]`` / ``{}``: no deepcopy
@@ -284,7 +294,7 @@ class Map(Field):
         self.max_items = max_items
 
     def convert(self, value: Any, path: str) -> Any:
-        if not isinstance(value, Mapping):
+        if not isinstance(value, dict) and not isinstance(value, Mapping):  # dict first: the ABC check is slow
             raise ValidationError("must be an object", path)
         if self.max_items is not None and len(value) > self.max_items:
             raise ValidationError(f"must have at most {self.max_items} entries", path)
@@ -320,7 +330,7 @@ class Obj(Field):
         self.post = post
 
     def convert(self, value: Any, path: str) -> Any:
-        if not isinstance(value, Mapping):
+        if not isinstance(value, dict) and not isinstance(value, Mapping):  # dict first: the ABC check is slow
             raise ValidationError("must be an object", path)
         for key in value:
             if not isinstance(key, str):
@@ -329,9 +339,10 @@ class Obj(Field):
                 known = ", ".join(self.fields) or "none"
                 raise ValidationError(f"unknown field (known fields: {known})", join_path(path, key))
         out: dict[str, Any] = {}
+        prefix = f"{path}." if path else ""
         for name, field in self.fields.items():
             if name in value:
-                out[name] = field.check(value[name], join_path(path, name))
+                out[name] = field.check(value[name], prefix + name)
             elif field.default is REQUIRED:
                 raise ValidationError("is required", join_path(path, name))
             else:

@@ -240,7 +240,7 @@ def validate_spec(kind: str, id: str, body: Any) -> dict[str, Any]:
     check_kind(kind)
     check_id(id, kind)
     path = f"{kind}[{id}]"
-    if not isinstance(body, Mapping):
+    if not isinstance(body, dict) and not isinstance(body, Mapping):  # dict first: the ABC check is slow
         raise ValidationError("body must be an object", path)
     if "id" in body and body["id"] != id:
         raise ValidationError(f"does not match the id in the path ({id!r})", join_path(path, "id"))

@@ -34,6 +34,20 @@ def test_apply_is_pure_and_deterministic() -> None:
     assert again.config == s1.config and r_again == r1
 
 
+def test_results_are_the_api_form_sharing_the_stored_spec() -> None:
+    s1, r1 = ReplicatedState.empty().apply(txn_cmd("a", put("u1")))
+    s2, r2 = s1.apply(txn_cmd("b", Op("delete", "upstreams", "u1")))
+    stored = s1.config.get("upstreams", "u1")
+    assert stored is not None
+    assert r1["results"] == [stored.to_json()] and r2["results"] == [stored.to_json()]
+    written = r1["results"][0]
+    assert list(written)[-3:] == ["id", "created_revision", "mod_revision"]
+    assert written["targets"] is stored.spec["targets"]  # not a thawed copy per member and write
+    assert msgpack.unpackb(msgpack.packb(r1), raw=False) == r1  # the dedupe table is dumped as msgpack
+    with pytest.raises(TypeError):
+        written["targets"].append({})  # shared with the state: read-only
+
+
 def test_dedupe_returns_first_result_and_does_not_reapply() -> None:
     s1, r1 = ReplicatedState.empty().apply(txn_cmd("req-1", put("u1")))
     s2, r2 = s1.apply(txn_cmd("req-1", put("u1")))  # a retry carrying the same request id

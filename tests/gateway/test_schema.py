@@ -103,6 +103,28 @@ def test_obj_defaults_required_unknown_and_post() -> None:
     assert fails(field, [], "o").message == "must be an object"
 
 
+def test_fill_default_is_built_once_and_every_use_gets_its_own_plain_copy() -> None:
+    built: list[str] = []
+
+    def post(out: dict[str, Any], path: str) -> None:
+        built.append(path)
+
+    inner = Obj({"n": Int(default=1), "tags": List(Str(), default=[])}, default=FILL, post=post)
+    field = Obj({"inner": inner})
+    first, second = field.check({}, "a"), field.check({}, "b")
+    assert first == second == {"inner": {"n": 1, "tags": []}}
+    assert built == ["a.inner"]  # the second use copied the first one's value
+    first["inner"]["tags"].append("x")  # plain and mutable, and not shared with the next use
+    assert type(second["inner"]) is dict and type(second["inner"]["tags"]) is list
+    assert field.check({}, "c") == {"inner": {"n": 1, "tags": []}}
+
+
+def test_fill_default_that_cannot_be_built_fails_at_each_path() -> None:
+    field = Obj({"inner": Obj({"n": Int()}, default=FILL)})
+    assert fails(field, {}, "a").path == "a.inner.n"
+    assert fails(field, {}, "b").path == "b.inner.n"
+
+
 def test_obj_post_may_replace() -> None:
     field = Obj({"a": Int()}, post=lambda out, path: {"a": out["a"] * 2})
     assert field.check({"a": 2}, "o") == {"a": 4}
