@@ -53,7 +53,7 @@ class LogSafetyMixin:
             and message.get("term", -1) >= self.raftCurrentTerm  # type: ignore[attr-defined]
         ):
             serialized = message.get("serialized")
-            if isinstance(serialized, tuple | list) and len(serialized) == 3 and serialized[1]:
+            if isinstance(serialized, (tuple, list)) and len(serialized) == 3 and serialized[1]:
                 self._backup_own_dump()  # first chunk: the transmission will replace our dump file
             # Snapshot transmissions carry no log position, yet pysyncobj raises the commit index
             # to min(leader commit, OUR log end) after any AppendEntries: a deposed leader's

@@ -249,7 +249,7 @@ class BoundTCPTransport(TCPTransport):  # type: ignore[misc]
 
     def _snapshot_chunk(self, node: Any, chunk: Any) -> None:
         """pysyncobj sends a snapshot as ``(data, is_first, is_last)`` chunks, one per AppendEntries."""
-        if not (isinstance(chunk, tuple | list) and len(chunk) == 3):
+        if not (isinstance(chunk, (tuple, list)) and len(chunk) == 3):
             return
         data, first, last = chunk
         size = (0 if first else self._snapshot_bytes.get(node, 0)) + len(data or b"")

@@ -69,7 +69,7 @@ def encode(obj: Any) -> bytes:
 
 def decode(data: bytes | bytearray | memoryview) -> Any:
     """Decode exactly one msgpack object; ``CodecError`` on anything that is not one."""
-    if not isinstance(data, bytes | bytearray | memoryview):
+    if not isinstance(data, (bytes, bytearray, memoryview)):
         raise CodecError(f"expected bytes, got {type(data).__name__}")
     return _guard("msgpack data", lambda: unpack(bytes(data)))
 
@@ -178,11 +178,11 @@ def encode_delta(delta: Delta) -> bytes:
 
 
 def _delta_ops(value: Any) -> tuple[DeltaOp, ...]:
-    if not isinstance(value, list | tuple):
+    if not isinstance(value, (list, tuple)):
         raise CodecError("delta field 'ops' must be a list")
     ops: list[DeltaOp] = []
     for index, op in enumerate(value):
-        if not isinstance(op, list | tuple) or len(op) != 4:
+        if not isinstance(op, (list, tuple)) or len(op) != 4:
             raise CodecError(f"delta op {index} must be [action, kind, id, resource|null]")
         action, kind, id, resource = op
         if action not in ACTIONS or kind not in STORED_KINDS or not isinstance(id, str):
@@ -234,7 +234,7 @@ def decode_snapshot(data: bytes | bytearray | memoryview, *, max_bytes: int = MA
             raise CodecError("trailing bytes after the compressed snapshot")
         return ConfigState.from_snapshot(decode(raw))
 
-    if not isinstance(data, bytes | bytearray | memoryview):
+    if not isinstance(data, (bytes, bytearray, memoryview)):
         raise CodecError(f"expected bytes, got {type(data).__name__}")
     return _guard("snapshot", build)
 

@@ -146,7 +146,7 @@ def _too_deep(value: object, limit: int) -> bool:
         item, depth = stack.pop()
         if isinstance(item, Mapping):
             children: Iterable[object] = item.values()
-        elif isinstance(item, list | tuple):
+        elif isinstance(item, (list, tuple)):
             children = item
         else:
             continue

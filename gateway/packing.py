@@ -56,7 +56,7 @@ def canonical(obj: Any) -> Any:
             value = obj[key]
             out[key] = value if type(value) in _SCALARS else canonical(value)
         return out
-    if isinstance(obj, list | tuple):
+    if isinstance(obj, (list, tuple)):
         return [item if type(item) in _SCALARS else canonical(item) for item in obj]
     return obj
 
@@ -112,7 +112,7 @@ def iter_pack(obj: Any, batch: int = 256) -> Iterator[bytes]:
     so a caller can do other work between two slices (msgpack packs one call whole, holding the
     GIL throughout). Items of a list are sliced only when they are long themselves, and those of a
     ``LazyList`` never: they are meant to be records."""
-    if isinstance(obj, LazyList) or (isinstance(obj, list | tuple) and _big(obj, batch, 3)):
+    if isinstance(obj, LazyList) or (isinstance(obj, (list, tuple)) and _big(obj, batch, 3)):
         lazy = isinstance(obj, LazyList)
         yield array_header(obj.length if isinstance(obj, LazyList) else len(obj))
         chunk: list[bytes] = []
@@ -153,11 +153,11 @@ def _big(obj: Any, batch: int, depth: int) -> bool:
     at most ``depth`` levels down."""
     if isinstance(obj, LazyList):
         return True
-    if not isinstance(obj, dict | list | tuple):
+    if not isinstance(obj, (dict, list, tuple)):
         return False
     if len(obj) > batch:
         return True
     if depth == 0:
         return False
     children = obj.values() if isinstance(obj, dict) else obj
-    return any(_big(child, batch, depth - 1) for child in children if isinstance(child, dict | list | tuple | LazyList))
+    return any(_big(child, batch, depth - 1) for child in children if isinstance(child, (dict, list, tuple, LazyList)))

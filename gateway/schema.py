@@ -254,7 +254,7 @@ class List(Field):
         self.dedupe = dedupe
 
     def convert(self, value: Any, path: str) -> Any:
-        if not isinstance(value, list | tuple):
+        if not isinstance(value, (list, tuple)):
             raise ValidationError("must be a list", path)
         if len(value) < self.min_items:
             noun = "item" if self.min_items == 1 else "items"
@@ -266,7 +266,7 @@ class List(Field):
         for index, element in enumerate(value):
             normalized = self.item.check(element, item_path(path, index))
             if self.dedupe:
-                if isinstance(normalized, str | int | float):
+                if isinstance(normalized, (str, int, float)):
                     if normalized in seen:
                         continue
                     seen.add(normalized)

@@ -159,7 +159,7 @@ def encode_response(resp: Any, *, keep_alive: bool, head_only: bool = False) -> 
     body out but keeps its length (the answer to a HEAD request).
     """
     status = resp.status
-    body = resp.body if isinstance(resp.body, bytes | bytearray) else b""
+    body = resp.body if isinstance(resp.body, (bytes, bytearray)) else b""
     reason = getattr(resp, "reason", None)
     parts = [status_line(status, reason.encode("latin-1") if isinstance(reason, str) else None)]
     for name, value in resp.headers.items():

@@ -241,7 +241,7 @@ class Exchange:
         self.proto.write(data)
         self.finish()
         body = getattr(resp, "body", b"")
-        return len(body) if isinstance(body, bytes | bytearray) and self.method != "HEAD" else 0
+        return len(body) if isinstance(body, (bytes, bytearray)) and self.method != "HEAD" else 0
 
     def write(self, data: bytes) -> None:
         self.proto.write(data)

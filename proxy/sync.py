@@ -250,7 +250,7 @@ class SyncClient:
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             # Once per outage (and reason) at WARNING; the retries of a node that stays down only at DEBUG.
             why = _why(exc)
-            if self.why_dropped is not None and isinstance(exc, aiohttp.ClientOSError | aiohttp.ServerDisconnectedError) \
+            if self.why_dropped is not None and isinstance(exc, (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError)) \
                     and not isinstance(exc, aiohttp.ClientConnectorError):
                 why = await self.why_dropped(ep.url) or why  # a TLS peer that hung up on our certificate?
             same = ep.reason == "unreachable" and self._last_why.get(ep.url) == why
@@ -275,7 +275,7 @@ class SyncClient:
                 if isinstance(frame, Status):
                     self._on_status(ep, frame)
                     was_healthy = was_healthy or self._healthy
-                elif isinstance(frame, DeltaFrame | SnapshotChunk):
+                elif isinstance(frame, (DeltaFrame, SnapshotChunk)):
                     queue.put_nowait(frame)
                 elif isinstance(frame, ErrorFrame):
                     log.error("control-plane refused us: %s (%s)", frame.message, frame.code)
