@@ -26,8 +26,9 @@ import time
 from pathlib import Path
 
 from bench.client import Conn
+from bench.common import parse_proc_stat
 from bench.cp_cases import UNLIMITED
-from bench.procs import LOAD_CORE, PROXY_CORE, pin, tree_cpu
+from bench.procs import LOAD_CORE, PROXY_CORE, TICK, pin, tree_cpu
 from tests.support.cluster import Cluster, NodeProc, upstream_body
 
 PY_SPY = Path(sys.executable).parent / "py-spy"  # installed beside the venv's python
@@ -63,10 +64,9 @@ def thread_cpu(pid: int) -> dict[int, float]:
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
+                times[int(tid)] = parse_proc_stat(f.read(), TICK)
         except FileNotFoundError:  # the thread ended meanwhile
             continue
-        times[int(tid)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return times
 
 

@@ -359,19 +359,14 @@ def register_command(kind: str, handler: Handler) -> None:
 
 def op_results(txn: Txn, before: ConfigState, after: ConfigState) -> list[dict[str, Any] | None]:
     """Per-op results for the API reply (the resource as written, or as it was before delete):
-    ``Resource.to_json``'s map, whose nested values are the stored (frozen, shared) ones instead of
-    thawed copies. The result lives in the dedupe table and is only ever encoded (JSON to the
-    client, msgpack in the Raft dump), never changed: a copy per nested map and list, on every
-    member for every write, bought nothing."""
+    ``Resource.to_api``, sharing the stored frozen values. The result lives in the dedupe table and
+    is only ever encoded (JSON to the client, msgpack in the Raft dump), never changed: a thawed
+    copy per nested map and list, on every member for every write, bought nothing."""
     if len(txn.ops) > MAX_RESULT_OPS:
         return []
     results: list[dict[str, Any] | None] = []
     for op in txn.ops:
         source = after if op.action == "put" else before
         res = source.get(op.kind, op.id)
-        if res is None:
-            results.append(None)
-            continue
-        results.append({**res.spec, "id": res.id, "created_revision": res.created_revision,
-                        "mod_revision": res.mod_revision})  # fmt: skip
+        results.append(res.to_api() if res is not None else None)
     return results

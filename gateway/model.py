@@ -99,11 +99,14 @@ class Resource:
 
     def to_json(self) -> dict[str, Any]:
         """The API form: a plain, mutable ``{**spec, "id", "created_revision", "mod_revision"}``."""
-        out: dict[str, Any] = thaw(self.spec)
-        out["id"] = self.id
-        out["created_revision"] = self.created_revision
-        out["mod_revision"] = self.mod_revision
+        out: dict[str, Any] = thaw(self.to_api())
         return out
+
+    def to_api(self) -> dict[str, Any]:
+        """``to_json``'s map without the deep copy: its nested values are the stored, frozen ones
+        (for a value that is only encoded, never changed)."""
+        return {**self.spec, "id": self.id, "created_revision": self.created_revision,
+                "mod_revision": self.mod_revision}  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         """The snapshot/delta form ``{"spec", "created_revision", "mod_revision"}`` (spec shared, frozen)."""
