@@ -7,7 +7,6 @@ pysyncobj's membership entries and why the boot membership is computed before py
 from __future__ import annotations
 
 import logging
-import pickle
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +14,8 @@ from typing import Any
 import msgpack
 from pysyncobj.node import TCPNode
 from pysyncobj.syncobj import _COMMAND_TYPE
+
+from cluster import raft_pickle
 
 __all__ = [
     "MEMBERSHIP_COMMAND", "Entry", "Member", "boot_members", "decode_cluster", "encode_cluster", "member_of",
@@ -56,7 +57,7 @@ def parse_change(command: bytes, known: Mapping[str, Member]) -> tuple[str, Memb
     if command[:1] != bytes([MEMBERSHIP_COMMAND]):
         return None
     try:
-        action, _node_id, node = pickle.loads(command[1:])
+        action, _node_id, node = raft_pickle.loads(command[1:])
     except Exception:  # an entry we cannot read is not ours to interpret
         return None
     return str(action), member_of(node, known)

@@ -34,6 +34,7 @@ from typing import Any
 
 from pysyncobj import FAIL_REASON
 
+from cluster import raft_pickle
 from cluster.events import EventLog
 from cluster.loop_wait import within
 from cluster.membership_records import Member
@@ -111,6 +112,7 @@ class RaftNode:
             check_overrides(cls)  # refuse to start on a pysyncobj whose private names moved
             check_protected(cls)
         check_connection_attributes()
+        raft_pickle.install()  # what a peer sends is data, never code (cluster/raft_pickle.py)
         self.settings = settings
         # commands proposed together share a log entry (cluster/raft_proposals.py): every member
         # applies a batch entry's commands one by one, through the same apply_fn

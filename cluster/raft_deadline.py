@@ -29,9 +29,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pysyncobj import pickle as _pickle
 from pysyncobj.fast_queue import FastQueue
 
+from cluster.raft_pickle import loads as raft_loads
 from cluster.state_machine import command_deadline
 
 _REGULAR = 0  # pysyncobj _COMMAND_TYPE.REGULAR
@@ -42,7 +42,7 @@ def payload_deadline(command: bytes) -> float | None:
     if not command or command[0] != _REGULAR:
         return None  # no-op, membership change, version switch: no deadline
     try:
-        call = _pickle.loads(command[1:])
+        call = raft_loads(command[1:])
     except Exception:
         return None
     if isinstance(call, tuple) and len(call) >= 2 and call[1] and isinstance(call[1][0], bytes):

@@ -15,6 +15,7 @@ from typing import Any
 
 from pysyncobj.journal import FileJournal, MetaStorer
 
+from cluster import raft_pickle
 from cluster.raft_compat import JOURNAL_ATTRIBUTES, JOURNAL_FILE_ATTRIBUTES, check_attributes
 
 
@@ -26,9 +27,7 @@ class DurableMetaStorer(MetaStorer):  # type: ignore[misc]
         self._fsync = fsync
 
     def storeMeta(self, meta: Any) -> None:  # noqa: N802 - pysyncobj's name
-        from pysyncobj.pickle import dumps
-
-        write_atomically(self.getPath(), dumps(meta), self._fsync)
+        write_atomically(self.getPath(), raft_pickle.dumps(meta), self._fsync)
 
 
 class DurableJournal(FileJournal):  # type: ignore[misc]

@@ -41,11 +41,12 @@ from collections.abc import Callable
 from typing import Any
 
 from pysyncobj import FAIL_REASON
-from pysyncobj import pickle as pysyncobj_pickle
 from pysyncobj.monotonic import monotonic as monotonic_time
 from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.tcp_connection import CONNECTION_STATE, TcpConnection, _getAddrType
 from pysyncobj.transport import TCPTransport
+
+from cluster import raft_pickle
 
 PING = "gwadm_link_ping"
 
@@ -73,7 +74,7 @@ class CompactTcpConnection(TcpConnection):  # type: ignore[misc]
     def send(self, message: Any) -> None:
         if self.sendRandKey:
             message = (self.sendRandKey, message)
-        data = _zlib_frame(pysyncobj_pickle.dumps(message))
+        data = _zlib_frame(raft_pickle.dumps(message))
         if self.encryptor:
             data = self.encryptor.encrypt_at_time(data, int(monotonic_time()))
         self._TcpConnection__writeBuffer += struct.pack("i", len(data)) + data

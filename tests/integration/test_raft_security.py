@@ -57,3 +57,26 @@ def test_unencrypted_or_wrong_key_pickles_are_never_loaded(cluster: Cluster, tmp
     write_any(cluster, "still-works", 16000, "still-works", time.monotonic() + 10)
     assert not plain_marker.exists() and not wrong_key_marker.exists() and not fernet_marker.exists()
     assert all(n.alive for n in cluster.nodes)
+
+
+def test_a_frame_sealed_with_the_cluster_secret_still_cannot_run_code(cluster: Cluster, tmp_path: Path) -> None:
+    """The secret opens the seal, but what is inside is only ever read as data (cluster/raft_pickle.py):
+    a pickle naming any callable is refused, at pysyncobj's protocol 2 and at protocol 5."""
+    seal = FrameSeal(raft_password(cluster.secret))
+    markers = []
+    for node in cluster.nodes:
+        host, port = node.raft_addr.split(":")
+        for protocol in (2, 5):
+            marker = tmp_path / f"{node.id}-p{protocol}-pwned"
+            markers.append(marker)
+            payload = seal.encrypt_at_time(zlib.compress(pickle.dumps(Exploit(marker), protocol)), 1)
+            with socket.create_connection((host, int(port)), timeout=5) as s:
+                s.sendall(frame(payload))
+                s.settimeout(2)
+                try:
+                    assert s.recv(1) == b""  # refused: the node drops the connection
+                except OSError:
+                    pass
+    write_any(cluster, "still-works", 16000, "still-works", time.monotonic() + 10)
+    assert [m.name for m in markers if m.exists()] == []
+    assert all(n.alive for n in cluster.nodes)
