@@ -8,6 +8,8 @@ as ``routes[r1].plugins.rate-limit.limit`` or ``upstreams[u1].targets[0].port``.
 
 ``check(value, path)`` returns a *normalized*, plain (mutable, JSON-compatible) copy: defaults are
 filled in, strings optionally case-folded, lists optionally de-duplicated. Input is never mutated.
+The one exception: an object filled from ``FILL`` (absent, all defaults) is a shared, read-only
+``FrozenDict`` (``thaw`` gives a mutable copy).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .errors import ValidationError
-from .frozen import freeze, thaw
+from .frozen import freeze
 
 __all__ = [
     "FILL",
@@ -84,15 +86,14 @@ class Field:
         """The value used when the field is absent (a fresh copy; ``FILL`` builds it from ``{}``).
 
         A ``FILL`` value depends on the schema alone, so it is built once (every written upstream
-        fills ``health`` and ``timeouts``, on every member) and copied after; one that cannot be
-        built raises at ``path`` every time."""
+        fills ``health`` and ``timeouts``, on every member) and shared after, frozen: a stored spec
+        is frozen anyway, so ``freeze`` then keeps it as it is instead of copying it twice per
+        write. One that cannot be built raises at ``path`` every time."""
         default = self.default
         if default is FILL:
             if self._filled is None:
-                value = self.check({}, path)
-                self._filled = freeze(value)
-                return value
-            return thaw(self._filled)
+                self._filled = freeze(self.check({}, path))
+            return self._filled
         if default is None or type(default) in _IMMUTABLE:
             return default
         if not default and type(default) in (list, dict):  # the common ``[]`` / ``{}``: no deepcopy

@@ -23,6 +23,7 @@ from cli.connection import conn_options, make_client
 from cli.docfile import write_private
 from cli.plan import current_from_config, export_shape
 from cli.secrets import redact_specs
+from gateway.frozen import FrozenDict, FrozenList
 
 HEADER = "gwadm config: `gwadm apply -f FILE` makes a cluster match it (resources not listed are deleted)"
 """Static on purpose: no revision or time in the file, so unchanged configs export byte-identical."""
@@ -33,6 +34,11 @@ class _Dumper(yaml.SafeDumper):  # type: ignore[misc]
 
     def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
         super().increase_indent(flow, False)
+
+
+# read-only values (gateway/frozen.py: stored specs, filled defaults) are written as the plain ones
+_Dumper.add_representer(FrozenDict, yaml.SafeDumper.represent_dict)
+_Dumper.add_representer(FrozenList, yaml.SafeDumper.represent_list)
 
 
 def dump(shape: dict[str, Any], fmt: str, header: str | None = None) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml  # type: ignore[import-untyped]
 
 from cli.commands.apply import plan_text
 from cli.commands.export import dump
@@ -28,6 +29,7 @@ from cli.plan import (
     normalize,
 )
 from gateway.errors import GatewayError, ReferenceViolation, ValidationError
+from gateway.frozen import freeze
 from gateway.validate import validate_spec
 
 
@@ -305,3 +307,10 @@ def test_snapshot_checksum_and_tamper_detection(tmp_path: Path) -> None:
         verify_snapshot(Document("s.json", tampered))
     with pytest.raises(SnapshotError, match="not a gwadm snapshot"):
         verify_snapshot(Document("s.json", {"format": "other"}))
+
+
+def test_export_writes_read_only_values_as_plain_yaml_and_json() -> None:
+    shape = {"upstreams": {"u1": freeze({"timeouts": {"connect": 2.0}, "targets": [{"port": 80}]})}}
+    text = dump(shape, "yaml")
+    assert "!!" not in text and yaml.safe_load(text) == shape
+    assert json.loads(dump(shape, "json")) == shape

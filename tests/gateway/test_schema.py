@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from gateway import ValidationError
+from gateway.frozen import FrozenDict, freeze, thaw
 from gateway.schema import FILL, Bool, Custom, Float, Int, List, Map, Obj, Str, item_path, join_path
 
 
@@ -103,7 +104,7 @@ def test_obj_defaults_required_unknown_and_post() -> None:
     assert fails(field, [], "o").message == "must be an object"
 
 
-def test_fill_default_is_built_once_and_every_use_gets_its_own_plain_copy() -> None:
+def test_fill_default_is_built_once_and_shared_read_only() -> None:
     built: list[str] = []
 
     def post(out: dict[str, Any], path: str) -> None:
@@ -113,9 +114,14 @@ def test_fill_default_is_built_once_and_every_use_gets_its_own_plain_copy() -> N
     field = Obj({"inner": inner})
     first, second = field.check({}, "a"), field.check({}, "b")
     assert first == second == {"inner": {"n": 1, "tags": []}}
-    assert built == ["a.inner"]  # the second use copied the first one's value
-    first["inner"]["tags"].append("x")  # plain and mutable, and not shared with the next use
-    assert type(second["inner"]) is dict and type(second["inner"]["tags"]) is list
+    assert built == ["a.inner"]  # the second use shared the first one's value
+    assert first["inner"] is second["inner"] and type(first["inner"]) is FrozenDict
+    with pytest.raises(TypeError, match="read-only"):
+        first["inner"]["tags"].append("x")  # shared, so nobody can change it for the next use
+    first["other"] = 1  # the object around it is the caller's own, plain and mutable
+    assert freeze(first)["inner"] is first["inner"]  # kept as it is when the spec is stored
+    mutable = thaw(first["inner"])
+    mutable["tags"].append("x")
     assert field.check({}, "c") == {"inner": {"n": 1, "tags": []}}
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from gateway import NotFound, ValidationError, validate_spec
-from gateway.frozen import FrozenDict, FrozenList
+from gateway.frozen import FrozenDict, FrozenList, is_frozen, thaw
 
 from .helpers import consumer_body, route_body, upstream_body
 
@@ -324,31 +324,39 @@ def test_read_only_fields_are_dropped_so_get_can_be_put_back() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kind", "body"),
+    ("kind", "body", "filled"),
     [
-        ("upstreams", upstream_body(lb="consistent_hash", hash_on={"type": "header", "name": "X-A"}, health={"active": {}})),
-        ("routes", route_body(hosts=["A.com"], methods=["get"], plugins={"ip-restriction": {"allow": ["10.1.2.3/8"]}})),
-        ("consumers", consumer_body("abcdefgh")),
-        ("plugins", {"name": "access-log", "config": {"sample_rate": 1}}),
+        ("upstreams", upstream_body(lb="consistent_hash", hash_on={"type": "header", "name": "X-A"}, health={"active": {}}), {"health.passive", "timeouts"}),
+        ("routes", route_body(hosts=["A.com"], methods=["get"], plugins={"ip-restriction": {"allow": ["10.1.2.3/8"]}}), set()),
+        ("consumers", consumer_body("abcdefgh"), set()),
+        ("plugins", {"name": "access-log", "config": {"sample_rate": 1}}, set()),
     ],
 )
-def test_validation_is_idempotent_pure_and_plain(kind: str, body: dict[str, Any]) -> None:
+def test_validation_is_idempotent_pure_and_plain(kind: str, body: dict[str, Any], filled: set[str]) -> None:
+    """Plain and mutable, except objects filled from FILL: shared, read-only (gateway/schema.py)."""
     before = copy.deepcopy(body)
     spec = validate_spec(kind, "x1", body)
     assert body == before  # input untouched
     assert validate_spec(kind, "x1", spec) == spec  # normalized form is a fixed point
     json.dumps(spec)  # JSON-compatible
 
-    def plain(value: Any) -> None:
+    frozen: set[str] = set()
+
+    def plain(value: Any, path: str) -> None:
+        if isinstance(value, FrozenDict):
+            frozen.add(path)
+            assert is_frozen(value) and value == thaw(value)
+            return
         assert not isinstance(value, FrozenDict | FrozenList | tuple)
         if isinstance(value, dict):
-            for item in value.values():
-                plain(item)
+            for key, item in value.items():
+                plain(item, f"{path}.{key}" if path else key)
         elif isinstance(value, list):
-            for item in value:
-                plain(item)
+            for index, item in enumerate(value):
+                plain(item, f"{path}[{index}]")
 
-    plain(spec)
+    plain(spec, "")
+    assert frozen == filled
 
 
 def test_frozen_input_is_accepted() -> None:
