@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from .delta import Delta, DeltaOp, resource_bytes
 from .errors import CodecError, GatewayError
 from .model import ACTIONS, STORED_KINDS, Op, Txn
-from .packing import array_header, pack, unpack
+from .packing import array_header, pack, unpack, unpack_frozen
 from .state import ConfigState
 
 __all__ = [
@@ -149,10 +149,16 @@ def _op_from(value: Any, index: int) -> Op:
 
 
 def decode_txn(data: bytes) -> Txn:
-    """Inverse of ``encode_txn``. Checks structure only; ``ConfigState.apply`` validates meaning."""
+    """Inverse of ``encode_txn``. Checks structure only; ``ConfigState.apply`` validates meaning.
+
+    Decoded straight into frozen containers: every member decodes every written txn, and its op
+    bodies are stored read-only (``Op`` freezes them; already frozen, that is a type check)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise CodecError(f"expected bytes, got {type(data).__name__}")
+    decoded = _guard("msgpack data", lambda: unpack_frozen(data if type(data) is bytes else bytes(data)))
 
     def build() -> Txn:
-        obj = _map(decode(data), "txn")
+        obj = _map(decoded, "txn")
         ops = _require(obj, "ops", "txn")
         if not isinstance(ops, list):
             raise CodecError("txn field 'ops' must be a list")

@@ -14,7 +14,9 @@ from typing import Any
 
 import msgpack
 
-__all__ = ["LazyList", "array_header", "canonical", "iter_pack", "pack", "unpack"]
+from .frozen import FrozenDict, FrozenList
+
+__all__ = ["LazyList", "array_header", "canonical", "iter_pack", "pack", "unpack", "unpack_frozen"]
 
 
 def pack(obj: Any) -> bytes:
@@ -33,6 +35,13 @@ def unpack(data: bytes) -> Any:
     ``gateway.codec`` turns all of it into ``CodecError``.
     """
     return msgpack.unpackb(data, raw=False, strict_map_key=True, ext_hook=_no_ext, use_list=True)
+
+
+def unpack_frozen(data: bytes) -> Any:
+    """``unpack``, with every map a ``FrozenDict`` and every array a ``FrozenList`` (gateway/frozen.py),
+    built by msgpack itself: what is decoded to be stored read-only is not walked and copied again."""
+    return msgpack.unpackb(data, raw=False, strict_map_key=True, ext_hook=_no_ext, use_list=True,
+                           object_hook=FrozenDict, list_hook=FrozenList)
 
 
 def array_header(length: int) -> bytes:

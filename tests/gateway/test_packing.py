@@ -6,11 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 import msgpack  # type: ignore[import-untyped]
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.frozen import freeze
-from gateway.packing import canonical
+from gateway.codec import decode_txn, encode_txn
+from gateway.errors import CodecError
+from gateway.frozen import FrozenDict, FrozenList, freeze
+from gateway.model import Op, Txn
+from gateway.packing import canonical, unpack, unpack_frozen
 
 from .helpers import apply, base_state, put, route_body, upstream_body
 
@@ -57,3 +61,28 @@ def test_a_fixed_configs_hash_does_not_change() -> None:
 
 
 GOLDEN = "0b4dd51920b4d9b49f2bbcd99ff1c3ae83813d8f3cdf5e02ce05f5d9085b2e73"
+
+
+def test_unpack_frozen_builds_read_only_containers_at_every_depth_and_refuses_what_unpack_refuses() -> None:
+    data = msgpack.packb({"a": [1, {"b": [2, 3]}], "c": {"d": None}}, use_bin_type=True)
+    value = unpack_frozen(data)
+    assert value == unpack(data)
+    assert type(value) is FrozenDict and type(value["a"]) is FrozenList and type(value["a"][1]) is FrozenDict
+    assert type(value["a"][1]["b"]) is FrozenList and type(value["c"]) is FrozenDict
+    assert freeze(value) is value  # nothing left to copy when it is stored
+    for bad in (data + b"\x00", msgpack.packb(msgpack.ExtType(1, b"x")), msgpack.packb({1: 2})):
+        with pytest.raises(Exception) as plain:
+            unpack(bad)
+        with pytest.raises(type(plain.value)):
+            unpack_frozen(bad)
+
+
+def test_decoded_txn_bodies_are_frozen_for_bytes_bytearray_and_memoryview() -> None:
+    txn = Txn("r1", (Op("put", "upstreams", "u1", upstream_body()),))
+    data = encode_txn(txn)
+    for form in (data, bytearray(data), memoryview(data)):
+        decoded = decode_txn(form)
+        assert decoded == txn and type(decoded.ops[0].body) is FrozenDict
+        assert type(decoded.ops[0].body["targets"]) is FrozenList
+    with pytest.raises(CodecError, match="expected bytes"):
+        decode_txn("not bytes")  # type: ignore[arg-type]
