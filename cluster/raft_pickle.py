@@ -31,8 +31,10 @@ and otherwise refuses to start (``PysyncobjIncompatible``), like every other pri
 from __future__ import annotations
 
 import io
+import logging
 import pickle
 import sys
+import time
 from collections.abc import Callable
 from typing import IO, Any
 
@@ -41,6 +43,8 @@ from pysyncobj.node import TCPNode
 from cluster.raft_compat import PysyncobjIncompatible
 
 PROTOCOL = 5
+log = logging.getLogger("gwadm.raft")
+_last_refusal_log = float("-inf")
 
 
 def _latin1_bytes(text: str, encoding: str = "utf-8") -> bytes:
@@ -65,7 +69,19 @@ class DataUnpickler(pickle.Unpickler):
         try:
             return ALLOWED_GLOBALS[(module, name)]
         except KeyError:
+            _log_refusal(f"{module}.{name}")
             raise pickle.UnpicklingError(f"global {module}.{name} is not allowed on the Raft wire") from None
+
+
+def _log_refusal(what: str) -> None:
+    """pysyncobj drops the connection without a word (its parser swallows every error): say it here,
+    at most once a second. Only a holder of the cluster secret can send a frame that opens."""
+    global _last_refusal_log
+    now = time.monotonic()
+    if now - _last_refusal_log >= 1.0:
+        _last_refusal_log = now
+        log.warning("refused a Raft frame that names %r (only data is accepted; the connection is dropped): "
+                    "a peer holding the cluster secret sent it", what[:100])
 
 
 def loads(data: bytes | bytearray | memoryview | str) -> Any:

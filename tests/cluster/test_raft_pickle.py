@@ -89,3 +89,20 @@ def test_a_replicated_call_written_at_protocol_2_still_reads() -> None:
     assert b"_codecs" in old_entry
     assert payload_deadline(old_entry) == 1234.5
     assert payload_deadline(bytes([0]) + raft_pickle.dumps((3, (payload,), {}))) == 1234.5
+
+
+def test_a_refusal_is_logged_at_most_once_a_second(caplog: pytest.LogCaptureFixture,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(raft_pickle.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(raft_pickle, "_last_refusal_log", float("-inf"))
+    caplog.set_level("WARNING", logger="gwadm.raft")
+    for _ in range(3):
+        with pytest.raises(pickle.UnpicklingError):
+            raft_pickle.loads(pickle.dumps(RunsCode()))
+    clock[0] += 1.5
+    with pytest.raises(pickle.UnpicklingError):
+        raft_pickle.loads(pickle.dumps(eval))
+    lines = [r.getMessage() for r in caplog.records if r.name == "gwadm.raft"]
+    assert len(lines) == 2
+    assert "'posix.system'" in lines[0] and "'builtins.eval'" in lines[1]

@@ -80,3 +80,7 @@ def test_a_frame_sealed_with_the_cluster_secret_still_cannot_run_code(cluster: C
     write_any(cluster, "still-works", 16000, "still-works", time.monotonic() + 10)
     assert [m.name for m in markers if m.exists()] == []
     assert all(n.alive for n in cluster.nodes)
+    deadline = time.monotonic() + 10
+    while not all("refused a Raft frame that names" in n.log_tail(400) for n in cluster.nodes):
+        assert time.monotonic() < deadline, [n.log_tail(5) for n in cluster.nodes]
+        time.sleep(0.05)
