@@ -135,9 +135,3 @@ def install() -> None:
     for module_name, names in _TARGETS.items():  # all checked first: never half installed
         for name in names:
             setattr(sys.modules[module_name], name, _OURS[name])
-
-
-def installed() -> bool:
-    import pysyncobj.pickle
-
-    return pysyncobj.pickle.loads is loads and pysyncobj.pickle.dumps is dumps

@@ -67,11 +67,13 @@ def encode(obj: Any) -> bytes:
         raise CodecError(f"cannot encode: {type(exc).__name__}: {exc}") from None
 
 
-def decode(data: bytes | bytearray | memoryview) -> Any:
-    """Decode exactly one msgpack object; ``CodecError`` on anything that is not one."""
+def decode(data: bytes | bytearray | memoryview, *, frozen: bool = False) -> Any:
+    """Decode exactly one msgpack object; ``CodecError`` on anything that is not one. ``frozen``:
+    maps and arrays come out read-only (``gateway.packing.unpack_frozen``)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise CodecError(f"expected bytes, got {type(data).__name__}")
-    return _guard("msgpack data", lambda: unpack(bytes(data)))
+    raw = data if type(data) is bytes else bytes(data)
+    return _guard("msgpack data", lambda: (unpack_frozen if frozen else unpack)(raw))
 
 
 # --- field checks ------------------------------------------------------------------------------
@@ -153,9 +155,7 @@ def decode_txn(data: bytes) -> Txn:
 
     Decoded straight into frozen containers: every member decodes every written txn, and its op
     bodies are stored read-only (``Op`` freezes them; already frozen, that is a type check)."""
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise CodecError(f"expected bytes, got {type(data).__name__}")
-    decoded = _guard("msgpack data", lambda: unpack_frozen(data if type(data) is bytes else bytes(data)))
+    decoded = decode(data, frozen=True)
 
     def build() -> Txn:
         obj = _map(decoded, "txn")

@@ -83,7 +83,8 @@ class Field:
         return self.default is REQUIRED
 
     def default_value(self, path: str) -> Any:
-        """The value used when the field is absent (a fresh copy; ``FILL`` builds it from ``{}``).
+        """The value used when the field is absent: a fresh copy, or for ``FILL`` the shared frozen
+        object built from ``{}``.
 
         A ``FILL`` value depends on the schema alone, so it is built once (every written upstream
         fills ``health`` and ``timeouts``, on every member) and shared after, frozen: a stored spec

@@ -64,7 +64,8 @@ def test_writes_protocol_5_and_a_message_of_data_names_no_global() -> None:
 def test_install_points_pysyncobj_at_the_data_unpickler() -> None:
     raft_pickle.install()
     raft_pickle.install()  # idempotent
-    assert raft_pickle.installed()
+    assert pysyncobj.pickle.loads is raft_pickle.loads and pysyncobj.pickle.dumps is raft_pickle.dumps
+    assert pysyncobj.pickle.load is raft_pickle.load and pysyncobj.pickle.dump is raft_pickle.dump
     assert pysyncobj.journal.loads is raft_pickle.loads and pysyncobj.journal.dumps is raft_pickle.dumps
     with pytest.raises(pickle.UnpicklingError):
         pysyncobj.pickle.loads(pickle.dumps(RunsCode()))  # what tcp_connection and syncobj call
