@@ -15,7 +15,9 @@ its next tick starts the real election exactly as before. A leadership transfer 
 never held back. The hold is taken on every tick, also while leading (pysyncobj steps a leader down
 without re-arming its deadline), and after every message (pysyncobj's tick checks the deadline
 before ours runs: a message handled for longer than the timeout let it elect on its own). A refusal
-from a member in a higher term moves us to that term, as in etcd.
+from a member in a higher term moves us to that term, as in etcd. A round that can no longer win is
+over at once (it must not refuse a peer's round that can), and an expired one is followed by the
+next at once: the round's random length is the spacing, as etcd's pre-candidate's timeout is.
 
 Clock: every time compared with a pysyncobj deadline is pysyncobj's (``pysyncobj.monotonic``,
 CLOCK_MONOTONIC_RAW on Linux); the last leader contact, compared only with itself, stays on
@@ -37,6 +39,7 @@ within ``leader_fallback_timeout`` steps down — is pysyncobj's ``leaderFallbac
 from __future__ import annotations
 
 import itertools
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -47,6 +50,8 @@ from typing import Any
 from pysyncobj.monotonic import monotonic as _pysyncobj_monotonic
 
 raft_clock: Callable[[], float] = _pysyncobj_monotonic
+
+log = logging.getLogger("gwadm.raft.prevote")
 
 PRE_VOTE, PRE_VOTE_RESPONSE = "gw_pre_vote", "gw_pre_vote_resp"
 _HOLD = 3600.0
@@ -62,6 +67,7 @@ class PreVoteMixin:
         self._pv_hold: float | None = None  # the value we put in its place
         self._pv_round: tuple[int, int, float] | None = None  # (round id, prospective term, ends at)
         self._pv_grants: set[Any] = set()
+        self._pv_refusals: set[Any] = set()
         self._pv_nonce = 0.0  # of our current round: breaks a tie between two rounds at once
         self._pv_ids = itertools.count(1)
         # time.monotonic(), not raft_clock(): only ever compared with time.monotonic() (here and in
@@ -106,6 +112,7 @@ class PreVoteMixin:
             round_id, term, ends = self._pv_round
             voters = len(self._SyncObj__otherNodes) + 1  # type: ignore[attr-defined]
             if (len(self._pv_grants) + 1) * 2 > voters:
+                log.debug("pre-vote round %d won for term %d", round_id, term)
                 self.pre_votes_won += 1
                 self._pv_round = None
                 self._pv_wanted = 0
@@ -118,9 +125,21 @@ class PreVoteMixin:
                     notifier.notify()
                 return
             if now >= ends:
+                # The next round starts now: the round's own random length already spaced it from
+                # this one (etcd's pre-candidate campaigns again after one randomized timeout). Waiting
+                # another timeout on top made a failover whose first round went unanswered (a voter
+                # busy installing a snapshot) take two timeouts per round.
+                log.debug("pre-vote round %d for term %d expired", round_id, term)
                 self._pv_round = None
-                self._pv_wanted = self._timeout_from(now)
-        elif now >= self._pv_wanted and self._SyncObj__connectedToAnyone():  # type: ignore[attr-defined]
+                self._pv_wanted = now
+            elif self._round_lost():
+                # Refused by enough members that it cannot win: over now, so that we grant a peer's
+                # round instead of refusing it as a contender (``_contending``); the next one starts
+                # when this one would have ended.
+                log.debug("pre-vote round %d for term %d lost", round_id, term)
+                self._pv_round = None
+                self._pv_wanted = ends
+        if self._pv_round is None and now >= self._pv_wanted and self._SyncObj__connectedToAnyone():  # type: ignore[attr-defined]
             self._start_pre_vote(now)
         self._set_hold(now)
 
@@ -169,8 +188,10 @@ class PreVoteMixin:
         round_id = next(self._pv_ids)
         self._pv_round = (round_id, term, self._timeout_from(now))
         self._pv_grants = set()
+        self._pv_refusals = set()
         self._pv_nonce = random.random()
         self.pre_votes_started += 1
+        log.debug("pre-vote round %d for term %d started", round_id, term)
         message = {
             "type": PRE_VOTE, "round": round_id, "term": term, "nonce": self._pv_nonce,
             "last_log_index": self._SyncObj__getCurrentLogIndex(),  # type: ignore[attr-defined]
@@ -194,8 +215,12 @@ class PreVoteMixin:
             up_to_date = (message["last_log_term"], message["last_log_index"]) >= (my_last_term, my_last_index)
             leader_alive = (self._SyncObj__raftState == 2  # type: ignore[attr-defined]
                             or time.monotonic() - self._pv_last_leader_contact < self._pv_min)
-            granted = bool(message["term"] > my_term and up_to_date and not leader_alive
-                           and not self._contending(message, my_last_term, my_last_index))
+            contending = self._contending(message, my_last_term, my_last_index)
+            granted = bool(message["term"] > my_term and up_to_date and not leader_alive and not contending)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("pre-vote for term %d from %s: %s (my term %d, up to date %s, leader heard %.3f s ago, "
+                          "contending %s)", message["term"], node, "granted" if granted else "refused", my_term,
+                          up_to_date, time.monotonic() - self._pv_last_leader_contact, contending)
             self._SyncObj__transport.send(node, {  # type: ignore[attr-defined]
                 "type": PRE_VOTE_RESPONSE, "round": message["round"], "term": message["term"], "granted": granted,
                 "voter_term": my_term,
@@ -205,9 +230,14 @@ class PreVoteMixin:
             return True
         if kind == PRE_VOTE_RESPONSE:
             current = self._pv_round
-            if current is not None and message.get("round") == current[0] and message.get("granted"):
+            log.debug("pre-vote round %s answer from %s: %s", message.get("round"), node,
+                      "granted" if message.get("granted") else "refused")
+            ours = current is not None and message.get("round") == current[0]
+            if ours and message.get("granted"):
                 self._pv_grants.add(node)
             elif not message.get("granted"):
+                if ours:
+                    self._pv_refusals.add(node)
                 self._adopt_higher_term(message.get("voter_term"))
             return True
         return False
@@ -222,6 +252,17 @@ class PreVoteMixin:
         if self._pv_wanted is not None and self._pv_wanted != 0:
             self._pv_wanted = max(self._pv_wanted, later)
 
+    def _round_lost(self) -> bool:
+        """Our round cannot reach a majority any more: counting every connected member that has not
+        answered as a grant, it still falls short. A member we are not connected to (the dead
+        leader) cannot answer it."""
+        others = self._SyncObj__otherNodes  # type: ignore[attr-defined]
+        connected = self._SyncObj__connectedNodes  # type: ignore[attr-defined]
+        possible = 1 + len(self._pv_grants) + sum(
+            1 for node in others if node in connected and node not in self._pv_grants and node not in self._pv_refusals
+        )
+        return possible * 2 <= len(others) + 1
+
     def _contending(self, message: dict[str, Any], my_last_term: int, my_last_index: int) -> bool:
         """Whether our own pre-vote round (or the election it just won) goes before the sender's.
 
@@ -233,6 +274,8 @@ class PreVoteMixin:
         election, we grant none."""
         if self._pv_round is None:
             return self._released()
+        if self._round_lost():
+            return False  # refused already: a round that cannot win must not block one that can
         _round_id, my_term, _ends = self._pv_round
         mine = (my_term, my_last_term, my_last_index, self._pv_nonce)
         theirs = (message["term"], message["last_log_term"], message["last_log_index"], message.get("nonce", 0.0))

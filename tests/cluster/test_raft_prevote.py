@@ -29,7 +29,8 @@ class _Member(PreVoteMixin):
     def __init__(self, timeout: float, term: int = 4) -> None:
         fields = {"raftState": 0, "selfNode": "n1", "transferInProgress": False, "otherNodes": {"n2", "n3"},
                   "raftCurrentTerm": term, "raftElectionDeadline": pysyncobj_clock() + timeout,
-                  "transport": RecordingTransport(), "raftLeader": None}  # fmt: skip
+                  "transport": RecordingTransport(), "raftLeader": None,
+                  "connectedNodes": {"n2", "n3"}}  # fmt: skip
         for name, value in fields.items():
             setattr(self, f"_SyncObj__{name}", value)
         self._prevote_init(timeout / 2, timeout, enabled=True)
@@ -215,6 +216,58 @@ def test_a_member_that_won_its_pre_vote_grants_no_other_until_its_election_start
     node._handle_pre_vote("n2", {"type": "gw_pre_vote", "round": 1, "term": 5, "nonce": 1.0,
                                  "last_log_index": 99, "last_log_term": 4})  # fmt: skip
     assert node.sent[0][1]["granted"] is False
+
+
+def test_a_refused_round_that_cannot_win_is_over_and_does_not_block_the_voters_own_round() -> None:
+    # Chaos kill-leader (3 nodes), 0.56-0.64 s without a leader: the survivor that timed out first
+    # was refused (the other had heard from the leader a moment later), kept its round open until
+    # it expired and, holding the higher nonce, refused the other's round as a contender; both then
+    # waited out their rounds and one more timeout.
+    node = _Member(timeout=0.3)
+    node._SyncObj__connectedNodes = {"n2"}  # n3, the leader, was killed
+    node._pv_last_leader_contact = time.monotonic() - 1.0
+    node.tick_until_pre_vote(within=2.0)
+    round_id = node.sent[0][1]["round"]
+    node._pv_nonce = 1.0  # ours goes first in a tie between two live rounds
+    node._handle_pre_vote("n2", {"type": "gw_pre_vote_resp", "round": round_id, "term": 5, "granted": False,
+                                 "voter_term": 4})  # fmt: skip
+    ends = node._pv_round[2]  # type: ignore[index]
+    node._hold_election()
+    assert node._pv_round is None, "a round refused by the only member that can answer is lost"
+    assert node._pv_wanted == ends, "the next round starts when the lost one would have ended"
+    node.sent.clear()
+    node._handle_pre_vote("n2", {"type": "gw_pre_vote", "round": 1, "term": 5, "nonce": 0.0,
+                                 "last_log_index": 10, "last_log_term": 4})  # fmt: skip
+    assert node.sent[0][1]["granted"] is True, "the lost round refused the round that could win"
+
+
+def test_a_refusal_that_leaves_a_majority_possible_keeps_the_round_open() -> None:
+    node = _Member(timeout=0.3)  # both peers connected: n3's grant could still win the round
+    node._pv_last_leader_contact = time.monotonic() - 1.0
+    node.tick_until_pre_vote(within=2.0)
+    round_id = node.sent[0][1]["round"]
+    node._handle_pre_vote("n2", {"type": "gw_pre_vote_resp", "round": round_id, "term": 5, "granted": False,
+                                 "voter_term": 4})  # fmt: skip
+    node._hold_election()
+    assert node._pv_round is not None and node._pv_round[0] == round_id
+    node._handle_pre_vote("n3", {"type": "gw_pre_vote_resp", "round": round_id, "term": 5, "granted": True,
+                                 "voter_term": 4})  # fmt: skip
+    node._hold_election()
+    assert node._SyncObj__raftElectionDeadline == 0, "won on n3's grant"
+
+
+@pytest.mark.timeout(30)
+def test_an_unanswered_round_is_followed_at_once_by_the_next() -> None:
+    # A voter busy for longer than a round (installing a snapshot) answers nothing: the next round
+    # must start when this one ends, not one more election timeout later.
+    node = _Member(timeout=0.3)
+    node.tick_until_pre_vote(within=2.0)
+    first = node.sent[0][1]["round"]
+    ends = node._pv_round[2]  # type: ignore[index]
+    node.sent.clear()
+    started = node.tick_until_pre_vote(within=2.0)
+    assert node.sent[0][1]["round"] == first + 1
+    assert ends <= started < ends + 0.05, started - ends
 
 
 # -- real members: a slow message must not let pysyncobj start an election itself -------------------
