@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -133,11 +133,23 @@ class Dedupe:
         for gen in self.generations:
             yield from gen.items()
 
-    def with_items(self, items: list[tuple[str, Result]]) -> Dedupe:
-        table = evolve(self, generations=(), size=0)
+    def with_items(self, items: Iterable[tuple[str, Result]]) -> Dedupe:
+        """An empty table of this capacity after ``put`` of every item in order, built in one pass:
+        the same generations, hence the same evictions later, as on a member that applied those
+        writes one by one (restoring 10,000 entries by ``put`` took ~95 ms of a snapshot install,
+        during which the tick thread answers nothing)."""
+        gens: list[dict[str, Result]] = []
+        total, size, capacity = 0, self.generation_size, self.capacity
         for k, v in items:
-            table = table.put(k, v)
-        return table
+            if not gens or len(gens[-1]) >= size:
+                gens.append({})
+            last = gens[-1]
+            total += k not in last
+            last[k] = v
+            while len(gens) > 1 and total > capacity:
+                total -= len(gens[0])
+                gens.pop(0)
+        return evolve(self, generations=tuple(gens), size=total)
 
 
 @dataclass(frozen=True)
@@ -247,7 +259,7 @@ class ReplicatedState:
             config=config,
             deltas=deltas,
             delta_bytes=sum(size for _, size in deltas),
-            dedupe=self.dedupe.with_items([(str(k), v) for k, v in data["dedupe"]]),
+            dedupe=self.dedupe.with_items((str(k), v) for k, v in data["dedupe"]),
             tokens={"generation": int(tokens.get("generation", 0)), "revoked": dict(tokens.get("revoked", {}))},
             reg_epoch=int(data.get("reg_epoch", 0)),
             audit=self.audit.from_wire(data.get("audit")),

@@ -111,7 +111,10 @@ class AuditLog:
         """Restored from ``to_wire`` output, keeping this log's capacity (absent in older dumps: empty)."""
         if not isinstance(data, Mapping):
             return replace(self, chunks=(), size=0, dropped=0, next_seq=1)
-        records = [dict(r) for r in data.get("records", ()) if isinstance(r, Mapping)]
+        # A decoded dump's records are fresh dicts of our own: kept, not copied (10,000 copies and
+        # ABC checks were ~40 ms of every snapshot install).
+        records = [r if type(r) is dict else dict(r) for r in data.get("records", ())
+                   if type(r) is dict or isinstance(r, Mapping)]
         chunks, size, drop = _trim([tuple(records[i:i + CHUNK]) for i in range(0, len(records), CHUNK)],
                                    len(records), self.capacity)
         return replace(self, chunks=chunks, size=size, dropped=int(data.get("dropped", 0)) + drop,

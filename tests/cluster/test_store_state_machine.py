@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 from typing import Any
 
 import msgpack
@@ -88,6 +89,24 @@ def test_dedupe_size_is_the_generations_total_also_with_repeated_ids() -> None:
         table = table.put(f"r{i % 70}", {"ok": True, "i": i})  # ids repeat, within and across generations
         assert len(table) == sum(len(g) for g in table.generations)
     assert table.with_items(table.items()).size == sum(len(g) for g in table.with_items(table.items()).generations)
+
+
+@pytest.mark.parametrize("capacity", [1, 7, 40, 512, 10_000])
+def test_dedupe_restored_in_one_pass_has_the_generations_of_one_put_per_item(capacity: int) -> None:
+    # Members must evict the same request ids at the same write: a member restored from a snapshot
+    # must hold exactly the generations of the members that applied the writes one by one.
+    seed = 20261208
+    rng = random.Random(seed)
+    items = [(f"r{rng.randrange(capacity * 2 + 5)}", {"ok": True, "i": i}) for i in range(capacity * 3 + 11)]
+    one_by_one = Dedupe(capacity=capacity)
+    for k, v in items:
+        one_by_one = one_by_one.put(k, v)
+    restored = Dedupe(capacity=capacity).with_items(iter(items))
+    assert [list(g.items()) for g in restored.generations] == [list(g.items()) for g in one_by_one.generations], seed
+    assert restored.size == one_by_one.size
+    again = Dedupe(capacity=capacity).with_items(one_by_one.iter_items())  # a dump of it, restored
+    assert [list(g.items()) for g in again.generations] == [list(g.items()) for g in one_by_one.generations]
+    assert again.put("new", {"ok": True}).generations == one_by_one.put("new", {"ok": True}).generations
 
 
 def test_txn_fingerprint_of_a_frozen_body_is_that_of_its_plain_copy() -> None:
