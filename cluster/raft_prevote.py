@@ -257,11 +257,8 @@ class PreVoteMixin:
         answered as a grant, it still falls short. A member we are not connected to (the dead
         leader) cannot answer it."""
         others = self._SyncObj__otherNodes  # type: ignore[attr-defined]
-        connected = self._SyncObj__connectedNodes  # type: ignore[attr-defined]
-        possible = 1 + len(self._pv_grants) + sum(
-            1 for node in others if node in connected and node not in self._pv_grants and node not in self._pv_refusals
-        )
-        return possible * 2 <= len(others) + 1
+        unanswered = (others & self._SyncObj__connectedNodes) - self._pv_grants - self._pv_refusals  # type: ignore[attr-defined]
+        return (1 + len(self._pv_grants) + len(unanswered)) * 2 <= len(others) + 1
 
     def _contending(self, message: dict[str, Any], my_last_term: int, my_last_index: int) -> bool:
         """Whether our own pre-vote round (or the election it just won) goes before the sender's.
